@@ -1,0 +1,126 @@
+//! The seam between the HTTP server and whatever runs models.
+
+use crate::ids::ModelId;
+use crate::request::{FinishReason, GenerateRequest, TokenLogprob, Usage};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+/// What a model is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// Generates text (chat and completions).
+    Chat,
+    /// Produces embeddings.
+    Embedding,
+}
+
+/// A model as the catalogue lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// Public id.
+    pub id: ModelId,
+    /// Who provides it (`shovel` for built-in ones, `user` for imports).
+    pub owned_by: String,
+    /// Unix seconds when it was registered.
+    pub created: i64,
+    /// What it is for.
+    pub kind: ModelKind,
+}
+
+/// One step of a running generation, sent from the engine to whoever submitted the request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The prompt was accepted; how many tokens it has.
+    Started {
+        /// Tokens in the prompt after templating.
+        prompt_tokens: usize,
+    },
+    /// New output text. A token that ends inside a UTF-8 character yields its text when complete,
+    /// so `text` may be empty for such a token and longer for the next.
+    Token {
+        /// The text this token completes.
+        text: String,
+        /// The token's id.
+        id: u32,
+        /// Its log probability, when the request asked for logprobs.
+        logprob: Option<TokenLogprob>,
+    },
+    /// Generation ended normally.
+    Done {
+        /// Why it ended.
+        finish_reason: FinishReason,
+        /// The engine's token counts.
+        usage: Usage,
+    },
+    /// Generation failed after it had started.
+    Error(BackendError),
+}
+
+/// The receiving end of a generation (unbounded: a slow reader must never stall the engine's
+/// batch; output is bounded by `max_tokens`). Dropping it cancels the request: the engine frees the
+/// sequence at its next step.
+pub type EventStream = mpsc::UnboundedReceiver<Event>;
+
+/// Errors a backend reports; the server maps each to an HTTP status.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BackendError {
+    /// No model with this id is served.
+    #[error("The model `{model}` does not exist")]
+    ModelNotFound {
+        /// The id asked for.
+        model: ModelId,
+    },
+    /// The model exists but cannot do what was asked (e.g. chat on an embedding model).
+    #[error("{message}")]
+    Unsupported {
+        /// What cannot be done.
+        message: String,
+        /// The request field at fault.
+        param: Option<String>,
+    },
+    /// The prompt plus `max_tokens` does not fit in the model's context.
+    #[error(
+        "This model's maximum context length is {context_length} tokens. However, you requested \
+         {requested} tokens ({prompt_tokens} in the messages, {max_tokens} in the completion). \
+         Please reduce the length of the messages or completion."
+    )]
+    ContextOverflow {
+        /// Tokens in the prompt.
+        prompt_tokens: usize,
+        /// Tokens asked for.
+        max_tokens: usize,
+        /// Their sum.
+        requested: usize,
+        /// The model's context length.
+        context_length: usize,
+    },
+    /// The prompt has no tokens to continue from.
+    #[error("The prompt is empty")]
+    EmptyPrompt,
+    /// Loading the model failed.
+    #[error("Model `{model}` could not be loaded: {reason}")]
+    LoadFailed {
+        /// The model.
+        model: ModelId,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The backend is at capacity; retry later.
+    #[error("The server is overloaded; retry later")]
+    Overloaded,
+    /// Anything else; details are logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Runs generation requests. Implemented by the engine (local models) and by fakes in tests.
+#[async_trait::async_trait]
+pub trait InferenceBackend: Send + Sync + 'static {
+    /// The models this backend can serve now.
+    async fn models(&self) -> Vec<ModelInfo>;
+
+    /// Starts a generation. Errors found before any token (unknown model, context overflow)
+    /// come back here; later ones arrive as [`Event::Error`].
+    async fn submit(&self, req: GenerateRequest) -> Result<EventStream, BackendError>;
+}

@@ -1,0 +1,18 @@
+//! Shovel's core: ids, domain types and the seam traits the subsystems talk through.
+//!
+//! Nothing here does I/O, speaks HTTP or touches a tensor. The server talks to whatever runs
+//! models through [`InferenceBackend`]; the engine implements it, and tests implement it with a
+//! fake (see [`testing`]) so HTTP can be tested without a model.
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod ids;
+pub mod request;
+pub mod testing;
+
+pub use backend::{BackendError, Event, EventStream, InferenceBackend, ModelInfo, ModelKind};
+pub use ids::{ModelId, Principal, TenantId};
+pub use request::{
+    ChatMessage, FinishReason, GenerateRequest, Prompt, SamplingParams, TokenLogprob, TopLogprob,
+    Usage,
+};

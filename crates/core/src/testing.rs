@@ -1,0 +1,84 @@
+//! Test support: a fake [`InferenceBackend`] so HTTP tests run without a model.
+//!
+//! The fake "model" answers by echoing the words of the last message (or the raw prompt) back,
+//! one word per token, which makes streaming, usage and stop handling checkable by exact text.
+
+use crate::backend::{BackendError, Event, EventStream, InferenceBackend, ModelInfo, ModelKind};
+use crate::ids::ModelId;
+use crate::request::{FinishReason, GenerateRequest, Prompt, Usage};
+use tokio::sync::mpsc;
+
+/// A backend that serves one model id and echoes the prompt's words.
+#[derive(Debug, Clone)]
+pub struct EchoBackend {
+    /// The single model id it serves.
+    pub model: ModelId,
+    /// Its context length, for overflow checks.
+    pub context_length: usize,
+}
+
+impl EchoBackend {
+    /// An echo backend serving `model` with a 64-token context.
+    pub fn new(model: &str) -> Self {
+        EchoBackend { model: ModelId::new(model), context_length: 64 }
+    }
+}
+
+fn words(prompt: &Prompt) -> Vec<String> {
+    let text = match prompt {
+        Prompt::Chat(msgs) => msgs.last().map(|m| m.content.clone()).unwrap_or_default(),
+        Prompt::Text(t) => t.clone(),
+    };
+    text.split_whitespace().map(|w| format!(" {w}")).collect()
+}
+
+#[async_trait::async_trait]
+impl InferenceBackend for EchoBackend {
+    async fn models(&self) -> Vec<ModelInfo> {
+        vec![ModelInfo { id: self.model.clone(), owned_by: "test".into(), created: 0, kind: ModelKind::Chat }]
+    }
+
+    async fn submit(&self, req: GenerateRequest) -> Result<EventStream, BackendError> {
+        if req.model != self.model {
+            return Err(BackendError::ModelNotFound { model: req.model });
+        }
+        let words = words(&req.prompt);
+        if words.is_empty() {
+            return Err(BackendError::EmptyPrompt);
+        }
+        let prompt_tokens = words.len();
+        let max_tokens = req.max_tokens.unwrap_or(self.context_length - prompt_tokens);
+        if prompt_tokens + max_tokens > self.context_length {
+            return Err(BackendError::ContextOverflow {
+                prompt_tokens,
+                max_tokens,
+                requested: prompt_tokens + max_tokens,
+                context_length: self.context_length,
+            });
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let _ = tx.send(Event::Started { prompt_tokens });
+            let mut n = 0;
+            let mut out = String::new();
+            let mut finish = FinishReason::Stop;
+            for (i, w) in words.iter().enumerate() {
+                if n == max_tokens {
+                    finish = FinishReason::Length;
+                    break;
+                }
+                out.push_str(w);
+                if req.stop.iter().any(|s| !s.is_empty() && out.contains(s.as_str())) {
+                    break;
+                }
+                n += 1;
+                if tx.send(Event::Token { text: w.clone(), id: i as u32, logprob: None }).is_err() {
+                    return;
+                }
+            }
+            let usage = Usage { prompt_tokens, completion_tokens: n };
+            let _ = tx.send(Event::Done { finish_reason: finish, usage });
+        });
+        Ok(rx)
+    }
+}

@@ -1,0 +1,172 @@
+//! The engine handle: a catalogue of servable models, each loaded on first use onto its own
+//! scheduler thread, behind the [`InferenceBackend`] seam.
+//!
+//! Submitting a request tokenizes it here (on the caller's task), checks it against the model's
+//! context, and hands it to the model's scheduler thread, which streams [`Event`]s back.
+
+use crate::loader;
+use crate::model::ModelConfig;
+use crate::sampler::Sampler;
+use crate::scheduler::{self, Command, SchedulerConfig, SeqRequest};
+use crate::template::ChatTemplate;
+use crate::tokenizer::Tokenizer;
+use shovel_core::{BackendError, EventStream, GenerateRequest, InferenceBackend, ModelId, ModelInfo, ModelKind, Prompt};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::OnceCell;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Upper bound on the context served per sequence, in tokens (the model's own limit applies
+    /// too). Bounds KV memory: each token costs `2 * layers * kv_dim * 4` bytes.
+    pub max_context: usize,
+    /// Scheduler limits.
+    pub scheduler: SchedulerConfig,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { max_context: 8192, scheduler: SchedulerConfig::default() }
+    }
+}
+
+/// A model the engine can serve: its public description and where its files are.
+#[derive(Debug, Clone)]
+pub struct CatalogEntry {
+    /// How it is listed.
+    pub info: ModelInfo,
+    /// A `.gguf` file or a Hugging Face model directory.
+    pub path: PathBuf,
+}
+
+/// A model loaded and running on its scheduler thread.
+pub struct LoadedModel {
+    /// Tokenizer, shared with the scheduler thread.
+    pub tokenizer: Arc<Tokenizer>,
+    /// Chat template.
+    pub template: ChatTemplate,
+    /// Hyperparameters.
+    pub config: ModelConfig,
+    /// Context served per sequence.
+    pub context_length: usize,
+    tx: Mutex<std::sync::mpsc::Sender<Command>>,
+}
+
+impl LoadedModel {
+    /// Tokenizes a prompt as the engine would for generation.
+    pub fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<u32>, crate::Error> {
+        match prompt {
+            Prompt::Chat(messages) => {
+                let text = self.template.render(messages, true)?;
+                // The template may spell BOS itself; never add a second one.
+                let bos_text = self.tokenizer.bos.map(|b| self.tokenizer.piece(b).to_string());
+                let has_bos = bos_text.is_some_and(|b| !b.is_empty() && text.starts_with(&b));
+                self.tokenizer.encode(&text, self.tokenizer.add_bos && !has_bos, true)
+            }
+            Prompt::Text(text) => self.tokenizer.encode(text, self.tokenizer.add_bos, true),
+        }
+    }
+}
+
+struct Slot {
+    entry: CatalogEntry,
+    loaded: OnceCell<Arc<LoadedModel>>,
+}
+
+/// The engine: implements [`InferenceBackend`] over local models.
+pub struct Engine {
+    config: EngineConfig,
+    slots: RwLock<HashMap<ModelId, Arc<Slot>>>,
+}
+
+impl Engine {
+    /// An engine serving `entries`; nothing is loaded until first used.
+    pub fn new(config: EngineConfig, entries: Vec<CatalogEntry>) -> Self {
+        let e = Engine { config, slots: RwLock::new(HashMap::new()) };
+        for entry in entries {
+            e.add(entry);
+        }
+        e
+    }
+
+    /// Adds (or replaces) a model in the catalogue.
+    pub fn add(&self, entry: CatalogEntry) {
+        let id = entry.info.id.clone();
+        self.slots.write().unwrap().insert(id, Arc::new(Slot { entry, loaded: OnceCell::new() }));
+    }
+
+    /// Loads a model now (or returns it if already loaded).
+    pub async fn load(&self, model: &ModelId) -> Result<Arc<LoadedModel>, BackendError> {
+        let slot = self.slots.read().unwrap().get(model).cloned().ok_or_else(|| BackendError::ModelNotFound { model: model.clone() })?;
+        if slot.entry.info.kind != ModelKind::Chat {
+            return Err(BackendError::Unsupported { message: format!("`{model}` is an embedding model; it cannot generate text"), param: Some("model".into()) });
+        }
+        let cfg = self.config.clone();
+        slot.loaded
+            .get_or_try_init(|| async {
+                let entry = slot.entry.clone();
+                tokio::task::spawn_blocking(move || start(&entry, &cfg))
+                    .await
+                    .map_err(|e| BackendError::Internal(e.to_string()))?
+            })
+            .await
+            .cloned()
+    }
+}
+
+fn start(entry: &CatalogEntry, cfg: &EngineConfig) -> Result<Arc<LoadedModel>, BackendError> {
+    let t0 = std::time::Instant::now();
+    let parts = loader::load(&entry.path).map_err(|e| BackendError::LoadFailed { model: entry.info.id.clone(), reason: e.to_string() })?;
+    let tokenizer = Arc::new(parts.tokenizer);
+    let config = parts.model.config.clone();
+    let context_length = config.context_length.min(cfg.max_context);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tk = tokenizer.clone();
+    let sched = cfg.scheduler.clone();
+    let model = parts.model;
+    std::thread::Builder::new()
+        .name(format!("sched-{}", entry.info.id))
+        .spawn(move || scheduler::run(model, tk, rx, sched, context_length))
+        .map_err(|e| BackendError::Internal(e.to_string()))?;
+    tracing::info!(model = %entry.info.id, arch = ?config.arch, layers = config.n_layers, ms = t0.elapsed().as_millis() as u64, "model loaded");
+    Ok(Arc::new(LoadedModel { tokenizer, template: parts.template, config, context_length, tx: Mutex::new(tx) }))
+}
+
+#[async_trait::async_trait]
+impl InferenceBackend for Engine {
+    async fn models(&self) -> Vec<ModelInfo> {
+        let mut v: Vec<ModelInfo> = self.slots.read().unwrap().values().map(|s| s.entry.info.clone()).collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    async fn submit(&self, req: GenerateRequest) -> Result<EventStream, BackendError> {
+        let m = self.load(&req.model).await?;
+        let prompt = m.prompt_tokens(&req.prompt).map_err(|e| BackendError::Unsupported { message: e.to_string(), param: Some("messages".into()) })?;
+        if prompt.is_empty() {
+            return Err(BackendError::EmptyPrompt);
+        }
+        let ctx = m.context_length;
+        let max_tokens = match req.max_tokens {
+            Some(n) if prompt.len() + n > ctx => {
+                return Err(BackendError::ContextOverflow { prompt_tokens: prompt.len(), max_tokens: n, requested: prompt.len() + n, context_length: ctx })
+            }
+            Some(n) => n,
+            None if prompt.len() >= ctx => {
+                return Err(BackendError::ContextOverflow { prompt_tokens: prompt.len(), max_tokens: 1, requested: prompt.len() + 1, context_length: ctx })
+            }
+            None => ctx - prompt.len(),
+        };
+        let mut stop = req.stop.clone();
+        if m.template.is_fallback && matches!(req.prompt, Prompt::Chat(_)) && m.tokenizer.token_id("<|im_end|>").is_none() {
+            // ChatML fallback on a vocabulary without <|im_end|>: end the turn on its text.
+            stop.push("<|im_end|>".to_string());
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let seq = SeqRequest { prompt, max_tokens, stop, top_logprobs: req.top_logprobs, sampler: Sampler::new(req.sampling.clone()), tx };
+        m.tx.lock().unwrap().send(Command::Add(Box::new(seq))).map_err(|_| BackendError::Internal("scheduler thread stopped".into()))?;
+        Ok(rx)
+    }
+}

@@ -1,0 +1,321 @@
+//! Transformer model code for the llama and gemma3 architectures, written to batch sequences at
+//! different positions: one forward step takes any mix of prompt chunks and single decode tokens
+//! from many sequences, each with its own KV cache and positions.
+//!
+//! Why our own model code rather than candle's: candle's quantized llama batches only sequences in
+//! lockstep (one position for the whole batch, KV grown by concatenation), which rules out
+//! continuous batching; see shared/FINDINGS.md.
+
+use crate::ops::{gelu_tanh, matmul, rms_norm, rope, silu, RopeStyle};
+use crate::tensor::Weight;
+use rayon::prelude::*;
+
+/// Architecture families the engine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// Llama family (SmolLM2, Llama, Mistral-style without sliding window).
+    Llama,
+    /// Gemma 3 (sandwich norms, QK norm, GELU, interleaved sliding-window layers).
+    Gemma3,
+}
+
+/// Hyperparameters, read from GGUF metadata or config.json.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    /// Architecture family.
+    pub arch: Arch,
+    /// Transformer blocks.
+    pub n_layers: usize,
+    /// Residual stream width.
+    pub hidden: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads (grouped-query attention).
+    pub n_kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Vocabulary size (rows of the output head).
+    pub vocab: usize,
+    /// Trained context length.
+    pub context_length: usize,
+    /// RMS norm epsilon.
+    pub rms_eps: f32,
+    /// RoPE base for global-attention layers.
+    pub rope_base: f32,
+    /// RoPE base for sliding-window layers (Gemma 3).
+    pub rope_base_local: f32,
+    /// How RoPE pairs dimensions.
+    pub rope_style: RopeStyle,
+    /// Sliding window, for layers that use one.
+    pub sliding_window: Option<usize>,
+    /// Every `swa_pattern`-th layer is global; the rest use the sliding window (0: all global).
+    pub swa_pattern: usize,
+    /// Multiplier on q.k (1/sqrt(head_dim) unless the model says otherwise).
+    pub attn_scale: f32,
+    /// Multiplier on the token embedding (Gemma: sqrt(hidden)).
+    pub embed_scale: f32,
+}
+
+impl ModelConfig {
+    /// Query width.
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head_dim
+    }
+    /// Key/value width.
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+    /// Whether layer `l` uses the sliding window.
+    pub fn is_swa(&self, l: usize) -> bool {
+        self.sliding_window.is_some() && self.swa_pattern > 0 && (l + 1) % self.swa_pattern != 0
+    }
+}
+
+/// One transformer block's weights.
+#[derive(Debug)]
+pub struct Layer {
+    /// Pre-attention norm.
+    pub attn_norm: Vec<f32>,
+    /// Query projection.
+    pub wq: Weight,
+    /// Key projection.
+    pub wk: Weight,
+    /// Value projection.
+    pub wv: Weight,
+    /// Output projection.
+    pub wo: Weight,
+    /// Per-head query norm (Gemma 3).
+    pub q_norm: Option<Vec<f32>>,
+    /// Per-head key norm (Gemma 3).
+    pub k_norm: Option<Vec<f32>>,
+    /// Norm on the attention output before the residual add (Gemma 3).
+    pub post_attn_norm: Option<Vec<f32>>,
+    /// Pre-MLP norm.
+    pub ffn_norm: Vec<f32>,
+    /// Gate projection.
+    pub gate: Weight,
+    /// Up projection.
+    pub up: Weight,
+    /// Down projection.
+    pub down: Weight,
+    /// Norm on the MLP output before the residual add (Gemma 3).
+    pub post_ffn_norm: Option<Vec<f32>>,
+}
+
+/// A loaded model's weights.
+#[derive(Debug)]
+pub struct Model {
+    /// Hyperparameters.
+    pub config: ModelConfig,
+    /// Token embedding, `vocab x hidden`.
+    pub embed: Weight,
+    /// Blocks.
+    pub layers: Vec<Layer>,
+    /// Final norm.
+    pub out_norm: Vec<f32>,
+    /// Output head, `vocab x hidden` (the embedding when tied).
+    pub output: Weight,
+}
+
+fn round_f16(x: &mut [f32]) {
+    for v in x {
+        *v = half::f16::from_f32(*v).to_f32();
+    }
+}
+
+/// Keys and values of one sequence, per layer, contiguous by position.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    len: usize,
+}
+
+impl KvCache {
+    /// An empty cache for `n_layers` layers.
+    pub fn new(n_layers: usize) -> Self {
+        KvCache { k: vec![Vec::new(); n_layers], v: vec![Vec::new(); n_layers], len: 0 }
+    }
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Bytes held, for metrics.
+    pub fn bytes(&self) -> usize {
+        self.k.iter().chain(&self.v).map(|l| l.capacity() * 4).sum()
+    }
+}
+
+/// One sequence's share of a forward step.
+pub struct BatchItem<'a> {
+    /// Tokens to feed, at positions `kv.len()..kv.len() + tokens.len()`.
+    pub tokens: &'a [u32],
+    /// The sequence's cache; grows by `tokens.len()`.
+    pub kv: &'a mut KvCache,
+    /// Whether to compute logits for the last token.
+    pub want_logits: bool,
+}
+
+impl Model {
+    /// Runs one step over a batch. Returns, per item, the logits of its last token when
+    /// `want_logits` is set.
+    pub fn forward(&self, items: &mut [BatchItem<'_>]) -> Vec<Option<Vec<f32>>> {
+        let c = &self.config;
+        let (h, qd, kvd, hd) = (c.hidden, c.q_dim(), c.kv_dim(), c.head_dim);
+        let t: usize = items.iter().map(|i| i.tokens.len()).sum();
+        // Position of every token in the flattened batch, and which item it belongs to.
+        let mut pos = Vec::with_capacity(t);
+        let mut owner = Vec::with_capacity(t);
+        for (ii, it) in items.iter().enumerate() {
+            for j in 0..it.tokens.len() {
+                pos.push(it.kv.len + j);
+                owner.push(ii);
+            }
+        }
+        let mut x = vec![0f32; t * h];
+        let mut ti = 0;
+        for it in items.iter() {
+            for &tok in it.tokens {
+                let row = &mut x[ti * h..(ti + 1) * h];
+                self.embed.dequantize_row_into(tok as usize, row);
+                if c.embed_scale != 1.0 {
+                    row.iter_mut().for_each(|v| *v *= c.embed_scale);
+                }
+                ti += 1;
+            }
+        }
+        let mut hbuf = vec![0f32; t * h];
+        let mut q = vec![0f32; t * qd];
+        let mut k = vec![0f32; t * kvd];
+        let mut v = vec![0f32; t * kvd];
+        let mut attn = vec![0f32; t * qd];
+        let ffn = self.layers.first().map_or(0, |l| l.gate.rows);
+        let mut g = vec![0f32; t * ffn];
+        let mut u = vec![0f32; t * ffn];
+        for (li, layer) in self.layers.iter().enumerate() {
+            hbuf.copy_from_slice(&x);
+            rms_norm(&mut hbuf, &layer.attn_norm, c.rms_eps);
+            matmul(&layer.wq, &hbuf, t, &mut q);
+            matmul(&layer.wk, &hbuf, t, &mut k);
+            matmul(&layer.wv, &hbuf, t, &mut v);
+            if let Some(qn) = &layer.q_norm {
+                rms_norm(&mut q, qn, c.rms_eps);
+            }
+            if let Some(kn) = &layer.k_norm {
+                rms_norm(&mut k, kn, c.rms_eps);
+            }
+            let swa = c.is_swa(li);
+            let base = if swa { c.rope_base_local } else { c.rope_base };
+            q.par_chunks_mut(qd).zip(k.par_chunks_mut(kvd)).enumerate().for_each(|(i, (qr, kr))| {
+                for head in qr.chunks_exact_mut(hd) {
+                    rope(head, pos[i], base, c.rope_style);
+                }
+                for head in kr.chunks_exact_mut(hd) {
+                    rope(head, pos[i], base, c.rope_style);
+                }
+                // The KV cache holds f16 values and q is rounded to f16 for q.k, as in llama.cpp:
+                // half the cache memory, and greedy outputs that agree with the reference.
+                round_f16(qr);
+                round_f16(kr);
+            });
+            round_f16(&mut v);
+            // Append this step's keys and values to each sequence's cache.
+            let mut off = 0;
+            for it in items.iter_mut() {
+                let n = it.tokens.len();
+                it.kv.k[li].extend_from_slice(&k[off * kvd..(off + n) * kvd]);
+                it.kv.v[li].extend_from_slice(&v[off * kvd..(off + n) * kvd]);
+                off += n;
+            }
+            let window = if swa { c.sliding_window } else { None };
+            let caches: Vec<(&[f32], &[f32])> =
+                items.iter().map(|it| (it.kv.k[li].as_slice(), it.kv.v[li].as_slice())).collect();
+            let group = c.n_heads / c.n_kv_heads;
+            attn.par_chunks_mut(hd).enumerate().for_each(|(idx, out)| {
+                let (ti, head) = (idx / c.n_heads, idx % c.n_heads);
+                let (kc, vc) = caches[owner[ti]];
+                let p = pos[ti];
+                let lo = window.map_or(0, |w| (p + 1).saturating_sub(w));
+                let kvh = head / group;
+                let qv = &q[ti * qd + head * hd..ti * qd + (head + 1) * hd];
+                // Online softmax with an f16 accumulator, the way llama.cpp's CPU flash attention
+                // computes it: same cost as two passes, and outputs that agree with its references.
+                let mut m = f32::NEG_INFINITY;
+                let mut sum = 0f32;
+                out.iter_mut().for_each(|o| *o = 0.0);
+                for j in lo..=p {
+                    let kr = &kc[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd];
+                    let s = crate::ops::dot(qv, kr) * c.attn_scale;
+                    let (mut ms, mut vs) = (1.0f32, 1.0f32);
+                    if s > m {
+                        let m_old = m;
+                        m = s;
+                        ms = (m_old - m).exp();
+                        if ms != 1.0 {
+                            out.iter_mut().for_each(|o| *o = half::f16::from_f32(*o * ms).to_f32());
+                        }
+                    } else {
+                        vs = (s - m).exp();
+                    }
+                    let vr = &vc[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd];
+                    for (o, vv) in out.iter_mut().zip(vr) {
+                        *o = half::f16::from_f32(vv.mul_add(vs, *o)).to_f32();
+                    }
+                    sum = sum * ms + vs;
+                }
+                let inv = 1.0 / sum;
+                out.iter_mut().for_each(|o| *o *= inv);
+            });
+            drop(caches);
+            matmul(&layer.wo, &attn, t, &mut hbuf);
+            if let Some(pn) = &layer.post_attn_norm {
+                rms_norm(&mut hbuf, pn, c.rms_eps);
+            }
+            x.iter_mut().zip(&hbuf).for_each(|(a, b)| *a += b);
+            hbuf.copy_from_slice(&x);
+            rms_norm(&mut hbuf, &layer.ffn_norm, c.rms_eps);
+            matmul(&layer.gate, &hbuf, t, &mut g);
+            matmul(&layer.up, &hbuf, t, &mut u);
+            let act: fn(f32) -> f32 = match c.arch {
+                Arch::Llama => silu,
+                Arch::Gemma3 => gelu_tanh,
+            };
+            g.par_iter_mut().zip(u.par_iter()).for_each(|(a, b)| *a = act(*a) * b);
+            matmul(&layer.down, &g, t, &mut hbuf);
+            if let Some(pn) = &layer.post_ffn_norm {
+                rms_norm(&mut hbuf, pn, c.rms_eps);
+            }
+            x.iter_mut().zip(&hbuf).for_each(|(a, b)| *a += b);
+        }
+        for it in items.iter_mut() {
+            it.kv.len += it.tokens.len();
+        }
+        // Logits only for the last token of the items that want them.
+        let mut last_rows = Vec::new();
+        let mut which = Vec::new();
+        let mut end = 0;
+        for (ii, it) in items.iter().enumerate() {
+            end += it.tokens.len();
+            if it.want_logits && !it.tokens.is_empty() {
+                last_rows.extend_from_slice(&x[(end - 1) * h..end * h]);
+                which.push(ii);
+            }
+        }
+        let mut result = vec![None; items.len()];
+        if which.is_empty() {
+            return result;
+        }
+        let n = which.len();
+        rms_norm(&mut last_rows, &self.out_norm, c.rms_eps);
+        let mut logits = vec![0f32; n * c.vocab];
+        matmul(&self.output, &last_rows, n, &mut logits);
+        for (r, ii) in which.into_iter().enumerate() {
+            result[ii] = Some(logits[r * c.vocab..(r + 1) * c.vocab].to_vec());
+        }
+        result
+    }
+}

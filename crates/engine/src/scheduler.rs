@@ -1,0 +1,277 @@
+//! The scheduler: one thread per loaded model owns the weights and every running sequence, and
+//! runs continuous batching. Each step it admits new requests, lets every sequence contribute a
+//! prompt chunk (prefill, under a token budget) or its one new token (decode) to a single forward
+//! pass, samples, streams text out, and retires finished or abandoned sequences. A client that
+//! hangs up (its receiver dropped) is retired at the next step.
+
+use crate::model::{BatchItem, KvCache, Model};
+use crate::sampler::{top_logprobs, Sampler};
+use crate::tokenizer::Tokenizer;
+use shovel_core::{Event, FinishReason, TokenLogprob, TopLogprob, Usage};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Scheduler limits.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Most tokens one forward step processes (prefill chunks plus decode tokens). Bounds the
+    /// latency a long prompt adds to everyone else's next token.
+    pub max_batch_tokens: usize,
+    /// Most sequences running at once; more wait in the queue.
+    pub max_running: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig { max_batch_tokens: 512, max_running: 16 }
+    }
+}
+
+/// A request the engine handle has validated and tokenized.
+pub struct SeqRequest {
+    /// Prompt tokens.
+    pub prompt: Vec<u32>,
+    /// Generated tokens allowed.
+    pub max_tokens: usize,
+    /// Stop strings.
+    pub stop: Vec<String>,
+    /// Alternatives to report per token, if logprobs were asked for.
+    pub top_logprobs: Option<usize>,
+    /// Sampler for this sequence.
+    pub sampler: Sampler,
+    /// Where events go.
+    pub tx: UnboundedSender<Event>,
+}
+
+/// Messages to the scheduler thread.
+pub enum Command {
+    /// Start a sequence.
+    Add(Box<SeqRequest>),
+}
+
+struct Sequence {
+    req: SeqRequest,
+    tokens: Vec<u32>,
+    kv: KvCache,
+    generated: usize,
+    pending: Vec<u8>,
+    text: String,
+    emitted: usize,
+}
+
+enum Step {
+    Continue,
+    Finished(FinishReason),
+}
+
+impl Sequence {
+    fn prefilling(&self) -> bool {
+        self.kv.len() < self.tokens.len()
+    }
+
+    /// Appends a sampled token's bytes; returns the text now safe to release and whether a stop
+    /// string was hit.
+    fn push_text(&mut self, bytes: &[u8]) -> (String, bool) {
+        self.pending.extend_from_slice(bytes);
+        let valid = match std::str::from_utf8(&self.pending) {
+            Ok(_) => self.pending.len(),
+            // Bytes that can never become valid are replaced; an incomplete tail waits.
+            Err(e) if e.error_len().is_some() => self.pending.len(),
+            Err(e) => e.valid_up_to(),
+        };
+        let chunk: Vec<u8> = self.pending.drain(..valid).collect();
+        self.text.push_str(&String::from_utf8_lossy(&chunk));
+        let max_stop = self.req.stop.iter().map(String::len).max().unwrap_or(0);
+        let mut search_from = self.emitted.saturating_sub(max_stop);
+        while !self.text.is_char_boundary(search_from) {
+            search_from -= 1;
+        }
+        let hit = self.req.stop.iter().filter_map(|s| self.text[search_from..].find(s.as_str()).map(|i| search_from + i)).min();
+        if let Some(cut) = hit {
+            let out = self.text[self.emitted.min(cut)..cut].to_string();
+            self.emitted = cut;
+            return (out, true);
+        }
+        // Hold back a tail that could still grow into a stop string.
+        let hold = self
+            .req
+            .stop
+            .iter()
+            .map(|s| (1..s.len()).rev().find(|&k| s.is_char_boundary(k) && self.text.ends_with(&s[..k])).unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        let end = self.text.len() - hold;
+        let out = if end > self.emitted { self.text[self.emitted..end].to_string() } else { String::new() };
+        self.emitted = self.emitted.max(end);
+        (out, false)
+    }
+
+    fn flush(&mut self) -> String {
+        let out = self.text[self.emitted..].to_string();
+        self.emitted = self.text.len();
+        out
+    }
+}
+
+/// Runs the scheduler until every command sender is gone.
+pub fn run(model: Model, tokenizer: Arc<Tokenizer>, rx: Receiver<Command>, cfg: SchedulerConfig, context_length: usize) {
+    let mut running: Vec<Sequence> = Vec::new();
+    let mut waiting: std::collections::VecDeque<SeqRequest> = Default::default();
+    let n_layers = model.config.n_layers;
+    loop {
+        if running.is_empty() && waiting.is_empty() {
+            match rx.recv() {
+                Ok(Command::Add(r)) => waiting.push_back(*r),
+                Err(_) => return,
+            }
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(Command::Add(r)) => waiting.push_back(*r),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    if running.is_empty() && waiting.is_empty() {
+                        return;
+                    }
+                    break;
+                }
+            }
+        }
+        waiting.retain(|r| !r.tx.is_closed());
+        while running.len() < cfg.max_running {
+            let Some(req) = waiting.pop_front() else { break };
+            let _ = req.tx.send(Event::Started { prompt_tokens: req.prompt.len() });
+            let tokens = req.prompt.clone();
+            running.push(Sequence { req, tokens, kv: KvCache::new(n_layers), generated: 0, pending: Vec::new(), text: String::new(), emitted: 0 });
+        }
+        // Cancellation: a dropped receiver frees the sequence (and its KV cache) now.
+        running.retain(|s| !s.req.tx.is_closed());
+        if running.is_empty() {
+            continue;
+        }
+        // Decode tokens first (one each), then prompt chunks in arrival order under the budget.
+        let mut budget = cfg.max_batch_tokens.max(1);
+        let mut take = vec![0usize; running.len()];
+        for (i, s) in running.iter().enumerate() {
+            if !s.prefilling() && budget > 0 {
+                take[i] = 1;
+                budget -= 1;
+            }
+        }
+        for (i, s) in running.iter().enumerate() {
+            if s.prefilling() && budget > 0 {
+                let n = (s.tokens.len() - s.kv.len()).min(budget);
+                take[i] = n;
+                budget -= n;
+            }
+        }
+        // Sequences with nothing new to feed (decode waits on its sampled token) are skipped.
+        let mut items: Vec<BatchItem<'_>> = Vec::new();
+        let mut idx = Vec::new();
+        for (i, s) in running.iter_mut().enumerate() {
+            if take[i] == 0 {
+                continue;
+            }
+            let start = s.kv.len();
+            let tokens = &s.tokens[start..start + take[i]];
+            let want_logits = start + take[i] == s.tokens.len();
+            items.push(BatchItem { tokens, kv: &mut s.kv, want_logits });
+            idx.push(i);
+        }
+        let logits = model.forward(&mut items);
+        drop(items);
+        let mut finished: Vec<usize> = Vec::new();
+        for (li, i) in idx.into_iter().enumerate() {
+            let Some(mut l) = logits[li].clone() else { continue };
+            let s = &mut running[i];
+            match sample_one(s, &mut l, &tokenizer, context_length) {
+                Step::Continue => {}
+                Step::Finished(reason) => {
+                    let tail = s.flush();
+                    if !tail.is_empty() {
+                        let _ = s.req.tx.send(Event::Token { text: tail, id: u32::MAX, logprob: None });
+                    }
+                    let usage = Usage { prompt_tokens: s.req.prompt.len(), completion_tokens: s.generated };
+                    let _ = s.req.tx.send(Event::Done { finish_reason: reason, usage });
+                    finished.push(i);
+                }
+            }
+        }
+        for i in finished.into_iter().rev() {
+            running.swap_remove(i);
+        }
+    }
+}
+
+fn sample_one(s: &mut Sequence, logits: &mut [f32], tk: &Tokenizer, context_length: usize) -> Step {
+    let lp = s.req.top_logprobs.map(|k| (logits.to_vec(), k));
+    let tok = s.req.sampler.sample(logits, &s.tokens);
+    s.generated += 1;
+    if tk.eog.contains(&tok) {
+        return Step::Finished(FinishReason::Stop);
+    }
+    s.tokens.push(tok);
+    let logprob = lp.map(|(raw, k)| {
+        let (chosen, top) = top_logprobs(&raw, tok, k);
+        let entry = |id: u32, lp: f32| {
+            let bytes = tk.token_bytes(id).to_vec();
+            TopLogprob { token: String::from_utf8_lossy(&bytes).into_owned(), logprob: lp, bytes }
+        };
+        TokenLogprob { chosen: entry(tok, chosen), top: top.into_iter().map(|(i, l)| entry(i, l)).collect() }
+    });
+    let (text, stopped) = s.push_text(tk.token_bytes(tok));
+    if (!text.is_empty() || logprob.is_some()) && s.req.tx.send(Event::Token { text, id: tok, logprob }).is_err() {
+        return Step::Continue; // the receiver is gone; retired at the next step
+    }
+    if stopped {
+        return Step::Finished(FinishReason::Stop);
+    }
+    if s.generated >= s.req.max_tokens || s.tokens.len() >= context_length {
+        return Step::Finished(FinishReason::Length);
+    }
+    Step::Continue
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shovel_core::SamplingParams;
+
+    fn seq(stop: &[&str]) -> Sequence {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let req = SeqRequest {
+            prompt: vec![],
+            max_tokens: 10,
+            stop: stop.iter().map(|s| s.to_string()).collect(),
+            top_logprobs: None,
+            sampler: Sampler::new(SamplingParams::default()),
+            tx,
+        };
+        Sequence { req, tokens: vec![], kv: KvCache::new(1), generated: 0, pending: vec![], text: String::new(), emitted: 0 }
+    }
+
+    #[test]
+    fn stop_string_split_across_tokens_is_withheld_and_cut() {
+        let mut s = seq(&["END"]);
+        assert_eq!(s.push_text(b"abc E"), ("abc ".to_string(), false));
+        assert_eq!(s.push_text(b"N"), (String::new(), false));
+        assert_eq!(s.push_text(b"D tail"), (String::new(), true));
+    }
+
+    #[test]
+    fn held_text_is_released_when_it_diverges() {
+        let mut s = seq(&["END"]);
+        assert_eq!(s.push_text(b"E"), (String::new(), false));
+        assert_eq!(s.push_text(b"x"), ("Ex".to_string(), false));
+        assert_eq!(s.flush(), "");
+    }
+
+    #[test]
+    fn partial_utf8_waits_for_its_last_byte() {
+        let mut s = seq(&[]);
+        let bytes = "华".as_bytes();
+        assert_eq!(s.push_text(&bytes[..2]), (String::new(), false));
+        assert_eq!(s.push_text(&bytes[2..]), ("华".to_string(), false));
+    }
+}

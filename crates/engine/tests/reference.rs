@@ -1,0 +1,134 @@
+//! Correctness against llama.cpp: token ids, chat-template renderings and greedy continuations
+//! that llama.cpp produced for the built-in models (shared/reference, see its README).
+//!
+//! Needs the built-in models in `$SHOVEL_HOME/models` (`shovel pull`; `scripts/test.sh` does it).
+
+use shovel_core::ChatMessage;
+use shovel_engine::loader::{load_gguf, LoadedParts};
+use shovel_engine::model::{BatchItem, KvCache};
+use shovel_engine::sampler::argmax;
+use std::path::PathBuf;
+
+fn shovel_home() -> PathBuf {
+    std::env::var_os("SHOVEL_HOME").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".shovel")
+    })
+}
+
+fn reference(file: &str) -> Vec<serde_json::Value> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/reference");
+    let text = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn load(id: &str) -> LoadedParts {
+    let path = shovel_home().join("models").join(id).join("model.gguf");
+    assert!(path.exists(), "{} is missing: run `shovel pull {id}` first (scripts/test.sh does)", path.display());
+    load_gguf(&path).unwrap()
+}
+
+fn check_tokenize(id: &str, parts: &LoadedParts) {
+    let mut bad = Vec::new();
+    for r in reference(&format!("{id}.tokenize.jsonl")) {
+        let text = r["text"].as_str().unwrap();
+        let want: Vec<u32> = serde_json::from_value(r["ids"].clone()).unwrap();
+        let got = parts.tokenizer.encode(text, false, true).unwrap();
+        if got != want {
+            bad.push(format!("{text:?}\n  want {want:?}\n  got  {got:?}"));
+        }
+        // Decoding gives the text back exactly (control tokens print as nothing).
+        if !text.contains("<|") {
+            assert_eq!(parts.tokenizer.decode(&got), text, "{id}: decode of {text:?}");
+        }
+    }
+    assert!(bad.is_empty(), "{id}: {} tokenization mismatches:\n{}", bad.len(), bad.join("\n"));
+}
+
+fn check_template(id: &str, parts: &LoadedParts) {
+    for r in reference(&format!("{id}.template.jsonl")) {
+        let msgs: Vec<ChatMessage> = serde_json::from_value(r["messages"].clone()).unwrap();
+        let got = parts.template.render(&msgs, r["add_generation_prompt"].as_bool().unwrap()).unwrap();
+        assert_eq!(got, r["prompt"].as_str().unwrap(), "{id}: template");
+    }
+}
+
+/// Largest logit gap at which a different greedy choice still counts as a tie: the reference's
+/// token is then at least e^-0.4 = 2/3 as likely as ours. llama.cpp rounds activations to 8 bits,
+/// accumulates attention in f16 and orders sums differently, which moves logits by up to a few
+/// tenths; these small models have such near-ties every few tokens.
+const TIE_LOGITS: f32 = 0.4;
+
+/// Greedy continuation, teacher-forced on the reference's tokens so every position is compared.
+/// All prompts run together in one batch at different positions, which also checks batching.
+/// Every disagreement must be a near-tie; exact agreement over 16 tokens is reported.
+fn check_greedy(id: &str, parts: &LoadedParts) {
+    let refs = reference(&format!("{id}.greedy.jsonl"));
+    let n_layers = parts.model.config.n_layers;
+    let want: Vec<Vec<u32>> = refs.iter().map(|r| serde_json::from_value(r["ids"].clone()).unwrap()).collect();
+    let mut seqs: Vec<(Vec<u32>, KvCache)> = refs
+        .iter()
+        .map(|r| {
+            let p = parts.tokenizer.encode(r["prompt"].as_str().unwrap(), parts.tokenizer.add_bos, true).unwrap();
+            (p, KvCache::new(n_layers))
+        })
+        .collect();
+    const N: usize = 16;
+    let mut disagreements: Vec<Vec<String>> = vec![Vec::new(); refs.len()];
+    let mut not_ties = Vec::new();
+    for step in 0..N {
+        let mut items: Vec<BatchItem> = seqs
+            .iter_mut()
+            .zip(&want)
+            .map(|((p, kv), w)| {
+                let toks: &[u32] = if step == 0 { p } else { std::slice::from_ref(&w[step - 1]) };
+                BatchItem { tokens: toks, kv, want_logits: true }
+            })
+            .collect();
+        let logits = parts.model.forward(&mut items);
+        for (i, l) in logits.into_iter().enumerate() {
+            let l = l.unwrap();
+            let ours = argmax(&l);
+            let theirs = want[i][step];
+            if ours != theirs {
+                let gap = l[ours as usize] - l[theirs as usize];
+                let msg = format!(
+                    "step {step}: ours {ours} {:?} ({:.3}) vs reference {theirs} {:?} ({:.3}), gap {gap:.3}",
+                    parts.tokenizer.decode(&[ours]),
+                    l[ours as usize],
+                    parts.tokenizer.decode(&[theirs]),
+                    l[theirs as usize]
+                );
+                if gap > TIE_LOGITS {
+                    not_ties.push(format!("{:?} {msg}", refs[i]["prompt"]));
+                }
+                disagreements[i].push(msg);
+            }
+        }
+    }
+    let exact = disagreements.iter().filter(|d| d.is_empty()).count();
+    eprintln!("{id}: {exact}/{} prompts agree exactly for {N} tokens; disagreements (all near-ties unless listed below):", refs.len());
+    for (r, d) in refs.iter().zip(&disagreements) {
+        if !d.is_empty() {
+            eprintln!("  {:?}: {}", r["prompt"], d.join("; "));
+        }
+    }
+    assert!(not_ties.is_empty(), "{id}: disagreements that are not near-ties:\n{}", not_ties.join("\n"));
+}
+
+#[test]
+fn smollm2_matches_llama_cpp() {
+    let id = "smollm2-135m-instruct";
+    let parts = load(id);
+    check_tokenize(id, &parts);
+    check_template(id, &parts);
+    check_greedy(id, &parts);
+}
+
+#[test]
+fn gemma3_matches_llama_cpp() {
+    let id = "gemma3-270m";
+    let parts = load(id);
+    check_tokenize(id, &parts);
+    check_template(id, &parts);
+    check_greedy(id, &parts);
+}

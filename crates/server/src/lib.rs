@@ -1,1 +1,73 @@
-//! placeholder
+//! Shovel's HTTP server: the OpenAI-compatible API (and, later, the platform API and console)
+//! over the `InferenceBackend` seam. It knows nothing of tensors: HTTP tests run it with the fake
+//! backend from `shovel_core::testing`, no model and no socket.
+#![warn(missing_docs)]
+
+pub mod dto;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod openai;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use shovel_core::InferenceBackend;
+use std::sync::Arc;
+
+pub use error::ApiError;
+
+/// Server settings (the `[server]` section of the config file).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { max_body_bytes: 4 * 1024 * 1024 }
+    }
+}
+
+/// Shared state handed to every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// Runs models.
+    pub backend: Arc<dyn InferenceBackend>,
+    /// Counters for /metrics.
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+impl AppState {
+    /// State over a backend.
+    pub fn new(backend: Arc<dyn InferenceBackend>) -> Self {
+        AppState { backend, metrics: Arc::new(metrics::Metrics::default()) }
+    }
+}
+
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn metrics_text(axum::extract::State(st): axum::extract::State<AppState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render())
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("Unknown endpoint {uri}"))
+}
+
+/// The application router.
+pub fn app(state: AppState, config: &ServerConfig) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .route("/v1/models", get(openai::list_models))
+        .route("/v1/models/{id}", get(openai::get_model))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .with_state(state)
+}

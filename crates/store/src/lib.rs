@@ -44,7 +44,8 @@ pub enum ModelFormat {
 }
 
 impl ModelFormat {
-    fn as_str(self) -> &'static str {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
         match self {
             ModelFormat::Gguf => "gguf",
             ModelFormat::HfDir => "hf_dir",
@@ -82,6 +83,13 @@ pub struct ModelRecord {
     pub owned_by: String,
     /// Unix seconds.
     pub created_at: i64,
+}
+
+impl ModelRecord {
+    /// The storage format's name.
+    pub fn format_str(&self) -> &'static str {
+        self.format.as_str()
+    }
 }
 
 fn kind_str(k: ModelKind) -> &'static str {

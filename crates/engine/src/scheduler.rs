@@ -90,6 +90,8 @@ impl Sequence {
         let hit = self.req.stop.iter().filter_map(|s| self.text[search_from..].find(s.as_str()).map(|i| search_from + i)).min();
         if let Some(cut) = hit {
             let out = self.text[self.emitted.min(cut)..cut].to_string();
+            // The stop string and anything after it are never part of the output.
+            self.text.truncate(cut);
             self.emitted = cut;
             return (out, true);
         }
@@ -188,9 +190,11 @@ pub fn run(model: Model, tokenizer: Arc<Tokenizer>, rx: Receiver<Command>, cfg: 
             match sample_one(s, &mut l, &tokenizer, context_length) {
                 Step::Continue => {}
                 Step::Finished(reason) => {
+                    // Text held back as a possible stop-string prefix is released at the end.
                     let tail = s.flush();
                     if !tail.is_empty() {
-                        let _ = s.req.tx.send(Event::Token { text: tail, id: u32::MAX, logprob: None });
+                        let id = s.tokens.last().copied().unwrap_or_default();
+                        let _ = s.req.tx.send(Event::Token { text: tail, id, logprob: None });
                     }
                     let usage = Usage { prompt_tokens: s.req.prompt.len(), completion_tokens: s.generated };
                     let _ = s.req.tx.send(Event::Done { finish_reason: reason, usage });
@@ -257,6 +261,7 @@ mod tests {
         assert_eq!(s.push_text(b"abc E"), ("abc ".to_string(), false));
         assert_eq!(s.push_text(b"N"), (String::new(), false));
         assert_eq!(s.push_text(b"D tail"), (String::new(), true));
+        assert_eq!(s.flush(), "");
     }
 
     #[test]

@@ -1,0 +1,54 @@
+"""Starts a real `shovel serve` for the SDK tests, in its own SHOVEL_HOME, with the built-in
+models imported in place from the cache that `scripts/test.sh` fills with `shovel pull`."""
+
+import os
+import pathlib
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN = os.environ.get("SHOVEL_BIN", str(ROOT / "target" / "debug" / "shovel"))
+CACHE = pathlib.Path(os.environ.get("SHOVEL_HOME", pathlib.Path.home() / ".shovel"))
+MODELS = ["smollm2-135m-instruct", "gemma3-270m"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def base_url(tmp_path_factory):
+    home = tmp_path_factory.mktemp("shovel-home")
+    env = dict(os.environ, SHOVEL_HOME=str(home), RUST_LOG="warn")
+    for m in MODELS:
+        gguf = CACHE / "models" / m / "model.gguf"
+        assert gguf.exists(), f"{gguf} is missing: run `shovel pull {m}` first (scripts/test.sh does)"
+        subprocess.run([BIN, "import", str(gguf), "--name", m], env=env, check=True, capture_output=True)
+    port = free_port()
+    log = open(home / "server.log", "w")
+    proc = subprocess.Popen([BIN, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url + "/health", timeout=1).read()
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise RuntimeError("server did not start:\n" + (home / "server.log").read_text())
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert proc.returncode == 0, "server did not shut down cleanly:\n" + (home / "server.log").read_text()

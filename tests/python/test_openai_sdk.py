@@ -1,0 +1,112 @@
+"""The official `openai` Python SDK against a real `shovel serve`: the compatibility contract."""
+
+import openai
+import pytest
+from openai import OpenAI
+
+SMOL = "smollm2-135m-instruct"
+GEMMA = "gemma3-270m"
+
+
+@pytest.fixture(scope="module")
+def client(base_url):
+    return OpenAI(base_url=base_url + "/v1", api_key="sk-test", max_retries=0, timeout=120)
+
+
+def test_lists_models(client):
+    ids = [m.id for m in client.models.list()]
+    assert SMOL in ids and GEMMA in ids
+    assert client.models.retrieve(SMOL).id == SMOL
+
+
+@pytest.mark.parametrize("model", [SMOL, GEMMA])
+def test_chat_without_streaming(client, model):
+    r = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Name three colours."}],
+        max_tokens=24,
+        temperature=0,
+    )
+    c = r.choices[0]
+    assert c.message.role == "assistant"
+    assert c.message.content.strip(), "empty answer"
+    assert c.finish_reason in ("stop", "length")
+    assert r.usage.prompt_tokens > 5
+    assert 0 < r.usage.completion_tokens <= 24
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+
+def test_chat_streaming_deltas_and_final_usage(client):
+    stream = client.chat.completions.create(
+        model=SMOL,
+        messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=16,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text.strip()
+    finishes = [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+    assert finishes in (["stop"], ["length"])
+    last = chunks[-1]
+    assert last.choices == [] and last.usage is not None
+    assert last.usage.completion_tokens > 0
+
+
+def test_streamed_text_equals_unstreamed_text(client):
+    kw = dict(model=SMOL, messages=[{"role": "user", "content": "Count to five."}], max_tokens=20, temperature=0)
+    whole = client.chat.completions.create(**kw).choices[0].message.content
+    parts = client.chat.completions.create(stream=True, **kw)
+    assert "".join(ch.choices[0].delta.content or "" for ch in parts if ch.choices) == whole
+
+
+def test_completion_matches_reference_continuation(client):
+    r = client.completions.create(model=SMOL, prompt="The capital of France is", max_tokens=3, temperature=0)
+    assert r.choices[0].text == " Paris.\n"
+    assert r.usage.completion_tokens == 3
+
+
+def test_n_choices_and_seeded_sampling(client):
+    kw = dict(model=SMOL, messages=[{"role": "user", "content": "Tell me a word."}], max_tokens=8, temperature=1.0, seed=42)
+    a = client.chat.completions.create(n=2, **kw)
+    assert len(a.choices) == 2 and [c.index for c in a.choices] == [0, 1]
+    b = client.chat.completions.create(n=2, **kw)
+    assert [c.message.content for c in a.choices] == [c.message.content for c in b.choices]
+
+
+def test_logprobs(client):
+    r = client.chat.completions.create(
+        model=SMOL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0, logprobs=True, top_logprobs=3
+    )
+    lp = r.choices[0].logprobs.content
+    assert len(lp) >= 1
+    assert all(len(t.top_logprobs) == 3 and t.logprob <= 0 for t in lp)
+    # Greedy: the chosen token is the most likely one.
+    assert lp[0].token == lp[0].top_logprobs[0].token
+
+
+def test_stop_string(client):
+    r = client.completions.create(model=SMOL, prompt="The capital of France is", max_tokens=8, temperature=0, stop=["."])
+    assert r.choices[0].text == " Paris"
+    assert r.choices[0].finish_reason == "stop"
+
+
+def test_unknown_model_is_not_found(client):
+    with pytest.raises(openai.NotFoundError) as e:
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.status_code == 404
+    assert e.value.body["code"] == "model_not_found"
+
+
+def test_bad_requests_are_400(client):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=SMOL, messages=[])
+    assert e.value.body["param"] == "messages"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=SMOL, messages=[{"role": "user", "content": "hi"}], max_tokens=100000)
+    assert "8192" in e.value.body["message"] and "100000" in e.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=SMOL, messages=[{"role": "user", "content": "hi"}], response_format={"type": "json_object"})
+    assert e.value.body["param"] == "response_format"

@@ -1,0 +1,217 @@
+//! A tiny random llama model written by the test itself (safetensors + config.json +
+//! tokenizer.json + tokenizer_config.json) exercises the Hugging Face loading path, batching
+//! invariants and the engine's request handling without any downloaded weights.
+
+use rand::{Rng, SeedableRng};
+use shovel_core::{BackendError, ChatMessage, Event, FinishReason, GenerateRequest, InferenceBackend, ModelId, ModelInfo, ModelKind, Prompt, SamplingParams};
+use shovel_engine::loader::load_hf_dir;
+use shovel_engine::model::{BatchItem, KvCache, Model};
+use shovel_engine::sampler::argmax;
+use shovel_engine::{CatalogEntry, Engine, EngineConfig};
+use std::collections::HashMap;
+use std::path::Path;
+
+const H: usize = 32;
+const HEADS: usize = 4;
+const KV_HEADS: usize = 2;
+const FFN: usize = 64;
+const LAYERS: usize = 2;
+
+fn write_tokenizer(dir: &Path) -> usize {
+    use tokenizers::models::bpe::BPE;
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::AddedToken;
+    let mut alphabet: Vec<char> = ByteLevel::alphabet().into_iter().collect();
+    alphabet.sort();
+    let vocab: tokenizers::models::bpe::Vocab = alphabet.iter().enumerate().map(|(i, c)| (c.to_string(), i as u32)).collect();
+    let bpe = BPE::builder().vocab_and_merges(vocab, vec![]).build().unwrap();
+    let mut tk = tokenizers::Tokenizer::new(bpe);
+    tk.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+    tk.with_decoder(Some(ByteLevel::default()));
+    tk.add_special_tokens(&[AddedToken::from("<|im_start|>", true), AddedToken::from("<|im_end|>", true)]);
+    tk.save(dir.join("tokenizer.json"), false).unwrap();
+    let template = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+    let cfg = serde_json::json!({"chat_template": template, "eos_token": "<|im_end|>", "bos_token": null, "add_bos_token": false});
+    std::fs::write(dir.join("tokenizer_config.json"), cfg.to_string()).unwrap();
+    alphabet.len() + 2
+}
+
+fn write_model(dir: &Path, seed: u64) {
+    let vocab = write_tokenizer(dir);
+    let cfg = serde_json::json!({
+        "model_type": "llama", "hidden_size": H, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
+        "num_hidden_layers": LAYERS, "intermediate_size": FFN, "vocab_size": vocab,
+        "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "rope_theta": 10000.0
+    });
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let kvd = H / HEADS * KV_HEADS;
+    let mut shapes: Vec<(String, Vec<usize>)> = vec![("model.embed_tokens.weight".into(), vec![vocab, H]), ("model.norm.weight".into(), vec![H]), ("lm_head.weight".into(), vec![vocab, H])];
+    for l in 0..LAYERS {
+        let p = format!("model.layers.{l}");
+        shapes.extend([
+            (format!("{p}.input_layernorm.weight"), vec![H]),
+            (format!("{p}.post_attention_layernorm.weight"), vec![H]),
+            (format!("{p}.self_attn.q_proj.weight"), vec![H, H]),
+            (format!("{p}.self_attn.k_proj.weight"), vec![kvd, H]),
+            (format!("{p}.self_attn.v_proj.weight"), vec![kvd, H]),
+            (format!("{p}.self_attn.o_proj.weight"), vec![H, H]),
+            (format!("{p}.mlp.gate_proj.weight"), vec![FFN, H]),
+            (format!("{p}.mlp.up_proj.weight"), vec![FFN, H]),
+            (format!("{p}.mlp.down_proj.weight"), vec![H, FFN]),
+        ]);
+    }
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
+        .into_iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let vals: Vec<f32> = if shape.len() == 1 { (0..n).map(|_| 1.0 + rng.gen_range(-0.1..0.1)).collect() } else { (0..n).map(|_| rng.gen_range(-0.5..0.5)).collect() };
+            (name, shape, vals.iter().flat_map(|v| v.to_le_bytes()).collect())
+        })
+        .collect();
+    let views: HashMap<String, safetensors::tensor::TensorView> =
+        data.iter().map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())).collect();
+    safetensors::serialize_to_file(&views, &None, &dir.join("model.safetensors")).unwrap();
+}
+
+fn tiny() -> (tempfile::TempDir, shovel_engine::loader::LoadedParts) {
+    let dir = tempfile::tempdir().unwrap();
+    write_model(dir.path(), 3);
+    let parts = load_hf_dir(dir.path()).unwrap();
+    (dir, parts)
+}
+
+/// Greedy continuation of each prompt; sequence `i` joins the batch at step `join[i]`.
+fn greedy(model: &Model, prompts: &[Vec<u32>], join: &[usize], n: usize) -> Vec<Vec<u32>> {
+    let mut kv: Vec<KvCache> = prompts.iter().map(|_| KvCache::new(LAYERS)).collect();
+    let mut out: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
+    for step in 0..n + join.iter().max().unwrap() {
+        let mut items = Vec::new();
+        let mut who = Vec::new();
+        for (i, kvi) in kv.iter_mut().enumerate() {
+            if step < join[i] || out[i].len() == n {
+                continue;
+            }
+            let toks: &[u32] = if out[i].is_empty() { &prompts[i] } else { std::slice::from_ref(out[i].last().unwrap()) };
+            items.push(BatchItem { tokens: toks, kv: kvi, want_logits: true });
+            who.push(i);
+        }
+        if items.is_empty() {
+            continue;
+        }
+        let logits = model.forward(&mut items);
+        drop(items);
+        for (i, l) in who.into_iter().zip(logits) {
+            out[i].push(argmax(&l.unwrap()));
+        }
+    }
+    out
+}
+
+#[test]
+fn hf_directory_loads_with_its_tokenizer_and_template() {
+    let (_d, parts) = tiny();
+    assert_eq!(parts.model.config.n_layers, LAYERS);
+    let ids = parts.tokenizer.encode("héllo 世界", false, true).unwrap();
+    assert_eq!(parts.tokenizer.decode(&ids), "héllo 世界");
+    let msgs = vec![ChatMessage { role: "user".into(), content: "hi".into() }];
+    assert_eq!(parts.template.render(&msgs, true).unwrap(), "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+    let chat_ids = parts.tokenizer.encode("<|im_start|>user", false, true).unwrap();
+    assert_eq!(chat_ids.len(), 1 + 4, "the special token is one id: {chat_ids:?}");
+    assert!(parts.tokenizer.eog.contains(&parts.tokenizer.token_id("<|im_end|>").unwrap()));
+}
+
+#[test]
+fn a_batch_gives_the_same_tokens_as_each_sequence_alone() {
+    let (_d, parts) = tiny();
+    let prompts: Vec<Vec<u32>> = ["The quick brown fox", "a", "SELECT * FROM sales WHERE region = 'North'"]
+        .iter()
+        .map(|p| parts.tokenizer.encode(p, false, false).unwrap())
+        .collect();
+    let together = greedy(&parts.model, &prompts, &[0, 2, 5], 12);
+    for (i, p) in prompts.iter().enumerate() {
+        let alone = greedy(&parts.model, std::slice::from_ref(p), &[0], 12);
+        assert_eq!(alone[0], together[i], "prompt {i}");
+    }
+}
+
+#[test]
+fn chunked_prefill_matches_whole_prefill() {
+    let (_d, parts) = tiny();
+    let p = parts.tokenizer.encode("chunked prefill must not change anything", false, false).unwrap();
+    let mut kv1 = KvCache::new(LAYERS);
+    let whole = parts.model.forward(&mut [BatchItem { tokens: &p, kv: &mut kv1, want_logits: true }]).remove(0).unwrap();
+    let mut kv2 = KvCache::new(LAYERS);
+    let (a, b) = p.split_at(7);
+    assert!(parts.model.forward(&mut [BatchItem { tokens: a, kv: &mut kv2, want_logits: false }])[0].is_none());
+    let chunked = parts.model.forward(&mut [BatchItem { tokens: b, kv: &mut kv2, want_logits: true }]).remove(0).unwrap();
+    let diff = whole.iter().zip(&chunked).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(diff < 1e-4, "max logit difference {diff}");
+    assert_eq!(kv1.len(), kv2.len());
+}
+
+fn engine(dir: &Path, max_context: usize) -> Engine {
+    let info = ModelInfo { id: ModelId::new("tiny"), owned_by: "test".into(), created: 0, kind: ModelKind::Chat };
+    let cfg = EngineConfig { max_context, ..Default::default() };
+    Engine::new(cfg, vec![CatalogEntry { info, path: dir.to_path_buf() }])
+}
+
+fn req(prompt: Prompt, max_tokens: Option<usize>) -> GenerateRequest {
+    GenerateRequest { model: ModelId::new("tiny"), prompt, sampling: SamplingParams { temperature: 0.0, ..Default::default() }, max_tokens, stop: vec![], top_logprobs: None }
+}
+
+async fn run(e: &Engine, r: GenerateRequest) -> (String, FinishReason, shovel_core::Usage) {
+    let mut rx = e.submit(r).await.unwrap();
+    let mut text = String::new();
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Token { text: t, .. } => text.push_str(&t),
+            Event::Done { finish_reason, usage } => return (text, finish_reason, usage),
+            Event::Started { .. } => {}
+            Event::Error(e) => panic!("{e}"),
+        }
+    }
+    panic!("no Done event")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_serves_concurrent_requests_and_checks_context() {
+    let dir = tempfile::tempdir().unwrap();
+    write_model(dir.path(), 5);
+    let e = engine(dir.path(), 48);
+    let chat = Prompt::Chat(vec![ChatMessage { role: "user".into(), content: "hello".into() }]);
+    let (a, b) = tokio::join!(run(&e, req(chat.clone(), Some(5))), run(&e, req(Prompt::Text("abc".into()), Some(7))));
+    assert_eq!(a.2.completion_tokens.min(5), a.2.completion_tokens);
+    assert!(a.1 == FinishReason::Length || a.2.completion_tokens < 5);
+    assert_eq!(b.2.prompt_tokens, 3);
+    // Same request, same greedy answer, whether run alone or beside another.
+    let again = run(&e, req(chat.clone(), Some(5))).await;
+    assert_eq!(again.0, a.0);
+    match e.submit(req(chat.clone(), Some(100))).await {
+        Err(BackendError::ContextOverflow { max_tokens: 100, context_length: 48, .. }) => {}
+        other => panic!("expected a context overflow, got {:?}", other.map(|_| ())),
+    }
+    match e.submit(GenerateRequest { model: ModelId::new("nope"), ..req(chat.clone(), None) }).await {
+        Err(BackendError::ModelNotFound { .. }) => {}
+        other => panic!("expected model not found, got {:?}", other.map(|_| ())),
+    }
+    // Without max_tokens, generation stops at the context length at the latest.
+    let (_, fin, usage) = run(&e, req(Prompt::Text("abc".into()), None)).await;
+    assert!(usage.prompt_tokens + usage.completion_tokens <= 48);
+    assert!(fin == FinishReason::Length || fin == FinishReason::Stop);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_receiver_cancels_without_disturbing_others() {
+    let dir = tempfile::tempdir().unwrap();
+    write_model(dir.path(), 6);
+    let e = engine(dir.path(), 64);
+    let expected = run(&e, req(Prompt::Text("keep going".into()), Some(20))).await;
+    for _ in 0..3 {
+        let rx = e.submit(req(Prompt::Text("abandon me".into()), Some(40))).await.unwrap();
+        drop(rx);
+    }
+    let got = run(&e, req(Prompt::Text("keep going".into()), Some(20))).await;
+    assert_eq!(got.0, expected.0);
+    assert_eq!(got.2, expected.2);
+}

@@ -8,7 +8,7 @@
 //! These are the portable reference kernels; the compiler vectorises them, and [`crate::ops`]
 //! calls them through an AVX2 entry point when the CPU has it.
 
-use crate::quant::{scale_min_k4, GgmlType};
+use crate::quant::{q6k_quad, scale_min_k4, GgmlType};
 use half::f16;
 
 /// How activations are quantized for a weight type.
@@ -214,10 +214,7 @@ pub fn dot_row(ty: GgmlType, w: &[u8], a: &QuantActs, i: usize) -> f32 {
                     let mut acc = [0i32; 8];
                     for l in 0..32 {
                         let is = l / 16;
-                        let q1 = ((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) as i32 - 32;
-                        let q2 = ((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
-                        let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
-                        let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+                        let [q1, q2, q3, q4] = q6k_quad(ql, qh, l);
                         acc[is] += q1 * qa[l] as i32;
                         acc[is + 2] += q2 * qa[l + 32] as i32;
                         acc[is + 4] += q3 * qa[l + 64] as i32;

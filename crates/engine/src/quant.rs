@@ -176,10 +176,7 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], out: &mut [f32]) {
                     let o = &mut o[128 * half..128 * half + 128];
                     for l in 0..32 {
                         let is = l / 16;
-                        let q1 = ((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) as i32 - 32;
-                        let q2 = ((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
-                        let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
-                        let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+                        let [q1, q2, q3, q4] = q6k_quad(ql, qh, l);
                         o[l] = d * (sc[is] as i8) as f32 * q1 as f32;
                         o[l + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
                         o[l + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
@@ -189,6 +186,17 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], out: &mut [f32]) {
             }
         }
     }
+}
+
+/// The four signed 6-bit values a Q6_K half-block stores at `l`, `l+32`, `l+64` and `l+96`.
+#[inline(always)]
+pub(crate) fn q6k_quad(ql: &[u8], qh: &[u8], l: usize) -> [i32; 4] {
+    [
+        ((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) as i32 - 32,
+        ((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32,
+        ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32,
+        ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32,
+    ]
 }
 
 /// The 6-bit scale and min of sub-block `j` of a Q4_K super-block (ggml's `get_scale_min_k4`).

@@ -110,3 +110,15 @@ def test_bad_requests_are_400(client):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model=SMOL, messages=[{"role": "user", "content": "hi"}], response_format={"type": "json_object"})
     assert e.value.body["param"] == "response_format"
+
+
+@pytest.mark.parametrize(
+    "model,question,expect",
+    [
+        (SMOL, "Explain what a database index is in one sentence.", "index"),
+        (GEMMA, "What is the capital of France?", "Paris"),
+    ],
+)
+def test_both_architectures_answer_coherently(client, model, question, expect):
+    r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}], max_tokens=48, temperature=0)
+    assert expect in r.choices[0].message.content

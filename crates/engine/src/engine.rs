@@ -160,9 +160,8 @@ impl InferenceBackend for Engine {
             None => ctx - prompt.len(),
         };
         let mut stop = req.stop.clone();
-        if m.template.is_fallback && matches!(req.prompt, Prompt::Chat(_)) && m.tokenizer.token_id("<|im_end|>").is_none() {
-            // ChatML fallback on a vocabulary without <|im_end|>: end the turn on its text.
-            stop.push("<|im_end|>".to_string());
+        if matches!(req.prompt, Prompt::Chat(_)) {
+            stop.extend(m.template.stops.iter().cloned());
         }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let seq = SeqRequest { prompt, max_tokens, stop, top_logprobs: req.top_logprobs, sampler: Sampler::new(req.sampling.clone()), tx };

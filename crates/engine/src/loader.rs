@@ -114,7 +114,8 @@ pub fn load_gguf(path: &Path) -> Result<LoadedParts> {
     let template_src = g.opt("tokenizer.chat_template").and_then(|v| v.as_str());
     let bos = tokenizer.bos.map(|b| tokenizer.piece(b).to_string()).unwrap_or_default();
     let eos = tokenizer.eog.first().map(|&e| tokenizer.piece(e).to_string()).unwrap_or_default();
-    let template = ChatTemplate::new(template_src, &bos, &eos)?;
+    let has_chatml = tokenizer.token_id("<|im_start|>").is_some();
+    let template = ChatTemplate::new(template_src, &bos, &eos, has_chatml)?;
     Ok(LoadedParts { model, tokenizer, template })
 }
 
@@ -323,7 +324,8 @@ pub fn load_hf_dir(dir: &Path) -> Result<LoadedParts> {
     let template_src = tk_cfg.as_ref().and_then(|c| c.get("chat_template")).and_then(|v| v.as_str());
     let bos = tokenizer.bos.map(|b| tokenizer.piece(b).to_string()).unwrap_or_default();
     let eos = tokenizer.eog.first().map(|&e| tokenizer.piece(e).to_string()).unwrap_or_default();
-    let template = ChatTemplate::new(template_src, &bos, &eos)?;
+    let has_chatml = tokenizer.token_id("<|im_start|>").is_some();
+    let template = ChatTemplate::new(template_src, &bos, &eos, has_chatml)?;
     Ok(LoadedParts { model, tokenizer, template })
 }
 

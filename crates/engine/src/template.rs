@@ -9,23 +9,43 @@ use crate::error::{Error, Result};
 use minijinja::{context, Environment, ErrorKind, Value};
 use shovel_core::ChatMessage;
 
-/// ChatML, the fallback llama.cpp uses for models without a template of their own.
+/// ChatML, the fallback llama.cpp uses for models without a template of their own; used when the
+/// vocabulary has ChatML's tokens.
 pub const CHATML: &str = "{%- for message in messages -%}{{ '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}{%- endfor -%}{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}";
+
+/// A plain transcript, the fallback for base models whose vocabulary has no ChatML tokens
+/// (Gemma 3 270M): in ChatML such a model only sees unfamiliar markup and echoes the question,
+/// while it continues a "User:/Assistant:" transcript sensibly. Generation stops at the next
+/// "\nUser:".
+pub const TRANSCRIPT: &str = "{%- for message in messages -%}{%- if message.role == 'system' -%}{{ message.content + '\n\n' }}{%- elif message.role == 'user' -%}{{ 'User: ' + message.content + '\n' }}{%- else -%}{{ 'Assistant: ' + message.content + '\n' }}{%- endif -%}{%- endfor -%}{%- if add_generation_prompt -%}{{ 'Assistant:' }}{%- endif -%}";
+
+/// Which template a model uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateKind {
+    /// The model's own template.
+    Own,
+    /// The ChatML fallback.
+    ChatMl,
+    /// The plain transcript fallback.
+    Transcript,
+}
 
 /// A compiled chat template.
 pub struct ChatTemplate {
     env: Environment<'static>,
     /// The template source.
     pub source: String,
-    /// Whether this is the ChatML fallback rather than the model's own template.
-    pub is_fallback: bool,
+    /// Whether this is the model's own template or a fallback.
+    pub kind: TemplateKind,
+    /// Stop strings the template implies (a fallback's turn marker the vocabulary lacks).
+    pub stops: Vec<String>,
     bos: String,
     eos: String,
 }
 
 impl std::fmt::Debug for ChatTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatTemplate").field("is_fallback", &self.is_fallback).finish()
+        f.debug_struct("ChatTemplate").field("kind", &self.kind).finish()
     }
 }
 
@@ -57,11 +77,13 @@ fn strftime_now(fmt: String) -> String {
 }
 
 impl ChatTemplate {
-    /// Compiles `source`, or the ChatML fallback when `None`.
-    pub fn new(source: Option<&str>, bos: &str, eos: &str) -> Result<Self> {
-        let (src, is_fallback) = match source {
-            Some(s) if !s.trim().is_empty() => (s.to_string(), false),
-            _ => (CHATML.to_string(), true),
+    /// Compiles `source`; without one, a fallback: ChatML when the vocabulary has its tokens
+    /// (`has_chatml`), else a plain transcript.
+    pub fn new(source: Option<&str>, bos: &str, eos: &str, has_chatml: bool) -> Result<Self> {
+        let (src, kind, stops) = match source {
+            Some(s) if !s.trim().is_empty() => (s.to_string(), TemplateKind::Own, vec![]),
+            _ if has_chatml => (CHATML.to_string(), TemplateKind::ChatMl, vec![]),
+            _ => (TRANSCRIPT.to_string(), TemplateKind::Transcript, vec!["\nUser:".to_string()]),
         };
         let mut env = Environment::new();
         env.set_trim_blocks(true);
@@ -70,7 +92,7 @@ impl ChatTemplate {
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_template_owned("chat", src.clone()).map_err(|e| Error::Template(e.to_string()))?;
-        Ok(ChatTemplate { env, source: src, is_fallback, bos: bos.to_string(), eos: eos.to_string() })
+        Ok(ChatTemplate { env, source: src, kind, stops, bos: bos.to_string(), eos: eos.to_string() })
     }
 
     /// Renders `messages`; with `add_generation_prompt` the text ends where the assistant's
@@ -97,22 +119,31 @@ mod tests {
 
     #[test]
     fn chatml_fallback_renders_generation_prompt() {
-        let t = ChatTemplate::new(None, "", "").unwrap();
-        assert!(t.is_fallback);
+        let t = ChatTemplate::new(None, "", "", true).unwrap();
+        assert_eq!(t.kind, TemplateKind::ChatMl);
         let s = t.render(&[msg("user", "hi")], true).unwrap();
         assert_eq!(s, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
     }
 
     #[test]
+    fn transcript_fallback_without_chatml_tokens() {
+        let t = ChatTemplate::new(None, "", "", false).unwrap();
+        assert_eq!(t.kind, TemplateKind::Transcript);
+        let s = t.render(&[msg("system", "Be brief."), msg("user", "hi"), msg("assistant", "Hello."), msg("user", "bye")], true).unwrap();
+        assert_eq!(s, "Be brief.\n\nUser: hi\nAssistant: Hello.\nUser: bye\nAssistant:");
+        assert_eq!(t.stops, vec!["\nUser:".to_string()]);
+    }
+
+    #[test]
     fn hf_semantics_trim_blocks_and_python_methods() {
         let src = "{% for m in messages %}\n  {{ m.role.upper() }}:{{ m.content.strip() }}\n{% endfor %}";
-        let t = ChatTemplate::new(Some(src), "<s>", "</s>").unwrap();
+        let t = ChatTemplate::new(Some(src), "<s>", "</s>", true).unwrap();
         assert_eq!(t.render(&[msg("user", " a ")], false).unwrap(), "  USER:a\n");
     }
 
     #[test]
     fn raise_exception_is_an_error() {
-        let t = ChatTemplate::new(Some("{{ raise_exception('no system role') }}"), "", "").unwrap();
+        let t = ChatTemplate::new(Some("{{ raise_exception('no system role') }}"), "", "", true).unwrap();
         let e = t.render(&[], false).unwrap_err().to_string();
         assert!(e.contains("no system role"), "{e}");
     }

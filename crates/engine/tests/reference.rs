@@ -45,6 +45,13 @@ fn check_tokenize(id: &str, parts: &LoadedParts) {
 }
 
 fn check_template(id: &str, parts: &LoadedParts) {
+    if parts.template.kind == shovel_engine::template::TemplateKind::Transcript {
+        // The reference shows llama.cpp's ChatML fallback for a base model without a template;
+        // on a vocabulary without ChatML tokens we fall back to a plain transcript instead (see
+        // template::TRANSCRIPT), so there is no reference rendering to compare with.
+        assert!(parts.tokenizer.token_id("<|im_start|>").is_none());
+        return;
+    }
     for r in reference(&format!("{id}.template.jsonl")) {
         let msgs: Vec<ChatMessage> = serde_json::from_value(r["messages"].clone()).unwrap();
         let got = parts.template.render(&msgs, r["add_generation_prompt"].as_bool().unwrap()).unwrap();

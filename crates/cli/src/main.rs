@@ -84,6 +84,27 @@ enum Cmd {
         #[command(flatten)]
         opts: run::GenOpts,
     },
+    /// Measure the engine's throughput (prefill, decode, batched decode) on a model, shaped like
+    /// llama-bench and llama-batched-bench; `scripts/bench.sh` runs it beside llama.cpp.
+    Bench {
+        /// Model id, or a path to a .gguf file.
+        model: String,
+        /// Prompt length for the prefill measure (pp).
+        #[arg(long, default_value_t = 512)]
+        prompt_tokens: usize,
+        /// Tokens decoded for the single-sequence measure (tg).
+        #[arg(long, default_value_t = 128)]
+        gen_tokens: usize,
+        /// Sequences for the batched measure.
+        #[arg(long, default_value_t = 8)]
+        parallel: usize,
+        /// Prompt length of each sequence in the batched measure.
+        #[arg(long, default_value_t = 128)]
+        parallel_prompt: usize,
+        /// Which measures: pp, tg, batched.
+        #[arg(long, value_delimiter = ',', default_value = "pp,tg,batched")]
+        only: Vec<String>,
+    },
     /// Chat with a model in the terminal (/reset clears history, /exit quits).
     Chat {
         /// Model id.
@@ -217,6 +238,28 @@ async fn real_main() -> Result<()> {
             let r = ensure_model(&cfg, &store, &model).await?;
             let engine = Engine::new(cfg.engine.clone(), vec![entry(&r)]);
             run::run_once(&engine, &r.id, &prompt, &opts).await
+        }
+        Cmd::Bench { model, prompt_tokens, gen_tokens, parallel, parallel_prompt, only } => {
+            init_tracing("warn");
+            init_threads(&cfg);
+            let path = if std::path::Path::new(&model).exists() {
+                PathBuf::from(&model)
+            } else {
+                let store = open_store(&cfg).await?;
+                PathBuf::from(ensure_model(&cfg, &store, &model).await?.path)
+            };
+            let parts = shovel_engine::loader::load(&path)?;
+            let m = &parts.model;
+            // One untimed step warms caches and the thread pool.
+            shovel_engine::bench::decode(m, 4);
+            let want = |k: &str| only.iter().any(|o| o == k);
+            let result = shovel_engine::bench::BenchResult {
+                prefill_tok_s: want("pp").then(|| shovel_engine::bench::prefill(m, prompt_tokens)),
+                decode_tok_s: want("tg").then(|| shovel_engine::bench::decode(m, gen_tokens)),
+                batched_decode_tok_s: want("batched").then(|| shovel_engine::bench::batched_decode(m, parallel, parallel_prompt, gen_tokens)),
+            };
+            println!("{}", serde_json::to_string(&result)?);
+            Ok(())
         }
         Cmd::Chat { model, system, opts } => {
             init_tracing("warn");

@@ -5,6 +5,7 @@
 //! `shovel_core::InferenceBackend`, which [`Engine`] implements.
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod engine;
 pub mod error;
 pub mod gguf;

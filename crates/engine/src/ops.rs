@@ -46,7 +46,7 @@ fn has_avx2() -> bool {
     *F.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+            is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -66,19 +66,13 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     dot_generic(a, b)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn qdot_avx2(ty: GgmlType, w: &[u8], a: &QuantActs, i: usize) -> f32 {
-    dot_row(ty, w, a, i)
-}
-
 /// Quantized weight row times activation row `i`, with the best instruction set available.
 #[inline]
 fn qdot(ty: GgmlType, w: &[u8], a: &QuantActs, i: usize) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
-        // SAFETY: the CPU was checked for AVX2 and FMA.
-        return unsafe { qdot_avx2(ty, w, a, i) };
+        // SAFETY: the CPU was checked for AVX2, FMA and F16C.
+        return unsafe { crate::qdot::x86::dot_row(ty, w, a, i) };
     }
     dot_row(ty, w, a, i)
 }

@@ -260,6 +260,27 @@ mod tests {
         b
     }
 
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_kernels_match_the_portable_ones() {
+        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")) {
+            return;
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let k = 1024;
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K] {
+            for _ in 0..4 {
+                let w = random_row(ty, k, &mut rng);
+                let x: Vec<f32> = (0..k).map(|_| rng.gen_range(-2.0..2.0)).collect();
+                let acts = QuantActs::new(act_kind(ty), &x, k);
+                let want = dot_row(ty, &w, &acts, 0);
+                // SAFETY: features checked above.
+                let got = unsafe { x86::dot_row(ty, &w, &acts, 0) };
+                assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{ty:?}: avx2 {got} vs portable {want}");
+            }
+        }
+    }
+
     #[test]
     fn quantized_dot_matches_dequantized_dot() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
@@ -277,5 +298,163 @@ mod tests {
                 assert!((got - exact).abs() < scale + 1e-3, "{ty:?} row {i}: {got} vs {exact}");
             }
         }
+    }
+}
+
+/// AVX2 kernels for the dot products above: 32 weights per block are widened to bytes and
+/// multiplied against the activation bytes with `maddubs` (32 multiply-adds in one instruction),
+/// as ggml does. Profiling the portable path (perf, SmolLM2 decode) put 75% of the time in
+/// `dot_row`, which the compiler had not vectorised across the nibble unpacking.
+#[cfg(target_arch = "x86_64")]
+pub mod x86 {
+    use super::QuantActs;
+    use crate::quant::{scale_min_k4, GgmlType};
+    use std::arch::x86_64::*;
+
+    #[inline(always)]
+    unsafe fn f16(p: *const u8) -> f32 {
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes([*p, *p.add(1)]) as i32)))
+    }
+
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+
+    /// Signed bytes times signed bytes, summed in pairs then quads into 8 x i32.
+    #[inline(always)]
+    unsafe fn dot_i8(x: __m256i, y: __m256i) -> __m256i {
+        let ax = _mm256_sign_epi8(x, x);
+        let sy = _mm256_sign_epi8(y, x);
+        _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
+    }
+
+    /// 32 bits to 32 bytes, 0xFF where the bit is set (ggml's `bytes_from_bits_32`).
+    #[inline(always)]
+    unsafe fn bytes_from_bits(bits: u32) -> __m256i {
+        let shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+        let b = _mm256_shuffle_epi8(_mm256_set1_epi32(bits as i32), shuf);
+        let b = _mm256_or_si256(b, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+        _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1))
+    }
+
+    /// 16 bytes of nibbles to 32 bytes: low nibbles first, then high nibbles.
+    #[inline(always)]
+    unsafe fn nibbles(p: *const u8) -> __m256i {
+        let q = _mm_loadu_si128(p as *const __m128i);
+        _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0F))
+    }
+
+    /// The AVX2 version of [`super::dot_row`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C; `w` must hold one row of `ty` matching `a.k`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_row(ty: GgmlType, w: &[u8], a: &QuantActs, i: usize) -> f32 {
+        let (q8, d8, s8, bs8) = a.row(i);
+        let wp = w.as_ptr();
+        let qp = q8.as_ptr();
+        let nb = d8.len();
+        let mut acc = _mm256_setzero_ps();
+        let mut extra = 0f32;
+        match ty {
+            GgmlType::Q4_1 => {
+                for b in 0..nb {
+                    let wb = wp.add(b * 20);
+                    let y = _mm256_loadu_si256(qp.add(b * 32) as *const __m256i);
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles(wb.add(4)), y), _mm256_set1_epi16(1));
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(wb) * d8[b]), _mm256_cvtepi32_ps(p), acc);
+                    extra += f16(wb.add(2)) * s8[b];
+                }
+            }
+            GgmlType::Q4_0 => {
+                for b in 0..nb {
+                    let wb = wp.add(b * 18);
+                    let x = _mm256_sub_epi8(nibbles(wb.add(2)), _mm256_set1_epi8(8));
+                    let y = _mm256_loadu_si256(qp.add(b * 32) as *const __m256i);
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(wb) * d8[b]), _mm256_cvtepi32_ps(dot_i8(x, y)), acc);
+                }
+            }
+            GgmlType::Q5_0 => {
+                for b in 0..nb {
+                    let wb = wp.add(b * 22);
+                    let qh = u32::from_le_bytes([*wb.add(2), *wb.add(3), *wb.add(4), *wb.add(5)]);
+                    let hi = _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xF0u8 as i8));
+                    let x = _mm256_or_si256(nibbles(wb.add(6)), hi);
+                    let y = _mm256_loadu_si256(qp.add(b * 32) as *const __m256i);
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(wb) * d8[b]), _mm256_cvtepi32_ps(dot_i8(x, y)), acc);
+                }
+            }
+            GgmlType::Q8_0 => {
+                for b in 0..nb {
+                    let wb = wp.add(b * 34);
+                    let x = _mm256_loadu_si256(wb.add(2) as *const __m256i);
+                    let y = _mm256_loadu_si256(qp.add(b * 32) as *const __m256i);
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(wb) * d8[b]), _mm256_cvtepi32_ps(dot_i8(x, y)), acc);
+                }
+            }
+            GgmlType::Q4K => {
+                for b in 0..nb {
+                    let wb = wp.add(b * 144);
+                    let sc = std::slice::from_raw_parts(wb.add(4), 12);
+                    let qs = wb.add(16);
+                    let ya = qp.add(b * 256);
+                    let bs = &bs8[b * 16..b * 16 + 16];
+                    let mut sumi = _mm256_setzero_si256();
+                    let mut summ = 0i32;
+                    for j in 0..4 {
+                        let (s1, m1) = scale_min_k4(2 * j, sc);
+                        let (s2, m2) = scale_min_k4(2 * j + 1, sc);
+                        let q = _mm256_loadu_si256(qs.add(32 * j) as *const __m256i);
+                        let lo = _mm256_and_si256(q, _mm256_set1_epi8(0x0F));
+                        let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), _mm256_set1_epi8(0x0F));
+                        let y1 = _mm256_loadu_si256(ya.add(64 * j) as *const __m256i);
+                        let y2 = _mm256_loadu_si256(ya.add(64 * j + 32) as *const __m256i);
+                        let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y1), _mm256_set1_epi16(s1 as i16));
+                        let p2 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y2), _mm256_set1_epi16(s2 as i16));
+                        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p1, p2));
+                        summ += m1 as i32 * (bs[4 * j] as i32 + bs[4 * j + 1] as i32) + m2 as i32 * (bs[4 * j + 2] as i32 + bs[4 * j + 3] as i32);
+                    }
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(wb) * d8[b]), _mm256_cvtepi32_ps(sumi), acc);
+                    extra -= f16(wb.add(2)) * d8[b] * summ as f32;
+                }
+            }
+            GgmlType::Q6K => {
+                let m3 = _mm256_set1_epi8(3);
+                let m4 = _mm256_set1_epi8(0x0F);
+                let k32 = _mm256_set1_epi8(32);
+                for b in 0..nb {
+                    let wb = wp.add(b * 210);
+                    let ya = qp.add(b * 256);
+                    let mut sumi = _mm256_setzero_si256();
+                    for half in 0..2 {
+                        let ql = wb.add(64 * half);
+                        let qh = _mm256_loadu_si256(wb.add(128 + 32 * half) as *const __m256i);
+                        let sc = wb.add(192 + 8 * half) as *const i8;
+                        let l1 = _mm256_loadu_si256(ql as *const __m256i);
+                        let l2 = _mm256_loadu_si256(ql.add(32) as *const __m256i);
+                        let q = [
+                            _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4)),
+                            _mm256_or_si256(_mm256_and_si256(l2, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4)),
+                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4)),
+                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l2, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4)),
+                        ];
+                        for (k, qk) in q.iter().enumerate() {
+                            let y = _mm256_loadu_si256(ya.add(128 * half + 32 * k) as *const __m256i);
+                            // (q - 32) . y  =  q . y - 32 . y, both in unsigned-by-signed form.
+                            let p = _mm256_sub_epi16(_mm256_maddubs_epi16(*qk, y), _mm256_maddubs_epi16(k32, y));
+                            let s = _mm256_set_m128i(_mm_set1_epi16(*sc.add(2 * k + 1) as i16), _mm_set1_epi16(*sc.add(2 * k) as i16));
+                            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
+                        }
+                    }
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(wb.add(208)) * d8[b]), _mm256_cvtepi32_ps(sumi), acc);
+                }
+            }
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => unreachable!("float weights use the f32 path"),
+        }
+        hsum(acc) + extra
     }
 }

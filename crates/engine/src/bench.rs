@@ -1,0 +1,75 @@
+//! In-process throughput measurements of the model code, shaped like llama.cpp's `llama-bench`
+//! (pp: one prompt of N tokens in one step; tg: N tokens decoded one at a time from an empty
+//! context) and `llama-batched-bench` (P sequences of a prompt each, then G decode steps over
+//! all of them together), so the two can be compared side by side. Not tests: nothing here
+//! asserts a time.
+
+use crate::model::{BatchItem, KvCache, Model};
+use crate::sampler::argmax;
+use std::time::Instant;
+
+/// Tokens per second for each measure, or `None` where not run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchResult {
+    /// Prompt-processing throughput (pp), tokens/s.
+    pub prefill_tok_s: Option<f64>,
+    /// Single-sequence decode throughput (tg), tokens/s.
+    pub decode_tok_s: Option<f64>,
+    /// Aggregate decode throughput with `parallel` sequences, tokens/s.
+    pub batched_decode_tok_s: Option<f64>,
+}
+
+/// Deterministic pseudo-random token ids (llama-bench also feeds random tokens).
+fn tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((x >> 33) as usize % vocab.max(1)) as u32
+        })
+        .collect()
+}
+
+/// Prefill of one `n`-token prompt in a single step; tokens/s.
+pub fn prefill(model: &Model, n: usize) -> f64 {
+    let toks = tokens(n, model.config.vocab, 1);
+    let mut kv = KvCache::new(model.config.n_layers);
+    let t = Instant::now();
+    let _ = model.forward(&mut [BatchItem { tokens: &toks, kv: &mut kv, want_logits: true }]);
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+/// `n` greedy decode steps of one sequence from an empty context; tokens/s.
+pub fn decode(model: &Model, n: usize) -> f64 {
+    let mut kv = KvCache::new(model.config.n_layers);
+    let mut tok = tokens(1, model.config.vocab, 2)[0];
+    let t = Instant::now();
+    for _ in 0..n {
+        let l = model.forward(&mut [BatchItem { tokens: std::slice::from_ref(&tok), kv: &mut kv, want_logits: true }]);
+        tok = argmax(l[0].as_deref().unwrap_or(&[0.0]));
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+/// `parallel` sequences each prefilled with `prompt` tokens, then `gen` decode steps over all of
+/// them in one batch; aggregate decode tokens/s (the prefill is not timed).
+pub fn batched_decode(model: &Model, parallel: usize, prompt: usize, gen: usize) -> f64 {
+    let mut kvs: Vec<KvCache> = (0..parallel).map(|_| KvCache::new(model.config.n_layers)).collect();
+    let prompts: Vec<Vec<u32>> = (0..parallel).map(|i| tokens(prompt, model.config.vocab, 10 + i as u64)).collect();
+    let mut last: Vec<u32> = Vec::with_capacity(parallel);
+    {
+        let mut items: Vec<BatchItem> = kvs.iter_mut().zip(&prompts).map(|(kv, p)| BatchItem { tokens: p, kv, want_logits: true }).collect();
+        for l in model.forward(&mut items) {
+            last.push(argmax(l.as_deref().unwrap_or(&[0.0])));
+        }
+    }
+    let t = Instant::now();
+    for _ in 0..gen {
+        let cur = last.clone();
+        let mut items: Vec<BatchItem> = kvs.iter_mut().zip(&cur).map(|(kv, tok)| BatchItem { tokens: std::slice::from_ref(tok), kv, want_logits: true }).collect();
+        for (i, l) in model.forward(&mut items).into_iter().enumerate() {
+            last[i] = argmax(l.as_deref().unwrap_or(&[0.0]));
+        }
+    }
+    (parallel * gen) as f64 / t.elapsed().as_secs_f64()
+}

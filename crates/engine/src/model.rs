@@ -6,7 +6,7 @@
 //! lockstep (one position for the whole batch, KV grown by concatenation), which rules out
 //! continuous batching; see shared/FINDINGS.md.
 
-use crate::ops::{gelu_tanh, matmul, rms_norm, rope, silu, RopeStyle};
+use crate::ops::{gelu_tanh, matmul, matmul_many, rms_norm, rope, silu, RopeStyle};
 use crate::tensor::Weight;
 use rayon::prelude::*;
 
@@ -199,9 +199,7 @@ impl Model {
         for (li, layer) in self.layers.iter().enumerate() {
             hbuf.copy_from_slice(&x);
             rms_norm(&mut hbuf, &layer.attn_norm, c.rms_eps);
-            matmul(&layer.wq, &hbuf, t, &mut q);
-            matmul(&layer.wk, &hbuf, t, &mut k);
-            matmul(&layer.wv, &hbuf, t, &mut v);
+            matmul_many(&[&layer.wq, &layer.wk, &layer.wv], &hbuf, t, &mut [&mut q, &mut k, &mut v]);
             if let Some(qn) = &layer.q_norm {
                 rms_norm(&mut q, qn, c.rms_eps);
             }
@@ -242,33 +240,8 @@ impl Model {
                 let lo = window.map_or(0, |w| (p + 1).saturating_sub(w));
                 let kvh = head / group;
                 let qv = &q[ti * qd + head * hd..ti * qd + (head + 1) * hd];
-                // Online softmax with an f16 accumulator, the way llama.cpp's CPU flash attention
-                // computes it: same cost as two passes, and outputs that agree with its references.
-                let mut m = f32::NEG_INFINITY;
-                let mut sum = 0f32;
-                out.iter_mut().for_each(|o| *o = 0.0);
-                for j in lo..=p {
-                    let kr = &kc[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd];
-                    let s = crate::ops::dot(qv, kr) * c.attn_scale;
-                    let (mut ms, mut vs) = (1.0f32, 1.0f32);
-                    if s > m {
-                        let m_old = m;
-                        m = s;
-                        ms = (m_old - m).exp();
-                        if ms != 1.0 {
-                            out.iter_mut().for_each(|o| *o = half::f16::from_f32(*o * ms).to_f32());
-                        }
-                    } else {
-                        vs = (s - m).exp();
-                    }
-                    let vr = &vc[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd];
-                    for (o, vv) in out.iter_mut().zip(vr) {
-                        *o = half::f16::from_f32(vv.mul_add(vs, *o)).to_f32();
-                    }
-                    sum = sum * ms + vs;
-                }
-                let inv = 1.0 / sum;
-                out.iter_mut().for_each(|o| *o *= inv);
+                let rows = lo..=p;
+                crate::ops::attend(qv, kc, vc, kvd, kvh * hd, rows, c.attn_scale, out);
             });
             drop(caches);
             matmul(&layer.wo, &attn, t, &mut hbuf);
@@ -278,8 +251,7 @@ impl Model {
             x.iter_mut().zip(&hbuf).for_each(|(a, b)| *a += b);
             hbuf.copy_from_slice(&x);
             rms_norm(&mut hbuf, &layer.ffn_norm, c.rms_eps);
-            matmul(&layer.gate, &hbuf, t, &mut g);
-            matmul(&layer.up, &hbuf, t, &mut u);
+            matmul_many(&[&layer.gate, &layer.up], &hbuf, t, &mut [&mut g, &mut u]);
             let act: fn(f32) -> f32 = match c.arch {
                 Arch::Llama => silu,
                 Arch::Gemma3 => gelu_tanh,

@@ -149,7 +149,7 @@ fn entry(r: &ModelRecord) -> CatalogEntry {
 
 fn init_threads(cfg: &config::Config) {
     if cfg.threads > 0 {
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(cfg.threads).build_global();
+        shovel_engine::pool::init(cfg.threads);
     }
 }
 

@@ -12,6 +12,7 @@ pub mod gguf;
 pub mod loader;
 pub mod model;
 pub mod ops;
+pub mod pool;
 pub mod qdot;
 pub mod quant;
 pub mod sampler;

@@ -7,8 +7,8 @@
 //! continuous batching; see shared/FINDINGS.md.
 
 use crate::ops::{gelu_tanh, matmul, matmul_many, rms_norm, rope, silu, RopeStyle};
+use crate::pool;
 use crate::tensor::Weight;
-use rayon::prelude::*;
 
 /// Architecture families the engine runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,9 +118,9 @@ pub struct Model {
 }
 
 fn round_f16(x: &mut [f32]) {
-    for v in x {
-        *v = half::f16::from_f32(*v).to_f32();
-    }
+    let mut h = vec![half::f16::ZERO; x.len()];
+    half::slice::HalfFloatSliceExt::convert_from_f32_slice(&mut h[..], x);
+    half::slice::HalfFloatSliceExt::convert_to_f32_slice(&h[..], x);
 }
 
 /// Keys and values of one sequence, per layer, contiguous by position.
@@ -208,18 +208,16 @@ impl Model {
             }
             let swa = c.is_swa(li);
             let base = if swa { c.rope_base_local } else { c.rope_base };
-            q.par_chunks_mut(qd).zip(k.par_chunks_mut(kvd)).enumerate().for_each(|(i, (qr, kr))| {
-                for head in qr.chunks_exact_mut(hd) {
+            // Rope is cheap: one pass on this thread beats a parallel region for decode-sized
+            // batches. The KV cache holds f16 values and q is rounded to f16 for q.k, as in
+            // llama.cpp: half the cache memory, and greedy outputs that agree with its references.
+            for (i, (qr, kr)) in q.chunks_exact_mut(qd).zip(k.chunks_exact_mut(kvd)).enumerate() {
+                for head in qr.chunks_exact_mut(hd).chain(kr.chunks_exact_mut(hd)) {
                     rope(head, pos[i], base, c.rope_style);
                 }
-                for head in kr.chunks_exact_mut(hd) {
-                    rope(head, pos[i], base, c.rope_style);
-                }
-                // The KV cache holds f16 values and q is rounded to f16 for q.k, as in llama.cpp:
-                // half the cache memory, and greedy outputs that agree with the reference.
-                round_f16(qr);
-                round_f16(kr);
-            });
+            }
+            round_f16(&mut q);
+            round_f16(&mut k);
             round_f16(&mut v);
             // Append this step's keys and values to each sequence's cache.
             let mut off = 0;
@@ -233,7 +231,7 @@ impl Model {
             let caches: Vec<(&[f32], &[f32])> =
                 items.iter().map(|it| (it.kv.k[li].as_slice(), it.kv.v[li].as_slice())).collect();
             let group = c.n_heads / c.n_kv_heads;
-            attn.par_chunks_mut(hd).enumerate().for_each(|(idx, out)| {
+            pool::global().chunks(&mut attn, hd, |idx, out| {
                 let (ti, head) = (idx / c.n_heads, idx % c.n_heads);
                 let (kc, vc) = caches[owner[ti]];
                 let p = pos[ti];
@@ -256,7 +254,7 @@ impl Model {
                 Arch::Llama => silu,
                 Arch::Gemma3 => gelu_tanh,
             };
-            g.par_iter_mut().zip(u.par_iter()).for_each(|(a, b)| *a = act(*a) * b);
+            g.iter_mut().zip(&u).for_each(|(a, b)| *a = act(*a) * b);
             matmul(&layer.down, &g, t, &mut hbuf);
             if let Some(pn) = &layer.post_ffn_norm {
                 rms_norm(&mut hbuf, pn, c.rms_eps);

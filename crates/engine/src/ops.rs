@@ -8,11 +8,12 @@
 
 use crate::qdot::{act_kind, dot_row, ActKind, QuantActs};
 use crate::quant::GgmlType;
+use crate::pool;
 use crate::tensor::Weight;
-use rayon::prelude::*;
+use std::sync::Mutex;
 use std::sync::OnceLock;
 
-/// Output rows handed to one rayon task: large enough to amortise scheduling, small enough to
+/// Output rows handed to one pool task: large enough to amortise scheduling, small enough to
 /// balance two cores.
 const ROWS_PER_TASK: usize = 32;
 
@@ -66,9 +67,28 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     dot_generic(a, b)
 }
 
+fn has_vnni() -> bool {
+    static F: OnceLock<bool> = OnceLock::new();
+    *F.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            has_avx2() && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
 /// Quantized weight row times activation row `i`, with the best instruction set available.
 #[inline]
 fn qdot(ty: GgmlType, w: &[u8], a: &QuantActs, i: usize) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_vnni() {
+        // SAFETY: the CPU was checked for AVX2, FMA, F16C and AVX-512 VNNI/VL.
+        return unsafe { crate::qdot::x86::dot_row_vnni(ty, w, a, i) };
+    }
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: the CPU was checked for AVX2, FMA and F16C.
@@ -106,35 +126,37 @@ pub fn matmul_many(ws: &[&Weight], x: &[f32], n: usize, outs: &mut [&mut [f32]])
     // Results land transposed (rows x n) so each task owns whole weight rows.
     let mut ts: Vec<Vec<f32>> = ws.iter().map(|w| if n == 1 { Vec::new() } else { vec![0f32; w.rows * n] }).collect();
     {
-        let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::new();
+        // Tasks: (weight, first row, output chunk), handed out from a shared list.
+        let mut tasks: Vec<Mutex<(usize, usize, &mut [f32])>> = Vec::new();
         for (wi, (o, t)) in outs.iter_mut().zip(ts.iter_mut()).enumerate() {
             let buf: &mut [f32] = if n == 1 { o } else { t };
             for (ci, chunk) in buf.chunks_mut(ROWS_PER_TASK * n).enumerate() {
-                tasks.push((wi, ci * ROWS_PER_TASK, chunk));
+                tasks.push(Mutex::new((wi, ci * ROWS_PER_TASK, chunk)));
             }
         }
-        tasks.into_par_iter().for_each_init(
-            || vec![0f32; k],
-            |buf, (wi, r0, chunk)| {
-                let w = ws[wi];
-                let kind = act_kind(w.ty);
-                for (j, orow) in chunk.chunks_exact_mut(n).enumerate() {
-                    let r = r0 + j;
-                    if kind == ActKind::F32 {
-                        w.dequantize_row_into(r, buf);
-                        for (i, o) in orow.iter_mut().enumerate() {
-                            *o = dot(buf, &x[i * k..(i + 1) * k]);
-                        }
-                    } else {
-                        let a = find(kind).expect("quantized above");
-                        let wr = w.row_bytes(r);
-                        for (i, o) in orow.iter_mut().enumerate() {
-                            *o = qdot(w.ty, wr, a, i);
-                        }
+        pool::global().run(tasks.len(), &|ti| {
+            let mut guard = tasks[ti].lock().unwrap_or_else(|e| e.into_inner());
+            let (wi, r0, ref mut chunk) = *guard;
+            let w = ws[wi];
+            let kind = act_kind(w.ty);
+            let mut buf = Vec::new();
+            for (j, orow) in chunk.chunks_exact_mut(n).enumerate() {
+                let r = r0 + j;
+                if kind == ActKind::F32 {
+                    buf.resize(k, 0.0);
+                    w.dequantize_row_into(r, &mut buf);
+                    for (i, o) in orow.iter_mut().enumerate() {
+                        *o = dot(&buf, &x[i * k..(i + 1) * k]);
+                    }
+                } else {
+                    let a = find(kind).expect("quantized above");
+                    let wr = w.row_bytes(r);
+                    for (i, o) in orow.iter_mut().enumerate() {
+                        *o = qdot(w.ty, wr, a, i);
                     }
                 }
-            },
-        );
+            }
+        });
     }
     if n > 1 {
         for ((w, o), t) in ws.iter().zip(outs.iter_mut()).zip(&ts) {

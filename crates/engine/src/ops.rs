@@ -97,6 +97,24 @@ fn qdot(ty: GgmlType, w: &[u8], a: &QuantActs, i: usize) -> f32 {
     dot_row(ty, w, a, i)
 }
 
+/// Four activation rows against one weight row, where a kernel for the type exists.
+#[inline]
+fn qdot4(ty: GgmlType, w: &[u8], a: &QuantActs, i0: usize, out: &mut [f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_vnni() {
+            // SAFETY: features checked.
+            return unsafe { crate::qdot::x86::dot_rows4_vnni(ty, w, a, i0, out) };
+        }
+        if has_avx2() {
+            // SAFETY: features checked.
+            return unsafe { crate::qdot::x86::dot_rows4(ty, w, a, i0, out) };
+        }
+    }
+    let _ = (ty, w, a, i0, out);
+    false
+}
+
 /// `out[t][r] = sum_c w[r][c] * x[t][c]` for `n` activation rows `x` (n x w.cols) into
 /// `out` (n x w.rows).
 pub fn matmul(w: &Weight, x: &[f32], n: usize, out: &mut [f32]) {
@@ -151,8 +169,12 @@ pub fn matmul_many(ws: &[&Weight], x: &[f32], n: usize, outs: &mut [&mut [f32]])
                 } else {
                     let a = find(kind).expect("quantized above");
                     let wr = w.row_bytes(r);
-                    for (i, o) in orow.iter_mut().enumerate() {
-                        *o = qdot(w.ty, wr, a, i);
+                    let mut i = 0;
+                    while i + 4 <= n && qdot4(w.ty, wr, a, i, &mut orow[i..i + 4]) {
+                        i += 4;
+                    }
+                    for (ii, o) in orow.iter_mut().enumerate().skip(i) {
+                        *o = qdot(w.ty, wr, a, ii);
                     }
                 }
             }

@@ -284,6 +284,17 @@ mod tests {
                     let got = unsafe { x86::dot_row_vnni(ty, &w, &acts, 0) };
                     assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{ty:?}: vnni {got} vs portable {want}");
                 }
+                // Four rows at once agree with one at a time.
+                let x4: Vec<f32> = (0..4 * k).map(|_| rng.gen_range(-2.0..2.0)).collect();
+                let acts4 = QuantActs::new(act_kind(ty), &x4, k);
+                let mut out = [0f32; 4];
+                // SAFETY: features checked above.
+                if unsafe { x86::dot_rows4(ty, &w, &acts4, 0, &mut out) } {
+                    for (r, o) in out.iter().enumerate() {
+                        let want = dot_row(ty, &w, &acts4, r);
+                        assert!((o - want).abs() <= 1e-4 * want.abs().max(1.0), "{ty:?} rows4[{r}]: {o} vs {want}");
+                    }
+                }
             }
         }
     }
@@ -392,6 +403,66 @@ pub mod x86 {
     #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
     pub unsafe fn dot_row_vnni(ty: GgmlType, w: &[u8], a: &QuantActs, i: usize) -> f32 {
         dot_row_impl::<Vnni>(ty, w, a, i)
+    }
+
+    /// Four activation rows (`i0..i0+4`) against one weight row at once, for Q4_1 and Q8_0:
+    /// the weight block is loaded and unpacked once for all four, which is where batched prefill
+    /// spent its time. Returns false for other types (the caller uses [`dot_row`]).
+    ///
+    /// # Safety
+    /// As [`dot_row`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_rows4(ty: GgmlType, w: &[u8], a: &QuantActs, i0: usize, out: &mut [f32]) -> bool {
+        rows4_impl::<Avx2>(ty, w, a, i0, out)
+    }
+
+    /// As [`dot_rows4`], with AVX-512 VNNI.
+    ///
+    /// # Safety
+    /// As [`dot_row_vnni`].
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+    pub unsafe fn dot_rows4_vnni(ty: GgmlType, w: &[u8], a: &QuantActs, i0: usize, out: &mut [f32]) -> bool {
+        rows4_impl::<Vnni>(ty, w, a, i0, out)
+    }
+
+    #[inline(always)]
+    unsafe fn rows4_impl<D: Dp>(ty: GgmlType, w: &[u8], a: &QuantActs, i0: usize, out: &mut [f32]) -> bool {
+        if !matches!(ty, GgmlType::Q4_1 | GgmlType::Q8_0) {
+            return false;
+        }
+        let rows = [a.row(i0), a.row(i0 + 1), a.row(i0 + 2), a.row(i0 + 3)];
+        let nb = rows[0].1.len();
+        let wp = w.as_ptr();
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut extra = [0f32; 4];
+        for b in 0..nb {
+            if ty == GgmlType::Q4_1 {
+                let wb = wp.add(b * 20);
+                let x = nibbles(wb.add(4));
+                let (dw, mw) = (f16(wb), f16(wb.add(2)));
+                for r in 0..4 {
+                    let (q8, d8, s8, _) = rows[r];
+                    let p = D::dp(x, _mm256_loadu_si256(q8.as_ptr().add(b * 32) as *const __m256i));
+                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * d8[b]), _mm256_cvtepi32_ps(p), acc[r]);
+                    extra[r] += mw * s8[b];
+                }
+            } else {
+                let wb = wp.add(b * 34);
+                let x = _mm256_loadu_si256(wb.add(2) as *const __m256i);
+                let ax = _mm256_sign_epi8(x, x);
+                let dw = f16(wb);
+                for r in 0..4 {
+                    let (q8, d8, _, _) = rows[r];
+                    let y = _mm256_loadu_si256(q8.as_ptr().add(b * 32) as *const __m256i);
+                    let p = D::dp(ax, _mm256_sign_epi8(y, x));
+                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * d8[b]), _mm256_cvtepi32_ps(p), acc[r]);
+                }
+            }
+        }
+        for r in 0..4 {
+            out[r] = hsum(acc[r]) + extra[r];
+        }
+        true
     }
 
     #[inline(always)]

@@ -184,8 +184,8 @@ pub fn run(model: Model, tokenizer: Arc<Tokenizer>, rx: Receiver<Command>, cfg: 
         let logits = model.forward(&mut items);
         drop(items);
         let mut finished: Vec<usize> = Vec::new();
-        for (li, i) in idx.into_iter().enumerate() {
-            let Some(mut l) = logits[li].clone() else { continue };
+        for (i, l) in idx.into_iter().zip(logits) {
+            let Some(mut l) = l else { continue };
             let s = &mut running[i];
             match sample_one(s, &mut l, &tokenizer, context_length) {
                 Step::Continue => {}

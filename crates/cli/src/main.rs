@@ -105,6 +105,11 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_value = "pp,tg,batched")]
         only: Vec<String>,
     },
+    /// Datasets for fine-tuning.
+    Data {
+        #[command(subcommand)]
+        cmd: DataCmd,
+    },
     /// Chat with a model in the terminal (/reset clears history, /exit quits).
     Chat {
         /// Model id.
@@ -114,6 +119,33 @@ enum Cmd {
         system: Option<String>,
         #[command(flatten)]
         opts: run::GenOpts,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCmd {
+    /// Validate a dataset and print its statistics; exits 1 if any line is bad.
+    Check {
+        /// JSONL (OpenAI chat, prompt/completion, Alpaca, ShareGPT), Alpaca JSON, or CSV.
+        file: PathBuf,
+        /// Model whose chat template and tokenizer count the tokens.
+        #[arg(long, default_value = "smollm2-135m-instruct")]
+        model: String,
+        /// Training length in tokens: longer examples are reported as truncated.
+        #[arg(long, default_value_t = 256)]
+        max_len: usize,
+        /// Epochs, for the training-time estimate.
+        #[arg(long, default_value_t = 3)]
+        epochs: usize,
+        /// Measured training throughput (tokens/s) to estimate the time with; none: no estimate.
+        #[arg(long)]
+        train_tok_s: Option<f64>,
+        /// Share of examples for validation, to show the split.
+        #[arg(long, default_value_t = 0.1)]
+        val_ratio: f64,
+        /// Split seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
     },
 }
 
@@ -260,6 +292,46 @@ async fn real_main() -> Result<()> {
             };
             println!("{}", serde_json::to_string(&result)?);
             Ok(())
+        }
+        Cmd::Data { cmd: DataCmd::Check { file, model, max_len, epochs, train_tok_s, val_ratio, seed } } => {
+            init_tracing("warn");
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let parsed = shovel_data::parse(&bytes, None, file.file_name().and_then(|n| n.to_str()))
+                .with_context(|| format!("{}", file.display()))?;
+            println!("{}: {:?} format, {} good example(s), {} bad line(s)", file.display(), parsed.format, parsed.examples.len(), parsed.error_count);
+            for e in &parsed.errors {
+                println!("  {e}");
+            }
+            if parsed.error_count > parsed.errors.len() {
+                println!("  ... and {} more", parsed.error_count - parsed.errors.len());
+            }
+            let store = open_store(&cfg).await?;
+            let r = ensure_model(&cfg, &store, &model).await?;
+            let parts = shovel_engine::loader::load(std::path::Path::new(&r.path))?;
+            // Tokens as training will see them: the server's chat template and tokenizer.
+            let count = |e: &shovel_data::Example| -> usize {
+                let msgs: Vec<shovel_core::ChatMessage> = e.messages.iter().map(|t| shovel_core::ChatMessage { role: t.role.clone(), content: t.content.clone() }).collect();
+                parts.template.render(&msgs, false).ok().and_then(|t| parts.tokenizer.encode(&t, false, true).ok()).map_or(0, |v| v.len())
+            };
+            let st = shovel_data::stats(&parsed.examples, &count, max_len, epochs, train_tok_s.unwrap_or(0.0));
+            println!("tokens per example ({model}): min {} / mean {:.1} / max {}, total {}", st.tokens_min, st.tokens_mean, st.tokens_max, st.tokens_total);
+            println!("longer than --max-len {max_len} (would be truncated): {}", st.truncated);
+            println!("duplicates: {}", st.duplicates);
+            if train_tok_s.is_some() {
+                println!("estimated training time, {epochs} epoch(s): {:.0} s", st.est_train_seconds);
+            }
+            let (train, val) = shovel_data::split(parsed.examples.clone(), val_ratio, seed);
+            println!("split (ratio {val_ratio}, seed {seed}): {} train / {} validation", train.len(), val.len());
+            match parsed.validate() {
+                Ok(_) => {
+                    println!("ok: ready to fine-tune");
+                    Ok(())
+                }
+                Err(rej) => {
+                    println!("rejected: {rej}");
+                    std::process::exit(1);
+                }
+            }
         }
         Cmd::Chat { model, system, opts } => {
             init_tracing("warn");

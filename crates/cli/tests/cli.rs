@@ -84,3 +84,24 @@ fn gemma_runs_from_the_cli() {
     let out = ok(&shovel(home.path(), &["run", "g", "The capital of France is", "--raw", "--temperature", "0", "--max-tokens", "4"]));
     assert_eq!(out, " the capital of the\n");
 }
+
+#[test]
+fn data_check_reports_every_bad_line_and_stats() {
+    let home = tempfile::tempdir().unwrap();
+    ok(&shovel(home.path(), &["import", cached_gguf("smollm2-135m-instruct").to_str().unwrap(), "--name", "smollm2-135m-instruct"]));
+    let good: Vec<String> = (0..12)
+        .map(|i| serde_json::json!({"messages": [{"role": "user", "content": format!("question {i}")}, {"role": "assistant", "content": "SELECT 1"}]}).to_string())
+        .collect();
+    let f = home.path().join("train.jsonl");
+    std::fs::write(&f, good.join("\n")).unwrap();
+    let out = ok(&shovel(home.path(), &["data", "check", f.to_str().unwrap()]));
+    assert!(out.contains("12 good example(s), 0 bad line(s)") && out.contains("ok: ready to fine-tune"), "{out}");
+    assert!(out.contains("tokens per example"), "{out}");
+    let mut bad = good.clone();
+    bad[4] = r#"{"messages": [{"role": "user", "content": "q"}, {"role": "bot", "content": "a"}]}"#.into();
+    std::fs::write(&f, bad.join("\n")).unwrap();
+    let out = shovel(home.path(), &["data", "check", f.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("line 5: messages[1].role must be one of system, user, assistant, tool"), "{text}");
+}

@@ -122,3 +122,15 @@ def test_bad_requests_are_400(client):
 def test_both_architectures_answer_coherently(client, model, question, expect):
     r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}], max_tokens=48, temperature=0)
     assert expect in r.choices[0].message.content
+
+
+def test_files_round_trip(client):
+    data = b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
+    f = client.files.create(file=("train.jsonl", data), purpose="fine-tune")
+    assert f.object == "file" and f.bytes == len(data) and f.purpose == "fine-tune" and f.filename == "train.jsonl"
+    assert f.id in [x.id for x in client.files.list(purpose="fine-tune")]
+    assert client.files.retrieve(f.id).bytes == len(data)
+    assert client.files.content(f.id).read() == data
+    assert client.files.delete(f.id).deleted is True
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(f.id)

@@ -30,6 +30,7 @@ struct RawServer {
     host: String,
     port: u16,
     max_body_bytes: usize,
+    max_file_bytes: usize,
     models: Vec<String>,
     pull_builtin: bool,
 }
@@ -61,6 +62,8 @@ pub struct Config {
     pub port: u16,
     /// Request body limit.
     pub max_body_bytes: usize,
+    /// File upload limit.
+    pub max_file_bytes: usize,
     /// Models to serve (empty: all registered).
     pub models: Vec<String>,
     /// Pull the built-in model when nothing is registered.
@@ -79,6 +82,10 @@ impl Config {
     /// The SQLite database path.
     pub fn db_path(&self) -> PathBuf {
         self.home.join("shovel.db")
+    }
+    /// Where uploaded files live.
+    pub fn files_dir(&self) -> PathBuf {
+        self.home.join("files")
     }
     /// Where pulled models live.
     pub fn models_dir(&self) -> PathBuf {
@@ -166,6 +173,7 @@ fn validate(raw: RawConfig, home_env: Option<String>) -> Result<Config> {
         host: raw.server.host,
         port: raw.server.port,
         max_body_bytes: raw.server.max_body_bytes,
+        max_file_bytes: raw.server.max_file_bytes,
         models: raw.server.models,
         pull_builtin: raw.server.pull_builtin,
         engine: shovel_engine::EngineConfig {

@@ -361,8 +361,9 @@ async fn serve(cfg: config::Config) -> Result<()> {
         }
     }
     let engine = Arc::new(Engine::new(cfg.engine.clone(), records.iter().map(entry).collect()));
-    let state = shovel_server::AppState::new(engine);
-    let app = shovel_server::app(state, &shovel_server::ServerConfig { max_body_bytes: cfg.max_body_bytes });
+    let files = Arc::new(shovel_store::LocalFiles::new(store.clone(), cfg.files_dir()));
+    let state = shovel_server::AppState::new(engine).with_files(files);
+    let app = shovel_server::app(state, &shovel_server::ServerConfig { max_body_bytes: cfg.max_body_bytes, max_file_bytes: cfg.max_file_bytes });
     let addr = format!("{}:{}", cfg.host, cfg.port);
     let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;
     let ids: Vec<String> = records.iter().map(|r| r.id.to_string()).collect();

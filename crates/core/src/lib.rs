@@ -6,11 +6,13 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod files;
 pub mod ids;
 pub mod request;
 pub mod testing;
 
 pub use backend::{BackendError, Event, EventStream, InferenceBackend, ModelInfo, ModelKind};
+pub use files::{FileError, FileObject, FileStore, Purpose};
 pub use ids::{ModelId, Principal, TenantId};
 pub use request::{
     ChatMessage, FinishReason, GenerateRequest, Prompt, SamplingParams, TokenLogprob, TopLogprob,

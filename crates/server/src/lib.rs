@@ -6,6 +6,7 @@
 pub mod dto;
 pub mod error;
 pub mod extract;
+pub mod files;
 pub mod metrics;
 pub mod openai;
 
@@ -22,11 +23,13 @@ pub use error::ApiError;
 pub struct ServerConfig {
     /// Largest request body accepted, in bytes; larger ones get 413.
     pub max_body_bytes: usize,
+    /// Largest file upload accepted, in bytes.
+    pub max_file_bytes: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { max_body_bytes: 4 * 1024 * 1024 }
+        ServerConfig { max_body_bytes: 4 * 1024 * 1024, max_file_bytes: 512 * 1024 * 1024 }
     }
 }
 
@@ -37,12 +40,20 @@ pub struct AppState {
     pub backend: Arc<dyn InferenceBackend>,
     /// Counters for /metrics.
     pub metrics: Arc<metrics::Metrics>,
+    /// Uploaded files, when storage is configured.
+    pub files: Option<Arc<dyn shovel_core::FileStore>>,
 }
 
 impl AppState {
     /// State over a backend.
     pub fn new(backend: Arc<dyn InferenceBackend>) -> Self {
-        AppState { backend, metrics: Arc::new(metrics::Metrics::default()) }
+        AppState { backend, metrics: Arc::new(metrics::Metrics::default()), files: None }
+    }
+
+    /// Adds file storage.
+    pub fn with_files(mut self, files: Arc<dyn shovel_core::FileStore>) -> Self {
+        self.files = Some(files);
+        self
     }
 }
 
@@ -67,6 +78,9 @@ pub fn app(state: AppState, config: &ServerConfig) -> Router {
         .route("/v1/models/{id}", get(openai::get_model))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
+        .route("/v1/files", post(files::upload).layer(DefaultBodyLimit::max(config.max_file_bytes)).get(files::list))
+        .route("/v1/files/{id}", get(files::get).delete(files::delete))
+        .route("/v1/files/{id}/content", get(files::content))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state)

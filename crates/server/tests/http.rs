@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tower::ServiceExt;
 
 fn router() -> axum::Router {
-    app(AppState::new(Arc::new(EchoBackend::new("echo"))), &ServerConfig { max_body_bytes: 4096 })
+    app(AppState::new(Arc::new(EchoBackend::new("echo"))), &ServerConfig { max_body_bytes: 4096, max_file_bytes: 1 << 20 })
 }
 
 async fn call(method: &str, uri: &str, body: Option<String>) -> (StatusCode, String) {
@@ -169,4 +169,90 @@ async fn health_metrics_and_unknown_route() {
     let (s, text) = call("GET", "/v1/nothing", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_error(&serde_json::from_str(&text).unwrap(), None);
+}
+
+mod files {
+    use super::*;
+    use shovel_store::{LocalFiles, Store};
+
+    async fn files_router(dir: &std::path::Path) -> axum::Router {
+        let store = Store::open(&dir.join("db")).await.unwrap();
+        let files = Arc::new(LocalFiles::new(store, dir.join("files")));
+        app(AppState::new(Arc::new(EchoBackend::new("echo"))).with_files(files), &ServerConfig { max_body_bytes: 4096, max_file_bytes: 64 * 1024 })
+    }
+
+    fn multipart(purpose: Option<&str>, file: Option<(&str, &[u8])>) -> (String, Vec<u8>) {
+        let boundary = "XBOUNDARYX";
+        let mut body = Vec::new();
+        if let Some(p) = purpose {
+            body.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n{p}\r\n").as_bytes());
+        }
+        if let Some((name, data)) = file {
+            body.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes());
+            body.extend(data);
+            body.extend(b"\r\n");
+        }
+        body.extend(format!("--{boundary}--\r\n").as_bytes());
+        (format!("multipart/form-data; boundary={boundary}"), body)
+    }
+
+    async fn send(r: &axum::Router, method: &str, uri: &str, ct: Option<String>, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        let resp = r.clone().oneshot(req.body(Body::from(body)).unwrap()).await.unwrap();
+        let s = resp.status();
+        (s, resp.into_body().collect().await.unwrap().to_bytes().to_vec())
+    }
+
+    #[tokio::test]
+    async fn upload_list_content_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = files_router(dir.path()).await;
+        // Larger than the chat body limit, within the file limit.
+        let data = vec![b'x'; 10_000];
+        let (ct, body) = multipart(Some("fine-tune"), Some(("train.jsonl", &data)));
+        let (s, b) = send(&r, "POST", "/v1/files", Some(ct), body).await;
+        assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+        let f: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!((f["object"].as_str(), f["bytes"].as_u64(), f["purpose"].as_str(), f["filename"].as_str()), (Some("file"), Some(10_000), Some("fine-tune"), Some("train.jsonl")));
+        let id = f["id"].as_str().unwrap();
+        let (s, b) = send(&r, "GET", "/v1/files?purpose=fine-tune", None, vec![]).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(serde_json::from_slice::<Value>(&b).unwrap()["data"][0]["id"], id);
+        let (s, b) = send(&r, "GET", &format!("/v1/files/{id}/content"), None, vec![]).await;
+        assert_eq!((s, b), (StatusCode::OK, data));
+        let (s, b) = send(&r, "DELETE", &format!("/v1/files/{id}"), None, vec![]).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(serde_json::from_slice::<Value>(&b).unwrap()["deleted"], true);
+        let (s, b) = send(&r, "GET", &format!("/v1/files/{id}"), None, vec![]).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert_eq!(serde_json::from_slice::<Value>(&b).unwrap()["error"]["code"], "file_not_found");
+    }
+
+    #[tokio::test]
+    async fn bad_uploads_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = files_router(dir.path()).await;
+        for (purpose, file, param, status) in [
+            (None, Some(("a.jsonl", &b"x"[..])), "purpose", StatusCode::BAD_REQUEST),
+            (Some("homework"), Some(("a.jsonl", &b"x"[..])), "purpose", StatusCode::BAD_REQUEST),
+            (Some("fine-tune"), None, "file", StatusCode::BAD_REQUEST),
+            (Some("fine-tune"), Some(("a.jsonl", &b""[..])), "file", StatusCode::BAD_REQUEST),
+        ] {
+            let (ct, body) = multipart(purpose, file);
+            let (s, b) = send(&r, "POST", "/v1/files", Some(ct), body).await;
+            let v: Value = serde_json::from_slice(&b).unwrap();
+            assert_eq!(s, status, "{v}");
+            assert_eq!(v["error"]["param"], param, "{v}");
+        }
+        let big = vec![b'x'; 100 * 1024];
+        let (ct, body) = multipart(Some("fine-tune"), Some(("big.jsonl", &big)));
+        let (s, _) = send(&r, "POST", "/v1/files", Some(ct), body).await;
+        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+        let (s, b) = send(&r, "GET", "/v1/files", None, vec![]).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(serde_json::from_slice::<Value>(&b).unwrap()["data"], json!([]), "nothing half-uploaded is listed");
+    }
 }

@@ -5,7 +5,10 @@
 //! and fine-tuning issues.
 #![warn(missing_docs)]
 
+mod files;
 mod migrations;
+
+pub use files::LocalFiles;
 
 use serde::{Deserialize, Serialize};
 use shovel_core::{ModelId, ModelKind, TenantId};
@@ -115,6 +118,11 @@ impl Store {
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         migrations::run(&pool).await?;
         Ok(Store { pool })
+    }
+
+    /// The connection pool, for the store's own modules.
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     /// Registers a model, replacing one with the same tenant and id.

@@ -19,6 +19,18 @@ const MIGRATIONS: &[(i64, &str)] = &[(
         created_at INTEGER NOT NULL,
         PRIMARY KEY (tenant_id, id)
     )",
+), (
+    2,
+    "CREATE TABLE files (
+        tenant_id  TEXT NOT NULL,
+        id         TEXT NOT NULL,
+        purpose    TEXT NOT NULL,
+        filename   TEXT NOT NULL,
+        bytes      INTEGER NOT NULL,
+        sha256     TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, id)
+    )",
 )];
 
 /// Brings the schema up to date.

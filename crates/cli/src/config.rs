@@ -41,6 +41,7 @@ struct RawEngine {
     max_context: usize,
     max_batch_tokens: usize,
     max_running: usize,
+    max_waiting: usize,
     threads: usize,
 }
 
@@ -179,6 +180,7 @@ fn validate(raw: RawConfig, home_env: Option<String>) -> Result<Config> {
         engine: shovel_engine::EngineConfig {
             max_context: raw.engine.max_context,
             scheduler: shovel_engine::scheduler::SchedulerConfig { max_batch_tokens: raw.engine.max_batch_tokens, max_running: raw.engine.max_running },
+            max_waiting: raw.engine.max_waiting,
         },
         threads: raw.engine.threads,
         python: raw.pull.python,

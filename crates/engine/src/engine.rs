@@ -7,7 +7,8 @@
 use crate::loader;
 use crate::model::ModelConfig;
 use crate::sampler::Sampler;
-use crate::scheduler::{self, Command, SchedulerConfig, SeqRequest};
+use crate::scheduler::{self, Command, InflightGuard, SchedulerConfig, SeqRequest};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::template::ChatTemplate;
 use crate::tokenizer::Tokenizer;
 use shovel_core::{BackendError, EventStream, GenerateRequest, InferenceBackend, ModelId, ModelInfo, ModelKind, Prompt};
@@ -24,11 +25,14 @@ pub struct EngineConfig {
     pub max_context: usize,
     /// Scheduler limits.
     pub scheduler: SchedulerConfig,
+    /// Requests allowed to wait per model beyond those running; more are refused as overloaded
+    /// (HTTP 429 with Retry-After) rather than queued without bound.
+    pub max_waiting: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { max_context: 8192, scheduler: SchedulerConfig::default() }
+        EngineConfig { max_context: 8192, scheduler: SchedulerConfig::default(), max_waiting: 64 }
     }
 }
 
@@ -51,6 +55,10 @@ pub struct LoadedModel {
     pub config: ModelConfig,
     /// Context served per sequence.
     pub context_length: usize,
+    /// Requests admitted and not yet finished (running or waiting).
+    inflight: Arc<AtomicUsize>,
+    /// Most requests in flight before new ones are refused.
+    max_inflight: usize,
     tx: Mutex<std::sync::mpsc::Sender<Command>>,
 }
 
@@ -131,7 +139,8 @@ fn start(entry: &CatalogEntry, cfg: &EngineConfig) -> Result<Arc<LoadedModel>, B
         .spawn(move || scheduler::run(model, tk, rx, sched, context_length))
         .map_err(|e| BackendError::Internal(e.to_string()))?;
     tracing::info!(model = %entry.info.id, arch = ?config.arch, layers = config.n_layers, ms = t0.elapsed().as_millis() as u64, "model loaded");
-    Ok(Arc::new(LoadedModel { tokenizer, template: parts.template, config, context_length, tx: Mutex::new(tx) }))
+    let max_inflight = cfg.scheduler.max_running + cfg.max_waiting;
+    Ok(Arc::new(LoadedModel { tokenizer, template: parts.template, config, context_length, inflight: Arc::new(AtomicUsize::new(0)), max_inflight, tx: Mutex::new(tx) }))
 }
 
 #[async_trait::async_trait]
@@ -163,8 +172,15 @@ impl InferenceBackend for Engine {
         if matches!(req.prompt, Prompt::Chat(_)) {
             stop.extend(m.template.stops.iter().cloned());
         }
+        // Admission: a bounded queue. The guard travels with the request and frees its place
+        // however it ends.
+        if m.inflight.fetch_add(1, Ordering::AcqRel) >= m.max_inflight {
+            m.inflight.fetch_sub(1, Ordering::AcqRel);
+            return Err(BackendError::Overloaded);
+        }
+        let inflight = InflightGuard(m.inflight.clone());
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let seq = SeqRequest { prompt, max_tokens, stop, top_logprobs: req.top_logprobs, sampler: Sampler::new(req.sampling.clone()), tx };
+        let seq = SeqRequest { prompt, max_tokens, stop, top_logprobs: req.top_logprobs, sampler: Sampler::new(req.sampling.clone()), tx, inflight };
         m.tx.lock().unwrap().send(Command::Add(Box::new(seq))).map_err(|_| BackendError::Internal("scheduler thread stopped".into()))?;
         Ok(rx)
     }

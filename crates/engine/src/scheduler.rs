@@ -42,6 +42,17 @@ pub struct SeqRequest {
     pub sampler: Sampler,
     /// Where events go.
     pub tx: UnboundedSender<Event>,
+    /// Counts this request as in flight until it is dropped (finished, cancelled or refused).
+    pub inflight: InflightGuard,
+}
+
+/// Decrements a model's in-flight count when dropped.
+pub struct InflightGuard(pub std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// Messages to the scheduler thread.
@@ -251,6 +262,7 @@ mod tests {
             top_logprobs: None,
             sampler: Sampler::new(SamplingParams::default()),
             tx,
+            inflight: InflightGuard(std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(1))),
         };
         Sequence { req, tokens: vec![], kv: KvCache::new(1), generated: 0, pending: vec![], text: String::new(), emitted: 0 }
     }

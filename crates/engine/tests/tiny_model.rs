@@ -202,6 +202,35 @@ async fn engine_serves_concurrent_requests_and_checks_context() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_then_frees_its_places() {
+    let dir = tempfile::tempdir().unwrap();
+    write_model(dir.path(), 8);
+    let info = ModelInfo { id: ModelId::new("tiny"), owned_by: "test".into(), created: 0, kind: ModelKind::Chat };
+    let mut cfg = EngineConfig { max_context: 64, max_waiting: 1, ..Default::default() };
+    cfg.scheduler.max_running = 1;
+    let e = Engine::new(cfg, vec![CatalogEntry { info, path: dir.path().to_path_buf() }]);
+    let a = e.submit(req(Prompt::Text("one".into()), Some(40))).await.unwrap();
+    let b = e.submit(req(Prompt::Text("two".into()), Some(40))).await.unwrap();
+    match e.submit(req(Prompt::Text("three".into()), Some(4))).await {
+        Err(BackendError::Overloaded) => {}
+        other => panic!("expected overloaded, got {:?}", other.map(|_| ())),
+    }
+    // Hanging up frees the places (at the scheduler's next step).
+    drop(a);
+    drop(b);
+    let mut ok = false;
+    for _ in 0..200 {
+        if let Ok(rx) = e.submit(req(Prompt::Text("three".into()), Some(4))).await {
+            drop(rx);
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(ok, "places were not freed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_receiver_cancels_without_disturbing_others() {
     let dir = tempfile::tempdir().unwrap();
     write_model(dir.path(), 6);

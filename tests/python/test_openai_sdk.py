@@ -134,3 +134,13 @@ def test_files_round_trip(client):
     assert client.files.delete(f.id).deleted is True
     with pytest.raises(openai.NotFoundError):
         client.files.retrieve(f.id)
+
+
+def test_shared_system_prompt_is_served_from_the_prefix_cache(client):
+    system = "You are a careful data analyst. " * 20
+    ask = lambda q: client.chat.completions.create(
+        model=SMOL, messages=[{"role": "system", "content": system}, {"role": "user", "content": q}], max_tokens=4, temperature=0
+    )
+    ask("Which region sold most?")
+    r = ask("Which month sold least?")
+    assert r.usage.prompt_tokens_details.cached_tokens >= 100

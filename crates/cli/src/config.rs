@@ -42,6 +42,7 @@ struct RawEngine {
     max_batch_tokens: usize,
     max_running: usize,
     max_waiting: usize,
+    prefix_cache_bytes: usize,
     threads: usize,
 }
 
@@ -179,7 +180,7 @@ fn validate(raw: RawConfig, home_env: Option<String>) -> Result<Config> {
         pull_builtin: raw.server.pull_builtin,
         engine: shovel_engine::EngineConfig {
             max_context: raw.engine.max_context,
-            scheduler: shovel_engine::scheduler::SchedulerConfig { max_batch_tokens: raw.engine.max_batch_tokens, max_running: raw.engine.max_running },
+            scheduler: shovel_engine::scheduler::SchedulerConfig { max_batch_tokens: raw.engine.max_batch_tokens, max_running: raw.engine.max_running, prefix_cache_bytes: raw.engine.prefix_cache_bytes },
             max_waiting: raw.engine.max_waiting,
         },
         threads: raw.engine.threads,

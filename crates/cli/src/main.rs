@@ -101,8 +101,8 @@ enum Cmd {
         /// Prompt length of each sequence in the batched measure.
         #[arg(long, default_value_t = 128)]
         parallel_prompt: usize,
-        /// Which measures: pp, tg, batched.
-        #[arg(long, value_delimiter = ',', default_value = "pp,tg,batched")]
+        /// Which measures: pp, tg, batched, prefix.
+        #[arg(long, value_delimiter = ',', default_value = "pp,tg,batched,prefix")]
         only: Vec<String>,
     },
     /// Datasets for fine-tuning.
@@ -289,6 +289,14 @@ async fn real_main() -> Result<()> {
                 prefill_tok_s: want("pp").then(|| shovel_engine::bench::prefill(m, prompt_tokens)),
                 decode_tok_s: want("tg").then(|| shovel_engine::bench::decode(m, gen_tokens)),
                 batched_decode_tok_s: want("batched").then(|| shovel_engine::bench::batched_decode(m, parallel, parallel_prompt, gen_tokens)),
+                prefix_cold_ttft_ms: None,
+                prefix_warm_ttft_ms: None,
+            };
+            let result = if want("prefix") {
+                let (cold, warm) = shovel_engine::bench::prefix_ttft(m, 500, 20);
+                shovel_engine::bench::BenchResult { prefix_cold_ttft_ms: Some(cold), prefix_warm_ttft_ms: Some(warm), ..result }
+            } else {
+                result
             };
             println!("{}", serde_json::to_string(&result)?);
             Ok(())

@@ -104,6 +104,9 @@ pub struct Usage {
     pub prompt_tokens: usize,
     /// Tokens generated.
     pub completion_tokens: usize,
+    /// Prompt tokens whose keys and values came from the prefix cache instead of being computed.
+    #[serde(default)]
+    pub cached_tokens: usize,
 }
 
 impl Usage {

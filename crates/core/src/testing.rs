@@ -76,7 +76,7 @@ impl InferenceBackend for EchoBackend {
                     return;
                 }
             }
-            let usage = Usage { prompt_tokens, completion_tokens: n };
+            let usage = Usage { prompt_tokens, completion_tokens: n, cached_tokens: 0 };
             let _ = tx.send(Event::Done { finish_reason: finish, usage });
         });
         Ok(rx)

@@ -17,6 +17,31 @@ pub struct BenchResult {
     pub decode_tok_s: Option<f64>,
     /// Aggregate decode throughput with `parallel` sequences, tokens/s.
     pub batched_decode_tok_s: Option<f64>,
+    /// Time to first token of a prompt with a fresh 500-token prefix, ms.
+    pub prefix_cold_ttft_ms: Option<f64>,
+    /// The same with that prefix in the prefix cache, ms.
+    pub prefix_warm_ttft_ms: Option<f64>,
+}
+
+/// Time to first token (prefill to logits) of `prefix + suffix` tokens, without and then with
+/// the prefix's keys and values in a [`PrefixCache`], as the scheduler runs it; (cold, warm) ms.
+pub fn prefix_ttft(model: &Model, prefix: usize, suffix: usize) -> (f64, f64) {
+    let kv_dim = model.config.kv_dim();
+    let shared = tokens(prefix, model.config.vocab, 20);
+    let prompt = |seed: u64| [shared.clone(), tokens(suffix, model.config.vocab, seed)].concat();
+    let mut cache = crate::prefix::PrefixCache::new(1 << 30);
+    let first = prompt(21);
+    let t = Instant::now();
+    let mut kv = KvCache::new(model.config.n_layers);
+    let _ = model.forward(&mut [BatchItem { tokens: &first, kv: &mut kv, want_logits: true }]);
+    let cold = t.elapsed().as_secs_f64() * 1e3;
+    cache.insert(first, kv);
+    let second = prompt(22);
+    let t = Instant::now();
+    let mut kv = cache.lookup(&second, kv_dim).unwrap_or_else(|| KvCache::new(model.config.n_layers));
+    let start = kv.len();
+    let _ = model.forward(&mut [BatchItem { tokens: &second[start..], kv: &mut kv, want_logits: true }]);
+    (cold, t.elapsed().as_secs_f64() * 1e3)
 }
 
 /// Deterministic pseudo-random token ids (llama-bench also feeds random tokens).

@@ -13,6 +13,7 @@ pub mod loader;
 pub mod model;
 pub mod ops;
 pub mod pool;
+pub mod prefix;
 pub mod qdot;
 pub mod quant;
 pub mod sampler;

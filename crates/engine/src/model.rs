@@ -144,6 +144,16 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// A new cache holding this one's first `n` positions.
+    pub fn prefix(&self, n: usize, kv_dim: usize) -> KvCache {
+        let n = n.min(self.len);
+        KvCache {
+            k: self.k.iter().map(|l| l[..n * kv_dim].to_vec()).collect(),
+            v: self.v.iter().map(|l| l[..n * kv_dim].to_vec()).collect(),
+            len: n,
+        }
+    }
+
     /// Bytes held, for metrics.
     pub fn bytes(&self) -> usize {
         self.k.iter().chain(&self.v).map(|l| l.capacity() * 4).sum()

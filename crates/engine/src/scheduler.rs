@@ -5,6 +5,7 @@
 //! hangs up (its receiver dropped) is retired at the next step.
 
 use crate::model::{BatchItem, KvCache, Model};
+use crate::prefix::PrefixCache;
 use crate::sampler::{top_logprobs, Sampler};
 use crate::tokenizer::Tokenizer;
 use shovel_core::{Event, FinishReason, TokenLogprob, TopLogprob, Usage};
@@ -20,11 +21,13 @@ pub struct SchedulerConfig {
     pub max_batch_tokens: usize,
     /// Most sequences running at once; more wait in the queue.
     pub max_running: usize,
+    /// Bytes of finished sequences' keys and values kept for prompts that share their prefix.
+    pub prefix_cache_bytes: usize,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        SchedulerConfig { max_batch_tokens: 512, max_running: 16 }
+        SchedulerConfig { max_batch_tokens: 512, max_running: 16, prefix_cache_bytes: 256 << 20 }
     }
 }
 
@@ -63,6 +66,7 @@ pub enum Command {
 
 struct Sequence {
     req: SeqRequest,
+    cached: usize,
     tokens: Vec<u32>,
     kv: KvCache,
     generated: usize,
@@ -132,6 +136,8 @@ pub fn run(model: Model, tokenizer: Arc<Tokenizer>, rx: Receiver<Command>, cfg: 
     let mut running: Vec<Sequence> = Vec::new();
     let mut waiting: std::collections::VecDeque<SeqRequest> = Default::default();
     let n_layers = model.config.n_layers;
+    let kv_dim = model.config.kv_dim();
+    let mut prefixes = PrefixCache::new(cfg.prefix_cache_bytes);
     loop {
         if running.is_empty() && waiting.is_empty() {
             match rx.recv() {
@@ -156,7 +162,9 @@ pub fn run(model: Model, tokenizer: Arc<Tokenizer>, rx: Receiver<Command>, cfg: 
             let Some(req) = waiting.pop_front() else { break };
             let _ = req.tx.send(Event::Started { prompt_tokens: req.prompt.len() });
             let tokens = req.prompt.clone();
-            running.push(Sequence { req, tokens, kv: KvCache::new(n_layers), generated: 0, pending: Vec::new(), text: String::new(), emitted: 0 });
+            let kv = prefixes.lookup(&tokens, kv_dim).unwrap_or_else(|| KvCache::new(n_layers));
+            let cached = kv.len();
+            running.push(Sequence { req, cached, tokens, kv, generated: 0, pending: Vec::new(), text: String::new(), emitted: 0 });
         }
         // Cancellation: a dropped receiver frees the sequence (and its KV cache) now.
         running.retain(|s| !s.req.tx.is_closed());
@@ -207,14 +215,15 @@ pub fn run(model: Model, tokenizer: Arc<Tokenizer>, rx: Receiver<Command>, cfg: 
                         let id = s.tokens.last().copied().unwrap_or_default();
                         let _ = s.req.tx.send(Event::Token { text: tail, id, logprob: None });
                     }
-                    let usage = Usage { prompt_tokens: s.req.prompt.len(), completion_tokens: s.generated };
+                    let usage = Usage { prompt_tokens: s.req.prompt.len(), completion_tokens: s.generated, cached_tokens: s.cached };
                     let _ = s.req.tx.send(Event::Done { finish_reason: reason, usage });
                     finished.push(i);
                 }
             }
         }
         for i in finished.into_iter().rev() {
-            running.swap_remove(i);
+            let s = running.swap_remove(i);
+            prefixes.insert(s.tokens, s.kv);
         }
     }
 }
@@ -264,7 +273,7 @@ mod tests {
             tx,
             inflight: InflightGuard(std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(1))),
         };
-        Sequence { req, tokens: vec![], kv: KvCache::new(1), generated: 0, pending: vec![], text: String::new(), emitted: 0 }
+        Sequence { req, cached: 0, tokens: vec![], kv: KvCache::new(1), generated: 0, pending: vec![], text: String::new(), emitted: 0 }
     }
 
     #[test]

@@ -107,7 +107,10 @@ fn completion_logprobs(lps: &[TokenLogprob]) -> Value {
 }
 
 fn usage_json(u: Usage) -> Value {
-    json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens()})
+    json!({
+        "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens(),
+        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
+    })
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -122,6 +125,7 @@ fn total_usage(usages: &[Usage], n_per_prompt: usize) -> Usage {
     for (i, x) in usages.iter().enumerate() {
         if i % n_per_prompt.max(1) == 0 {
             u.prompt_tokens += x.prompt_tokens;
+            u.cached_tokens += x.cached_tokens;
         }
         u.completion_tokens += x.completion_tokens;
     }

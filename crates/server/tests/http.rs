@@ -54,7 +54,7 @@ async fn chat_completion_with_usage() {
     assert_eq!(v["object"], "chat.completion");
     assert_eq!(v["choices"][0]["message"]["content"], " hello big world");
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
-    assert_eq!(v["usage"], json!({"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}));
+    assert_eq!(v["usage"], json!({"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6, "prompt_tokens_details": {"cached_tokens": 0}}));
 }
 
 #[tokio::test]

@@ -1,0 +1,86 @@
+//! Prefix cache: the keys and values of finished sequences, kept (LRU, bounded by bytes) so a
+//! new prompt that starts with the same tokens (a shared system prompt, Ask-Data's schema prompt)
+//! copies them instead of recomputing them. Copying a row costs a memcpy; computing it costs a
+//! forward pass through every layer.
+//!
+//! Entries are whole per-sequence caches; sharing blocks by reference count comes with the paged
+//! KV cache.
+
+use crate::model::KvCache;
+
+/// Shortest shared prefix worth copying.
+const MIN_PREFIX: usize = 8;
+
+struct Entry {
+    tokens: Vec<u32>,
+    kv: KvCache,
+    bytes: usize,
+    last_used: u64,
+}
+
+/// The cache.
+pub struct PrefixCache {
+    entries: Vec<Entry>,
+    capacity: usize,
+    used: usize,
+    clock: u64,
+}
+
+impl PrefixCache {
+    /// A cache holding at most `capacity` bytes of keys and values (0 disables it).
+    pub fn new(capacity: usize) -> Self {
+        PrefixCache { entries: Vec::new(), capacity, used: 0, clock: 0 }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.used
+    }
+
+    /// A cache for `prompt` pre-filled with the longest cached prefix, leaving at least the last
+    /// prompt token to compute (its logits start generation). `None` when nothing useful is cached.
+    pub fn lookup(&mut self, prompt: &[u32], kv_dim: usize) -> Option<KvCache> {
+        let limit = prompt.len().saturating_sub(1);
+        let (best, n) = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (i, e.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(limit)))
+            .max_by_key(|&(_, n)| n)?;
+        if n < MIN_PREFIX {
+            return None;
+        }
+        self.clock += 1;
+        let e = &mut self.entries[best];
+        e.last_used = self.clock;
+        Some(e.kv.prefix(n, kv_dim))
+    }
+
+    /// Keeps a finished sequence's cache; `tokens` are the tokens whose positions it holds.
+    pub fn insert(&mut self, mut tokens: Vec<u32>, kv: KvCache) {
+        tokens.truncate(kv.len());
+        let bytes = kv.bytes();
+        if self.capacity == 0 || tokens.len() < MIN_PREFIX || bytes > self.capacity {
+            return;
+        }
+        // An entry that this one extends (or repeats) is redundant.
+        let mut i = 0;
+        while i < self.entries.len() {
+            let e = &self.entries[i];
+            if e.tokens.len() <= tokens.len() && tokens.starts_with(&e.tokens) {
+                self.used -= e.bytes;
+                self.entries.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        self.clock += 1;
+        self.used += bytes;
+        self.entries.push(Entry { tokens, kv, bytes, last_used: self.clock });
+        while self.used > self.capacity {
+            let lru = self.entries.iter().enumerate().min_by_key(|(_, e)| e.last_used).map(|(i, _)| i).expect("non-empty while over capacity");
+            self.used -= self.entries[lru].bytes;
+            self.entries.swap_remove(lru);
+        }
+    }
+}

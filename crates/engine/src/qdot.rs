@@ -291,8 +291,9 @@ mod tests {
                 // SAFETY: features checked above.
                 if unsafe { x86::dot_rows4(ty, &w, &acts4, 0, &mut out) } {
                     for (r, o) in out.iter().enumerate() {
-                        let want = dot_row(ty, &w, &acts4, r);
-                        assert!((o - want).abs() <= 1e-4 * want.abs().max(1.0), "{ty:?} rows4[{r}]: {o} vs {want}");
+                        // SAFETY: features checked above.
+                        let one = unsafe { x86::dot_row(ty, &w, &acts4, r) };
+                        assert_eq!(o.to_bits(), one.to_bits(), "{ty:?} rows4[{r}] must equal the one-row kernel exactly");
                     }
                 }
             }
@@ -433,9 +434,14 @@ pub mod x86 {
         let rows = [a.row(i0), a.row(i0 + 1), a.row(i0 + 2), a.row(i0 + 3)];
         let nb = rows[0].1.len();
         let wp = w.as_ptr();
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut extra = [0f32; 4];
+        // Even blocks into one accumulator and odd blocks into another, summed in the same order
+        // as `dot_row_impl`: a row's result is bit-identical whether it is computed alone or in a
+        // batch, so batching never changes a greedy choice.
+        let mut accs = [[_mm256_setzero_ps(); 4]; 2];
+        let mut extras = [[0f32; 4]; 2];
         for b in 0..nb {
+            let acc = &mut accs[b & 1];
+            let extra = &mut extras[b & 1];
             if ty == GgmlType::Q4_1 {
                 let wb = wp.add(b * 20);
                 let x = nibbles(wb.add(4));
@@ -460,7 +466,7 @@ pub mod x86 {
             }
         }
         for r in 0..4 {
-            out[r] = hsum(acc[r]) + extra[r];
+            out[r] = hsum(_mm256_add_ps(accs[0][r], accs[1][r])) + (extras[0][r] + extras[1][r]);
         }
         true
     }

@@ -148,3 +148,33 @@ fn gemma3_matches_llama_cpp() {
     check_template(id, &parts);
     check_greedy(id, &parts);
 }
+
+/// Greedy tokens of each prompt alone equal those of all prompts in one batch (issue 3's
+/// batching rule): rows are computed with the same kernels and summation order either way.
+#[test]
+fn batching_never_changes_greedy_tokens() {
+    let parts = load("smollm2-135m-instruct");
+    let refs = reference("smollm2-135m-instruct.greedy.jsonl");
+    let prompts: Vec<Vec<u32>> = refs.iter().take(8).map(|r| parts.tokenizer.encode(r["prompt"].as_str().unwrap(), parts.tokenizer.add_bos, true).unwrap()).collect();
+    let greedy = |ps: &[Vec<u32>]| -> Vec<Vec<u32>> {
+        let mut kvs: Vec<KvCache> = ps.iter().map(|_| KvCache::new(parts.model.config.n_layers)).collect();
+        let mut out: Vec<Vec<u32>> = vec![Vec::new(); ps.len()];
+        for step in 0..8 {
+            let mut items: Vec<BatchItem> = kvs
+                .iter_mut()
+                .zip(ps)
+                .zip(&out)
+                .map(|((kv, p), o)| BatchItem { tokens: if step == 0 { p.as_slice() } else { std::slice::from_ref(o.last().unwrap()) }, kv, want_logits: true })
+                .collect();
+            let logits = parts.model.forward(&mut items);
+            for (o, l) in out.iter_mut().zip(logits) {
+                o.push(argmax(&l.unwrap()));
+            }
+        }
+        out
+    };
+    let together = greedy(&prompts);
+    for (i, p) in prompts.iter().enumerate() {
+        assert_eq!(greedy(std::slice::from_ref(p))[0], together[i], "prompt {i}");
+    }
+}

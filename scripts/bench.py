@@ -113,7 +113,7 @@ def main():
         "",
         "| Shovel alone | first request | second request | speed-up | goal |",
         "|---|---:|---:|---:|---|",
-        f"| time to first token, 500-token shared prefix + 20 new tokens (prefix cache) | {cold:.0} ms | {warm:.0} ms | {cold / warm:.1f}x | >= 5x |",
+        f"| time to first token, 500-token shared prefix + 20 new tokens (prefix cache) | {cold:.0f} ms | {warm:.0f} ms | {cold / warm:.1f}x | >= 5x |",
         "",
         "Not measured yet (engine issue): HTTP throughput and time to first token under 8",
         "concurrent streaming chats, JSON-constrained decode, peak RSS while serving, start to",

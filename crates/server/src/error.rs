@@ -41,6 +41,18 @@ impl ApiError {
         ApiError { code: Some("unsupported_parameter"), ..ApiError::invalid(param, message) }
     }
 
+    /// A 413 for a body or file over the limit.
+    pub fn too_large(param: Option<&str>, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: param.map(str::to_owned),
+            code: Some("request_too_large"),
+            retry_after: None,
+        }
+    }
+
     /// A 404 for an unknown route or resource.
     pub fn not_found(message: impl Into<String>) -> Self {
         ApiError { status: StatusCode::NOT_FOUND, message: message.into(), kind: "invalid_request_error", param: None, code: Some("not_found"), retry_after: None }

@@ -18,14 +18,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError {
-                    status: StatusCode::PAYLOAD_TOO_LARGE,
-                    message: "The request body is larger than the server accepts".into(),
-                    kind: "invalid_request_error",
-                    param: None,
-                    code: Some("request_too_large"),
-                    retry_after: None,
-                }
+                ApiError::too_large(None, "The request body is larger than the server accepts (server.max_body_bytes)")
             } else {
                 ApiError::invalid("", format!("Could not read the request body: {e}"))
             }

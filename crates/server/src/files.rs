@@ -13,6 +13,8 @@ use serde_json::{json, Value};
 use shovel_core::{FileError, FileObject, FileStore, Purpose};
 use std::sync::Arc;
 
+const TOO_LARGE: &str = "The file is larger than the server accepts (server.max_file_bytes)";
+
 fn file_json(f: &FileObject) -> Value {
     json!({
         "id": f.id, "object": "file", "bytes": f.bytes, "created_at": f.created_at,
@@ -49,9 +51,7 @@ pub async fn upload(State(st): State<AppState>, PrincipalExt(p): PrincipalExt, m
         let field = match mp.next_field().await {
             Ok(Some(f)) => f,
             Ok(None) => break,
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                return Err(ApiError { status: StatusCode::PAYLOAD_TOO_LARGE, message: "The file is larger than the server accepts".into(), kind: "invalid_request_error", param: Some("file".into()), code: Some("file_too_large"), retry_after: None })
-            }
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(ApiError::too_large(Some("file"), TOO_LARGE)),
             Err(e) => return Err(ApiError::invalid("", format!("Invalid multipart body: {e}"))),
         };
         match field.name() {
@@ -63,7 +63,7 @@ pub async fn upload(State(st): State<AppState>, PrincipalExt(p): PrincipalExt, m
                 let name = field.file_name().unwrap_or("upload").to_string();
                 let bytes = field.bytes().await.map_err(|e| {
                     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                        ApiError { status: StatusCode::PAYLOAD_TOO_LARGE, message: "The file is larger than the server accepts".into(), kind: "invalid_request_error", param: Some("file".into()), code: Some("file_too_large"), retry_after: None }
+                        ApiError::too_large(Some("file"), TOO_LARGE)
                     } else {
                         ApiError::invalid("file", e.to_string())
                     }

@@ -144,3 +144,25 @@ def test_shared_system_prompt_is_served_from_the_prefix_cache(client):
     ask("Which region sold most?")
     r = ask("Which month sold least?")
     assert r.usage.prompt_tokens_details.cached_tokens >= 100
+
+
+def test_metrics_show_the_engine_and_no_leaked_kv(client, base_url):
+    import re
+    import time
+    import urllib.request
+
+    client.chat.completions.create(model=SMOL, messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+    stream = client.chat.completions.create(model=SMOL, messages=[{"role": "user", "content": "Tell a long story."}], max_tokens=200, stream=True)
+    next(iter(stream))
+    stream.close()  # hang up mid-generation
+    deadline = time.time() + 10
+    while True:
+        text = urllib.request.urlopen(base_url + "/metrics").read().decode()
+        running = re.search(r'shovel_running_sequences\{model="smollm2-135m-instruct"\} (\S+)', text)
+        kv = re.search(r'shovel_kv_cache_bytes\{model="smollm2-135m-instruct"\} (\S+)', text)
+        assert running and kv, text
+        if float(running.group(1)) == 0 and float(kv.group(1)) == 0:
+            break
+        assert time.time() < deadline, "sequences or KV not released:\n" + text
+        time.sleep(0.1)
+    assert "# TYPE shovel_requests_total counter" in text

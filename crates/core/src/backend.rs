@@ -114,6 +114,19 @@ pub enum BackendError {
     Internal(String),
 }
 
+/// A gauge a backend reports for /metrics, per model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gauge {
+    /// Metric family, `shovel_<noun>_<unit>`.
+    pub family: &'static str,
+    /// One line of help.
+    pub help: &'static str,
+    /// The model it describes.
+    pub model: ModelId,
+    /// The value now.
+    pub value: f64,
+}
+
 /// Runs generation requests. Implemented by the engine (local models) and by fakes in tests.
 #[async_trait::async_trait]
 pub trait InferenceBackend: Send + Sync + 'static {
@@ -123,4 +136,9 @@ pub trait InferenceBackend: Send + Sync + 'static {
     /// Starts a generation. Errors found before any token (unknown model, context overflow)
     /// come back here; later ones arrive as [`Event::Error`].
     async fn submit(&self, req: GenerateRequest) -> Result<EventStream, BackendError>;
+
+    /// Gauges for /metrics (running and waiting sequences, cache sizes); none by default.
+    async fn gauges(&self) -> Vec<Gauge> {
+        Vec::new()
+    }
 }

@@ -11,7 +11,7 @@ pub mod ids;
 pub mod request;
 pub mod testing;
 
-pub use backend::{BackendError, Event, EventStream, InferenceBackend, ModelInfo, ModelKind};
+pub use backend::{BackendError, Event, EventStream, Gauge, InferenceBackend, ModelInfo, ModelKind};
 pub use files::{FileError, FileObject, FileStore, Purpose};
 pub use ids::{ModelId, Principal, TenantId};
 pub use request::{

@@ -7,11 +7,11 @@
 use crate::loader;
 use crate::model::ModelConfig;
 use crate::sampler::Sampler;
-use crate::scheduler::{self, Command, InflightGuard, SchedulerConfig, SeqRequest};
+use crate::scheduler::{self, Command, InflightGuard, SchedStats, SchedulerConfig, SeqRequest};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::template::ChatTemplate;
 use crate::tokenizer::Tokenizer;
-use shovel_core::{BackendError, EventStream, GenerateRequest, InferenceBackend, ModelId, ModelInfo, ModelKind, Prompt};
+use shovel_core::{BackendError, EventStream, Gauge, GenerateRequest, InferenceBackend, ModelId, ModelInfo, ModelKind, Prompt};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -59,6 +59,8 @@ pub struct LoadedModel {
     inflight: Arc<AtomicUsize>,
     /// Most requests in flight before new ones are refused.
     max_inflight: usize,
+    /// The scheduler's gauges.
+    pub stats: Arc<SchedStats>,
     tx: Mutex<std::sync::mpsc::Sender<Command>>,
 }
 
@@ -134,13 +136,15 @@ fn start(entry: &CatalogEntry, cfg: &EngineConfig) -> Result<Arc<LoadedModel>, B
     let tk = tokenizer.clone();
     let sched = cfg.scheduler.clone();
     let model = parts.model;
+    let stats = Arc::new(SchedStats::default());
+    let st = stats.clone();
     std::thread::Builder::new()
         .name(format!("sched-{}", entry.info.id))
-        .spawn(move || scheduler::run(model, tk, rx, sched, context_length))
+        .spawn(move || scheduler::run(model, tk, rx, sched, context_length, st))
         .map_err(|e| BackendError::Internal(e.to_string()))?;
     tracing::info!(model = %entry.info.id, arch = ?config.arch, layers = config.n_layers, ms = t0.elapsed().as_millis() as u64, "model loaded");
     let max_inflight = cfg.scheduler.max_running + cfg.max_waiting;
-    Ok(Arc::new(LoadedModel { tokenizer, template: parts.template, config, context_length, inflight: Arc::new(AtomicUsize::new(0)), max_inflight, tx: Mutex::new(tx) }))
+    Ok(Arc::new(LoadedModel { tokenizer, template: parts.template, config, context_length, inflight: Arc::new(AtomicUsize::new(0)), max_inflight, stats, tx: Mutex::new(tx) }))
 }
 
 #[async_trait::async_trait]
@@ -149,6 +153,22 @@ impl InferenceBackend for Engine {
         let mut v: Vec<ModelInfo> = self.slots.read().unwrap().values().map(|s| s.entry.info.clone()).collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
+    }
+
+    async fn gauges(&self) -> Vec<Gauge> {
+        let slots: Vec<Arc<Slot>> = self.slots.read().unwrap().values().cloned().collect();
+        let mut out = Vec::new();
+        for s in slots {
+            let Some(m) = s.loaded.get() else { continue };
+            let model = s.entry.info.id.clone();
+            let g = |family, help, value: usize| Gauge { family, help, model: model.clone(), value: value as f64 };
+            out.push(g("shovel_running_sequences", "Sequences generating now.", m.stats.running.load(Ordering::Relaxed)));
+            out.push(g("shovel_waiting_requests", "Requests queued for a running slot.", m.stats.waiting.load(Ordering::Relaxed)));
+            out.push(g("shovel_inflight_requests", "Requests admitted and not finished.", m.inflight.load(Ordering::Relaxed)));
+            out.push(g("shovel_kv_cache_bytes", "Key/value cache held by running sequences.", m.stats.kv_bytes.load(Ordering::Relaxed)));
+            out.push(g("shovel_prefix_cache_bytes", "Key/value cache kept for shared prefixes.", m.stats.prefix_cache_bytes.load(Ordering::Relaxed)));
+        }
+        out
     }
 
     async fn submit(&self, req: GenerateRequest) -> Result<EventStream, BackendError> {

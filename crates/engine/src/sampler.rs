@@ -70,17 +70,43 @@ impl Sampler {
 
     fn draw(&mut self, logits: &[f32]) -> u32 {
         let p = &self.params;
-        let mut cand: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l / p.temperature)).collect();
-        let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-        if p.top_k > 0 && p.top_k < cand.len() {
-            cand.select_nth_unstable_by(p.top_k - 1, by_logit);
-            cand.truncate(p.top_k);
+        let inv_t = 1.0 / p.temperature;
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        // Unnormalised probabilities at this temperature, in vocabulary order.
+        let w: Vec<f32> = logits.iter().map(|&l| ((l - max) * inv_t).exp()).collect();
+        let total: f32 = w.iter().sum();
+        if p.top_k == 0 && p.top_p >= 1.0 && p.min_p <= 0.0 {
+            // No filter: one scan, no sort (a full sort of Gemma's 262k vocabulary costs ~20 ms).
+            let mut r = self.rng.gen::<f32>() * total;
+            for (i, &x) in w.iter().enumerate() {
+                r -= x;
+                if r <= 0.0 {
+                    return i as u32;
+                }
+            }
+            return argmax(logits);
         }
-        cand.sort_by(by_logit);
-        let max = cand[0].1;
-        let mut probs: Vec<f32> = cand.iter().map(|c| (c.1 - max).exp()).collect();
-        let sum: f32 = probs.iter().sum();
-        probs.iter_mut().for_each(|x| *x /= sum);
+        // Candidates best first; only as many are ordered as the filters can need, growing the
+        // ordered prefix until it holds the top_p mass.
+        let by_weight = |a: &u32, b: &u32| w[*b as usize].total_cmp(&w[*a as usize]).then(a.cmp(b));
+        let mut cand: Vec<u32> = (0..w.len() as u32).collect();
+        let limit = if p.top_k > 0 { p.top_k.min(cand.len()) } else { cand.len() };
+        let mut k = limit.min(64);
+        loop {
+            if k < cand.len() {
+                cand.select_nth_unstable_by(k - 1, by_weight);
+            }
+            cand[..k].sort_by(by_weight);
+            let mass: f32 = cand[..k].iter().map(|&i| w[i as usize]).sum::<f32>() / total;
+            if k == limit || (p.top_k == 0 && mass >= p.top_p) {
+                break;
+            }
+            k = (k * 4).min(limit);
+        }
+        cand.truncate(k);
+        // Probabilities among the top-k candidates, as before any further filter.
+        let sum_k: f32 = cand.iter().map(|&i| w[i as usize]).sum();
+        let probs: Vec<f32> = cand.iter().map(|&i| w[i as usize] / sum_k).collect();
         let mut keep = probs.len();
         if p.top_p < 1.0 {
             let mut acc = 0.0;
@@ -96,15 +122,15 @@ impl Sampler {
             let floor = probs[0] * p.min_p;
             keep = keep.min(probs.iter().take_while(|&&x| x >= floor).count().max(1));
         }
-        let total: f32 = probs[..keep].iter().sum();
-        let mut r = self.rng.gen::<f32>() * total;
+        let kept: f32 = probs[..keep].iter().sum();
+        let mut r = self.rng.gen::<f32>() * kept;
         for i in 0..keep {
             r -= probs[i];
             if r <= 0.0 {
-                return cand[i].0;
+                return cand[i];
             }
         }
-        cand[keep - 1].0
+        cand[keep - 1]
     }
 }
 
@@ -153,6 +179,18 @@ mod tests {
             (0..16).map(|_| s.sample(&mut [1.0, 1.1, 0.9, 1.05], &[])).collect::<Vec<_>>()
         };
         assert_eq!(draw(), draw());
+    }
+
+    #[test]
+    fn top_p_keeps_only_the_nucleus_even_in_a_large_vocabulary() {
+        // Two tokens hold ~all the mass among 100k; top_p 0.9 must never pick the rest, and
+        // must pick both of the two.
+        let mut logits = vec![0.0f32; 100_000];
+        logits[77] = 20.0;
+        logits[99_000] = 20.0;
+        let mut s = Sampler::new(params(|p| p.top_p = 0.9));
+        let picks: std::collections::HashSet<u32> = (0..64).map(|_| s.sample(&mut logits.clone(), &[])).collect();
+        assert_eq!(picks, [77, 99_000].into_iter().collect());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::prefix::PrefixCache;
 use crate::sampler::{top_logprobs, Sampler};
 use crate::tokenizer::Tokenizer;
 use shovel_core::{Event, FinishReason, TokenLogprob, TopLogprob, Usage};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
@@ -56,6 +57,19 @@ impl Drop for InflightGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
+}
+
+/// What the scheduler thread publishes for metrics, updated every step.
+#[derive(Debug, Default)]
+pub struct SchedStats {
+    /// Sequences running.
+    pub running: AtomicUsize,
+    /// Requests waiting to start.
+    pub waiting: AtomicUsize,
+    /// Bytes of keys and values held by running sequences.
+    pub kv_bytes: AtomicUsize,
+    /// Bytes held by the prefix cache.
+    pub prefix_cache_bytes: AtomicUsize,
 }
 
 /// Messages to the scheduler thread.
@@ -132,7 +146,7 @@ impl Sequence {
 }
 
 /// Runs the scheduler until every command sender is gone.
-pub fn run(model: Model, tokenizer: Arc<Tokenizer>, rx: Receiver<Command>, cfg: SchedulerConfig, context_length: usize) {
+pub fn run(model: Model, tokenizer: Arc<Tokenizer>, rx: Receiver<Command>, cfg: SchedulerConfig, context_length: usize, stats: Arc<SchedStats>) {
     let mut running: Vec<Sequence> = Vec::new();
     let mut waiting: std::collections::VecDeque<SeqRequest> = Default::default();
     let n_layers = model.config.n_layers;
@@ -168,6 +182,7 @@ pub fn run(model: Model, tokenizer: Arc<Tokenizer>, rx: Receiver<Command>, cfg: 
         }
         // Cancellation: a dropped receiver frees the sequence (and its KV cache) now.
         running.retain(|s| !s.req.tx.is_closed());
+        publish(&stats, &running, waiting.len(), &prefixes);
         if running.is_empty() {
             continue;
         }
@@ -225,7 +240,16 @@ pub fn run(model: Model, tokenizer: Arc<Tokenizer>, rx: Receiver<Command>, cfg: 
             let s = running.swap_remove(i);
             prefixes.insert(s.tokens, s.kv);
         }
+        // Also here, so the gauges are right while the thread sleeps waiting for work.
+        publish(&stats, &running, waiting.len(), &prefixes);
     }
+}
+
+fn publish(stats: &SchedStats, running: &[Sequence], waiting: usize, prefixes: &PrefixCache) {
+    stats.running.store(running.len(), Ordering::Relaxed);
+    stats.waiting.store(waiting, Ordering::Relaxed);
+    stats.kv_bytes.store(running.iter().map(|s| s.kv.bytes()).sum(), Ordering::Relaxed);
+    stats.prefix_cache_bytes.store(prefixes.bytes(), Ordering::Relaxed);
 }
 
 fn sample_one(s: &mut Sequence, logits: &mut [f32], tk: &Tokenizer, context_length: usize) -> Step {

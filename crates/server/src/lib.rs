@@ -62,7 +62,21 @@ async fn health() -> axum::Json<serde_json::Value> {
 }
 
 async fn metrics_text(axum::extract::State(st): axum::extract::State<AppState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render())
+    let mut text = st.metrics.render();
+    let gauges = st.backend.gauges().await;
+    let mut families: Vec<(&str, &str)> = Vec::new();
+    for g in &gauges {
+        if !families.iter().any(|(f, _)| *f == g.family) {
+            families.push((g.family, g.help));
+        }
+    }
+    for (family, help) in families {
+        text.push_str(&format!("# HELP {family} {help}\n# TYPE {family} gauge\n"));
+        for g in gauges.iter().filter(|g| g.family == family) {
+            text.push_str(&format!("{family}{{model=\"{}\"}} {}\n", g.model, g.value));
+        }
+    }
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -10,6 +10,7 @@ use crate::qdot::{act_kind, dot_row, ActKind, QuantActs};
 use crate::quant::GgmlType;
 use crate::pool;
 use crate::tensor::Weight;
+use half::f16;
 use std::sync::Mutex;
 use std::sync::OnceLock;
 
@@ -215,14 +216,14 @@ fn transpose_into(t: &[f32], m: usize, n: usize, out: &mut [f32]) {
 /// agree with its reference continuations. Cached keys/values and `q` hold f16-rounded values.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn attend_generic(q: &[f32], kc: &[f32], vc: &[f32], stride: usize, off: usize, rows: std::ops::RangeInclusive<usize>, scale: f32, out: &mut [f32]) {
+fn attend_generic(q: &[f32], kc: &[f16], vc: &[f16], stride: usize, off: usize, rows: std::ops::RangeInclusive<usize>, scale: f32, out: &mut [f32]) {
     let hd = q.len();
-    let r16 = |x: f32| half::f16::from_f32(x).to_f32();
+    let r16 = |x: f32| f16::from_f32(x).to_f32();
     let mut m = f32::NEG_INFINITY;
     let mut sum = 0f32;
     out.iter_mut().for_each(|o| *o = 0.0);
     for j in rows {
-        let s = dot_generic(q, &kc[j * stride + off..j * stride + off + hd]) * scale;
+        let s = q.iter().zip(&kc[j * stride + off..j * stride + off + hd]).map(|(a, b)| a * b.to_f32()).sum::<f32>() * scale;
         let (mut ms, mut vs) = (1.0f32, 1.0f32);
         if s > m {
             ms = (m - s).exp();
@@ -234,7 +235,7 @@ fn attend_generic(q: &[f32], kc: &[f32], vc: &[f32], stride: usize, off: usize, 
             vs = (s - m).exp();
         }
         for (o, v) in out.iter_mut().zip(&vc[j * stride + off..j * stride + off + hd]) {
-            *o = r16(v.mul_add(vs, *o));
+            *o = r16(v.to_f32().mul_add(vs, *o));
         }
         sum = sum * ms + vs;
     }
@@ -245,7 +246,7 @@ fn attend_generic(q: &[f32], kc: &[f32], vc: &[f32], stride: usize, off: usize, 
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn attend_avx2(q: &[f32], kc: &[f32], vc: &[f32], stride: usize, off: usize, rows: std::ops::RangeInclusive<usize>, scale: f32, out: &mut [f32]) {
+unsafe fn attend_avx2(q: &[f32], kc: &[f16], vc: &[f16], stride: usize, off: usize, rows: std::ops::RangeInclusive<usize>, scale: f32, out: &mut [f32]) {
     use std::arch::x86_64::*;
     let hd = q.len();
     debug_assert!(hd % 8 == 0);
@@ -255,11 +256,11 @@ unsafe fn attend_avx2(q: &[f32], kc: &[f32], vc: &[f32], stride: usize, off: usi
     out.iter_mut().for_each(|o| *o = 0.0);
     let op = out.as_mut_ptr();
     for j in rows {
-        let kr = kc.as_ptr().add(j * stride + off);
-        let vr = vc.as_ptr().add(j * stride + off);
+        let kr = kc.as_ptr().add(j * stride + off) as *const __m128i;
+        let vr = vc.as_ptr().add(j * stride + off) as *const __m128i;
         let mut acc = _mm256_setzero_ps();
         for c in (0..hd).step_by(8) {
-            acc = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(c)), _mm256_loadu_ps(kr.add(c)), acc);
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(c)), _mm256_cvtph_ps(_mm_loadu_si128(kr.add(c / 8))), acc);
         }
         let h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
         let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
@@ -279,7 +280,7 @@ unsafe fn attend_avx2(q: &[f32], kc: &[f32], vc: &[f32], stride: usize, off: usi
         }
         let vsv = _mm256_set1_ps(vs);
         for c in (0..hd).step_by(8) {
-            _mm256_storeu_ps(op.add(c), r16(_mm256_fmadd_ps(_mm256_loadu_ps(vr.add(c)), vsv, _mm256_loadu_ps(op.add(c)))));
+            _mm256_storeu_ps(op.add(c), r16(_mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(vr.add(c / 8))), vsv, _mm256_loadu_ps(op.add(c)))));
         }
         sum = sum * ms + vs;
     }
@@ -289,11 +290,12 @@ unsafe fn attend_avx2(q: &[f32], kc: &[f32], vc: &[f32], stride: usize, off: usi
 
 /// See [`attend_generic`]; dispatches to AVX2 when available.
 #[allow(clippy::too_many_arguments)]
-pub fn attend(q: &[f32], kc: &[f32], vc: &[f32], stride: usize, off: usize, rows: std::ops::RangeInclusive<usize>, scale: f32, out: &mut [f32]) {
+pub fn attend(q: &[f32], kc: &[f16], vc: &[f16], stride: usize, off: usize, rows: std::ops::RangeInclusive<usize>, scale: f32, out: &mut [f32]) {
+    let end = (*rows.end() + 1) * stride;
+    assert!(off + q.len() <= stride && end <= kc.len() && end <= vc.len() && out.len() == q.len(), "attention rows outside the cache");
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && q.len() % 8 == 0 {
-        // SAFETY: features checked; slices are bounds-checked by the generic path's contract
-        // (rows within the cache), which the caller upholds.
+        // SAFETY: features checked; every row read lies within `kc`/`vc` (asserted above).
         return unsafe { attend_avx2(q, kc, vc, stride, off, rows, scale, out) };
     }
     attend_generic(q, kc, vc, stride, off, rows, scale, out)
@@ -411,10 +413,10 @@ mod tests {
         let hd = 64;
         let stride = 2 * hd;
         let n = 37;
-        let r16 = |x: f32| half::f16::from_f32(x).to_f32();
+        let r16 = |x: f32| f16::from_f32(x).to_f32();
         let q: Vec<f32> = (0..hd).map(|i| r16((i as f32 * 0.37).sin())).collect();
-        let kc: Vec<f32> = (0..n * stride).map(|i| r16((i as f32 * 0.11).cos())).collect();
-        let vc: Vec<f32> = (0..n * stride).map(|i| r16((i as f32 * 0.07).sin())).collect();
+        let kc: Vec<f16> = (0..n * stride).map(|i| f16::from_f32((i as f32 * 0.11).cos())).collect();
+        let vc: Vec<f16> = (0..n * stride).map(|i| f16::from_f32((i as f32 * 0.07).sin())).collect();
         let mut a = vec![0f32; hd];
         let mut b = vec![0f32; hd];
         attend_generic(&q, &kc, &vc, stride, hd, 3..=n - 1, 0.125, &mut a);
@@ -423,11 +425,11 @@ mod tests {
             assert!((x - y).abs() < 2e-3, "{x} vs {y}");
         }
         // Against a plain two-pass softmax in f32.
-        let scores: Vec<f32> = (3..n).map(|j| q.iter().zip(&kc[j * stride + hd..j * stride + 2 * hd]).map(|(x, y)| x * y).sum::<f32>() * 0.125).collect();
+        let scores: Vec<f32> = (3..n).map(|j| q.iter().zip(&kc[j * stride + hd..j * stride + 2 * hd]).map(|(x, y)| x * y.to_f32()).sum::<f32>() * 0.125).collect();
         let mut p = scores.clone();
         softmax(&mut p);
         for c in 0..hd {
-            let e: f32 = (3..n).zip(&p).map(|(j, w)| w * vc[j * stride + hd + c]).sum();
+            let e: f32 = (3..n).zip(&p).map(|(j, w)| w * vc[j * stride + hd + c].to_f32()).sum();
             assert!((a[c] - e).abs() < 5e-3, "dim {c}: {} vs {e}", a[c]);
         }
     }

@@ -112,11 +112,16 @@ pub fn load_gguf(path: &Path) -> Result<LoadedParts> {
     };
     let model = build_model(&g, config, |l, n| format!("blk.{l}.{n}.weight"), &GGUF_NAMES, "token_embd.weight", "output_norm.weight", "output.weight", false)?;
     let template_src = g.opt("tokenizer.chat_template").and_then(|v| v.as_str());
+    let template = template_for(&tokenizer, template_src)?;
+    Ok(LoadedParts { model, tokenizer, template })
+}
+
+/// The model's chat template (or a fallback), with its BOS/EOS texts from the tokenizer.
+fn template_for(tokenizer: &Tokenizer, source: Option<&str>) -> Result<ChatTemplate> {
     let bos = tokenizer.bos.map(|b| tokenizer.piece(b).to_string()).unwrap_or_default();
     let eos = tokenizer.eog.first().map(|&e| tokenizer.piece(e).to_string()).unwrap_or_default();
     let has_chatml = tokenizer.token_id("<|im_start|>").is_some();
-    let template = ChatTemplate::new(template_src, &bos, &eos, has_chatml)?;
-    Ok(LoadedParts { model, tokenizer, template })
+    ChatTemplate::new(source, &bos, &eos, has_chatml)
 }
 
 /// Per-layer tensor names: attn_norm, q, k, v, o, q_norm, k_norm, post_attn_norm, ffn_norm,
@@ -322,10 +327,7 @@ pub fn load_hf_dir(dir: &Path) -> Result<LoadedParts> {
     let tk_cfg = if tk_cfg_path.exists() { Some(read_json(&tk_cfg_path)?) } else { None };
     let tokenizer = Tokenizer::from_hf_file(&dir.join("tokenizer.json"), tk_cfg.as_ref())?;
     let template_src = tk_cfg.as_ref().and_then(|c| c.get("chat_template")).and_then(|v| v.as_str());
-    let bos = tokenizer.bos.map(|b| tokenizer.piece(b).to_string()).unwrap_or_default();
-    let eos = tokenizer.eog.first().map(|&e| tokenizer.piece(e).to_string()).unwrap_or_default();
-    let has_chatml = tokenizer.token_id("<|im_start|>").is_some();
-    let template = ChatTemplate::new(template_src, &bos, &eos, has_chatml)?;
+    let template = template_for(&tokenizer, template_src)?;
     Ok(LoadedParts { model, tokenizer, template })
 }
 

@@ -119,6 +119,26 @@ enum Kind {
     Completion,
 }
 
+impl Kind {
+    /// The metrics label.
+    fn endpoint(self) -> &'static str {
+        match self {
+            Kind::Chat => "chat_completions",
+            Kind::Completion => "completions",
+        }
+    }
+}
+
+/// Records a generation that finished: tokens, time to first token, duration and the 200.
+fn record_done(st: &AppState, kind: Kind, model: &str, usage: Usage, first: Option<Instant>, start: Instant) {
+    st.metrics.tokens(model, usage.prompt_tokens, usage.completion_tokens);
+    if let Some(f) = first {
+        st.metrics.ttft((f - start).as_secs_f64());
+    }
+    st.metrics.duration(start.elapsed().as_secs_f64());
+    st.metrics.request(kind.endpoint(), 200);
+}
+
 /// Usage over all choices: each distinct prompt counted once (choices of one prompt share it).
 fn total_usage(usages: &[Usage], n_per_prompt: usize) -> Usage {
     let mut u = Usage::default();
@@ -133,7 +153,7 @@ fn total_usage(usages: &[Usage], n_per_prompt: usize) -> Usage {
 }
 
 async fn respond(st: AppState, plan: Plan, model: String, kind: Kind, n_per_prompt: usize) -> Result<Response, ApiError> {
-    let endpoint = if kind == Kind::Chat { "chat_completions" } else { "completions" };
+    let endpoint = kind.endpoint();
     let start = Instant::now();
     let streams = match submit_all(&st, &plan).await {
         Ok(s) => s,
@@ -184,12 +204,7 @@ async fn respond(st: AppState, plan: Plan, model: String, kind: Kind, n_per_prom
         usages.push(c.usage);
     }
     let usage = total_usage(&usages, n_per_prompt);
-    st.metrics.tokens(&model, usage.prompt_tokens, usage.completion_tokens);
-    if let Some(f) = first {
-        st.metrics.ttft((f - start).as_secs_f64());
-    }
-    st.metrics.duration(start.elapsed().as_secs_f64());
-    st.metrics.request(endpoint, 200);
+    record_done(&st, kind, &model, usage, first, start);
     let object = if kind == Kind::Chat { "chat.completion" } else { "text_completion" };
     Ok(Json(json!({
         "id": id, "object": object, "created": now(), "model": model,
@@ -204,7 +219,7 @@ fn stream(st: AppState, plan: Plan, streams: Vec<EventStream>, id: String, model
     let n = streams.len();
     let created = now();
     tokio::spawn(async move {
-        let endpoint = if kind == Kind::Chat { "chat_completions" } else { "completions" };
+        let endpoint = kind.endpoint();
         let object = if kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
         let usage_field = if plan.include_usage { Some(Value::Null) } else { None };
         let chunk = |choice: Value| {
@@ -270,17 +285,12 @@ fn stream(st: AppState, plan: Plan, streams: Vec<EventStream>, id: String, model
             }
         }
         let usage = total_usage(&usages, n_per_prompt);
-        st.metrics.tokens(&model, usage.prompt_tokens, usage.completion_tokens);
-        if let Some(f) = first {
-            st.metrics.ttft((f - start).as_secs_f64());
-        }
-        st.metrics.duration(start.elapsed().as_secs_f64());
+        record_done(&st, kind, &model, usage, first, start);
         if plan.include_usage {
             let v = json!({"id": id, "object": object, "created": created, "model": model, "system_fingerprint": "shovel", "choices": [], "usage": usage_json(usage)});
             let _ = tx.send(Ok(SseEvent::default().data(v.to_string()))).await;
         }
         let _ = tx.send(Ok(SseEvent::default().data("[DONE]"))).await;
-        st.metrics.request(endpoint, 200);
     });
     Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::default())
 }

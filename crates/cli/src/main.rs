@@ -179,6 +179,15 @@ fn entry(r: &ModelRecord) -> CatalogEntry {
     }
 }
 
+/// An engine serving just `model` (pulled first if it is built in and missing), for the
+/// terminal commands.
+async fn one_model_engine(cfg: &config::Config, model: &str) -> Result<(Engine, ModelId)> {
+    init_threads(cfg);
+    let store = open_store(cfg).await?;
+    let r = ensure_model(cfg, &store, model).await?;
+    Ok((Engine::new(cfg.engine.clone(), vec![entry(&r)]), r.id))
+}
+
 fn init_threads(cfg: &config::Config) {
     if cfg.threads > 0 {
         shovel_engine::pool::init(cfg.threads);
@@ -265,11 +274,8 @@ async fn real_main() -> Result<()> {
         }
         Cmd::Run { model, prompt, opts } => {
             init_tracing("warn");
-            init_threads(&cfg);
-            let store = open_store(&cfg).await?;
-            let r = ensure_model(&cfg, &store, &model).await?;
-            let engine = Engine::new(cfg.engine.clone(), vec![entry(&r)]);
-            run::run_once(&engine, &r.id, &prompt, &opts).await
+            let (engine, id) = one_model_engine(&cfg, &model).await?;
+            run::run_once(&engine, &id, &prompt, &opts).await
         }
         Cmd::Bench { model, prompt_tokens, gen_tokens, parallel, parallel_prompt, only } => {
             init_tracing("warn");
@@ -343,11 +349,8 @@ async fn real_main() -> Result<()> {
         }
         Cmd::Chat { model, system, opts } => {
             init_tracing("warn");
-            init_threads(&cfg);
-            let store = open_store(&cfg).await?;
-            let r = ensure_model(&cfg, &store, &model).await?;
-            let engine = Engine::new(cfg.engine.clone(), vec![entry(&r)]);
-            run::chat(&engine, &r.id, system, &opts).await
+            let (engine, id) = one_model_engine(&cfg, &model).await?;
+            run::chat(&engine, &id, system, &opts).await
         }
     }
 }

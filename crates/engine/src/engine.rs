@@ -5,15 +5,19 @@
 //! context, and hands it to the model's scheduler thread, which streams [`Event`]s back.
 
 use crate::loader;
+use crate::lora::Adapter;
 use crate::model::ModelConfig;
 use crate::sampler::Sampler;
 use crate::scheduler::{self, Command, InflightGuard, SchedStats, SchedulerConfig, SeqRequest};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::template::ChatTemplate;
 use crate::tokenizer::Tokenizer;
-use shovel_core::{BackendError, EventStream, Gauge, GenerateRequest, InferenceBackend, ModelId, ModelInfo, ModelKind, Prompt};
+use shovel_core::{
+    BackendError, EventStream, Gauge, GenerateRequest, InferenceBackend, ModelId, ModelInfo,
+    ModelKind, Prompt,
+};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::OnceCell;
 
@@ -28,11 +32,19 @@ pub struct EngineConfig {
     /// Requests allowed to wait per model beyond those running; more are refused as overloaded
     /// (HTTP 429 with Retry-After) rather than queued without bound.
     pub max_waiting: usize,
+    /// LoRA adapters kept loaded at once (least recently used evicted); each costs
+    /// `r * (in + out) * 4` bytes per adapted layer (about 9 MB for SmolLM2 at r 16 on all seven).
+    pub max_adapters: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { max_context: 8192, scheduler: SchedulerConfig::default(), max_waiting: 64 }
+        EngineConfig {
+            max_context: 8192,
+            scheduler: SchedulerConfig::default(),
+            max_waiting: 64,
+            max_adapters: 16,
+        }
     }
 }
 
@@ -41,8 +53,10 @@ impl Default for EngineConfig {
 pub struct CatalogEntry {
     /// How it is listed.
     pub info: ModelInfo,
-    /// A `.gguf` file or a Hugging Face model directory.
+    /// A `.gguf` file or a Hugging Face model directory; for an adapter, its PEFT directory.
     pub path: PathBuf,
+    /// For a LoRA adapter: the base model it runs over (sharing the base's batch).
+    pub base: Option<ModelId>,
 }
 
 /// A model loaded and running on its scheduler thread.
@@ -53,6 +67,8 @@ pub struct LoadedModel {
     pub template: ChatTemplate,
     /// Hyperparameters.
     pub config: ModelConfig,
+    /// MLP width.
+    pub ffn: usize,
     /// Context served per sequence.
     pub context_length: usize,
     /// Requests admitted and not yet finished (running or waiting).
@@ -71,9 +87,13 @@ impl LoadedModel {
             Prompt::Chat(messages) => {
                 let text = self.template.render(messages, true)?;
                 // The template may spell BOS itself; never add a second one.
-                let bos_text = self.tokenizer.bos.map(|b| self.tokenizer.piece(b).to_string());
+                let bos_text = self
+                    .tokenizer
+                    .bos
+                    .map(|b| self.tokenizer.piece(b).to_string());
                 let has_bos = bos_text.is_some_and(|b| !b.is_empty() && text.starts_with(&b));
-                self.tokenizer.encode(&text, self.tokenizer.add_bos && !has_bos, true)
+                self.tokenizer
+                    .encode(&text, self.tokenizer.add_bos && !has_bos, true)
             }
             Prompt::Text(text) => self.tokenizer.encode(text, self.tokenizer.add_bos, true),
         }
@@ -85,16 +105,31 @@ struct Slot {
     loaded: OnceCell<Arc<LoadedModel>>,
 }
 
+/// Adapters loaded in memory, least recently used evicted past the limit.
+#[derive(Default)]
+struct AdapterCache {
+    loaded: HashMap<ModelId, (u64, Arc<Adapter>, u64)>,
+    clock: u64,
+}
+
 /// The engine: implements [`InferenceBackend`] over local models.
 pub struct Engine {
     config: EngineConfig,
     slots: RwLock<HashMap<ModelId, Arc<Slot>>>,
+    adapters: Mutex<AdapterCache>,
 }
+
+/// Keys adapter loads apart in the prefix cache (0 is the base).
+static ADAPTER_KEYS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Engine {
     /// An engine serving `entries`; nothing is loaded until first used.
     pub fn new(config: EngineConfig, entries: Vec<CatalogEntry>) -> Self {
-        let e = Engine { config, slots: RwLock::new(HashMap::new()) };
+        let e = Engine {
+            config,
+            slots: RwLock::new(HashMap::new()),
+            adapters: Mutex::new(AdapterCache::default()),
+        };
         for entry in entries {
             e.add(entry);
         }
@@ -104,14 +139,105 @@ impl Engine {
     /// Adds (or replaces) a model in the catalogue.
     pub fn add(&self, entry: CatalogEntry) {
         let id = entry.info.id.clone();
-        self.slots.write().unwrap().insert(id, Arc::new(Slot { entry, loaded: OnceCell::new() }));
+        self.slots.write().unwrap().insert(
+            id,
+            Arc::new(Slot {
+                entry,
+                loaded: OnceCell::new(),
+            }),
+        );
+    }
+
+    /// Removes a model from the catalogue (a running load finishes; new requests get 404).
+    pub fn remove(&self, id: &ModelId) -> bool {
+        self.adapters.lock().unwrap().loaded.remove(id);
+        self.slots.write().unwrap().remove(id).is_some()
+    }
+
+    fn slot(&self, model: &ModelId) -> Result<Arc<Slot>, BackendError> {
+        self.slots
+            .read()
+            .unwrap()
+            .get(model)
+            .cloned()
+            .ok_or_else(|| BackendError::ModelNotFound {
+                model: model.clone(),
+            })
+    }
+
+    /// Resolves a model id to the loaded base it runs on and, for an adapter, the adapter
+    /// (loaded on first use, kept in an LRU of `max_adapters`).
+    pub async fn resolve(
+        &self,
+        model: &ModelId,
+    ) -> Result<(Arc<LoadedModel>, Option<(u64, Arc<Adapter>)>), BackendError> {
+        let slot = self.slot(model)?;
+        let Some(base) = slot.entry.base.clone() else {
+            return Ok((self.load_base(model, slot).await?, None));
+        };
+        let base_slot = self.slot(&base).map_err(|_| BackendError::LoadFailed {
+            model: model.clone(),
+            reason: format!("its base model `{base}` is not registered"),
+        })?;
+        let m = self.load_base(&base, base_slot).await?;
+        {
+            let mut c = self.adapters.lock().unwrap();
+            c.clock += 1;
+            let now = c.clock;
+            if let Some(e) = c.loaded.get_mut(model) {
+                e.2 = now;
+                return Ok((m, Some((e.0, e.1.clone()))));
+            }
+        }
+        let (path, cfg, ffn) = (slot.entry.path.clone(), m.config.clone(), m.ffn);
+        let adapter = tokio::task::spawn_blocking(move || Adapter::load_peft(&path, &cfg, ffn))
+            .await
+            .map_err(|e| BackendError::Internal(e.to_string()))?
+            .map_err(|e| BackendError::LoadFailed {
+                model: model.clone(),
+                reason: e.to_string(),
+            })?;
+        let adapter = Arc::new(adapter);
+        let key = ADAPTER_KEYS.fetch_add(1, Ordering::Relaxed);
+        let mut c = self.adapters.lock().unwrap();
+        c.clock += 1;
+        let now = c.clock;
+        c.loaded.insert(model.clone(), (key, adapter.clone(), now));
+        while c.loaded.len() > self.config.max_adapters.max(1) {
+            let lru = c
+                .loaded
+                .iter()
+                .min_by_key(|(_, e)| e.2)
+                .map(|(k, _)| k.clone())
+                .expect("non-empty");
+            c.loaded.remove(&lru);
+            tracing::info!(adapter = %lru, "adapter evicted");
+        }
+        tracing::info!(adapter = %model, base = %base, bytes = adapter.bytes(), "adapter loaded");
+        Ok((m, Some((key, adapter))))
     }
 
     /// Loads a model now (or returns it if already loaded).
     pub async fn load(&self, model: &ModelId) -> Result<Arc<LoadedModel>, BackendError> {
-        let slot = self.slots.read().unwrap().get(model).cloned().ok_or_else(|| BackendError::ModelNotFound { model: model.clone() })?;
+        Ok(self.resolve(model).await?.0)
+    }
+
+    async fn load_base(
+        &self,
+        model: &ModelId,
+        slot: Arc<Slot>,
+    ) -> Result<Arc<LoadedModel>, BackendError> {
+        if slot.entry.base.is_some() {
+            return Err(BackendError::LoadFailed {
+                model: model.clone(),
+                reason: "an adapter cannot be the base of another adapter".into(),
+            });
+        }
         if slot.entry.info.kind != ModelKind::Chat {
-            return Err(BackendError::Unsupported { message: format!("`{model}` is an embedding model; it cannot generate text"), param: Some("model".into()) });
+            return Err(BackendError::Unsupported {
+                message: format!("`{model}` is an embedding model; it cannot generate text"),
+                param: Some("model".into()),
+            });
         }
         let cfg = self.config.clone();
         slot.loaded
@@ -128,9 +254,13 @@ impl Engine {
 
 fn start(entry: &CatalogEntry, cfg: &EngineConfig) -> Result<Arc<LoadedModel>, BackendError> {
     let t0 = std::time::Instant::now();
-    let parts = loader::load(&entry.path).map_err(|e| BackendError::LoadFailed { model: entry.info.id.clone(), reason: e.to_string() })?;
+    let parts = loader::load(&entry.path).map_err(|e| BackendError::LoadFailed {
+        model: entry.info.id.clone(),
+        reason: e.to_string(),
+    })?;
     let tokenizer = Arc::new(parts.tokenizer);
     let config = parts.model.config.clone();
+    let ffn = parts.model.layers.first().map_or(0, |l| l.gate.rows);
     let context_length = config.context_length.min(cfg.max_context);
     let (tx, rx) = std::sync::mpsc::channel();
     let tk = tokenizer.clone();
@@ -144,13 +274,29 @@ fn start(entry: &CatalogEntry, cfg: &EngineConfig) -> Result<Arc<LoadedModel>, B
         .map_err(|e| BackendError::Internal(e.to_string()))?;
     tracing::info!(model = %entry.info.id, arch = ?config.arch, layers = config.n_layers, ms = t0.elapsed().as_millis() as u64, "model loaded");
     let max_inflight = cfg.scheduler.max_running + cfg.max_waiting;
-    Ok(Arc::new(LoadedModel { tokenizer, template: parts.template, config, context_length, inflight: Arc::new(AtomicUsize::new(0)), max_inflight, stats, tx: Mutex::new(tx) }))
+    Ok(Arc::new(LoadedModel {
+        tokenizer,
+        template: parts.template,
+        config,
+        ffn,
+        context_length,
+        inflight: Arc::new(AtomicUsize::new(0)),
+        max_inflight,
+        stats,
+        tx: Mutex::new(tx),
+    }))
 }
 
 #[async_trait::async_trait]
 impl InferenceBackend for Engine {
     async fn models(&self) -> Vec<ModelInfo> {
-        let mut v: Vec<ModelInfo> = self.slots.read().unwrap().values().map(|s| s.entry.info.clone()).collect();
+        let mut v: Vec<ModelInfo> = self
+            .slots
+            .read()
+            .unwrap()
+            .values()
+            .map(|s| s.entry.info.clone())
+            .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
     }
@@ -161,30 +307,70 @@ impl InferenceBackend for Engine {
         for s in slots {
             let Some(m) = s.loaded.get() else { continue };
             let model = s.entry.info.id.clone();
-            let g = |family, help, value: usize| Gauge { family, help, model: model.clone(), value: value as f64 };
-            out.push(g("shovel_running_sequences", "Sequences generating now.", m.stats.running.load(Ordering::Relaxed)));
-            out.push(g("shovel_waiting_requests", "Requests queued for a running slot.", m.stats.waiting.load(Ordering::Relaxed)));
-            out.push(g("shovel_inflight_requests", "Requests admitted and not finished.", m.inflight.load(Ordering::Relaxed)));
-            out.push(g("shovel_kv_cache_bytes", "Key/value cache held by running sequences.", m.stats.kv_bytes.load(Ordering::Relaxed)));
-            out.push(g("shovel_prefix_cache_bytes", "Key/value cache kept for shared prefixes.", m.stats.prefix_cache_bytes.load(Ordering::Relaxed)));
+            let g = |family, help, value: usize| Gauge {
+                family,
+                help,
+                model: model.clone(),
+                value: value as f64,
+            };
+            out.push(g(
+                "shovel_running_sequences",
+                "Sequences generating now.",
+                m.stats.running.load(Ordering::Relaxed),
+            ));
+            out.push(g(
+                "shovel_waiting_requests",
+                "Requests queued for a running slot.",
+                m.stats.waiting.load(Ordering::Relaxed),
+            ));
+            out.push(g(
+                "shovel_inflight_requests",
+                "Requests admitted and not finished.",
+                m.inflight.load(Ordering::Relaxed),
+            ));
+            out.push(g(
+                "shovel_kv_cache_bytes",
+                "Key/value cache held by running sequences.",
+                m.stats.kv_bytes.load(Ordering::Relaxed),
+            ));
+            out.push(g(
+                "shovel_prefix_cache_bytes",
+                "Key/value cache kept for shared prefixes.",
+                m.stats.prefix_cache_bytes.load(Ordering::Relaxed),
+            ));
         }
         out
     }
 
     async fn submit(&self, req: GenerateRequest) -> Result<EventStream, BackendError> {
-        let m = self.load(&req.model).await?;
-        let prompt = m.prompt_tokens(&req.prompt).map_err(|e| BackendError::Unsupported { message: e.to_string(), param: Some("messages".into()) })?;
+        let (m, adapter) = self.resolve(&req.model).await?;
+        let prompt = m
+            .prompt_tokens(&req.prompt)
+            .map_err(|e| BackendError::Unsupported {
+                message: e.to_string(),
+                param: Some("messages".into()),
+            })?;
         if prompt.is_empty() {
             return Err(BackendError::EmptyPrompt);
         }
         let ctx = m.context_length;
         let max_tokens = match req.max_tokens {
             Some(n) if prompt.len() + n > ctx => {
-                return Err(BackendError::ContextOverflow { prompt_tokens: prompt.len(), max_tokens: n, requested: prompt.len() + n, context_length: ctx })
+                return Err(BackendError::ContextOverflow {
+                    prompt_tokens: prompt.len(),
+                    max_tokens: n,
+                    requested: prompt.len() + n,
+                    context_length: ctx,
+                })
             }
             Some(n) => n,
             None if prompt.len() >= ctx => {
-                return Err(BackendError::ContextOverflow { prompt_tokens: prompt.len(), max_tokens: 1, requested: prompt.len() + 1, context_length: ctx })
+                return Err(BackendError::ContextOverflow {
+                    prompt_tokens: prompt.len(),
+                    max_tokens: 1,
+                    requested: prompt.len() + 1,
+                    context_length: ctx,
+                })
             }
             None => ctx - prompt.len(),
         };
@@ -200,8 +386,20 @@ impl InferenceBackend for Engine {
         }
         let inflight = InflightGuard(m.inflight.clone());
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let seq = SeqRequest { prompt, max_tokens, stop, top_logprobs: req.top_logprobs, sampler: Sampler::new(req.sampling.clone()), tx, inflight };
-        m.tx.lock().unwrap().send(Command::Add(Box::new(seq))).map_err(|_| BackendError::Internal("scheduler thread stopped".into()))?;
+        let seq = SeqRequest {
+            prompt,
+            max_tokens,
+            stop,
+            top_logprobs: req.top_logprobs,
+            sampler: Sampler::new(req.sampling.clone()),
+            tx,
+            inflight,
+            adapter,
+        };
+        m.tx.lock()
+            .unwrap()
+            .send(Command::Add(Box::new(seq)))
+            .map_err(|_| BackendError::Internal("scheduler thread stopped".into()))?;
         Ok(rx)
     }
 }

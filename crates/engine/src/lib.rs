@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod gguf;
 pub mod loader;
+pub mod lora;
 pub mod model;
 pub mod ops;
 pub mod pool;

@@ -6,6 +6,7 @@
 //! lockstep (one position for the whole batch, KV grown by concatenation), which rules out
 //! continuous batching; see shared/FINDINGS.md.
 
+use crate::lora::{Adapter, Target};
 use crate::ops::{gelu_tanh, matmul, matmul_many, rms_norm, rope, silu, RopeStyle};
 use crate::pool;
 use crate::tensor::Weight;
@@ -142,7 +143,11 @@ fn append_f16(dst: &mut Vec<f16>, src: &[f32]) {
 impl KvCache {
     /// An empty cache for `n_layers` layers.
     pub fn new(n_layers: usize) -> Self {
-        KvCache { k: vec![Vec::new(); n_layers], v: vec![Vec::new(); n_layers], len: 0 }
+        KvCache {
+            k: vec![Vec::new(); n_layers],
+            v: vec![Vec::new(); n_layers],
+            len: 0,
+        }
     }
     /// Positions held.
     pub fn len(&self) -> usize {
@@ -176,6 +181,8 @@ pub struct BatchItem<'a> {
     pub kv: &'a mut KvCache,
     /// Whether to compute logits for the last token.
     pub want_logits: bool,
+    /// The LoRA adapter this sequence runs with, if any (each sequence may have its own).
+    pub adapter: Option<&'a Adapter>,
 }
 
 impl Model {
@@ -206,6 +213,27 @@ impl Model {
                 ti += 1;
             }
         }
+        // Rows of the flattened batch that run with an adapter: (first row, rows, adapter).
+        let mut adapted: Vec<(usize, usize, &Adapter)> = Vec::new();
+        let mut row = 0;
+        for it in items.iter() {
+            if let Some(a) = it.adapter {
+                adapted.push((row, it.tokens.len(), a));
+            }
+            row += it.tokens.len();
+        }
+        let lora = |li: usize, target: Target, x: &[f32], out: &mut [f32]| {
+            for &(r0, n, a) in &adapted {
+                if let Some(p) = a.pair(li, target) {
+                    a.apply(
+                        li,
+                        target,
+                        &x[r0 * p.inp..(r0 + n) * p.inp],
+                        &mut out[r0 * p.out..(r0 + n) * p.out],
+                    );
+                }
+            }
+        };
         let mut hbuf = vec![0f32; t * h];
         let mut q = vec![0f32; t * qd];
         let mut k = vec![0f32; t * kvd];
@@ -217,7 +245,15 @@ impl Model {
         for (li, layer) in self.layers.iter().enumerate() {
             hbuf.copy_from_slice(&x);
             rms_norm(&mut hbuf, &layer.attn_norm, c.rms_eps);
-            matmul_many(&[&layer.wq, &layer.wk, &layer.wv], &hbuf, t, &mut [&mut q, &mut k, &mut v]);
+            matmul_many(
+                &[&layer.wq, &layer.wk, &layer.wv],
+                &hbuf,
+                t,
+                &mut [&mut q, &mut k, &mut v],
+            );
+            lora(li, Target::QProj, &hbuf, &mut q);
+            lora(li, Target::KProj, &hbuf, &mut k);
+            lora(li, Target::VProj, &hbuf, &mut v);
             if let Some(qn) = &layer.q_norm {
                 rms_norm(&mut q, qn, c.rms_eps);
             }
@@ -229,7 +265,11 @@ impl Model {
             // Rope is cheap: one pass on this thread beats a parallel region for decode-sized
             // batches. The KV cache holds f16 values and q is rounded to f16 for q.k, as in
             // llama.cpp: half the cache memory, and greedy outputs that agree with its references.
-            for (i, (qr, kr)) in q.chunks_exact_mut(qd).zip(k.chunks_exact_mut(kvd)).enumerate() {
+            for (i, (qr, kr)) in q
+                .chunks_exact_mut(qd)
+                .zip(k.chunks_exact_mut(kvd))
+                .enumerate()
+            {
                 for head in qr.chunks_exact_mut(hd).chain(kr.chunks_exact_mut(hd)) {
                     rope(head, pos[i], base, c.rope_style);
                 }
@@ -245,8 +285,10 @@ impl Model {
                 off += n;
             }
             let window = if swa { c.sliding_window } else { None };
-            let caches: Vec<(&[f16], &[f16])> =
-                items.iter().map(|it| (it.kv.k[li].as_slice(), it.kv.v[li].as_slice())).collect();
+            let caches: Vec<(&[f16], &[f16])> = items
+                .iter()
+                .map(|it| (it.kv.k[li].as_slice(), it.kv.v[li].as_slice()))
+                .collect();
             let group = c.n_heads / c.n_kv_heads;
             pool::global().chunks(&mut attn, hd, |idx, out| {
                 let (ti, head) = (idx / c.n_heads, idx % c.n_heads);
@@ -260,6 +302,7 @@ impl Model {
             });
             drop(caches);
             matmul(&layer.wo, &attn, t, &mut hbuf);
+            lora(li, Target::OProj, &attn, &mut hbuf);
             if let Some(pn) = &layer.post_attn_norm {
                 rms_norm(&mut hbuf, pn, c.rms_eps);
             }
@@ -267,12 +310,15 @@ impl Model {
             hbuf.copy_from_slice(&x);
             rms_norm(&mut hbuf, &layer.ffn_norm, c.rms_eps);
             matmul_many(&[&layer.gate, &layer.up], &hbuf, t, &mut [&mut g, &mut u]);
+            lora(li, Target::GateProj, &hbuf, &mut g);
+            lora(li, Target::UpProj, &hbuf, &mut u);
             let act: fn(f32) -> f32 = match c.arch {
                 Arch::Llama => silu,
                 Arch::Gemma3 => gelu_tanh,
             };
             g.iter_mut().zip(&u).for_each(|(a, b)| *a = act(*a) * b);
             matmul(&layer.down, &g, t, &mut hbuf);
+            lora(li, Target::DownProj, &g, &mut hbuf);
             if let Some(pn) = &layer.post_ffn_norm {
                 rms_norm(&mut hbuf, pn, c.rms_eps);
             }

@@ -12,6 +12,9 @@ use crate::model::KvCache;
 const MIN_PREFIX: usize = 8;
 
 struct Entry {
+    /// Which weights computed the keys and values: 0 for the base, else the adapter's key.
+    /// Entries only serve prompts run with the same weights.
+    ns: u64,
     tokens: Vec<u32>,
     kv: KvCache,
     bytes: usize,
@@ -29,7 +32,12 @@ pub struct PrefixCache {
 impl PrefixCache {
     /// A cache holding at most `capacity` bytes of keys and values (0 disables it).
     pub fn new(capacity: usize) -> Self {
-        PrefixCache { entries: Vec::new(), capacity, used: 0, clock: 0 }
+        PrefixCache {
+            entries: Vec::new(),
+            capacity,
+            used: 0,
+            clock: 0,
+        }
     }
 
     /// Bytes held.
@@ -39,13 +47,24 @@ impl PrefixCache {
 
     /// A cache for `prompt` pre-filled with the longest cached prefix, leaving at least the last
     /// prompt token to compute (its logits start generation). `None` when nothing useful is cached.
-    pub fn lookup(&mut self, prompt: &[u32], kv_dim: usize) -> Option<KvCache> {
+    pub fn lookup(&mut self, ns: u64, prompt: &[u32], kv_dim: usize) -> Option<KvCache> {
         let limit = prompt.len().saturating_sub(1);
         let (best, n) = self
             .entries
             .iter()
             .enumerate()
-            .map(|(i, e)| (i, e.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(limit)))
+            .filter(|(_, e)| e.ns == ns)
+            .map(|(i, e)| {
+                (
+                    i,
+                    e.tokens
+                        .iter()
+                        .zip(prompt)
+                        .take_while(|(a, b)| a == b)
+                        .count()
+                        .min(limit),
+                )
+            })
             .max_by_key(|&(_, n)| n)?;
         if n < MIN_PREFIX {
             return None;
@@ -57,7 +76,7 @@ impl PrefixCache {
     }
 
     /// Keeps a finished sequence's cache; `tokens` are the tokens whose positions it holds.
-    pub fn insert(&mut self, mut tokens: Vec<u32>, kv: KvCache) {
+    pub fn insert(&mut self, ns: u64, mut tokens: Vec<u32>, kv: KvCache) {
         tokens.truncate(kv.len());
         let bytes = kv.bytes();
         if self.capacity == 0 || tokens.len() < MIN_PREFIX || bytes > self.capacity {
@@ -67,7 +86,7 @@ impl PrefixCache {
         let mut i = 0;
         while i < self.entries.len() {
             let e = &self.entries[i];
-            if e.tokens.len() <= tokens.len() && tokens.starts_with(&e.tokens) {
+            if e.ns == ns && e.tokens.len() <= tokens.len() && tokens.starts_with(&e.tokens) {
                 self.used -= e.bytes;
                 self.entries.swap_remove(i);
             } else {
@@ -76,9 +95,21 @@ impl PrefixCache {
         }
         self.clock += 1;
         self.used += bytes;
-        self.entries.push(Entry { tokens, kv, bytes, last_used: self.clock });
+        self.entries.push(Entry {
+            ns,
+            tokens,
+            kv,
+            bytes,
+            last_used: self.clock,
+        });
         while self.used > self.capacity {
-            let lru = self.entries.iter().enumerate().min_by_key(|(_, e)| e.last_used).map(|(i, _)| i).expect("non-empty while over capacity");
+            let lru = self
+                .entries
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(i, _)| i)
+                .expect("non-empty while over capacity");
             self.used -= self.entries[lru].bytes;
             self.entries.swap_remove(lru);
         }

@@ -38,7 +38,10 @@ impl ApiError {
 
     /// A 400 for a request the server understood but does not support yet.
     pub fn unsupported(param: impl Into<String>, message: impl Into<String>) -> Self {
-        ApiError { code: Some("unsupported_parameter"), ..ApiError::invalid(param, message) }
+        ApiError {
+            code: Some("unsupported_parameter"),
+            ..ApiError::invalid(param, message)
+        }
     }
 
     /// A 413 for a body or file over the limit.
@@ -55,12 +58,26 @@ impl ApiError {
 
     /// A 404 for an unknown route or resource.
     pub fn not_found(message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::NOT_FOUND, message: message.into(), kind: "invalid_request_error", param: None, code: Some("not_found"), retry_after: None }
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("not_found"),
+            retry_after: None,
+        }
     }
 
     /// A 401.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::UNAUTHORIZED, message: message.into(), kind: "invalid_request_error", param: None, code: Some("invalid_api_key"), retry_after: None }
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("invalid_api_key"),
+            retry_after: None,
+        }
     }
 
     /// The JSON body.
@@ -81,12 +98,15 @@ impl From<BackendError> for ApiError {
                 code: Some("model_not_found"),
                 retry_after: None,
             },
-            BackendError::Unsupported { param, .. } => {
-                ApiError { param, code: Some("unsupported"), ..ApiError::invalid("", message) }
-            }
-            BackendError::ContextOverflow { .. } => {
-                ApiError { code: Some("context_length_exceeded"), ..ApiError::invalid("messages", message) }
-            }
+            BackendError::Unsupported { param, .. } => ApiError {
+                param,
+                code: Some("unsupported"),
+                ..ApiError::invalid("", message)
+            },
+            BackendError::ContextOverflow { .. } => ApiError {
+                code: Some("context_length_exceeded"),
+                ..ApiError::invalid("messages", message)
+            },
             BackendError::EmptyPrompt => ApiError::invalid("messages", message),
             BackendError::Overloaded => ApiError {
                 status: StatusCode::TOO_MANY_REQUESTS,
@@ -98,7 +118,14 @@ impl From<BackendError> for ApiError {
             },
             BackendError::LoadFailed { .. } => {
                 tracing::error!(error = %message, "model load failed");
-                ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message, kind: "server_error", param: Some("model".into()), code: Some("model_load_failed"), retry_after: None }
+                ApiError {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    message,
+                    kind: "server_error",
+                    param: Some("model".into()),
+                    code: Some("model_load_failed"),
+                    retry_after: None,
+                }
             }
             BackendError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");

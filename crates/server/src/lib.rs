@@ -7,6 +7,7 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod files;
+pub mod fine_tuning;
 pub mod metrics;
 pub mod openai;
 
@@ -29,7 +30,10 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { max_body_bytes: 4 * 1024 * 1024, max_file_bytes: 512 * 1024 * 1024 }
+        ServerConfig {
+            max_body_bytes: 4 * 1024 * 1024,
+            max_file_bytes: 512 * 1024 * 1024,
+        }
     }
 }
 
@@ -42,17 +46,30 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Uploaded files, when storage is configured.
     pub files: Option<Arc<dyn shovel_core::FileStore>>,
+    /// Fine-tuning jobs, when a service is configured.
+    pub fine_tuning: Option<Arc<dyn shovel_core::FineTuning>>,
 }
 
 impl AppState {
     /// State over a backend.
     pub fn new(backend: Arc<dyn InferenceBackend>) -> Self {
-        AppState { backend, metrics: Arc::new(metrics::Metrics::default()), files: None }
+        AppState {
+            backend,
+            metrics: Arc::new(metrics::Metrics::default()),
+            files: None,
+            fine_tuning: None,
+        }
     }
 
     /// Adds file storage.
     pub fn with_files(mut self, files: Arc<dyn shovel_core::FileStore>) -> Self {
         self.files = Some(files);
+        self
+    }
+
+    /// Adds the fine-tuning jobs service.
+    pub fn with_fine_tuning(mut self, ft: Arc<dyn shovel_core::FineTuning>) -> Self {
+        self.fine_tuning = Some(ft);
         self
     }
 }
@@ -61,7 +78,9 @@ async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
-async fn metrics_text(axum::extract::State(st): axum::extract::State<AppState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+async fn metrics_text(
+    axum::extract::State(st): axum::extract::State<AppState>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
     let mut text = st.metrics.render();
     let gauges = st.backend.gauges().await;
     let mut families: Vec<(&str, &str)> = Vec::new();
@@ -76,7 +95,13 @@ async fn metrics_text(axum::extract::State(st): axum::extract::State<AppState>) 
             text.push_str(&format!("{family}{{model=\"{}\"}} {}\n", g.model, g.value));
         }
     }
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
@@ -92,9 +117,28 @@ pub fn app(state: AppState, config: &ServerConfig) -> Router {
         .route("/v1/models/{id}", get(openai::get_model))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
-        .route("/v1/files", post(files::upload).layer(DefaultBodyLimit::max(config.max_file_bytes)).get(files::list))
+        .route(
+            "/v1/files",
+            post(files::upload)
+                .layer(DefaultBodyLimit::max(config.max_file_bytes))
+                .get(files::list),
+        )
         .route("/v1/files/{id}", get(files::get).delete(files::delete))
         .route("/v1/files/{id}/content", get(files::content))
+        .route(
+            "/v1/fine_tuning/jobs",
+            post(fine_tuning::create).get(fine_tuning::list),
+        )
+        .route("/v1/fine_tuning/jobs/{id}", get(fine_tuning::get))
+        .route(
+            "/v1/fine_tuning/jobs/{id}/cancel",
+            post(fine_tuning::cancel),
+        )
+        .route("/v1/fine_tuning/jobs/{id}/events", get(fine_tuning::events))
+        .route(
+            "/v1/fine_tuning/jobs/{id}/checkpoints",
+            get(fine_tuning::checkpoints),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state)

@@ -6,9 +6,11 @@
 #![warn(missing_docs)]
 
 mod files;
+mod jobs;
 mod migrations;
 
 pub use files::LocalFiles;
+pub use jobs::{new_id, CheckpointRecord, EventRecord, JobRecord, JobStatus};
 
 use serde::{Deserialize, Serialize};
 use shovel_core::{ModelId, ModelKind, TenantId};
@@ -44,6 +46,8 @@ pub enum ModelFormat {
     Gguf,
     /// A Hugging Face directory (safetensors, config.json, tokenizer.json).
     HfDir,
+    /// A LoRA adapter directory in PEFT's layout, over the base model `base`.
+    Lora,
 }
 
 impl ModelFormat {
@@ -52,13 +56,18 @@ impl ModelFormat {
         match self {
             ModelFormat::Gguf => "gguf",
             ModelFormat::HfDir => "hf_dir",
+            ModelFormat::Lora => "lora",
         }
     }
     fn parse(s: &str) -> Result<Self> {
         match s {
             "gguf" => Ok(ModelFormat::Gguf),
             "hf_dir" => Ok(ModelFormat::HfDir),
-            _ => Err(Error::Corrupt { table: "models", reason: format!("unknown format `{s}`") }),
+            "lora" => Ok(ModelFormat::Lora),
+            _ => Err(Error::Corrupt {
+                table: "models",
+                reason: format!("unknown format `{s}`"),
+            }),
         }
     }
 }
@@ -86,6 +95,8 @@ pub struct ModelRecord {
     pub owned_by: String,
     /// Unix seconds.
     pub created_at: i64,
+    /// For an adapter: the base model it runs over.
+    pub base: Option<ModelId>,
 }
 
 impl ModelRecord {
@@ -115,7 +126,10 @@ impl Store {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(std::time::Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
         migrations::run(&pool).await?;
         Ok(Store { pool })
     }
@@ -128,11 +142,12 @@ impl Store {
     /// Registers a model, replacing one with the same tenant and id.
     pub async fn upsert_model(&self, m: &ModelRecord) -> Result<()> {
         sqlx::query(
-            "INSERT INTO models (tenant_id, id, kind, format, path, sha256, size_bytes, source, owned_by, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            "INSERT INTO models (tenant_id, id, kind, format, path, sha256, size_bytes, source, owned_by, created_at, base_id)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (tenant_id, id) DO UPDATE SET kind = excluded.kind, format = excluded.format,
                path = excluded.path, sha256 = excluded.sha256, size_bytes = excluded.size_bytes,
-               source = excluded.source, owned_by = excluded.owned_by, created_at = excluded.created_at",
+               source = excluded.source, owned_by = excluded.owned_by, created_at = excluded.created_at,
+               base_id = excluded.base_id",
         )
         .bind(&m.tenant.0)
         .bind(&m.id.0)
@@ -144,6 +159,7 @@ impl Store {
         .bind(&m.source)
         .bind(&m.owned_by)
         .bind(m.created_at)
+        .bind(m.base.as_ref().map(|b| b.0.clone()))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -151,19 +167,30 @@ impl Store {
 
     /// The tenant's models, by id.
     pub async fn list_models(&self, tenant: &TenantId) -> Result<Vec<ModelRecord>> {
-        let rows = sqlx::query("SELECT * FROM models WHERE tenant_id = ? ORDER BY id").bind(&tenant.0).fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM models WHERE tenant_id = ? ORDER BY id")
+            .bind(&tenant.0)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(row_to_model).collect()
     }
 
     /// One model.
     pub async fn get_model(&self, tenant: &TenantId, id: &ModelId) -> Result<Option<ModelRecord>> {
-        let row = sqlx::query("SELECT * FROM models WHERE tenant_id = ? AND id = ?").bind(&tenant.0).bind(&id.0).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT * FROM models WHERE tenant_id = ? AND id = ?")
+            .bind(&tenant.0)
+            .bind(&id.0)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(row_to_model).transpose()
     }
 
     /// Removes a model's registration; returns whether it existed.
     pub async fn delete_model(&self, tenant: &TenantId, id: &ModelId) -> Result<bool> {
-        let r = sqlx::query("DELETE FROM models WHERE tenant_id = ? AND id = ?").bind(&tenant.0).bind(&id.0).execute(&self.pool).await?;
+        let r = sqlx::query("DELETE FROM models WHERE tenant_id = ? AND id = ?")
+            .bind(&tenant.0)
+            .bind(&id.0)
+            .execute(&self.pool)
+            .await?;
         Ok(r.rows_affected() > 0)
     }
 }
@@ -172,7 +199,12 @@ fn row_to_model(r: &sqlx::sqlite::SqliteRow) -> Result<ModelRecord> {
     let kind = match r.try_get::<String, _>("kind")?.as_str() {
         "chat" => ModelKind::Chat,
         "embedding" => ModelKind::Embedding,
-        k => return Err(Error::Corrupt { table: "models", reason: format!("unknown kind `{k}`") }),
+        k => {
+            return Err(Error::Corrupt {
+                table: "models",
+                reason: format!("unknown kind `{k}`"),
+            })
+        }
     };
     Ok(ModelRecord {
         tenant: TenantId(r.try_get("tenant_id")?),
@@ -185,6 +217,7 @@ fn row_to_model(r: &sqlx::sqlite::SqliteRow) -> Result<ModelRecord> {
         source: r.try_get("source")?,
         owned_by: r.try_get("owned_by")?,
         created_at: r.try_get("created_at")?,
+        base: r.try_get::<Option<String>, _>("base_id")?.map(ModelId),
     })
 }
 
@@ -204,6 +237,7 @@ mod tests {
             source: "test".into(),
             owned_by: "user".into(),
             created_at: 1,
+            base: None,
         }
     }
 
@@ -223,8 +257,18 @@ mod tests {
         let a = s.list_models(&TenantId("a".into())).await.unwrap();
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].size_bytes, 42);
-        assert!(s.delete_model(&TenantId("b".into()), &ModelId::new("m1")).await.unwrap());
-        assert!(!s.delete_model(&TenantId("b".into()), &ModelId::new("m1")).await.unwrap());
-        assert!(s.get_model(&TenantId("a".into()), &ModelId::new("m1")).await.unwrap().is_some());
+        assert!(s
+            .delete_model(&TenantId("b".into()), &ModelId::new("m1"))
+            .await
+            .unwrap());
+        assert!(!s
+            .delete_model(&TenantId("b".into()), &ModelId::new("m1"))
+            .await
+            .unwrap());
+        assert!(s
+            .get_model(&TenantId("a".into()), &ModelId::new("m1"))
+            .await
+            .unwrap()
+            .is_some());
     }
 }

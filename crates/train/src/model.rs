@@ -1,0 +1,792 @@
+//! The LoRA training step for the llama architecture, forward and backward written by hand.
+//!
+//! Why by hand: candle's autograd trains this model at 98 tokens/s in 9.8 GB, half PEFT's speed
+//! (shared/FINDINGS.md), because it keeps gradients for frozen weights and has no backward for
+//! its fused ops. Here the base is frozen: the backward pass computes gradients of activations
+//! (to carry the signal down) and of the adapters only, never of a base weight; logits are taken
+//! only at the positions the loss is taken on; and every product goes through one blocked GEMM.
+//!
+//! The base's quantized weights are dequantized to f32 once (QLoRA-style: the frozen base in
+//! the served format, the adapters in f32).
+
+use crate::mm::{mm, mm_serial, View};
+use crate::{Error, Result};
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+use shovel_engine::lora::{Adapter, Target};
+use shovel_engine::model::{Arch, Model, ModelConfig};
+use shovel_engine::ops::rope_rotate;
+
+struct BaseLayer {
+    attn_norm: Vec<f32>,
+    /// Per [`Target::ALL`] index: `out x in`, row-major.
+    w: [Vec<f32>; 7],
+    ffn_norm: Vec<f32>,
+}
+
+/// A frozen base model in f32, ready to train adapters on.
+pub struct Base {
+    /// Hyperparameters.
+    pub config: ModelConfig,
+    /// MLP width.
+    pub ffn: usize,
+    embed: Vec<f32>,
+    layers: Vec<BaseLayer>,
+    out_norm: Vec<f32>,
+    /// `None` when the output head is the embedding (tied).
+    output: Option<Vec<f32>>,
+}
+
+impl Base {
+    /// Dequantizes a loaded model. Only the llama architecture is tunable so far.
+    pub fn from_model(m: &Model) -> Result<Base> {
+        let c = m.config.clone();
+        if c.arch != Arch::Llama {
+            return Err(Error::UnsupportedArch(
+                format!("{:?}", c.arch).to_lowercase(),
+            ));
+        }
+        let layers = m
+            .layers
+            .iter()
+            .map(|l| BaseLayer {
+                attn_norm: l.attn_norm.clone(),
+                w: [
+                    l.wq.to_f32_vec(),
+                    l.wk.to_f32_vec(),
+                    l.wv.to_f32_vec(),
+                    l.wo.to_f32_vec(),
+                    l.gate.to_f32_vec(),
+                    l.up.to_f32_vec(),
+                    l.down.to_f32_vec(),
+                ],
+                ffn_norm: l.ffn_norm.clone(),
+            })
+            .collect();
+        let ffn = m.layers.first().map_or(0, |l| l.gate.rows);
+        let output = if m.output.same_bytes(&m.embed) {
+            None
+        } else {
+            Some(m.output.to_f32_vec())
+        };
+        Ok(Base {
+            config: c,
+            ffn,
+            embed: m.embed.to_f32_vec(),
+            layers,
+            out_norm: m.out_norm.clone(),
+            output,
+        })
+    }
+
+    /// Bytes held by the f32 weights.
+    pub fn bytes(&self) -> usize {
+        let l: usize = self
+            .layers
+            .iter()
+            .map(|l| l.w.iter().map(Vec::len).sum::<usize>() + l.attn_norm.len() + l.ffn_norm.len())
+            .sum();
+        (l + self.embed.len() + self.output.as_ref().map_or(0, Vec::len)) * 4
+    }
+
+    fn head(&self) -> &[f32] {
+        self.output.as_deref().unwrap_or(&self.embed)
+    }
+}
+
+/// Activations one layer keeps for its backward pass.
+struct Saved {
+    x: Vec<f32>,
+    rstd1: Vec<f32>,
+    a: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// Attention probabilities, `heads x T x T`.
+    p: Vec<f32>,
+    attn: Vec<f32>,
+    x2: Vec<f32>,
+    rstd2: Vec<f32>,
+    b: Vec<f32>,
+    g: Vec<f32>,
+    u: Vec<f32>,
+    m: Vec<f32>,
+    /// `x_dropped . A^T` per target (`T x r`).
+    lora_t: [Vec<f32>; 7],
+}
+
+/// Dropout mask for one adapted layer's input in one sequence, regenerated in the backward pass
+/// from the same key instead of stored.
+fn dropout_mask(p: f32, key: [u64; 4], n: usize) -> Vec<f32> {
+    let seed = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, k| {
+        (h ^ k).wrapping_mul(0x1000_0000_01b3)
+    });
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let keep = 1.0 / (1.0 - p);
+    (0..n)
+        .map(|_| if rng.gen::<f32>() < p { 0.0 } else { keep })
+        .collect()
+}
+
+fn rms_norm_fwd(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], rstd: &mut [f32]) {
+    let h = w.len();
+    for ((xr, or), rs) in x
+        .chunks_exact(h)
+        .zip(out.chunks_exact_mut(h))
+        .zip(rstd.iter_mut())
+    {
+        let ss: f32 = xr.iter().map(|v| v * v).sum::<f32>() / h as f32;
+        let r = 1.0 / (ss + eps).sqrt();
+        *rs = r;
+        for ((o, xv), wv) in or.iter_mut().zip(xr).zip(w) {
+            *o = xv * r * wv;
+        }
+    }
+}
+
+/// Adds to `dx` the gradient through `y = x * rstd * w` given `dy`.
+fn rms_norm_bwd(x: &[f32], rstd: &[f32], w: &[f32], dy: &[f32], dx: &mut [f32]) {
+    let h = w.len();
+    for (((xr, dyr), dxr), &r) in x
+        .chunks_exact(h)
+        .zip(dy.chunks_exact(h))
+        .zip(dx.chunks_exact_mut(h))
+        .zip(rstd)
+    {
+        let dot: f32 = xr
+            .iter()
+            .zip(dyr)
+            .zip(w)
+            .map(|((xv, d), wv)| xv * d * wv)
+            .sum();
+        let c = r * r * r * dot / h as f32;
+        for (((o, xv), d), wv) in dxr.iter_mut().zip(xr).zip(dyr).zip(w) {
+            *o += r * d * wv - xv * c;
+        }
+    }
+}
+
+/// Gradients of the adapters, shaped like the adapter.
+pub type Grads = Adapter;
+
+/// Zeroed gradients for `a`.
+pub fn zero_grads(a: &Adapter) -> Grads {
+    let mut g = a.clone();
+    for p in g.layers.iter_mut().flatten().flatten() {
+        p.a.fill(0.0);
+        p.b.fill(0.0);
+    }
+    g
+}
+
+/// What one sequence's pass produced.
+pub struct SeqLoss {
+    /// Sum over positions of `weight * cross-entropy`.
+    pub loss_sum: f64,
+    /// Sum of weights.
+    pub weight_sum: f64,
+}
+
+/// Everything fixed for one pass: the base, the adapter, dropout, and the key that makes
+/// dropout masks reproducible.
+pub struct Pass<'a> {
+    /// Frozen base.
+    pub base: &'a Base,
+    /// Adapter being trained.
+    pub adapter: &'a Adapter,
+    /// Dropout probability on adapter inputs (0 in evaluation).
+    pub dropout: f32,
+    /// `(seed, step, example)`, keys dropout masks.
+    pub key: [u64; 3],
+}
+
+impl Pass<'_> {
+    fn mask(&self, l: usize, t: Target, n: usize) -> Option<Vec<f32>> {
+        (self.dropout > 0.0).then(|| {
+            dropout_mask(
+                self.dropout,
+                [
+                    self.key[0],
+                    self.key[1],
+                    self.key[2],
+                    (l * 8 + t.index()) as u64,
+                ],
+                n,
+            )
+        })
+    }
+
+    /// `y (T x out) = x W^T + s (x_d A^T) B^T`; returns `x_d A^T` for the backward pass.
+    fn linear(&self, l: usize, target: Target, x: &[f32], t: usize, y: &mut [f32]) -> Vec<f32> {
+        let w = &self.base.layers[l].w[target.index()];
+        let (out, inp) = (y.len() / t.max(1), x.len() / t.max(1));
+        mm(
+            t,
+            out,
+            inp,
+            y,
+            out,
+            false,
+            View::rm(x, inp),
+            View::rm(w, inp).t(),
+        );
+        let Some(p) = self.adapter.pair(l, target) else {
+            return Vec::new();
+        };
+        let r = self.adapter.config.r;
+        let s = self.adapter.config.scale();
+        let mut lt = vec![0f32; t * r];
+        match self.mask(l, target, x.len()) {
+            Some(mask) => {
+                let xd: Vec<f32> = x.iter().zip(&mask).map(|(a, b)| a * b).collect();
+                mm(
+                    t,
+                    r,
+                    inp,
+                    &mut lt,
+                    r,
+                    false,
+                    View::rm(&xd, inp),
+                    View::rm(&p.a, inp).t(),
+                );
+            }
+            None => mm(
+                t,
+                r,
+                inp,
+                &mut lt,
+                r,
+                false,
+                View::rm(x, inp),
+                View::rm(&p.a, inp).t(),
+            ),
+        }
+        let scaled: Vec<f32> = lt.iter().map(|v| v * s).collect();
+        mm(
+            t,
+            out,
+            r,
+            y,
+            out,
+            true,
+            View::rm(&scaled, r),
+            View::rm(&p.b, r).t(),
+        );
+        lt
+    }
+
+    /// Backward of [`Pass::linear`]: adds `dy W` (+ the adapter's path) to `dx` and the
+    /// adapter's gradients to `grads`.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_bwd(
+        &self,
+        l: usize,
+        target: Target,
+        x: &[f32],
+        lt: &[f32],
+        dy: &[f32],
+        t: usize,
+        dx: &mut [f32],
+        grads: &mut Grads,
+    ) {
+        let w = &self.base.layers[l].w[target.index()];
+        let (out, inp) = (dy.len() / t.max(1), x.len() / t.max(1));
+        mm(
+            t,
+            inp,
+            out,
+            dx,
+            inp,
+            true,
+            View::rm(dy, out),
+            View::rm(w, inp),
+        );
+        let Some(p) = self.adapter.pair(l, target) else {
+            return;
+        };
+        let g = grads.layers[l][target.index()]
+            .as_mut()
+            .expect("grads shaped like the adapter");
+        let r = self.adapter.config.r;
+        let s = self.adapter.config.scale();
+        // dB += s dy^T lt   (out x r)
+        let slt: Vec<f32> = lt.iter().map(|v| v * s).collect();
+        mm(
+            out,
+            r,
+            t,
+            &mut g.b,
+            r,
+            true,
+            View::rm(dy, out).t(),
+            View::rm(&slt, r),
+        );
+        // dlt = s dy B   (T x r)
+        let mut dlt = vec![0f32; t * r];
+        mm(
+            t,
+            r,
+            out,
+            &mut dlt,
+            r,
+            false,
+            View::rm(dy, out),
+            View::rm(&p.b, r),
+        );
+        dlt.iter_mut().for_each(|v| *v *= s);
+        match self.mask(l, target, x.len()) {
+            Some(mask) => {
+                let xd: Vec<f32> = x.iter().zip(&mask).map(|(a, b)| a * b).collect();
+                mm(
+                    r,
+                    inp,
+                    t,
+                    &mut g.a,
+                    inp,
+                    true,
+                    View::rm(&dlt, r).t(),
+                    View::rm(&xd, inp),
+                );
+                let mut dxd = vec![0f32; t * inp];
+                mm(
+                    t,
+                    inp,
+                    r,
+                    &mut dxd,
+                    inp,
+                    false,
+                    View::rm(&dlt, r),
+                    View::rm(&p.a, inp),
+                );
+                dx.iter_mut()
+                    .zip(dxd.iter().zip(&mask))
+                    .for_each(|(d, (v, m))| *d += v * m);
+            }
+            None => {
+                mm(
+                    r,
+                    inp,
+                    t,
+                    &mut g.a,
+                    inp,
+                    true,
+                    View::rm(&dlt, r).t(),
+                    View::rm(x, inp),
+                );
+                mm(
+                    t,
+                    inp,
+                    r,
+                    dx,
+                    inp,
+                    true,
+                    View::rm(&dlt, r),
+                    View::rm(&p.a, inp),
+                );
+            }
+        }
+    }
+
+    fn rope_all(&self, x: &mut [f32], width: usize, sign: f32) {
+        let c = &self.base.config;
+        let hd = c.head_dim;
+        for (pos, row) in x.chunks_exact_mut(width).enumerate() {
+            for head in row.chunks_exact_mut(hd) {
+                rope_rotate(head, pos, c.rope_base, c.rope_style, sign);
+            }
+        }
+    }
+
+    /// Causal attention over one sequence: `attn = softmax(q k^T * scale) v` per head, keeping
+    /// the probabilities.
+    fn attention(&self, q: &[f32], k: &[f32], v: &[f32], t: usize) -> (Vec<f32>, Vec<f32>) {
+        let c = &self.base.config;
+        let (nh, hd, qd, kvd) = (c.n_heads, c.head_dim, c.q_dim(), c.kv_dim());
+        let group = nh / c.n_kv_heads;
+        let per_head: Vec<(Vec<f32>, Vec<f32>)> = (0..nh)
+            .into_par_iter()
+            .map(|h| {
+                let kvh = h / group;
+                let mut s = vec![0f32; t * t];
+                mm_serial(
+                    t,
+                    t,
+                    hd,
+                    &mut s,
+                    t,
+                    false,
+                    View::strided(&q[h * hd..], qd),
+                    View::strided(&k[kvh * hd..], kvd).t(),
+                );
+                for (i, row) in s.chunks_exact_mut(t).enumerate() {
+                    let mut max = f32::NEG_INFINITY;
+                    for v in &mut row[..=i] {
+                        *v *= c.attn_scale;
+                        max = max.max(*v);
+                    }
+                    let mut sum = 0.0;
+                    for v in &mut row[..=i] {
+                        *v = (*v - max).exp();
+                        sum += *v;
+                    }
+                    let inv = 1.0 / sum;
+                    row[..=i].iter_mut().for_each(|v| *v *= inv);
+                    row[i + 1..].fill(0.0);
+                }
+                let mut o = vec![0f32; t * hd];
+                mm_serial(
+                    t,
+                    hd,
+                    t,
+                    &mut o,
+                    hd,
+                    false,
+                    View::rm(&s, t),
+                    View::strided(&v[kvh * hd..], kvd),
+                );
+                (s, o)
+            })
+            .collect();
+        let mut p = Vec::with_capacity(nh * t * t);
+        let mut attn = vec![0f32; t * qd];
+        for (h, (s, o)) in per_head.into_iter().enumerate() {
+            p.extend_from_slice(&s);
+            for i in 0..t {
+                attn[i * qd + h * hd..i * qd + (h + 1) * hd]
+                    .copy_from_slice(&o[i * hd..(i + 1) * hd]);
+            }
+        }
+        (attn, p)
+    }
+
+    /// Backward of [`Pass::attention`]: gradients of (post-rope) q, k and v.
+    fn attention_bwd(&self, sv: &Saved, dattn: &[f32], t: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let c = &self.base.config;
+        let (nh, hd, qd, kvd) = (c.n_heads, c.head_dim, c.q_dim(), c.kv_dim());
+        let group = nh / c.n_kv_heads;
+        let per_head: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..nh)
+            .into_par_iter()
+            .map(|h| {
+                let kvh = h / group;
+                let p = &sv.p[h * t * t..(h + 1) * t * t];
+                let dout = View::strided(&dattn[h * hd..], qd);
+                // dP = dO V^T
+                let mut dp = vec![0f32; t * t];
+                mm_serial(
+                    t,
+                    t,
+                    hd,
+                    &mut dp,
+                    t,
+                    false,
+                    dout,
+                    View::strided(&sv.v[kvh * hd..], kvd).t(),
+                );
+                // dS = P * (dP - rowsum(dP * P)) * scale
+                for i in 0..t {
+                    let (pr, dr) = (&p[i * t..i * t + i + 1], &mut dp[i * t..(i + 1) * t]);
+                    let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
+                    for (d, pv) in dr.iter_mut().zip(pr) {
+                        *d = pv * (*d - dot) * c.attn_scale;
+                    }
+                    dr[i + 1..].fill(0.0);
+                }
+                let mut dq = vec![0f32; t * hd];
+                mm_serial(
+                    t,
+                    hd,
+                    t,
+                    &mut dq,
+                    hd,
+                    false,
+                    View::rm(&dp, t),
+                    View::strided(&sv.k[kvh * hd..], kvd),
+                );
+                let mut dk = vec![0f32; t * hd];
+                mm_serial(
+                    t,
+                    hd,
+                    t,
+                    &mut dk,
+                    hd,
+                    false,
+                    View::rm(&dp, t).t(),
+                    View::strided(&sv.q[h * hd..], qd),
+                );
+                let mut dv = vec![0f32; t * hd];
+                mm_serial(t, hd, t, &mut dv, hd, false, View::rm(p, t).t(), dout);
+                (dq, dk, dv)
+            })
+            .collect();
+        let mut dq = vec![0f32; t * qd];
+        let mut dk = vec![0f32; t * kvd];
+        let mut dv = vec![0f32; t * kvd];
+        // Summed over the heads of each group in head order: the same result on any thread count.
+        for (h, (hq, hk, hv)) in per_head.into_iter().enumerate() {
+            let kvh = h / group;
+            for i in 0..t {
+                dq[i * qd + h * hd..i * qd + (h + 1) * hd]
+                    .copy_from_slice(&hq[i * hd..(i + 1) * hd]);
+                for (d, s) in dk[i * kvd + kvh * hd..i * kvd + (kvh + 1) * hd]
+                    .iter_mut()
+                    .zip(&hk[i * hd..(i + 1) * hd])
+                {
+                    *d += s;
+                }
+                for (d, s) in dv[i * kvd + kvh * hd..i * kvd + (kvh + 1) * hd]
+                    .iter_mut()
+                    .zip(&hv[i * hd..(i + 1) * hd])
+                {
+                    *d += s;
+                }
+            }
+        }
+        (dq, dk, dv)
+    }
+
+    fn layer_fwd(&self, l: usize, x: Vec<f32>, t: usize) -> (Vec<f32>, Saved) {
+        let c = &self.base.config;
+        let bl = &self.base.layers[l];
+        let (h, qd, kvd, f) = (c.hidden, c.q_dim(), c.kv_dim(), self.base.ffn);
+        let mut a = vec![0f32; t * h];
+        let mut rstd1 = vec![0f32; t];
+        rms_norm_fwd(&x, &bl.attn_norm, c.rms_eps, &mut a, &mut rstd1);
+        let mut q = vec![0f32; t * qd];
+        let mut k = vec![0f32; t * kvd];
+        let mut v = vec![0f32; t * kvd];
+        let lq = self.linear(l, Target::QProj, &a, t, &mut q);
+        let lk = self.linear(l, Target::KProj, &a, t, &mut k);
+        let lv = self.linear(l, Target::VProj, &a, t, &mut v);
+        self.rope_all(&mut q, qd, 1.0);
+        self.rope_all(&mut k, kvd, 1.0);
+        let (attn, p) = self.attention(&q, &k, &v, t);
+        let mut y = vec![0f32; t * h];
+        let lo = self.linear(l, Target::OProj, &attn, t, &mut y);
+        let x2: Vec<f32> = x.iter().zip(&y).map(|(a, b)| a + b).collect();
+        let mut b = vec![0f32; t * h];
+        let mut rstd2 = vec![0f32; t];
+        rms_norm_fwd(&x2, &bl.ffn_norm, c.rms_eps, &mut b, &mut rstd2);
+        let mut g = vec![0f32; t * f];
+        let mut u = vec![0f32; t * f];
+        let lg = self.linear(l, Target::GateProj, &b, t, &mut g);
+        let lu = self.linear(l, Target::UpProj, &b, t, &mut u);
+        let m: Vec<f32> = g
+            .iter()
+            .zip(&u)
+            .map(|(gv, uv)| gv / (1.0 + (-gv).exp()) * uv)
+            .collect();
+        let ld = self.linear(l, Target::DownProj, &m, t, &mut y);
+        let out: Vec<f32> = x2.iter().zip(&y).map(|(a, b)| a + b).collect();
+        (
+            out,
+            Saved {
+                x,
+                rstd1,
+                a,
+                q,
+                k,
+                v,
+                p,
+                attn,
+                x2,
+                rstd2,
+                b,
+                g,
+                u,
+                m,
+                lora_t: [lq, lk, lv, lo, lg, lu, ld],
+            },
+        )
+    }
+
+    /// Backward through layer `l`: `dx` is the gradient of its output; returns that of its input.
+    fn layer_bwd(
+        &self,
+        l: usize,
+        sv: &Saved,
+        dx: Vec<f32>,
+        t: usize,
+        grads: &mut Grads,
+    ) -> Vec<f32> {
+        let c = &self.base.config;
+        let bl = &self.base.layers[l];
+        let (h, qd, kvd, f) = (c.hidden, c.q_dim(), c.kv_dim(), self.base.ffn);
+        let lt = &sv.lora_t;
+        let mut dm = vec![0f32; t * f];
+        self.linear_bwd(l, Target::DownProj, &sv.m, &lt[6], &dx, t, &mut dm, grads);
+        let mut dg = vec![0f32; t * f];
+        let mut du = vec![0f32; t * f];
+        for i in 0..t * f {
+            let (gv, uv) = (sv.g[i], sv.u[i]);
+            let sg = 1.0 / (1.0 + (-gv).exp());
+            du[i] = dm[i] * gv * sg;
+            dg[i] = dm[i] * uv * sg * (1.0 + gv * (1.0 - sg));
+        }
+        let mut db = vec![0f32; t * h];
+        self.linear_bwd(l, Target::GateProj, &sv.b, &lt[4], &dg, t, &mut db, grads);
+        self.linear_bwd(l, Target::UpProj, &sv.b, &lt[5], &du, t, &mut db, grads);
+        let mut dx2 = dx;
+        rms_norm_bwd(&sv.x2, &sv.rstd2, &bl.ffn_norm, &db, &mut dx2);
+        let mut dattn = vec![0f32; t * qd];
+        self.linear_bwd(
+            l,
+            Target::OProj,
+            &sv.attn,
+            &lt[3],
+            &dx2,
+            t,
+            &mut dattn,
+            grads,
+        );
+        let (mut dq, mut dk, dv) = self.attention_bwd(sv, &dattn, t);
+        self.rope_all(&mut dq, qd, -1.0);
+        self.rope_all(&mut dk, kvd, -1.0);
+        let mut da = vec![0f32; t * h];
+        self.linear_bwd(l, Target::QProj, &sv.a, &lt[0], &dq, t, &mut da, grads);
+        self.linear_bwd(l, Target::KProj, &sv.a, &lt[1], &dk, t, &mut da, grads);
+        self.linear_bwd(l, Target::VProj, &sv.a, &lt[2], &dv, t, &mut da, grads);
+        rms_norm_bwd(&sv.x, &sv.rstd1, &bl.attn_norm, &da, &mut dx2);
+        dx2
+    }
+
+    fn embed(&self, tokens: &[u32]) -> Vec<f32> {
+        let c = &self.base.config;
+        let h = c.hidden;
+        let mut x = vec![0f32; tokens.len() * h];
+        for (row, &tok) in x.chunks_exact_mut(h).zip(tokens) {
+            row.copy_from_slice(&self.base.embed[tok as usize * h..(tok as usize + 1) * h]);
+            if c.embed_scale != 1.0 {
+                row.iter_mut().for_each(|v| *v *= c.embed_scale);
+            }
+        }
+        x
+    }
+
+    /// Loss rows: positions `i` whose next token carries weight; returns (rows, targets, weights).
+    fn loss_rows(tokens: &[u32], weights: &[f32]) -> Vec<(usize, u32, f32)> {
+        (0..tokens.len().saturating_sub(1))
+            .filter(|&i| weights[i + 1] > 0.0)
+            .map(|i| (i, tokens[i + 1], weights[i + 1]))
+            .collect()
+    }
+
+    /// Head: logits at the loss rows, cross-entropy, and (when `norm` is given) the gradient of
+    /// `norm * loss` with respect to the final hidden rows, written into `dx`.
+    fn head(
+        &self,
+        x: &[f32],
+        rows: &[(usize, u32, f32)],
+        norm: Option<f32>,
+        dx: Option<&mut [f32]>,
+    ) -> SeqLoss {
+        let c = &self.base.config;
+        let (h, vocab) = (c.hidden, c.vocab);
+        let n = rows.len();
+        let mut xr = vec![0f32; n * h];
+        for (j, &(i, _, _)) in rows.iter().enumerate() {
+            xr[j * h..(j + 1) * h].copy_from_slice(&x[i * h..(i + 1) * h]);
+        }
+        let mut hn = vec![0f32; n * h];
+        let mut rstd = vec![0f32; n];
+        rms_norm_fwd(&xr, &self.base.out_norm, c.rms_eps, &mut hn, &mut rstd);
+        let head = self.base.head();
+        let mut logits = vec![0f32; n * vocab];
+        mm(
+            n,
+            vocab,
+            h,
+            &mut logits,
+            vocab,
+            false,
+            View::rm(&hn, h),
+            View::rm(head, h).t(),
+        );
+        let mut loss_sum = 0f64;
+        let mut weight_sum = 0f64;
+        for (row, &(_, tgt, w)) in logits.chunks_exact_mut(vocab).zip(rows) {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum: f64 = row.iter().map(|v| ((v - max) as f64).exp()).sum();
+            let lse = max as f64 + sum.ln();
+            loss_sum += w as f64 * (lse - row[tgt as usize] as f64);
+            weight_sum += w as f64;
+            if let Some(nm) = norm {
+                // d(norm * w * CE)/dlogits = norm * w * (softmax - onehot)
+                let k = nm * w;
+                for v in row.iter_mut() {
+                    *v = k * ((*v as f64 - lse).exp() as f32);
+                }
+                row[tgt as usize] -= k;
+            }
+        }
+        if let (Some(_), Some(dx)) = (norm, dx) {
+            let mut dhn = vec![0f32; n * h];
+            mm(
+                n,
+                h,
+                vocab,
+                &mut dhn,
+                h,
+                false,
+                View::rm(&logits, vocab),
+                View::rm(head, h),
+            );
+            let mut dxr = vec![0f32; n * h];
+            rms_norm_bwd(&xr, &rstd, &self.base.out_norm, &dhn, &mut dxr);
+            for (j, &(i, _, _)) in rows.iter().enumerate() {
+                for (d, s) in dx[i * h..(i + 1) * h]
+                    .iter_mut()
+                    .zip(&dxr[j * h..(j + 1) * h])
+                {
+                    *d += s;
+                }
+            }
+        }
+        SeqLoss {
+            loss_sum,
+            weight_sum,
+        }
+    }
+
+    /// Forward only: the weighted loss of one sequence.
+    pub fn loss(&self, tokens: &[u32], weights: &[f32]) -> SeqLoss {
+        let t = tokens.len();
+        let mut x = self.embed(tokens);
+        for l in 0..self.base.layers.len() {
+            x = self.layer_fwd(l, x, t).0;
+        }
+        self.head(&x, &Self::loss_rows(tokens, weights), None, None)
+    }
+
+    /// Forward and backward of one sequence: adds the gradient of `norm * weighted loss` to
+    /// `grads` and returns the loss.
+    pub fn loss_and_grad(
+        &self,
+        tokens: &[u32],
+        weights: &[f32],
+        norm: f32,
+        grads: &mut Grads,
+    ) -> SeqLoss {
+        let t = tokens.len();
+        let h = self.base.config.hidden;
+        let mut x = self.embed(tokens);
+        let mut saved = Vec::with_capacity(self.base.layers.len());
+        for l in 0..self.base.layers.len() {
+            let (out, sv) = self.layer_fwd(l, x, t);
+            saved.push(sv);
+            x = out;
+        }
+        let mut dx = vec![0f32; t * h];
+        let loss = self.head(
+            &x,
+            &Self::loss_rows(tokens, weights),
+            Some(norm),
+            Some(&mut dx),
+        );
+        drop(x);
+        for l in (0..self.base.layers.len()).rev() {
+            let sv = saved.pop().expect("one saved per layer");
+            dx = self.layer_bwd(l, &sv, dx, t, grads);
+        }
+        loss
+    }
+}

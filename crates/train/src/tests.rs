@@ -1,0 +1,445 @@
+//! The training step checked against finite differences on a tiny random model, and the loop's
+//! learning, determinism and resume-after-crash guarantees.
+
+use crate::model::{zero_grads, Base, Pass};
+use crate::tokens::TokSeq;
+use crate::trainer::{train, Control, Observer, Spec, StepReport};
+use rand::{Rng, SeedableRng};
+use shovel_engine::lora::{Adapter, LoraConfig, Target};
+use shovel_engine::model::{Arch, Layer, Model, ModelConfig};
+use shovel_engine::ops::RopeStyle;
+use shovel_engine::tensor::Weight;
+
+fn tiny_model(style: RopeStyle) -> Model {
+    let c = ModelConfig {
+        arch: Arch::Llama,
+        n_layers: 2,
+        hidden: 16,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 4,
+        vocab: 32,
+        context_length: 64,
+        rms_eps: 1e-5,
+        rope_base: 10000.0,
+        rope_base_local: 10000.0,
+        rope_style: style,
+        sliding_window: None,
+        swa_pattern: 0,
+        attn_scale: 0.5,
+        embed_scale: 1.0,
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let mut w = |r: usize, cols: usize| {
+        let d: Vec<f32> = (0..r * cols).map(|_| rng.gen_range(-0.5f32..0.5)).collect();
+        Weight::from_f32(r, cols, &d)
+    };
+    let ffn = 24;
+    let layers = (0..c.n_layers)
+        .map(|_| Layer {
+            attn_norm: vec![1.1; 16],
+            wq: w(16, 16),
+            wk: w(8, 16),
+            wv: w(8, 16),
+            wo: w(16, 16),
+            q_norm: None,
+            k_norm: None,
+            post_attn_norm: None,
+            ffn_norm: vec![0.9; 16],
+            gate: w(ffn, 16),
+            up: w(ffn, 16),
+            down: w(16, ffn),
+            post_ffn_norm: None,
+        })
+        .collect();
+    let embed = w(32, 16);
+    let output = w(32, 16);
+    Model {
+        config: c,
+        embed,
+        layers,
+        out_norm: vec![1.0; 16],
+        output,
+    }
+}
+
+fn random_adapter(base: &Base, seed: u64) -> Adapter {
+    let lc = LoraConfig {
+        r: 3,
+        alpha: 6.0,
+        dropout: 0.0,
+        targets: Target::ALL.to_vec(),
+    };
+    let mut a = Adapter::init(&base.config, base.ffn, lc, seed);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed + 1);
+    for p in a.layers.iter_mut().flatten().flatten() {
+        p.b.iter_mut().for_each(|v| *v = rng.gen_range(-0.3..0.3));
+    }
+    a
+}
+
+fn seq() -> TokSeq {
+    let tokens = vec![1, 5, 9, 2, 30, 7, 7, 3, 11];
+    let weights = vec![0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0];
+    TokSeq {
+        tokens,
+        weights,
+        truncated: false,
+    }
+}
+
+fn check_gradients(style: RopeStyle, dropout: f32) {
+    let base = Base::from_model(&tiny_model(style)).unwrap();
+    let mut adapter = random_adapter(&base, 11);
+    let s = seq();
+    let key = [1, 2, 3];
+    let mut grads = zero_grads(&adapter);
+    let pass = Pass {
+        base: &base,
+        adapter: &adapter,
+        dropout,
+        key,
+    };
+    pass.loss_and_grad(&s.tokens, &s.weights, 1.0, &mut grads);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut checked = 0;
+    for l in 0..2 {
+        for t in Target::ALL {
+            for which in 0..2 {
+                for _ in 0..3 {
+                    let len = {
+                        let p = adapter.layers[l][t.index()].as_ref().unwrap();
+                        if which == 0 {
+                            p.a.len()
+                        } else {
+                            p.b.len()
+                        }
+                    };
+                    let i = rng.gen_range(0..len);
+                    let get = |a: &mut Adapter| -> *mut f32 {
+                        let p = a.layers[l][t.index()].as_mut().unwrap();
+                        if which == 0 {
+                            &mut p.a[i]
+                        } else {
+                            &mut p.b[i]
+                        }
+                    };
+                    let eps = 1e-2f32;
+                    let orig = unsafe { *get(&mut adapter) };
+                    unsafe { *get(&mut adapter) = orig + eps };
+                    let up = Pass {
+                        base: &base,
+                        adapter: &adapter,
+                        dropout,
+                        key,
+                    }
+                    .loss(&s.tokens, &s.weights)
+                    .loss_sum;
+                    unsafe { *get(&mut adapter) = orig - eps };
+                    let down = Pass {
+                        base: &base,
+                        adapter: &adapter,
+                        dropout,
+                        key,
+                    }
+                    .loss(&s.tokens, &s.weights)
+                    .loss_sum;
+                    unsafe { *get(&mut adapter) = orig };
+                    let numeric = (up - down) / (2.0 * eps as f64);
+                    let analytic = unsafe { *get(&mut grads) } as f64;
+                    let tol = 2e-3 + 0.03 * numeric.abs().max(analytic.abs());
+                    assert!(
+                        (numeric - analytic).abs() < tol,
+                        "layer {l} {} {} [{i}]: numeric {numeric} vs analytic {analytic}",
+                        t.name(),
+                        if which == 0 { "A" } else { "B" }
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 2 * 7 * 2 * 3);
+}
+
+#[test]
+fn gradients_match_finite_differences_interleaved_rope() {
+    check_gradients(RopeStyle::Interleaved, 0.0);
+}
+
+#[test]
+fn gradients_match_finite_differences_neox_rope_with_dropout() {
+    check_gradients(RopeStyle::Neox, 0.25);
+}
+
+#[test]
+fn zero_b_adapter_leaves_the_base_loss_unchanged() {
+    // A fresh adapter (B = 0) must not change the model: the loss equals the loss with no
+    // adapted target at all.
+    let base = Base::from_model(&tiny_model(RopeStyle::Interleaved)).unwrap();
+    let fresh = Adapter::init(
+        &base.config,
+        base.ffn,
+        LoraConfig {
+            r: 4,
+            alpha: 8.0,
+            dropout: 0.0,
+            targets: Target::ALL.to_vec(),
+        },
+        1,
+    );
+    let none = Adapter {
+        config: fresh.config.clone(),
+        layers: (0..2).map(|_| Default::default()).collect(),
+    };
+    let s = seq();
+    let a = Pass {
+        base: &base,
+        adapter: &fresh,
+        dropout: 0.0,
+        key: [0; 3],
+    }
+    .loss(&s.tokens, &s.weights)
+    .loss_sum;
+    let b = Pass {
+        base: &base,
+        adapter: &none,
+        dropout: 0.0,
+        key: [0; 3],
+    }
+    .loss(&s.tokens, &s.weights)
+    .loss_sum;
+    assert_eq!(a, b);
+}
+
+struct Quiet {
+    stop_at: Option<usize>,
+    losses: Vec<f64>,
+}
+
+impl Observer for Quiet {
+    fn step(&mut self, r: &StepReport) -> Control {
+        self.losses.push(r.loss);
+        if Some(r.step) == self.stop_at {
+            Control::Stop
+        } else {
+            Control::Continue
+        }
+    }
+}
+
+fn data() -> Vec<TokSeq> {
+    (0..6u32)
+        .map(|i| {
+            let tokens: Vec<u32> = (0..10).map(|j| (i * 3 + j * 5) % 32).collect();
+            let weights = (0..10).map(|j| if j >= 5 { 1.0 } else { 0.0 }).collect();
+            TokSeq {
+                tokens,
+                weights,
+                truncated: false,
+            }
+        })
+        .collect()
+}
+
+fn spec() -> Spec {
+    Spec {
+        n_epochs: 4,
+        batch_size: 2,
+        learning_rate: 1e-2,
+        warmup_ratio: 0.0,
+        weight_decay: 0.01,
+        max_length: 64,
+        lora: LoraConfig {
+            r: 4,
+            alpha: 8.0,
+            dropout: 0.1,
+            targets: Target::ALL.to_vec(),
+        },
+        seed: 9,
+        checkpoint_every: 4,
+        grad_clip: 1.0,
+    }
+}
+
+#[test]
+fn training_lowers_the_loss() {
+    let base = Base::from_model(&tiny_model(RopeStyle::Interleaved)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut obs = Quiet {
+        stop_at: None,
+        losses: vec![],
+    };
+    let out = train(
+        &base,
+        &data(),
+        &data(),
+        &Spec {
+            n_epochs: 10,
+            ..spec()
+        },
+        dir.path(),
+        &mut obs,
+    )
+    .unwrap();
+    assert_eq!(out.steps, 30);
+    let first = obs.losses[..3].iter().sum::<f64>() / 3.0;
+    let last = obs.losses[27..].iter().sum::<f64>() / 3.0;
+    assert!(last < first * 0.7, "loss went from {first} to {last}");
+    assert_eq!(out.valid_losses.len(), 10);
+}
+
+#[test]
+fn a_run_resumed_after_a_crash_ends_with_the_same_adapter() {
+    let base = Base::from_model(&tiny_model(RopeStyle::Interleaved)).unwrap();
+    let whole_dir = tempfile::tempdir().unwrap();
+    let whole = train(
+        &base,
+        &data(),
+        &[],
+        &spec(),
+        whole_dir.path(),
+        &mut Quiet {
+            stop_at: None,
+            losses: vec![],
+        },
+    )
+    .unwrap();
+    assert_eq!(whole.steps, 12);
+    // Same seed again: the same adapter, bit for bit.
+    let again_dir = tempfile::tempdir().unwrap();
+    let again = train(
+        &base,
+        &data(),
+        &[],
+        &spec(),
+        again_dir.path(),
+        &mut Quiet {
+            stop_at: None,
+            losses: vec![],
+        },
+    )
+    .unwrap();
+    assert_eq!(again.adapter, whole.adapter);
+    // Stopped (as a crash would) at step 7, after the checkpoint at step 4; then restarted.
+    let dir = tempfile::tempdir().unwrap();
+    let cut = train(
+        &base,
+        &data(),
+        &[],
+        &spec(),
+        dir.path(),
+        &mut Quiet {
+            stop_at: Some(7),
+            losses: vec![],
+        },
+    )
+    .unwrap();
+    assert!(cut.stopped);
+    assert_ne!(cut.adapter, whole.adapter);
+    let resumed = train(
+        &base,
+        &data(),
+        &[],
+        &spec(),
+        dir.path(),
+        &mut Quiet {
+            stop_at: None,
+            losses: vec![],
+        },
+    )
+    .unwrap();
+    assert_eq!(resumed.steps, 12);
+    assert_eq!(resumed.adapter, whole.adapter);
+    assert_eq!(resumed.losses, whole.losses);
+    // A different seed gives a different adapter.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = train(
+        &base,
+        &data(),
+        &[],
+        &Spec { seed: 10, ..spec() },
+        other_dir.path(),
+        &mut Quiet {
+            stop_at: None,
+            losses: vec![],
+        },
+    )
+    .unwrap();
+    assert_ne!(other.adapter, whole.adapter);
+}
+
+#[test]
+fn checkpoints_from_other_settings_are_refused() {
+    let base = Base::from_model(&tiny_model(RopeStyle::Interleaved)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    train(
+        &base,
+        &data(),
+        &[],
+        &spec(),
+        dir.path(),
+        &mut Quiet {
+            stop_at: Some(5),
+            losses: vec![],
+        },
+    )
+    .unwrap();
+    let e = train(
+        &base,
+        &data(),
+        &[],
+        &Spec {
+            learning_rate: 0.5,
+            ..spec()
+        },
+        dir.path(),
+        &mut Quiet {
+            stop_at: None,
+            losses: vec![],
+        },
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("other settings"), "{e}");
+}
+
+#[test]
+fn bad_hyperparameters_name_the_parameter() {
+    for (s, param) in [
+        (
+            Spec {
+                n_epochs: 0,
+                ..spec()
+            },
+            "n_epochs",
+        ),
+        (
+            Spec {
+                batch_size: 0,
+                ..spec()
+            },
+            "batch_size",
+        ),
+        (
+            Spec {
+                learning_rate: -1.0,
+                ..spec()
+            },
+            "learning_rate",
+        ),
+        (
+            Spec {
+                lora: LoraConfig {
+                    r: 0,
+                    ..spec().lora
+                },
+                ..spec()
+            },
+            "lora.r",
+        ),
+    ] {
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.starts_with(param), "{e}");
+    }
+}

@@ -22,28 +22,39 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def base_url(tmp_path_factory):
-    home = tmp_path_factory.mktemp("shovel-home")
+def import_models(home, models=MODELS):
+    """Registers the cached built-in models in `home`, in place."""
     env = dict(os.environ, SHOVEL_HOME=str(home), RUST_LOG="warn")
-    for m in MODELS:
+    for m in models:
         gguf = CACHE / "models" / m / "model.gguf"
         assert gguf.exists(), f"{gguf} is missing: run `shovel pull {m}` first (scripts/test.sh does)"
         subprocess.run([BIN, "import", str(gguf), "--name", m], env=env, check=True, capture_output=True)
-    port = free_port()
-    log = open(home / "server.log", "w")
+
+
+def start_server(home, extra_env=None, port=None):
+    """Starts `shovel serve` on `home`; returns (process, base url) once /health answers."""
+    env = dict(os.environ, SHOVEL_HOME=str(home), RUST_LOG="warn", **(extra_env or {}))
+    port = port or free_port()
+    log = open(home / "server.log", "a")
     proc = subprocess.Popen([BIN, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while True:
         try:
             urllib.request.urlopen(url + "/health", timeout=1).read()
-            break
+            return proc, url
         except OSError:
             if proc.poll() is not None or time.time() > deadline:
                 proc.kill()
                 raise RuntimeError("server did not start:\n" + (home / "server.log").read_text())
             time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def base_url(tmp_path_factory):
+    home = tmp_path_factory.mktemp("shovel-home")
+    import_models(home)
+    proc, url = start_server(home)
     yield url
     proc.terminate()
     try:

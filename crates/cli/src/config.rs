@@ -15,7 +15,14 @@ struct RawConfig {
     home: RawHome,
     server: RawServer,
     engine: RawEngine,
+    train: RawTrain,
     pull: RawPull,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrain {
+    checkpoint_every: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,6 +82,8 @@ pub struct Config {
     pub engine: shovel_engine::EngineConfig,
     /// Compute threads (0: all cores).
     pub threads: usize,
+    /// Fine-tuning: checkpoint every this many steps.
+    pub checkpoint_every: usize,
     /// Python for pip.
     pub python: String,
     /// pip index URL.
@@ -225,6 +234,7 @@ fn validate(raw: RawConfig, home_env: Option<String>) -> Result<Config> {
             max_adapters: raw.engine.max_adapters,
         },
         threads: raw.engine.threads,
+        checkpoint_every: raw.train.checkpoint_every,
         python: raw.pull.python,
         index_url: Some(raw.pull.index_url).filter(|s| !s.is_empty()),
     })

@@ -628,7 +628,7 @@ async fn serve(cfg: config::Config) -> Result<()> {
     let on_model: tune::OnModel = Arc::new(move |r: &ModelRecord| eng.add(entry(r)));
     let worker = tune::Worker::new(store.clone(), files.clone(), paths, Some(on_model));
     tokio::spawn(worker.run_forever());
-    let ft = Arc::new(tune::FtService::new(store.clone(), files.clone()));
+    let ft = Arc::new(tune::FtService::new(store.clone(), files.clone(), cfg.checkpoint_every));
     let state = shovel_server::AppState::new(engine)
         .with_files(files)
         .with_fine_tuning(ft);

@@ -53,12 +53,13 @@ pub struct Paths {
 pub struct FtService {
     store: Store,
     files: Arc<LocalFiles>,
+    checkpoint_every: usize,
 }
 
 impl FtService {
-    /// A service over the store and files.
-    pub fn new(store: Store, files: Arc<LocalFiles>) -> Self {
-        FtService { store, files }
+    /// A service over the store and files; jobs checkpoint every `checkpoint_every` steps.
+    pub fn new(store: Store, files: Arc<LocalFiles>, checkpoint_every: usize) -> Self {
+        FtService { store, files, checkpoint_every }
     }
 }
 
@@ -225,7 +226,7 @@ impl FineTuning for FtService {
             }
         }
         let seed = req.seed.unwrap_or_else(|| now() as u64 % 1_000_000);
-        let spec = spec_for(&req, seed)?;
+        let spec = Spec { checkpoint_every: self.checkpoint_every, ..spec_for(&req, seed)? };
         for (param, id) in [
             ("training_file", Some(&req.training_file)),
             ("validation_file", req.validation_file.as_ref()),

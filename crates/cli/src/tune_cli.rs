@@ -86,7 +86,7 @@ pub async fn tune(cfg: &Config, mut req: CreateJob, data: &Path, val: Option<&Pa
     if let Some(v) = val {
         req.validation_file = Some(upload(&files, v).await?);
     }
-    let svc = FtService::new(store.clone(), files.clone());
+    let svc = FtService::new(store.clone(), files.clone(), cfg.checkpoint_every);
     let tenant = TenantId::default_tenant();
     let job = match svc.create(&tenant, req).await {
         Ok(j) => j,

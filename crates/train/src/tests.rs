@@ -443,3 +443,37 @@ fn bad_hyperparameters_name_the_parameter() {
         assert!(e.starts_with(param), "{e}");
     }
 }
+
+#[test]
+fn the_engine_serves_an_adapter_as_the_trainer_trained_it() {
+    // The engine's batched forward with a per-sequence adapter, after a PEFT save and load,
+    // scores the next token as the trainer's own forward does (up to the engine's f16 KV cache).
+    use shovel_engine::model::{BatchItem, KvCache};
+    for style in [RopeStyle::Interleaved, RopeStyle::Neox] {
+        let model = tiny_model(style);
+        let base = Base::from_model(&model).unwrap();
+        let adapter = random_adapter(&base, 21);
+        let dir = tempfile::tempdir().unwrap();
+        adapter.save_peft(dir.path(), &base.config, "tiny").unwrap();
+        let loaded = Adapter::load_peft(dir.path(), &base.config, base.ffn).unwrap();
+        assert_eq!(loaded, adapter);
+        let prompt = [1u32, 5, 9, 2, 30, 7];
+        let target = 11u32;
+        let ce = |adapter: Option<&Adapter>| {
+            let mut kv = KvCache::new(2);
+            let l = model.forward(&mut [BatchItem { tokens: &prompt, kv: &mut kv, want_logits: true, adapter }]).remove(0).unwrap();
+            let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let lse = max + l.iter().map(|v| (v - max).exp()).sum::<f32>().ln();
+            (lse - l[target as usize]) as f64
+        };
+        let mut tokens = prompt.to_vec();
+        tokens.push(target);
+        let mut weights = vec![0.0; tokens.len()];
+        *weights.last_mut().unwrap() = 1.0;
+        let trained = Pass { base: &base, adapter: &adapter, dropout: 0.0, key: [0; 3] }.loss(&tokens, &weights).loss_sum;
+        let served = ce(Some(&loaded));
+        let plain = ce(None);
+        assert!((trained - served).abs() < 1e-2, "{style:?}: trainer {trained} vs engine {served}");
+        assert!((served - plain).abs() > 0.1, "{style:?}: the adapter changed nothing ({served} vs {plain})");
+    }
+}

@@ -1,0 +1,166 @@
+"""Fine-tuning through the official `openai` SDK against a real `shovel serve`: upload, create,
+follow events and checkpoints, use the new model; bad input; cancel; and `kill -9` of the server
+mid-job, after which the job resumes from its checkpoint and makes the very adapter an
+uninterrupted job with the same seed makes."""
+
+import json
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import openai
+import pytest
+from openai import OpenAI
+
+from conftest import ROOT, import_models, start_server
+
+SMOL = "smollm2-135m-instruct"
+GEMMA = "gemma3-270m"
+# Checkpoints every 2 steps, so a crash can land after one.
+ENV = {"SHOVEL__TRAIN__CHECKPOINT_EVERY": "2"}
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    h = tmp_path_factory.mktemp("ft-home")
+    import_models(h)
+    return h
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ft-data")
+    good = d / "train.jsonl"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "train" / "make_data.py"), str(good), "16"], check=True)
+    bad = d / "bad.jsonl"
+    lines = good.read_text().splitlines()
+    broken = json.loads(lines[2])
+    broken["messages"][1]["role"] = "boss"
+    lines[2] = json.dumps(broken)
+    lines[5] = "{not json"
+    bad.write_text("\n".join(lines) + "\n")
+    return good, bad
+
+
+class Server:
+    def __init__(self, home):
+        self.home = home
+        self.proc, self.url = start_server(home, ENV)
+        self.client = OpenAI(base_url=self.url + "/v1", api_key="sk-test", max_retries=0, timeout=120)
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def wait_for(client, job_id, states, timeout=400):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        j = client.fine_tuning.jobs.retrieve(job_id)
+        if j.status in states:
+            return j
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} still {j.status} after {timeout}s")
+
+
+def messages(client, job_id):
+    return [e.message for e in client.fine_tuning.jobs.list_events(job_id, limit=100)]
+
+
+def create(client, file_id, **kw):
+    return client.fine_tuning.jobs.create(
+        model=SMOL, training_file=file_id, seed=7, suffix="sql",
+        hyperparameters={"n_epochs": 1, "batch_size": 2}, **kw,
+    )
+
+
+def test_fine_tuning_end_to_end_with_a_crash_in_the_middle(home, data):
+    good, bad = data
+    s = Server(home)
+    try:
+        c = s.client
+        f = c.files.create(file=good.open("rb"), purpose="fine-tune")
+        # Bad input: every error names its parameter.
+        with pytest.raises(openai.BadRequestError) as e:
+            c.fine_tuning.jobs.create(model="no-such-model", training_file=f.id)
+        assert e.value.body["param"] == "model"
+        with pytest.raises(openai.BadRequestError) as e:
+            c.fine_tuning.jobs.create(model=GEMMA, training_file=f.id)
+        assert e.value.body["param"] == "model" and "architecture" in e.value.body["message"]
+        with pytest.raises(openai.BadRequestError) as e:
+            c.fine_tuning.jobs.create(model=SMOL, training_file=f.id, hyperparameters={"n_epochs": 0})
+        assert e.value.body["param"] == "hyperparameters.n_epochs"
+        with pytest.raises(openai.BadRequestError) as e:
+            c.fine_tuning.jobs.create(model=SMOL, training_file=f.id, extra_body={"lora": {"r": 0}})
+        assert e.value.body["param"] == "lora.r"
+        bf = c.files.create(file=bad.open("rb"), purpose="fine-tune")
+        with pytest.raises(openai.BadRequestError) as e:
+            c.fine_tuning.jobs.create(model=SMOL, training_file=bf.id)
+        msg = e.value.body["message"]
+        assert e.value.body["param"] == "training_file"
+        assert "line 3: messages[1].role" in msg and "line 6" in msg, msg
+        with pytest.raises(openai.NotFoundError):
+            c.fine_tuning.jobs.retrieve("ftjob-nope")
+
+        # This job is killed after its checkpoint at step 2; a second identical job then runs
+        # uninterrupted, and the two adapters must be the same bytes.
+        job = create(c, f.id)
+        assert job.status in ("queued", "running") and job.hyperparameters.n_epochs == 1
+        deadline = time.time() + 300
+        while not any("Checkpoint created at step 2" in m for m in messages(c, job.id)):
+            assert time.time() < deadline, messages(c, job.id)
+            time.sleep(0.3)
+        s.kill9()
+        s = Server(home)
+        c = s.client
+        done = wait_for(c, job.id, ("succeeded", "failed", "cancelled"))
+        assert done.status == "succeeded", done.error
+        ev = messages(c, job.id)
+        assert any(m.startswith("Resumed from the checkpoint at step") for m in ev), ev
+        assert done.fine_tuned_model == f"ft:{SMOL}:sql:{job.id}"
+
+        again = create(c, f.id)
+        again = wait_for(c, again.id, ("succeeded", "failed", "cancelled"))
+        assert again.status == "succeeded", again.error
+        a = (home / "models" / "ft" / job.id / "adapter_model.safetensors").read_bytes()
+        b = (home / "models" / "ft" / again.id / "adapter_model.safetensors").read_bytes()
+        assert a == b, "the resumed job's adapter differs from the uninterrupted one's"
+        cfg = json.loads((home / "models" / "ft" / job.id / "adapter_config.json").read_text())
+        assert cfg["peft_type"] == "LORA" and cfg["r"] == 16 and "q_proj" in cfg["target_modules"]
+
+        # Metrics, checkpoints, listing.
+        ev = list(c.fine_tuning.jobs.list_events(again.id, limit=100))
+        steps = [e for e in ev if e.type == "metrics"]
+        assert steps and all("train_loss" in e.data for e in steps)
+        cps = list(c.fine_tuning.jobs.checkpoints.list(again.id))
+        assert cps and cps[0].step_number == 8 and "train_loss" in cps[0].metrics.model_dump()
+        assert {job.id, again.id} <= {j.id for j in c.fine_tuning.jobs.list(limit=10)}
+
+        # The new models are served at once, over the base.
+        ids = [m.id for m in c.models.list()]
+        assert done.fine_tuned_model in ids and again.fine_tuned_model in ids
+        r = c.chat.completions.create(
+            model=done.fine_tuned_model, temperature=0, max_tokens=8,
+            messages=[{"role": "user", "content": "Top 3 cities by sales in 2019"}],
+        )
+        assert r.choices[0].message.content
+
+        # Cancel: stops within a step; no model appears.
+        slow = c.fine_tuning.jobs.create(model=SMOL, training_file=f.id, seed=1, hyperparameters={"n_epochs": 5, "batch_size": 1})
+        wait_for(c, slow.id, ("running",))
+        cancelled = c.fine_tuning.jobs.cancel(slow.id)
+        assert cancelled.status == "cancelled"
+        time.sleep(3)
+        slow = c.fine_tuning.jobs.retrieve(slow.id)
+        assert slow.status == "cancelled" and slow.fine_tuned_model is None
+        assert not any(slow.id in m.id for m in c.models.list())
+        with pytest.raises(openai.BadRequestError):
+            c.fine_tuning.jobs.cancel(slow.id)
+    finally:
+        s.stop()

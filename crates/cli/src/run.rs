@@ -2,9 +2,7 @@
 //! tokens as they come.
 
 use anyhow::{anyhow, Result};
-use shovel_core::{
-    ChatMessage, Event, GenerateRequest, InferenceBackend, ModelId, Prompt, SamplingParams,
-};
+use shovel_core::{ChatMessage, Event, GenerateRequest, InferenceBackend, ModelId, Prompt, SamplingParams};
 use shovel_engine::Engine;
 use std::io::{BufRead, Write};
 
@@ -36,12 +34,7 @@ impl GenOpts {
         GenerateRequest {
             model: model.clone(),
             prompt,
-            sampling: SamplingParams {
-                temperature: self.temperature,
-                top_p: self.top_p,
-                seed: self.seed,
-                ..Default::default()
-            },
+            sampling: SamplingParams { temperature: self.temperature, top_p: self.top_p, seed: self.seed, ..Default::default() },
             max_tokens: Some(self.max_tokens),
             stop: vec![],
             top_logprobs: None,
@@ -71,27 +64,12 @@ async fn stream(engine: &Engine, req: GenerateRequest) -> Result<String> {
 }
 
 /// `shovel run`.
-pub async fn run_once(
-    engine: &Engine,
-    model: &ModelId,
-    prompt: &str,
-    opts: &GenOpts,
-) -> Result<()> {
+pub async fn run_once(engine: &Engine, model: &ModelId, prompt: &str, opts: &GenOpts) -> Result<()> {
     let p = if opts.raw {
         Prompt::Text(prompt.to_string())
     } else {
-        let mut msgs: Vec<ChatMessage> = opts
-            .system
-            .iter()
-            .map(|s| ChatMessage {
-                role: "system".into(),
-                content: s.clone(),
-            })
-            .collect();
-        msgs.push(ChatMessage {
-            role: "user".into(),
-            content: prompt.to_string(),
-        });
+        let mut msgs: Vec<ChatMessage> = opts.system.iter().map(|s| ChatMessage { role: "system".into(), content: s.clone() }).collect();
+        msgs.push(ChatMessage { role: "user".into(), content: prompt.to_string() });
         Prompt::Chat(msgs)
     };
     stream(engine, opts.request(model, p)).await.map(|_| ())
@@ -99,15 +77,7 @@ pub async fn run_once(
 
 /// `shovel chat`: a REPL keeping the conversation.
 pub async fn chat(engine: &Engine, model: &ModelId, opts: &GenOpts) -> Result<()> {
-    let base: Vec<ChatMessage> = opts
-        .system
-        .clone()
-        .map(|s| ChatMessage {
-            role: "system".into(),
-            content: s,
-        })
-        .into_iter()
-        .collect();
+    let base: Vec<ChatMessage> = opts.system.clone().map(|s| ChatMessage { role: "system".into(), content: s }).into_iter().collect();
     let mut history = base.clone();
     eprintln!("chatting with {model}; /reset clears the conversation, /exit (or Ctrl-D) quits");
     let stdin = std::io::stdin();
@@ -127,14 +97,8 @@ pub async fn chat(engine: &Engine, model: &ModelId, opts: &GenOpts) -> Result<()
             }
             _ => {}
         }
-        history.push(ChatMessage {
-            role: "user".into(),
-            content: line.to_string(),
-        });
+        history.push(ChatMessage { role: "user".into(), content: line.to_string() });
         let reply = stream(engine, opts.request(model, Prompt::Chat(history.clone()))).await?;
-        history.push(ChatMessage {
-            role: "assistant".into(),
-            content: reply,
-        });
+        history.push(ChatMessage { role: "assistant".into(), content: reply });
     }
 }

@@ -3,10 +3,7 @@
 //! checkpoints as it goes and registering the adapter as a new model when it is done.
 
 use anyhow::{Context, Result};
-use shovel_core::{
-    CreateJob, FileStore, FineTuning, FtError, Job, JobCheckpoint, JobEvent, ModelId, ModelKind,
-    TenantId,
-};
+use shovel_core::{CreateJob, FileStore, FineTuning, FtError, Job, JobCheckpoint, JobEvent, ModelId, ModelKind, TenantId};
 use shovel_engine::lora::{LoraConfig, Target};
 use shovel_store::{new_id, JobRecord, JobStatus, LocalFiles, ModelFormat, ModelRecord, Store};
 use shovel_train::{Control, EpochReport, Observer, Spec, StepReport};
@@ -24,9 +21,7 @@ const RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
 const ERRORS_QUOTED: usize = 20;
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 fn internal(e: impl std::fmt::Display) -> FtError {
@@ -34,10 +29,7 @@ fn internal(e: impl std::fmt::Display) -> FtError {
 }
 
 fn invalid(param: &str, message: impl Into<String>) -> FtError {
-    FtError::Invalid {
-        message: message.into(),
-        param: Some(param.into()),
-    }
+    FtError::Invalid { message: message.into(), param: Some(param.into()) }
 }
 
 /// Where things live, shared by the service and the worker.
@@ -64,13 +56,8 @@ impl FtService {
 }
 
 /// Parses a dataset file and rejects it, listing bad lines, if it cannot be trained on.
-pub fn check_dataset(
-    bytes: &[u8],
-    name: &str,
-    param: &str,
-) -> Result<Vec<shovel_data::Example>, FtError> {
-    let parsed = shovel_data::parse(bytes, None, Some(name))
-        .map_err(|e| invalid(param, format!("{param} `{name}`: {e}")))?;
+pub fn check_dataset(bytes: &[u8], name: &str, param: &str) -> Result<Vec<shovel_data::Example>, FtError> {
+    let parsed = shovel_data::parse(bytes, None, Some(name)).map_err(|e| invalid(param, format!("{param} `{name}`: {e}")))?;
     match parsed.validate() {
         Ok(v) => Ok(v.examples),
         Err(shovel_data::Rejection::BadLines { errors, total }) => {
@@ -95,17 +82,7 @@ pub fn spec_for(req: &CreateJob, seed: u64) -> Result<Spec, FtError> {
         None => d.lora.targets.clone(),
         Some(names) => names
             .iter()
-            .map(|n| {
-                Target::parse(n).ok_or_else(|| {
-                    invalid(
-                        "lora.target_modules",
-                        format!(
-                            "unknown module `{n}` (known: {})",
-                            Target::ALL.map(|t| t.name()).join(", ")
-                        ),
-                    )
-                })
-            })
+            .map(|n| Target::parse(n).ok_or_else(|| invalid("lora.target_modules", format!("unknown module `{n}` (known: {})", Target::ALL.map(|t| t.name()).join(", ")))))
             .collect::<Result<Vec<_>, _>>()?,
     };
     let spec = Spec {
@@ -113,20 +90,12 @@ pub fn spec_for(req: &CreateJob, seed: u64) -> Result<Spec, FtError> {
         batch_size: req.batch_size.unwrap_or(d.batch_size),
         learning_rate: BASE_LEARNING_RATE * mult,
         max_length: req.max_length.unwrap_or(d.max_length),
-        lora: LoraConfig {
-            r: req.lora_r.unwrap_or(d.lora.r),
-            alpha: req.lora_alpha.unwrap_or(d.lora.alpha),
-            dropout: req.lora_dropout.unwrap_or(d.lora.dropout),
-            targets,
-        },
+        lora: LoraConfig { r: req.lora_r.unwrap_or(d.lora.r), alpha: req.lora_alpha.unwrap_or(d.lora.alpha), dropout: req.lora_dropout.unwrap_or(d.lora.dropout), targets },
         seed,
         ..d
     };
     if !(mult > 0.0 && mult <= 100.0) {
-        return Err(invalid(
-            "hyperparameters.learning_rate_multiplier",
-            format!("hyperparameters.learning_rate_multiplier must be in (0, 100], got {mult}"),
-        ));
+        return Err(invalid("hyperparameters.learning_rate_multiplier", format!("hyperparameters.learning_rate_multiplier must be in (0, 100], got {mult}")));
     }
     spec.validate().map_err(|e| match e {
         shovel_train::Error::BadParam { param, message } => {
@@ -186,64 +155,30 @@ pub fn model_id_for(base: &str, suffix: Option<&str>, job_id: &str) -> String {
 #[async_trait::async_trait]
 impl FineTuning for FtService {
     async fn create(&self, tenant: &TenantId, req: CreateJob) -> Result<Job, FtError> {
-        let base = self
-            .store
-            .get_model(tenant, &ModelId::new(req.model.clone()))
-            .await
-            .map_err(internal)?;
-        let base = base.ok_or_else(|| {
-            invalid(
-                "model",
-                format!(
-                    "model `{}` does not exist; GET /v1/models lists the models you can fine-tune",
-                    req.model
-                ),
-            )
-        })?;
+        let base = self.store.get_model(tenant, &ModelId::new(req.model.clone())).await.map_err(internal)?;
+        let base = base.ok_or_else(|| invalid("model", format!("model `{}` does not exist; GET /v1/models lists the models you can fine-tune", req.model)))?;
         if base.kind != ModelKind::Chat || base.format == ModelFormat::Lora {
             return Err(invalid("model", format!("model `{}` cannot be fine-tuned: only base chat models can (not embedding models or fine-tuned adapters)", req.model)));
         }
-        let arch = shovel_engine::loader::arch_name(Path::new(&base.path)).map_err(|e| {
-            invalid(
-                "model",
-                format!("model `{}` cannot be read: {e}", req.model),
-            )
-        })?;
+        let arch = shovel_engine::loader::arch_name(Path::new(&base.path)).map_err(|e| invalid("model", format!("model `{}` cannot be read: {e}", req.model)))?;
         if !matches!(arch.as_str(), "llama" | "mistral" | "qwen2") {
             return Err(invalid("model", format!("model `{}` has architecture `{arch}`, which cannot be fine-tuned yet (supported: llama)", req.model)));
         }
         if let Some(s) = &req.suffix {
-            if s.is_empty()
-                || s.len() > 40
-                || !s
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(invalid(
-                    "suffix",
-                    "suffix must be 1 to 40 characters of letters, digits, `-` and `_`",
-                ));
+            if s.is_empty() || s.len() > 40 || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(invalid("suffix", "suffix must be 1 to 40 characters of letters, digits, `-` and `_`"));
             }
         }
         let seed = req.seed.unwrap_or_else(|| now() as u64 % 1_000_000);
         let spec = Spec { checkpoint_every: self.checkpoint_every, ..spec_for(&req, seed)? };
-        for (param, id) in [
-            ("training_file", Some(&req.training_file)),
-            ("validation_file", req.validation_file.as_ref()),
-        ] {
+        for (param, id) in [("training_file", Some(&req.training_file)), ("validation_file", req.validation_file.as_ref())] {
             let Some(id) = id else { continue };
-            let f = self.files.get(tenant, id).await.map_err(|_| {
-                invalid(
-                    param,
-                    format!("{param}: no such file `{id}`; upload it with POST /v1/files first"),
-                )
-            })?;
+            let f = self.files.get(tenant, id).await.map_err(|_| invalid(param, format!("{param}: no such file `{id}`; upload it with POST /v1/files first")))?;
             let bytes = self.files.content(tenant, id).await.map_err(internal)?;
             if param == "training_file" {
                 check_dataset(&bytes, &f.filename, param)?;
             } else {
-                let parsed = shovel_data::parse(&bytes, None, Some(&f.filename))
-                    .map_err(|e| invalid(param, format!("{param}: {e}")))?;
+                let parsed = shovel_data::parse(&bytes, None, Some(&f.filename)).map_err(|e| invalid(param, format!("{param}: {e}")))?;
                 if parsed.error_count > 0 || parsed.examples.is_empty() {
                     check_dataset(&bytes, &f.filename, param)?;
                 }
@@ -267,102 +202,35 @@ impl FineTuning for FtService {
             error: None,
         };
         self.store.create_job(&job).await.map_err(internal)?;
-        self.store
-            .add_event(
-                &job.id,
-                "info",
-                &format!("Validated training file {}; job queued", job.training_file),
-                None,
-            )
-            .await
-            .map_err(internal)?;
+        self.store.add_event(&job.id, "info", &format!("Validated training file {}; job queued", job.training_file), None).await.map_err(internal)?;
         Ok(job_view(&job))
     }
 
-    async fn list(
-        &self,
-        tenant: &TenantId,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Job>, FtError> {
-        Ok(self
-            .store
-            .list_jobs(tenant, after, limit)
-            .await
-            .map_err(internal)?
-            .iter()
-            .map(job_view)
-            .collect())
+    async fn list(&self, tenant: &TenantId, after: Option<&str>, limit: usize) -> Result<Vec<Job>, FtError> {
+        Ok(self.store.list_jobs(tenant, after, limit).await.map_err(internal)?.iter().map(job_view).collect())
     }
 
     async fn get(&self, tenant: &TenantId, id: &str) -> Result<Job, FtError> {
-        self.store
-            .get_job(tenant, id)
-            .await
-            .map_err(internal)?
-            .map(|j| job_view(&j))
-            .ok_or_else(|| not_found(id))
+        self.store.get_job(tenant, id).await.map_err(internal)?.map(|j| job_view(&j)).ok_or_else(|| not_found(id))
     }
 
     async fn cancel(&self, tenant: &TenantId, id: &str) -> Result<Job, FtError> {
-        let before = self
-            .store
-            .get_job(tenant, id)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| not_found(id))?;
+        let before = self.store.get_job(tenant, id).await.map_err(internal)?.ok_or_else(|| not_found(id))?;
         if before.status.is_terminal() {
-            return Err(FtError::Invalid {
-                message: format!(
-                    "job {id} has already {}; it cannot be cancelled",
-                    before.status.as_str()
-                ),
-                param: None,
-            });
+            return Err(FtError::Invalid { message: format!("job {id} has already {}; it cannot be cancelled", before.status.as_str()), param: None });
         }
-        let j = self
-            .store
-            .cancel_job(tenant, id)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| not_found(id))?;
-        self.store
-            .add_event(id, "info", "Job cancelled by request", None)
-            .await
-            .map_err(internal)?;
+        let j = self.store.cancel_job(tenant, id).await.map_err(internal)?.ok_or_else(|| not_found(id))?;
+        self.store.add_event(id, "info", "Job cancelled by request", None).await.map_err(internal)?;
         Ok(job_view(&j))
     }
 
-    async fn events(
-        &self,
-        tenant: &TenantId,
-        id: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<JobEvent>, FtError> {
+    async fn events(&self, tenant: &TenantId, id: &str, after: Option<&str>, limit: usize) -> Result<Vec<JobEvent>, FtError> {
         self.get(tenant, id).await?;
-        let ev = self
-            .store
-            .list_events(id, after, limit)
-            .await
-            .map_err(internal)?;
-        Ok(ev
-            .into_iter()
-            .map(|e| JobEvent {
-                id: e.id,
-                created_at: e.created_at,
-                level: e.level,
-                message: e.message,
-                data: e.data,
-            })
-            .collect())
+        let ev = self.store.list_events(id, after, limit).await.map_err(internal)?;
+        Ok(ev.into_iter().map(|e| JobEvent { id: e.id, created_at: e.created_at, level: e.level, message: e.message, data: e.data }).collect())
     }
 
-    async fn checkpoints(
-        &self,
-        tenant: &TenantId,
-        id: &str,
-    ) -> Result<Vec<JobCheckpoint>, FtError> {
+    async fn checkpoints(&self, tenant: &TenantId, id: &str) -> Result<Vec<JobCheckpoint>, FtError> {
         let job = self.get(tenant, id).await?;
         let cps = self.store.list_checkpoints(id).await.map_err(internal)?;
         Ok(cps
@@ -373,21 +241,14 @@ impl FineTuning for FtService {
                 step_number: c.step,
                 metrics: c.metrics,
                 fine_tuning_job_id: id.to_string(),
-                fine_tuned_model_checkpoint: format!(
-                    "{}:ckpt-step-{}",
-                    model_id_for(&job.model, job.suffix.as_deref(), id),
-                    c.step
-                ),
+                fine_tuned_model_checkpoint: format!("{}:ckpt-step-{}", model_id_for(&job.model, job.suffix.as_deref(), id), c.step),
             })
             .collect())
     }
 }
 
 fn not_found(id: &str) -> FtError {
-    FtError::NotFound {
-        message: format!("No fine-tuning job {id}"),
-        param: Some("fine_tuning_job_id".into()),
-    }
+    FtError::NotFound { message: format!("No fine-tuning job {id}"), param: Some("fine_tuning_job_id".into()) }
 }
 
 /// What the worker reports while a job runs (for a terminal progress bar).
@@ -425,9 +286,7 @@ impl Observer for ChannelObserver {
         let _ = self.tx.send(Msg::Epoch(r.clone()));
     }
     fn checkpoint(&mut self, step: usize, dir: &Path, metrics: &serde_json::Value) {
-        let _ = self
-            .tx
-            .send(Msg::Checkpoint(step, dir.to_path_buf(), metrics.clone()));
+        let _ = self.tx.send(Msg::Checkpoint(step, dir.to_path_buf(), metrics.clone()));
     }
     fn resumed(&mut self, step: usize) {
         let _ = self.tx.send(Msg::Resumed(step));
@@ -449,20 +308,9 @@ pub struct Worker {
 
 impl Worker {
     /// A worker with a fresh owner id.
-    pub fn new(
-        store: Store,
-        files: Arc<LocalFiles>,
-        paths: Paths,
-        on_model: Option<OnModel>,
-    ) -> Self {
+    pub fn new(store: Store, files: Arc<LocalFiles>, paths: Paths, on_model: Option<OnModel>) -> Self {
         let owner = format!("worker-{}-{}", std::process::id(), &new_id("w")[2..10]);
-        Worker {
-            store,
-            files,
-            paths,
-            owner,
-            on_model,
-        }
+        Worker { store, files, paths, owner, on_model }
     }
 
     /// Leases and runs jobs forever, one at a time.
@@ -485,16 +333,8 @@ impl Worker {
     }
 
     /// Takes one job if it needs a worker and runs it; `false` if another worker holds it.
-    pub async fn run_one(
-        &self,
-        id: &str,
-        progress: Option<tokio::sync::mpsc::UnboundedSender<Progress>>,
-    ) -> Result<bool> {
-        let Some(job) = self
-            .store
-            .lease_job_by_id(id, &self.owner, LEASE_TTL_S)
-            .await?
-        else {
+    pub async fn run_one(&self, id: &str, progress: Option<tokio::sync::mpsc::UnboundedSender<Progress>>) -> Result<bool> {
+        let Some(job) = self.store.lease_job_by_id(id, &self.owner, LEASE_TTL_S).await? else {
             return Ok(false);
         };
         self.run_leased(job, progress).await?;
@@ -502,28 +342,13 @@ impl Worker {
     }
 
     async fn fail(&self, job: &JobRecord, code: &str, message: String) -> Result<()> {
-        self.store
-            .add_event(&job.id, "error", &message, None)
-            .await?;
+        self.store.add_event(&job.id, "error", &message, None).await?;
         let err = serde_json::json!({"code": code, "message": message, "param": null});
-        self.store
-            .finish_job(
-                &job.id,
-                &self.owner,
-                JobStatus::Failed,
-                None,
-                None,
-                Some(&err),
-            )
-            .await?;
+        self.store.finish_job(&job.id, &self.owner, JobStatus::Failed, None, None, Some(&err)).await?;
         Ok(())
     }
 
-    async fn run_leased(
-        &self,
-        job: JobRecord,
-        progress: Option<tokio::sync::mpsc::UnboundedSender<Progress>>,
-    ) -> Result<()> {
+    async fn run_leased(&self, job: JobRecord, progress: Option<tokio::sync::mpsc::UnboundedSender<Progress>>) -> Result<()> {
         match self.train_job(&job, progress).await {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -534,30 +359,15 @@ impl Worker {
         }
     }
 
-    async fn train_job(
-        &self,
-        job: &JobRecord,
-        progress: Option<tokio::sync::mpsc::UnboundedSender<Progress>>,
-    ) -> Result<()> {
-        let spec: Spec =
-            serde_json::from_value(job.spec.clone()).context("reading the job's settings")?;
-        let base = self
-            .store
-            .get_model(&job.tenant, &ModelId::new(job.model.clone()))
-            .await?
-            .with_context(|| format!("base model `{}` is no longer registered", job.model))?;
+    async fn train_job(&self, job: &JobRecord, progress: Option<tokio::sync::mpsc::UnboundedSender<Progress>>) -> Result<()> {
+        let spec: Spec = serde_json::from_value(job.spec.clone()).context("reading the job's settings")?;
+        let base = self.store.get_model(&job.tenant, &ModelId::new(job.model.clone())).await?.with_context(|| format!("base model `{}` is no longer registered", job.model))?;
         let read = |id: String| {
             let files = self.files.clone();
             let tenant = job.tenant.clone();
             async move {
-                let f = files
-                    .get(&tenant, &id)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{id}: {e}"))?;
-                let bytes = files
-                    .content(&tenant, &id)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{id}: {e}"))?;
+                let f = files.get(&tenant, &id).await.map_err(|e| anyhow::anyhow!("{id}: {e}"))?;
+                let bytes = files.content(&tenant, &id).await.map_err(|e| anyhow::anyhow!("{id}: {e}"))?;
                 anyhow::Ok((f.filename, bytes))
             }
         };
@@ -565,33 +375,19 @@ impl Worker {
         let train_ex = match check_dataset(&tbytes, &tname, "training_file") {
             Ok(v) => v,
             Err(e) => {
-                self.fail(job, "invalid_training_file", e.to_string())
-                    .await?;
+                self.fail(job, "invalid_training_file", e.to_string()).await?;
                 return Ok(());
             }
         };
         let valid_ex = match &job.validation_file {
             Some(id) => {
                 let (n, b) = read(id.clone()).await?;
-                shovel_data::parse(&b, None, Some(&n))
-                    .map(|p| p.examples)
-                    .unwrap_or_default()
+                shovel_data::parse(&b, None, Some(&n)).map(|p| p.examples).unwrap_or_default()
             }
             None => Vec::new(),
         };
         let started_fresh = self.store.list_checkpoints(&job.id).await?.is_empty();
-        self.store
-            .add_event(
-                &job.id,
-                "info",
-                if started_fresh {
-                    "Fine-tuning job started"
-                } else {
-                    "Fine-tuning job restarted by a worker"
-                },
-                None,
-            )
-            .await?;
+        self.store.add_event(&job.id, "info", if started_fresh { "Fine-tuning job started" } else { "Fine-tuning job restarted by a worker" }, None).await?;
         let work = self.paths.jobs.join(&job.id);
         std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
         let cancel = Arc::new(AtomicBool::new(false));
@@ -661,12 +457,9 @@ impl Worker {
         let _ = std::fs::remove_dir_all(&tmp);
         out.adapter.save_peft(&tmp, &cfg, &job.model)?;
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::rename(&tmp, &dir)
-            .with_context(|| format!("moving the adapter into {}", dir.display()))?;
+        std::fs::rename(&tmp, &dir).with_context(|| format!("moving the adapter into {}", dir.display()))?;
         let _ = ffn;
-        let size = std::fs::metadata(dir.join("adapter_model.safetensors"))
-            .map(|m| m.len())
-            .unwrap_or(0);
+        let size = std::fs::metadata(dir.join("adapter_model.safetensors")).map(|m| m.len()).unwrap_or(0);
         let rec = ModelRecord {
             tenant: job.tenant.clone(),
             id: ModelId::new(model_id.clone()),
@@ -681,18 +474,7 @@ impl Worker {
             base: Some(ModelId::new(job.model.clone())),
         };
         self.store.upsert_model(&rec).await?;
-        if !self
-            .store
-            .finish_job(
-                &job.id,
-                &self.owner,
-                JobStatus::Succeeded,
-                Some(&model_id),
-                Some(out.trained_tokens as i64),
-                None,
-            )
-            .await?
-        {
+        if !self.store.finish_job(&job.id, &self.owner, JobStatus::Succeeded, Some(&model_id), Some(out.trained_tokens as i64), None).await? {
             // Cancelled at the last moment: take the model back.
             self.store.delete_model(&job.tenant, &rec.id).await?;
             let _ = std::fs::remove_dir_all(&dir);
@@ -701,17 +483,8 @@ impl Worker {
         if let Some(f) = &self.on_model {
             f(&rec);
         }
-        self.store
-            .add_event(
-                &job.id,
-                "info",
-                &format!("New fine-tuned model created: {model_id}"),
-                None,
-            )
-            .await?;
-        self.store
-            .add_event(&job.id, "info", "The job has successfully completed", None)
-            .await?;
+        self.store.add_event(&job.id, "info", &format!("New fine-tuned model created: {model_id}"), None).await?;
+        self.store.add_event(&job.id, "info", "The job has successfully completed", None).await?;
         let _ = std::fs::remove_dir_all(&work);
         Ok(())
     }

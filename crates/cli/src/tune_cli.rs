@@ -27,27 +27,16 @@ pub fn loss_plot(losses: &[f64], width: usize, height: usize) -> String {
     let cols = losses.len().min(width).max(1);
     let col: Vec<f64> = (0..cols)
         .map(|c| {
-            let (a, b) = (
-                c * losses.len() / cols,
-                ((c + 1) * losses.len() / cols).max(c * losses.len() / cols + 1),
-            );
+            let (a, b) = (c * losses.len() / cols, ((c + 1) * losses.len() / cols).max(c * losses.len() / cols + 1));
             losses[a..b].iter().sum::<f64>() / (b - a) as f64
         })
         .collect();
-    let (lo, hi) = col
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| {
-            (l.min(v), h.max(v))
-        });
+    let (lo, hi) = col.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
     let span = (hi - lo).max(1e-9);
     let mut out = String::new();
     for r in 0..height {
         let level = hi - span * r as f64 / (height - 1).max(1) as f64;
-        let label = if r == 0 || r == height - 1 || r == height / 2 {
-            format!("{level:>7.3} |")
-        } else {
-            "        |".to_string()
-        };
+        let label = if r == 0 || r == height - 1 || r == height / 2 { format!("{level:>7.3} |") } else { "        |".to_string() };
         out.push_str(&label);
         for &v in &col {
             let row = ((hi - v) / span * (height - 1) as f64).round() as usize;
@@ -55,25 +44,14 @@ pub fn loss_plot(losses: &[f64], width: usize, height: usize) -> String {
         }
         out.push('\n');
     }
-    out.push_str(&format!(
-        "        +{}\n         step 1{:>w$}\n",
-        "-".repeat(cols),
-        losses.len(),
-        w = cols.saturating_sub(6)
-    ));
+    out.push_str(&format!("        +{}\n         step 1{:>w$}\n", "-".repeat(cols), losses.len(), w = cols.saturating_sub(6)));
     out
 }
 
 async fn upload(files: &LocalFiles, path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("data.jsonl");
-    let f = files
-        .create(&TenantId::default_tenant(), Purpose::FineTune, name, &bytes)
-        .await
-        .map_err(|e| anyhow::anyhow!("storing {}: {e}", path.display()))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("data.jsonl");
+    let f = files.create(&TenantId::default_tenant(), Purpose::FineTune, name, &bytes).await.map_err(|e| anyhow::anyhow!("storing {}: {e}", path.display()))?;
     Ok(f.id)
 }
 
@@ -93,23 +71,12 @@ pub async fn tune(cfg: &Config, mut req: CreateJob, data: &Path, val: Option<&Pa
         Err(e) => bail!("{e}"),
     };
     eprintln!("job {} queued: {} on {}", job.id, job.model, data.display());
-    let worker = Worker::new(
-        store.clone(),
-        files,
-        Paths {
-            adapters: cfg.adapters_dir(),
-            jobs: cfg.jobs_dir(),
-        },
-        None,
-    );
+    let worker = Worker::new(store.clone(), files, Paths { adapters: cfg.adapters_dir(), jobs: cfg.jobs_dir() }, None);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let id = job.id.clone();
     let run = tokio::spawn(async move { worker.run_one(&id, Some(tx)).await });
     let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
-            .expect("valid template"),
-    );
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("valid template"));
     let mut losses = Vec::new();
     let started = std::time::Instant::now();
     let mut last_rate = 0.0;
@@ -145,10 +112,7 @@ pub async fn tune(cfg: &Config, mut req: CreateJob, data: &Path, val: Option<&Pa
     if !ran {
         bail!("job {} is held by another worker (a running `shovel serve`?); follow it with `shovel jobs show {}`", job.id, job.id);
     }
-    let done = store
-        .get_job(&tenant, &job.id)
-        .await?
-        .context("job vanished")?;
+    let done = store.get_job(&tenant, &job.id).await?.context("job vanished")?;
     match done.status {
         JobStatus::Succeeded => {
             let model = done.fine_tuned_model.unwrap_or_default();
@@ -169,55 +133,30 @@ pub async fn tune(cfg: &Config, mut req: CreateJob, data: &Path, val: Option<&Pa
             std::process::exit(130);
         }
         s => {
-            let msg = done
-                .error
-                .as_ref()
-                .and_then(|e| e.get("message"))
-                .and_then(|m| m.as_str())
-                .unwrap_or("")
-                .to_string();
+            let msg = done.error.as_ref().and_then(|e| e.get("message")).and_then(|m| m.as_str()).unwrap_or("").to_string();
             bail!("job {} {}: {msg}", job.id, s.as_str())
         }
     }
 }
 
 fn when(t: i64) -> String {
-    let ago = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-        - t)
-        .max(0);
+    let ago = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64) - t).max(0);
     format!("{} ago", fmt_secs(ago as f64))
 }
 
 /// `shovel jobs`.
 pub async fn list_jobs(store: &Store) -> Result<()> {
-    let jobs = store
-        .list_jobs(&TenantId::default_tenant(), None, 100)
-        .await?;
-    println!(
-        "{:<32} {:<10} {:<24} {:<14} FINE-TUNED MODEL",
-        "ID", "STATUS", "BASE", "CREATED"
-    );
+    let jobs = store.list_jobs(&TenantId::default_tenant(), None, 100).await?;
+    println!("{:<32} {:<10} {:<24} {:<14} FINE-TUNED MODEL", "ID", "STATUS", "BASE", "CREATED");
     for j in jobs {
-        println!(
-            "{:<32} {:<10} {:<24} {:<14} {}",
-            j.id,
-            j.status.as_str(),
-            j.model,
-            when(j.created_at),
-            j.fine_tuned_model.unwrap_or_default()
-        );
+        println!("{:<32} {:<10} {:<24} {:<14} {}", j.id, j.status.as_str(), j.model, when(j.created_at), j.fine_tuned_model.unwrap_or_default());
     }
     Ok(())
 }
 
 /// `shovel jobs show ID`.
 pub async fn show_job(store: &Store, id: &str) -> Result<()> {
-    let j = store
-        .get_job(&TenantId::default_tenant(), id)
-        .await?
-        .with_context(|| format!("no fine-tuning job {id}; `shovel jobs` lists them"))?;
+    let j = store.get_job(&TenantId::default_tenant(), id).await?.with_context(|| format!("no fine-tuning job {id}; `shovel jobs` lists them"))?;
     println!("id:               {}", j.id);
     println!("status:           {}", j.status.as_str());
     println!("base model:       {}", j.model);
@@ -233,10 +172,7 @@ pub async fn show_job(store: &Store, id: &str) -> Result<()> {
         println!("trained tokens:   {t}");
     }
     if let Some(e) = &j.error {
-        println!(
-            "error:            {}",
-            e.get("message").and_then(|m| m.as_str()).unwrap_or("")
-        );
+        println!("error:            {}", e.get("message").and_then(|m| m.as_str()).unwrap_or(""));
     }
     let cps = store.list_checkpoints(id).await?;
     if !cps.is_empty() {

@@ -72,19 +72,9 @@ pub enum FileError {
 #[async_trait::async_trait]
 pub trait FileStore: Send + Sync + 'static {
     /// Stores a new file; the content is complete on disk before the file is visible.
-    async fn create(
-        &self,
-        tenant: &TenantId,
-        purpose: Purpose,
-        filename: &str,
-        data: &[u8],
-    ) -> Result<FileObject, FileError>;
+    async fn create(&self, tenant: &TenantId, purpose: Purpose, filename: &str, data: &[u8]) -> Result<FileObject, FileError>;
     /// The tenant's files, newest first, optionally of one purpose.
-    async fn list(
-        &self,
-        tenant: &TenantId,
-        purpose: Option<Purpose>,
-    ) -> Result<Vec<FileObject>, FileError>;
+    async fn list(&self, tenant: &TenantId, purpose: Option<Purpose>) -> Result<Vec<FileObject>, FileError>;
     /// One file's metadata.
     async fn get(&self, tenant: &TenantId, id: &str) -> Result<FileObject, FileError>;
     /// One file's content.

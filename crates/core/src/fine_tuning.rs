@@ -130,25 +130,13 @@ pub trait FineTuning: Send + Sync + 'static {
     /// Validates and queues a job.
     async fn create(&self, tenant: &TenantId, req: CreateJob) -> Result<Job, FtError>;
     /// Jobs, newest first.
-    async fn list(
-        &self,
-        tenant: &TenantId,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Job>, FtError>;
+    async fn list(&self, tenant: &TenantId, after: Option<&str>, limit: usize) -> Result<Vec<Job>, FtError>;
     /// One job.
     async fn get(&self, tenant: &TenantId, id: &str) -> Result<Job, FtError>;
     /// Cancels a job that has not ended.
     async fn cancel(&self, tenant: &TenantId, id: &str) -> Result<Job, FtError>;
     /// A job's events, newest first.
-    async fn events(
-        &self,
-        tenant: &TenantId,
-        id: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<JobEvent>, FtError>;
+    async fn events(&self, tenant: &TenantId, id: &str, after: Option<&str>, limit: usize) -> Result<Vec<JobEvent>, FtError>;
     /// A job's checkpoints, newest first.
-    async fn checkpoints(&self, tenant: &TenantId, id: &str)
-        -> Result<Vec<JobCheckpoint>, FtError>;
+    async fn checkpoints(&self, tenant: &TenantId, id: &str) -> Result<Vec<JobCheckpoint>, FtError>;
 }

@@ -59,9 +59,6 @@ pub struct Principal {
 impl Principal {
     /// The anonymous caller of the single default tenant.
     pub fn anonymous() -> Self {
-        Principal {
-            tenant: TenantId::default_tenant(),
-            api_key: None,
-        }
+        Principal { tenant: TenantId::default_tenant(), api_key: None }
     }
 }

@@ -20,10 +20,7 @@ pub struct EchoBackend {
 impl EchoBackend {
     /// An echo backend serving `model` with a 64-token context.
     pub fn new(model: &str) -> Self {
-        EchoBackend {
-            model: ModelId::new(model),
-            context_length: 64,
-        }
+        EchoBackend { model: ModelId::new(model), context_length: 64 }
     }
 }
 
@@ -38,12 +35,7 @@ fn words(prompt: &Prompt) -> Vec<String> {
 #[async_trait::async_trait]
 impl InferenceBackend for EchoBackend {
     async fn models(&self) -> Vec<ModelInfo> {
-        vec![ModelInfo {
-            id: self.model.clone(),
-            owned_by: "test".into(),
-            created: 0,
-            kind: ModelKind::Chat,
-        }]
+        vec![ModelInfo { id: self.model.clone(), owned_by: "test".into(), created: 0, kind: ModelKind::Chat }]
     }
 
     async fn submit(&self, req: GenerateRequest) -> Result<EventStream, BackendError> {
@@ -55,16 +47,9 @@ impl InferenceBackend for EchoBackend {
             return Err(BackendError::EmptyPrompt);
         }
         let prompt_tokens = words.len();
-        let max_tokens = req
-            .max_tokens
-            .unwrap_or(self.context_length - prompt_tokens);
+        let max_tokens = req.max_tokens.unwrap_or(self.context_length - prompt_tokens);
         if prompt_tokens + max_tokens > self.context_length {
-            return Err(BackendError::ContextOverflow {
-                prompt_tokens,
-                max_tokens,
-                requested: prompt_tokens + max_tokens,
-                context_length: self.context_length,
-            });
+            return Err(BackendError::ContextOverflow { prompt_tokens, max_tokens, requested: prompt_tokens + max_tokens, context_length: self.context_length });
         }
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -78,34 +63,16 @@ impl InferenceBackend for EchoBackend {
                     break;
                 }
                 out.push_str(w);
-                if req
-                    .stop
-                    .iter()
-                    .any(|s| !s.is_empty() && out.contains(s.as_str()))
-                {
+                if req.stop.iter().any(|s| !s.is_empty() && out.contains(s.as_str())) {
                     break;
                 }
                 n += 1;
-                if tx
-                    .send(Event::Token {
-                        text: w.clone(),
-                        id: i as u32,
-                        logprob: None,
-                    })
-                    .is_err()
-                {
+                if tx.send(Event::Token { text: w.clone(), id: i as u32, logprob: None }).is_err() {
                     return;
                 }
             }
-            let usage = Usage {
-                prompt_tokens,
-                completion_tokens: n,
-                cached_tokens: 0,
-            };
-            let _ = tx.send(Event::Done {
-                finish_reason: finish,
-                usage,
-            });
+            let usage = Usage { prompt_tokens, completion_tokens: n, cached_tokens: 0 };
+            let _ = tx.send(Event::Done { finish_reason: finish, usage });
         });
         Ok(rx)
     }

@@ -139,10 +139,7 @@ impl std::fmt::Display for Rejection {
                 }
                 Ok(())
             }
-            Rejection::TooFew { count } => write!(
-                f,
-                "{count} example(s); a fine-tune needs at least {MIN_EXAMPLES}"
-            ),
+            Rejection::TooFew { count } => write!(f, "{count} example(s); a fine-tune needs at least {MIN_EXAMPLES}"),
         }
     }
 }
@@ -151,20 +148,12 @@ impl Parsed {
     /// The dataset, if it has no bad line and at least [`MIN_EXAMPLES`] examples.
     pub fn validate(self) -> Result<ValidatedDataset, Rejection> {
         if self.error_count > 0 {
-            return Err(Rejection::BadLines {
-                errors: self.errors,
-                total: self.error_count,
-            });
+            return Err(Rejection::BadLines { errors: self.errors, total: self.error_count });
         }
         if self.examples.len() < MIN_EXAMPLES {
-            return Err(Rejection::TooFew {
-                count: self.examples.len(),
-            });
+            return Err(Rejection::TooFew { count: self.examples.len() });
         }
-        Ok(ValidatedDataset {
-            format: self.format,
-            examples: self.examples,
-        })
+        Ok(ValidatedDataset { format: self.format, examples: self.examples })
     }
 }
 
@@ -190,46 +179,21 @@ pub struct Stats {
 }
 
 /// Computes statistics; `count_tokens` gives an example's length as the trainer will see it.
-pub fn stats(
-    examples: &[Example],
-    count_tokens: &dyn Fn(&Example) -> usize,
-    max_len: usize,
-    epochs: usize,
-    tokens_per_second: f64,
-) -> Stats {
+pub fn stats(examples: &[Example], count_tokens: &dyn Fn(&Example) -> usize, max_len: usize, epochs: usize, tokens_per_second: f64) -> Stats {
     let lens: Vec<usize> = examples.iter().map(count_tokens).collect();
     let total: usize = lens.iter().sum();
     let mut seen = HashSet::new();
-    let duplicates = examples
-        .iter()
-        .filter(|e| {
-            !seen.insert(
-                e.messages
-                    .iter()
-                    .map(|t| format!("{}\u{1}{}\u{1}{}", t.role, t.content, t.weight))
-                    .collect::<Vec<_>>()
-                    .join("\u{2}"),
-            )
-        })
-        .count();
+    let duplicates = examples.iter().filter(|e| !seen.insert(e.messages.iter().map(|t| format!("{}\u{1}{}\u{1}{}", t.role, t.content, t.weight)).collect::<Vec<_>>().join("\u{2}"))).count();
     let trained: usize = lens.iter().map(|&l| l.min(max_len)).sum();
     Stats {
         examples: examples.len(),
         tokens_min: lens.iter().copied().min().unwrap_or(0),
-        tokens_mean: if lens.is_empty() {
-            0.0
-        } else {
-            total as f64 / lens.len() as f64
-        },
+        tokens_mean: if lens.is_empty() { 0.0 } else { total as f64 / lens.len() as f64 },
         tokens_max: lens.iter().copied().max().unwrap_or(0),
         tokens_total: total,
         truncated: lens.iter().filter(|&&l| l > max_len).count(),
         duplicates,
-        est_train_seconds: if tokens_per_second > 0.0 {
-            (trained * epochs) as f64 / tokens_per_second
-        } else {
-            0.0
-        },
+        est_train_seconds: if tokens_per_second > 0.0 { (trained * epochs) as f64 / tokens_per_second } else { 0.0 },
     }
 }
 
@@ -237,11 +201,7 @@ pub fn stats(
 /// more) go to validation, chosen by a seeded shuffle so the split is reproducible.
 pub fn split(examples: Vec<Example>, ratio: f64, seed: u64) -> (Vec<Example>, Vec<Example>) {
     let n = examples.len();
-    let n_val = if n < 2 || ratio <= 0.0 {
-        0
-    } else {
-        ((n as f64 * ratio).round() as usize).clamp(1, n - 1)
-    };
+    let n_val = if n < 2 || ratio <= 0.0 { 0 } else { ((n as f64 * ratio).round() as usize).clamp(1, n - 1) };
     // SplitMix64: a small, well-known generator; the order depends only on the seed.
     let mut state = seed;
     let mut next = || {

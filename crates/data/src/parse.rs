@@ -14,11 +14,7 @@ impl Sink {
     fn push(&mut self, line: usize, field: impl Into<String>, message: impl Into<String>) {
         self.count += 1;
         if self.errors.len() < MAX_ERRORS {
-            self.errors.push(LineError {
-                line,
-                field: field.into(),
-                message: message.into(),
-            });
+            self.errors.push(LineError { line, field: field.into(), message: message.into() });
         }
     }
 }
@@ -32,11 +28,7 @@ fn detect(text: &str, file_name: Option<&str>) -> Result<Format, Error> {
         return Ok(Format::Alpaca);
     }
     let first = t.lines().next().unwrap_or("");
-    let v: Value = serde_json::from_str(first).map_err(|e| {
-        Error::UnknownFormat(format!(
-            "the first line is not a JSON object ({e}); CSV files need a .csv name"
-        ))
-    })?;
+    let v: Value = serde_json::from_str(first).map_err(|e| Error::UnknownFormat(format!("the first line is not a JSON object ({e}); CSV files need a .csv name")))?;
     let has = |k: &str| v.get(k).is_some();
     Ok(if has("messages") {
         Format::OpenaiChat
@@ -47,10 +39,7 @@ fn detect(text: &str, file_name: Option<&str>) -> Result<Format, Error> {
     } else if has("prompt") || has("completion") {
         Format::PromptCompletion
     } else {
-        return Err(Error::UnknownFormat(
-            "the first record has none of messages, conversations, instruction, prompt/completion"
-                .into(),
-        ));
+        return Err(Error::UnknownFormat("the first record has none of messages, conversations, instruction, prompt/completion".into()));
     })
 }
 
@@ -62,25 +51,20 @@ pub fn parse(bytes: &[u8], hint: Option<Format>, file_name: Option<&str>) -> Res
         Some(f) => f,
         None => detect(text, file_name)?,
     };
-    let mut sink = Sink {
-        errors: Vec::new(),
-        count: 0,
-    };
+    let mut sink = Sink { errors: Vec::new(), count: 0 };
     let mut examples = Vec::new();
     match format {
         Format::Csv => parse_csv(text, &mut sink, &mut examples),
-        Format::Alpaca if text.trim_start().starts_with('[') => {
-            match serde_json::from_str::<Vec<Value>>(text) {
-                Ok(records) => {
-                    for (i, v) in records.iter().enumerate() {
-                        if let Some(e) = record(Format::Alpaca, v, i + 1, &mut sink) {
-                            examples.push(e);
-                        }
+        Format::Alpaca if text.trim_start().starts_with('[') => match serde_json::from_str::<Vec<Value>>(text) {
+            Ok(records) => {
+                for (i, v) in records.iter().enumerate() {
+                    if let Some(e) = record(Format::Alpaca, v, i + 1, &mut sink) {
+                        examples.push(e);
                     }
                 }
-                Err(e) => sink.push(e.line(), "", format!("is not valid JSON: {e}")),
             }
-        }
+            Err(e) => sink.push(e.line(), "", format!("is not valid JSON: {e}")),
+        },
         _ => {
             for (i, line) in text.lines().enumerate() {
                 if line.trim().is_empty() {
@@ -97,22 +81,10 @@ pub fn parse(bytes: &[u8], hint: Option<Format>, file_name: Option<&str>) -> Res
             }
         }
     }
-    Ok(Parsed {
-        format,
-        examples,
-        errors: sink.errors,
-        error_count: sink.count,
-    })
+    Ok(Parsed { format, examples, errors: sink.errors, error_count: sink.count })
 }
 
-fn string_field(
-    obj: &Map<String, Value>,
-    key: &str,
-    path: &str,
-    line: usize,
-    sink: &mut Sink,
-    required: bool,
-) -> Option<String> {
+fn string_field(obj: &Map<String, Value>, key: &str, path: &str, line: usize, sink: &mut Sink, required: bool) -> Option<String> {
     match obj.get(key) {
         Some(Value::String(s)) => Some(s.clone()),
         None | Some(Value::Null) if !required => Some(String::new()),
@@ -146,11 +118,7 @@ fn record(format: Format, v: &Value, line: usize, sink: &mut Sink) -> Option<Exa
             let inp = string_field(obj, "input", "input", line, sink, false);
             let out = string_field(obj, "output", "output", line, sink, true);
             let (ins, inp, out) = (ins?, inp?, out?);
-            let user = if inp.trim().is_empty() {
-                ins
-            } else {
-                format!("{ins}\n\n{inp}")
-            };
+            let user = if inp.trim().is_empty() { ins } else { format!("{ins}\n\n{inp}") };
             Some(vec![turn("user", user), turn("assistant", out)])
         }
         Format::Csv => unreachable!("CSV is parsed by rows"),
@@ -158,33 +126,15 @@ fn record(format: Format, v: &Value, line: usize, sink: &mut Sink) -> Option<Exa
     if sink.count > before {
         return None;
     }
-    if !turns
-        .iter()
-        .any(|t| t.role == "assistant" && t.weight > 0.0)
-    {
-        sink.push(
-            line,
-            if format == Format::OpenaiChat {
-                "messages"
-            } else {
-                ""
-            },
-            "must contain at least one assistant message to learn from",
-        );
+    if !turns.iter().any(|t| t.role == "assistant" && t.weight > 0.0) {
+        sink.push(line, if format == Format::OpenaiChat { "messages" } else { "" }, "must contain at least one assistant message to learn from");
         return None;
     }
-    Some(Example {
-        messages: turns,
-        line,
-    })
+    Some(Example { messages: turns, line })
 }
 
 fn turn(role: &str, content: String) -> Turn {
-    Turn {
-        role: role.into(),
-        content,
-        weight: if role == "assistant" { 1.0 } else { 0.0 },
-    }
+    Turn { role: role.into(), content, weight: if role == "assistant" { 1.0 } else { 0.0 } }
 }
 
 fn chat(obj: &Map<String, Value>, line: usize, sink: &mut Sink) -> Option<Vec<Turn>> {
@@ -215,11 +165,7 @@ fn chat(obj: &Map<String, Value>, line: usize, sink: &mut Sink) -> Option<Vec<Tu
         let role = match m.get("role") {
             Some(Value::String(r)) if ROLES.contains(&r.as_str()) => Some(r.clone()),
             Some(_) => {
-                sink.push(
-                    line,
-                    format!("{p}.role"),
-                    format!("must be one of {}", ROLES.join(", ")),
-                );
+                sink.push(line, format!("{p}.role"), format!("must be one of {}", ROLES.join(", ")));
                 None
             }
             None => {
@@ -239,20 +185,12 @@ fn chat(obj: &Map<String, Value>, line: usize, sink: &mut Sink) -> Option<Vec<Tu
                 }
             },
             (Some(_), _) => {
-                sink.push(
-                    line,
-                    format!("{p}.weight"),
-                    "is only allowed on assistant messages",
-                );
+                sink.push(line, format!("{p}.weight"), "is only allowed on assistant messages");
                 None
             }
         };
         match (role, content, weight) {
-            (Some(role), Some(content), Some(weight)) => turns.push(Turn {
-                role,
-                content,
-                weight,
-            }),
+            (Some(role), Some(content), Some(weight)) => turns.push(Turn { role, content, weight }),
             _ => ok = false,
         }
     }
@@ -278,11 +216,7 @@ fn sharegpt(obj: &Map<String, Value>, line: usize, sink: &mut Sink) -> Option<Ve
             Some("gpt" | "assistant") => Some("assistant"),
             Some("system") => Some("system"),
             _ => {
-                sink.push(
-                    line,
-                    format!("{p}.from"),
-                    "must be one of human, gpt, system",
-                );
+                sink.push(line, format!("{p}.from"), "must be one of human, gpt, system");
                 None
             }
         };
@@ -296,14 +230,9 @@ fn sharegpt(obj: &Map<String, Value>, line: usize, sink: &mut Sink) -> Option<Ve
 }
 
 fn parse_csv(text: &str, sink: &mut Sink, examples: &mut Vec<Example>) {
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(false)
-        .from_reader(text.as_bytes());
+    let mut rdr = csv::ReaderBuilder::new().flexible(false).from_reader(text.as_bytes());
     let headers = match rdr.headers() {
-        Ok(h) => h
-            .iter()
-            .map(|s| s.trim().to_ascii_lowercase())
-            .collect::<Vec<_>>(),
+        Ok(h) => h.iter().map(|s| s.trim().to_ascii_lowercase()).collect::<Vec<_>>(),
         Err(e) => {
             sink.push(1, "", format!("is not a valid CSV header: {e}"));
             return;
@@ -311,14 +240,7 @@ fn parse_csv(text: &str, sink: &mut Sink, examples: &mut Vec<Example>) {
     };
     let col = |name: &str| headers.iter().position(|h| h == name);
     let (Some(q), Some(a)) = (col("question"), col("answer")) else {
-        sink.push(
-            1,
-            "",
-            format!(
-                "the header must name `question` and `answer` columns (found: {})",
-                headers.join(", ")
-            ),
-        );
+        sink.push(1, "", format!("the header must name `question` and `answer` columns (found: {})", headers.join(", ")));
         return;
     };
     let sys = col("system");

@@ -77,102 +77,48 @@ fn prompt_completion_alpaca_sharegpt_and_csv() {
     assert_eq!(alpaca.format, Format::Alpaca);
     assert_eq!(alpaca.examples[0].messages[0].content, "Translate\n\nhola");
     assert_eq!(alpaca.examples[1].messages[0].content, "Say hi");
-    let alpaca_l = parse(
-        b"{\"instruction\": \"x\", \"output\": \"y\"}\n{\"instruction\": \"x\"}\n",
-        None,
-        None,
-    )
-    .unwrap();
+    let alpaca_l = parse(b"{\"instruction\": \"x\", \"output\": \"y\"}\n{\"instruction\": \"x\"}\n", None, None).unwrap();
     assert_eq!(alpaca_l.errors[0].to_string(), "line 2: output is missing");
 
     let sg = parse(br#"{"conversations": [{"from": "system", "value": "S"}, {"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}"#, None, None).unwrap();
     assert_eq!(sg.format, Format::Sharegpt);
-    assert_eq!(
-        sg.examples[0]
-            .messages
-            .iter()
-            .map(|t| t.role.as_str())
-            .collect::<Vec<_>>(),
-        ["system", "user", "assistant"]
-    );
-    let sg_bad = parse(
-        br#"{"conversations": [{"from": "bot", "value": "q"}]}"#,
-        None,
-        None,
-    )
-    .unwrap();
-    assert_eq!(
-        sg_bad.errors[0].to_string(),
-        "line 1: conversations[0].from must be one of human, gpt, system"
-    );
+    assert_eq!(sg.examples[0].messages.iter().map(|t| t.role.as_str()).collect::<Vec<_>>(), ["system", "user", "assistant"]);
+    let sg_bad = parse(br#"{"conversations": [{"from": "bot", "value": "q"}]}"#, None, None).unwrap();
+    assert_eq!(sg_bad.errors[0].to_string(), "line 1: conversations[0].from must be one of human, gpt, system");
 
     let csv = "Question,Answer\n\"华北地区2019年3月的销售额?\",\"SELECT 1\"\n,missing question\n";
     let c = parse(csv.as_bytes(), None, Some("qa.csv")).unwrap();
     assert_eq!(c.format, Format::Csv);
     assert_eq!(c.examples.len(), 1);
-    assert_eq!(
-        c.examples[0].messages[0].content,
-        "华北地区2019年3月的销售额?"
-    );
+    assert_eq!(c.examples[0].messages[0].content, "华北地区2019年3月的销售额?");
     assert_eq!(c.errors[0].to_string(), "line 3: question is empty");
     let no_cols = parse(b"q,a\nx,y\n", None, Some("x.csv")).unwrap();
-    assert!(no_cols.errors[0]
-        .message
-        .contains("`question` and `answer`"));
+    assert!(no_cols.errors[0].message.contains("`question` and `answer`"));
 }
 
 #[test]
 fn too_few_examples_are_refused_with_the_reason() {
     let text: Vec<String> = (0..3).map(|i| chat_line(&format!("q{i}"), "a")).collect();
-    let err = parse(text.join("\n").as_bytes(), None, None)
-        .unwrap()
-        .validate()
-        .unwrap_err();
+    let err = parse(text.join("\n").as_bytes(), None, None).unwrap().validate().unwrap_err();
     assert_eq!(err, Rejection::TooFew { count: 3 });
     assert!(err.to_string().contains("at least 10"));
     let text: Vec<String> = (0..12).map(|i| chat_line(&format!("q{i}"), "a")).collect();
-    assert_eq!(
-        parse(text.join("\n").as_bytes(), None, None)
-            .unwrap()
-            .validate()
-            .unwrap()
-            .examples
-            .len(),
-        12
-    );
+    assert_eq!(parse(text.join("\n").as_bytes(), None, None).unwrap().validate().unwrap().examples.len(), 12);
 }
 
 #[test]
 fn unknown_formats_and_binary_are_errors() {
-    assert!(matches!(
-        parse(br#"{"foo": 1}"#, None, None),
-        Err(Error::UnknownFormat(_))
-    ));
-    assert!(matches!(
-        parse(b"hello\xff", None, None),
-        Err(Error::NotUtf8(5))
-    ));
+    assert!(matches!(parse(br#"{"foo": 1}"#, None, None), Err(Error::UnknownFormat(_))));
+    assert!(matches!(parse(b"hello\xff", None, None), Err(Error::NotUtf8(5))));
 }
 
 #[test]
 fn stats_count_tokens_truncation_and_duplicates() {
-    let lines = [
-        chat_line("a", "b"),
-        chat_line("a", "b"),
-        chat_line("long question here", "and a long answer"),
-    ];
+    let lines = [chat_line("a", "b"), chat_line("a", "b"), chat_line("long question here", "and a long answer")];
     let p = parse(lines.join("\n").as_bytes(), None, None).unwrap();
-    let words = |e: &Example| {
-        e.messages
-            .iter()
-            .map(|t| t.content.split_whitespace().count())
-            .sum::<usize>()
-    };
+    let words = |e: &Example| e.messages.iter().map(|t| t.content.split_whitespace().count()).sum::<usize>();
     let s = stats(&p.examples, &words, 5, 3, 10.0);
-    assert_eq!(
-        (s.examples, s.tokens_min, s.tokens_max, s.tokens_total),
-        (3, 2, 7, 11)
-    );
+    assert_eq!((s.examples, s.tokens_min, s.tokens_max, s.tokens_total), (3, 2, 7, 11));
     assert_eq!(s.truncated, 1);
     assert_eq!(s.duplicates, 1);
     assert!((s.est_train_seconds - (2 + 2 + 5) as f64 * 3.0 / 10.0).abs() < 1e-9);
@@ -180,12 +126,7 @@ fn stats_count_tokens_truncation_and_duplicates() {
 
 #[test]
 fn split_is_seeded_and_disjoint() {
-    let ex: Vec<Example> = (0..20)
-        .map(|i| Example {
-            messages: vec![],
-            line: i + 1,
-        })
-        .collect();
+    let ex: Vec<Example> = (0..20).map(|i| Example { messages: vec![], line: i + 1 }).collect();
     let (t1, v1) = split(ex.clone(), 0.2, 7);
     let (t2, v2) = split(ex.clone(), 0.2, 7);
     assert_eq!((t1.len(), v1.len()), (16, 4));

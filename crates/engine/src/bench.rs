@@ -33,39 +33,23 @@ pub fn prefix_ttft(model: &Model, prefix: usize, suffix: usize) -> (f64, f64) {
     let first = prompt(21);
     let t = Instant::now();
     let mut kv = KvCache::new(model.config.n_layers);
-    let _ = model.forward(&mut [BatchItem {
-        tokens: &first,
-        kv: &mut kv,
-        want_logits: true,
-        adapter: None,
-    }]);
+    let _ = model.forward(&mut [BatchItem { tokens: &first, kv: &mut kv, want_logits: true, adapter: None }]);
     let cold = t.elapsed().as_secs_f64() * 1e3;
     cache.insert(0, first, kv);
     let second = prompt(22);
     let t = Instant::now();
-    let mut kv = cache
-        .lookup(0, &second, kv_dim)
-        .unwrap_or_else(|| KvCache::new(model.config.n_layers));
+    let mut kv = cache.lookup(0, &second, kv_dim).unwrap_or_else(|| KvCache::new(model.config.n_layers));
     let start = kv.len();
-    let _ = model.forward(&mut [BatchItem {
-        tokens: &second[start..],
-        kv: &mut kv,
-        want_logits: true,
-        adapter: None,
-    }]);
+    let _ = model.forward(&mut [BatchItem { tokens: &second[start..], kv: &mut kv, want_logits: true, adapter: None }]);
     (cold, t.elapsed().as_secs_f64() * 1e3)
 }
 
 /// Deterministic pseudo-random token ids (llama-bench also feeds random tokens).
 fn tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((x >> 33) as usize % vocab.max(1)) as u32
         })
         .collect()
@@ -76,12 +60,7 @@ pub fn prefill(model: &Model, n: usize) -> f64 {
     let toks = tokens(n, model.config.vocab, 1);
     let mut kv = KvCache::new(model.config.n_layers);
     let t = Instant::now();
-    let _ = model.forward(&mut [BatchItem {
-        tokens: &toks,
-        kv: &mut kv,
-        want_logits: true,
-        adapter: None,
-    }]);
+    let _ = model.forward(&mut [BatchItem { tokens: &toks, kv: &mut kv, want_logits: true, adapter: None }]);
     n as f64 / t.elapsed().as_secs_f64()
 }
 
@@ -91,12 +70,7 @@ pub fn decode(model: &Model, n: usize) -> f64 {
     let mut tok = tokens(1, model.config.vocab, 2)[0];
     let t = Instant::now();
     for _ in 0..n {
-        let l = model.forward(&mut [BatchItem {
-            tokens: std::slice::from_ref(&tok),
-            kv: &mut kv,
-            want_logits: true,
-            adapter: None,
-        }]);
+        let l = model.forward(&mut [BatchItem { tokens: std::slice::from_ref(&tok), kv: &mut kv, want_logits: true, adapter: None }]);
         tok = argmax(l[0].as_deref().unwrap_or(&[0.0]));
     }
     n as f64 / t.elapsed().as_secs_f64()
@@ -105,24 +79,11 @@ pub fn decode(model: &Model, n: usize) -> f64 {
 /// `parallel` sequences each prefilled with `prompt` tokens, then `gen` decode steps over all of
 /// them in one batch; aggregate decode tokens/s (the prefill is not timed).
 pub fn batched_decode(model: &Model, parallel: usize, prompt: usize, gen: usize) -> f64 {
-    let mut kvs: Vec<KvCache> = (0..parallel)
-        .map(|_| KvCache::new(model.config.n_layers))
-        .collect();
-    let prompts: Vec<Vec<u32>> = (0..parallel)
-        .map(|i| tokens(prompt, model.config.vocab, 10 + i as u64))
-        .collect();
+    let mut kvs: Vec<KvCache> = (0..parallel).map(|_| KvCache::new(model.config.n_layers)).collect();
+    let prompts: Vec<Vec<u32>> = (0..parallel).map(|i| tokens(prompt, model.config.vocab, 10 + i as u64)).collect();
     let mut last: Vec<u32> = Vec::with_capacity(parallel);
     {
-        let mut items: Vec<BatchItem> = kvs
-            .iter_mut()
-            .zip(&prompts)
-            .map(|(kv, p)| BatchItem {
-                tokens: p,
-                kv,
-                want_logits: true,
-                adapter: None,
-            })
-            .collect();
+        let mut items: Vec<BatchItem> = kvs.iter_mut().zip(&prompts).map(|(kv, p)| BatchItem { tokens: p, kv, want_logits: true, adapter: None }).collect();
         for l in model.forward(&mut items) {
             last.push(argmax(l.as_deref().unwrap_or(&[0.0])));
         }
@@ -130,16 +91,7 @@ pub fn batched_decode(model: &Model, parallel: usize, prompt: usize, gen: usize)
     let t = Instant::now();
     for _ in 0..gen {
         let cur = last.clone();
-        let mut items: Vec<BatchItem> = kvs
-            .iter_mut()
-            .zip(&cur)
-            .map(|(kv, tok)| BatchItem {
-                tokens: std::slice::from_ref(tok),
-                kv,
-                want_logits: true,
-                adapter: None,
-            })
-            .collect();
+        let mut items: Vec<BatchItem> = kvs.iter_mut().zip(&cur).map(|(kv, tok)| BatchItem { tokens: std::slice::from_ref(tok), kv, want_logits: true, adapter: None }).collect();
         for (i, l) in model.forward(&mut items).into_iter().enumerate() {
             last[i] = argmax(l.as_deref().unwrap_or(&[0.0]));
         }

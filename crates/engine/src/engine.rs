@@ -11,10 +11,7 @@ use crate::sampler::Sampler;
 use crate::scheduler::{self, Command, InflightGuard, SchedStats, SchedulerConfig, SeqRequest};
 use crate::template::ChatTemplate;
 use crate::tokenizer::Tokenizer;
-use shovel_core::{
-    BackendError, EventStream, Gauge, GenerateRequest, InferenceBackend, ModelId, ModelInfo,
-    ModelKind, Prompt,
-};
+use shovel_core::{BackendError, EventStream, Gauge, GenerateRequest, InferenceBackend, ModelId, ModelInfo, ModelKind, Prompt};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,12 +36,7 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig {
-            max_context: 8192,
-            scheduler: SchedulerConfig::default(),
-            max_waiting: 64,
-            max_adapters: 16,
-        }
+        EngineConfig { max_context: 8192, scheduler: SchedulerConfig::default(), max_waiting: 64, max_adapters: 16 }
     }
 }
 
@@ -87,13 +79,9 @@ impl LoadedModel {
             Prompt::Chat(messages) => {
                 let text = self.template.render(messages, true)?;
                 // The template may spell BOS itself; never add a second one.
-                let bos_text = self
-                    .tokenizer
-                    .bos
-                    .map(|b| self.tokenizer.piece(b).to_string());
+                let bos_text = self.tokenizer.bos.map(|b| self.tokenizer.piece(b).to_string());
                 let has_bos = bos_text.is_some_and(|b| !b.is_empty() && text.starts_with(&b));
-                self.tokenizer
-                    .encode(&text, self.tokenizer.add_bos && !has_bos, true)
+                self.tokenizer.encode(&text, self.tokenizer.add_bos && !has_bos, true)
             }
             Prompt::Text(text) => self.tokenizer.encode(text, self.tokenizer.add_bos, true),
         }
@@ -125,11 +113,7 @@ static ADAPTER_KEYS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 impl Engine {
     /// An engine serving `entries`; nothing is loaded until first used.
     pub fn new(config: EngineConfig, entries: Vec<CatalogEntry>) -> Self {
-        let e = Engine {
-            config,
-            slots: RwLock::new(HashMap::new()),
-            adapters: Mutex::new(AdapterCache::default()),
-        };
+        let e = Engine { config, slots: RwLock::new(HashMap::new()), adapters: Mutex::new(AdapterCache::default()) };
         for entry in entries {
             e.add(entry);
         }
@@ -139,13 +123,7 @@ impl Engine {
     /// Adds (or replaces) a model in the catalogue.
     pub fn add(&self, entry: CatalogEntry) {
         let id = entry.info.id.clone();
-        self.slots.write().unwrap().insert(
-            id,
-            Arc::new(Slot {
-                entry,
-                loaded: OnceCell::new(),
-            }),
-        );
+        self.slots.write().unwrap().insert(id, Arc::new(Slot { entry, loaded: OnceCell::new() }));
     }
 
     /// Removes a model from the catalogue (a running load finishes; new requests get 404).
@@ -155,30 +133,17 @@ impl Engine {
     }
 
     fn slot(&self, model: &ModelId) -> Result<Arc<Slot>, BackendError> {
-        self.slots
-            .read()
-            .unwrap()
-            .get(model)
-            .cloned()
-            .ok_or_else(|| BackendError::ModelNotFound {
-                model: model.clone(),
-            })
+        self.slots.read().unwrap().get(model).cloned().ok_or_else(|| BackendError::ModelNotFound { model: model.clone() })
     }
 
     /// Resolves a model id to the loaded base it runs on and, for an adapter, the adapter
     /// (loaded on first use, kept in an LRU of `max_adapters`).
-    pub async fn resolve(
-        &self,
-        model: &ModelId,
-    ) -> Result<(Arc<LoadedModel>, Option<(u64, Arc<Adapter>)>), BackendError> {
+    pub async fn resolve(&self, model: &ModelId) -> Result<(Arc<LoadedModel>, Option<(u64, Arc<Adapter>)>), BackendError> {
         let slot = self.slot(model)?;
         let Some(base) = slot.entry.base.clone() else {
             return Ok((self.load_base(model, slot).await?, None));
         };
-        let base_slot = self.slot(&base).map_err(|_| BackendError::LoadFailed {
-            model: model.clone(),
-            reason: format!("its base model `{base}` is not registered"),
-        })?;
+        let base_slot = self.slot(&base).map_err(|_| BackendError::LoadFailed { model: model.clone(), reason: format!("its base model `{base}` is not registered") })?;
         let m = self.load_base(&base, base_slot).await?;
         {
             let mut c = self.adapters.lock().unwrap();
@@ -193,10 +158,7 @@ impl Engine {
         let adapter = tokio::task::spawn_blocking(move || Adapter::load_peft(&path, &cfg, ffn))
             .await
             .map_err(|e| BackendError::Internal(e.to_string()))?
-            .map_err(|e| BackendError::LoadFailed {
-                model: model.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| BackendError::LoadFailed { model: model.clone(), reason: e.to_string() })?;
         let adapter = Arc::new(adapter);
         let key = ADAPTER_KEYS.fetch_add(1, Ordering::Relaxed);
         let mut c = self.adapters.lock().unwrap();
@@ -204,12 +166,7 @@ impl Engine {
         let now = c.clock;
         c.loaded.insert(model.clone(), (key, adapter.clone(), now));
         while c.loaded.len() > self.config.max_adapters.max(1) {
-            let lru = c
-                .loaded
-                .iter()
-                .min_by_key(|(_, e)| e.2)
-                .map(|(k, _)| k.clone())
-                .expect("non-empty");
+            let lru = c.loaded.iter().min_by_key(|(_, e)| e.2).map(|(k, _)| k.clone()).expect("non-empty");
             c.loaded.remove(&lru);
             tracing::info!(adapter = %lru, "adapter evicted");
         }
@@ -222,30 +179,18 @@ impl Engine {
         Ok(self.resolve(model).await?.0)
     }
 
-    async fn load_base(
-        &self,
-        model: &ModelId,
-        slot: Arc<Slot>,
-    ) -> Result<Arc<LoadedModel>, BackendError> {
+    async fn load_base(&self, model: &ModelId, slot: Arc<Slot>) -> Result<Arc<LoadedModel>, BackendError> {
         if slot.entry.base.is_some() {
-            return Err(BackendError::LoadFailed {
-                model: model.clone(),
-                reason: "an adapter cannot be the base of another adapter".into(),
-            });
+            return Err(BackendError::LoadFailed { model: model.clone(), reason: "an adapter cannot be the base of another adapter".into() });
         }
         if slot.entry.info.kind != ModelKind::Chat {
-            return Err(BackendError::Unsupported {
-                message: format!("`{model}` is an embedding model; it cannot generate text"),
-                param: Some("model".into()),
-            });
+            return Err(BackendError::Unsupported { message: format!("`{model}` is an embedding model; it cannot generate text"), param: Some("model".into()) });
         }
         let cfg = self.config.clone();
         slot.loaded
             .get_or_try_init(|| async {
                 let entry = slot.entry.clone();
-                tokio::task::spawn_blocking(move || start(&entry, &cfg))
-                    .await
-                    .map_err(|e| BackendError::Internal(e.to_string()))?
+                tokio::task::spawn_blocking(move || start(&entry, &cfg)).await.map_err(|e| BackendError::Internal(e.to_string()))?
             })
             .await
             .cloned()
@@ -254,10 +199,7 @@ impl Engine {
 
 fn start(entry: &CatalogEntry, cfg: &EngineConfig) -> Result<Arc<LoadedModel>, BackendError> {
     let t0 = std::time::Instant::now();
-    let parts = loader::load(&entry.path).map_err(|e| BackendError::LoadFailed {
-        model: entry.info.id.clone(),
-        reason: e.to_string(),
-    })?;
+    let parts = loader::load(&entry.path).map_err(|e| BackendError::LoadFailed { model: entry.info.id.clone(), reason: e.to_string() })?;
     let tokenizer = Arc::new(parts.tokenizer);
     let config = parts.model.config.clone();
     let ffn = parts.model.layers.first().map_or(0, |l| l.gate.rows);
@@ -268,35 +210,16 @@ fn start(entry: &CatalogEntry, cfg: &EngineConfig) -> Result<Arc<LoadedModel>, B
     let model = parts.model;
     let stats = Arc::new(SchedStats::default());
     let st = stats.clone();
-    std::thread::Builder::new()
-        .name(format!("sched-{}", entry.info.id))
-        .spawn(move || scheduler::run(model, tk, rx, sched, context_length, st))
-        .map_err(|e| BackendError::Internal(e.to_string()))?;
+    std::thread::Builder::new().name(format!("sched-{}", entry.info.id)).spawn(move || scheduler::run(model, tk, rx, sched, context_length, st)).map_err(|e| BackendError::Internal(e.to_string()))?;
     tracing::info!(model = %entry.info.id, arch = ?config.arch, layers = config.n_layers, ms = t0.elapsed().as_millis() as u64, "model loaded");
     let max_inflight = cfg.scheduler.max_running + cfg.max_waiting;
-    Ok(Arc::new(LoadedModel {
-        tokenizer,
-        template: parts.template,
-        config,
-        ffn,
-        context_length,
-        inflight: Arc::new(AtomicUsize::new(0)),
-        max_inflight,
-        stats,
-        tx: Mutex::new(tx),
-    }))
+    Ok(Arc::new(LoadedModel { tokenizer, template: parts.template, config, ffn, context_length, inflight: Arc::new(AtomicUsize::new(0)), max_inflight, stats, tx: Mutex::new(tx) }))
 }
 
 #[async_trait::async_trait]
 impl InferenceBackend for Engine {
     async fn models(&self) -> Vec<ModelInfo> {
-        let mut v: Vec<ModelInfo> = self
-            .slots
-            .read()
-            .unwrap()
-            .values()
-            .map(|s| s.entry.info.clone())
-            .collect();
+        let mut v: Vec<ModelInfo> = self.slots.read().unwrap().values().map(|s| s.entry.info.clone()).collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
     }
@@ -307,71 +230,27 @@ impl InferenceBackend for Engine {
         for s in slots {
             let Some(m) = s.loaded.get() else { continue };
             let model = s.entry.info.id.clone();
-            let g = |family, help, value: usize| Gauge {
-                family,
-                help,
-                model: model.clone(),
-                value: value as f64,
-            };
-            out.push(g(
-                "shovel_running_sequences",
-                "Sequences generating now.",
-                m.stats.running.load(Ordering::Relaxed),
-            ));
-            out.push(g(
-                "shovel_waiting_requests",
-                "Requests queued for a running slot.",
-                m.stats.waiting.load(Ordering::Relaxed),
-            ));
-            out.push(g(
-                "shovel_inflight_requests",
-                "Requests admitted and not finished.",
-                m.inflight.load(Ordering::Relaxed),
-            ));
-            out.push(g(
-                "shovel_kv_cache_bytes",
-                "Key/value cache held by running sequences.",
-                m.stats.kv_bytes.load(Ordering::Relaxed),
-            ));
-            out.push(g(
-                "shovel_prefix_cache_bytes",
-                "Key/value cache kept for shared prefixes.",
-                m.stats.prefix_cache_bytes.load(Ordering::Relaxed),
-            ));
+            let g = |family, help, value: usize| Gauge { family, help, model: model.clone(), value: value as f64 };
+            out.push(g("shovel_running_sequences", "Sequences generating now.", m.stats.running.load(Ordering::Relaxed)));
+            out.push(g("shovel_waiting_requests", "Requests queued for a running slot.", m.stats.waiting.load(Ordering::Relaxed)));
+            out.push(g("shovel_inflight_requests", "Requests admitted and not finished.", m.inflight.load(Ordering::Relaxed)));
+            out.push(g("shovel_kv_cache_bytes", "Key/value cache held by running sequences.", m.stats.kv_bytes.load(Ordering::Relaxed)));
+            out.push(g("shovel_prefix_cache_bytes", "Key/value cache kept for shared prefixes.", m.stats.prefix_cache_bytes.load(Ordering::Relaxed)));
         }
         out
     }
 
     async fn submit(&self, req: GenerateRequest) -> Result<EventStream, BackendError> {
         let (m, adapter) = self.resolve(&req.model).await?;
-        let prompt = m
-            .prompt_tokens(&req.prompt)
-            .map_err(|e| BackendError::Unsupported {
-                message: e.to_string(),
-                param: Some("messages".into()),
-            })?;
+        let prompt = m.prompt_tokens(&req.prompt).map_err(|e| BackendError::Unsupported { message: e.to_string(), param: Some("messages".into()) })?;
         if prompt.is_empty() {
             return Err(BackendError::EmptyPrompt);
         }
         let ctx = m.context_length;
         let max_tokens = match req.max_tokens {
-            Some(n) if prompt.len() + n > ctx => {
-                return Err(BackendError::ContextOverflow {
-                    prompt_tokens: prompt.len(),
-                    max_tokens: n,
-                    requested: prompt.len() + n,
-                    context_length: ctx,
-                })
-            }
+            Some(n) if prompt.len() + n > ctx => return Err(BackendError::ContextOverflow { prompt_tokens: prompt.len(), max_tokens: n, requested: prompt.len() + n, context_length: ctx }),
             Some(n) => n,
-            None if prompt.len() >= ctx => {
-                return Err(BackendError::ContextOverflow {
-                    prompt_tokens: prompt.len(),
-                    max_tokens: 1,
-                    requested: prompt.len() + 1,
-                    context_length: ctx,
-                })
-            }
+            None if prompt.len() >= ctx => return Err(BackendError::ContextOverflow { prompt_tokens: prompt.len(), max_tokens: 1, requested: prompt.len() + 1, context_length: ctx }),
             None => ctx - prompt.len(),
         };
         let mut stop = req.stop.clone();
@@ -386,20 +265,8 @@ impl InferenceBackend for Engine {
         }
         let inflight = InflightGuard(m.inflight.clone());
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let seq = SeqRequest {
-            prompt,
-            max_tokens,
-            stop,
-            top_logprobs: req.top_logprobs,
-            sampler: Sampler::new(req.sampling.clone()),
-            tx,
-            inflight,
-            adapter,
-        };
-        m.tx.lock()
-            .unwrap()
-            .send(Command::Add(Box::new(seq)))
-            .map_err(|_| BackendError::Internal("scheduler thread stopped".into()))?;
+        let seq = SeqRequest { prompt, max_tokens, stop, top_logprobs: req.top_logprobs, sampler: Sampler::new(req.sampling.clone()), tx, inflight, adapter };
+        m.tx.lock().unwrap().send(Command::Add(Box::new(seq))).map_err(|_| BackendError::Internal("scheduler thread stopped".into()))?;
         Ok(rx)
     }
 }

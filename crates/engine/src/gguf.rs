@@ -95,23 +95,14 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn err(&self, what: impl Into<String>) -> Error {
-        Error::Gguf {
-            path: self.path.to_path_buf(),
-            reason: what.into(),
-        }
+        Error::Gguf { path: self.path.to_path_buf(), reason: what.into() }
     }
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
         let end = self
             .pos
             .checked_add(n)
             .filter(|&e| e <= self.buf.len())
-            .ok_or_else(|| {
-                self.err(format!(
-                    "truncated: {what} needs {n} bytes at offset {} but the file has {}",
-                    self.pos,
-                    self.buf.len()
-                ))
-            })?;
+            .ok_or_else(|| self.err(format!("truncated: {what} needs {n} bytes at offset {} but the file has {}", self.pos, self.buf.len())))?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -147,9 +138,7 @@ impl<'a> Cursor<'a> {
                 let n = self.u64(key)? as usize;
                 // Each element takes at least one byte: a count beyond the file is corrupt.
                 if n > self.buf.len() - self.pos {
-                    return Err(self.err(format!(
-                        "metadata `{key}`: array of {n} elements exceeds the file"
-                    )));
+                    return Err(self.err(format!("metadata `{key}`: array of {n} elements exceeds the file")));
                 }
                 let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
@@ -168,27 +157,14 @@ impl<'a> Cursor<'a> {
 impl GgufFile {
     /// Opens and parses a GGUF file.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(|e| Error::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+        let file = std::fs::File::open(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
         // SAFETY: the file is opened read-only; like every mmap-based loader we assume it is not
         // truncated underneath us while mapped.
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
-        let mut c = Cursor {
-            buf: &mmap,
-            pos: 0,
-            path,
-        };
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+        let mut c = Cursor { buf: &mmap, pos: 0, path };
         let magic = c.take(4, "magic")?;
         if magic != b"GGUF" {
-            return Err(c.err(format!(
-                "not a GGUF file (magic {:?})",
-                String::from_utf8_lossy(magic)
-            )));
+            return Err(c.err(format!("not a GGUF file (magic {:?})", String::from_utf8_lossy(magic))));
         }
         let version = c.u32("version")?;
         if !(2..=3).contains(&version) {
@@ -197,9 +173,7 @@ impl GgufFile {
         let n_tensors = c.u64("tensor count")? as usize;
         let n_kv = c.u64("metadata count")? as usize;
         if n_tensors > 1 << 20 || n_kv > 1 << 20 {
-            return Err(c.err(format!(
-                "implausible header: {n_tensors} tensors, {n_kv} metadata entries"
-            )));
+            return Err(c.err(format!("implausible header: {n_tensors} tensors, {n_kv} metadata entries")));
         }
         let mut metadata = HashMap::with_capacity(n_kv);
         for _ in 0..n_kv {
@@ -220,15 +194,11 @@ impl GgufFile {
                 dims.push(c.u64(&name)? as usize);
             }
             let ty = c.u32(&name)?;
-            let dtype = GgmlType::from_u32(ty)
-                .ok_or_else(|| c.err(format!("tensor `{name}`: unsupported type id {ty}")))?;
+            let dtype = GgmlType::from_u32(ty).ok_or_else(|| c.err(format!("tensor `{name}`: unsupported type id {ty}")))?;
             let off = c.u64(&name)? as usize;
             infos.push((name, dims, dtype, off));
         }
-        let align = metadata
-            .get("general.alignment")
-            .and_then(Value::as_u64)
-            .unwrap_or(32) as usize;
+        let align = metadata.get("general.alignment").and_then(Value::as_u64).unwrap_or(32) as usize;
         if align == 0 {
             return Err(c.err("general.alignment is 0"));
         }
@@ -238,64 +208,36 @@ impl GgufFile {
             let numel = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
             let len = numel.and_then(|n| dtype.row_bytes(n));
             let Some(len) = len else {
-                return Err(c.err(format!(
-                    "tensor `{name}`: dims {dims:?} do not fit type {dtype:?}"
-                )));
+                return Err(c.err(format!("tensor `{name}`: dims {dims:?} do not fit type {dtype:?}")));
             };
             let offset = data_start + off;
             if offset.checked_add(len).is_none_or(|e| e > mmap.len()) {
-                return Err(c.err(format!(
-                    "truncated: tensor `{name}` ends at byte {} but the file has {} bytes",
-                    offset.saturating_add(len),
-                    mmap.len()
-                )));
+                return Err(c.err(format!("truncated: tensor `{name}` ends at byte {} but the file has {} bytes", offset.saturating_add(len), mmap.len())));
             }
-            tensors.insert(
-                name,
-                TensorInfo {
-                    dims,
-                    dtype,
-                    offset,
-                    len,
-                },
-            );
+            tensors.insert(name, TensorInfo { dims, dtype, offset, len });
         }
         drop(c);
-        Ok(GgufFile {
-            path: path.to_path_buf(),
-            mmap: Arc::new(mmap),
-            metadata,
-            tensors,
-        })
+        Ok(GgufFile { path: path.to_path_buf(), mmap: Arc::new(mmap), metadata, tensors })
     }
 
     /// A metadata value, or an error naming the missing key.
     pub fn get(&self, key: &str) -> Result<&Value> {
-        self.metadata.get(key).ok_or_else(|| Error::Gguf {
-            path: self.path.clone(),
-            reason: format!("missing metadata `{key}`"),
-        })
+        self.metadata.get(key).ok_or_else(|| Error::Gguf { path: self.path.clone(), reason: format!("missing metadata `{key}`") })
     }
 
     /// A required unsigned integer.
     pub fn get_u64(&self, key: &str) -> Result<u64> {
-        self.get(key)?
-            .as_u64()
-            .ok_or_else(|| self.bad(key, "an unsigned integer"))
+        self.get(key)?.as_u64().ok_or_else(|| self.bad(key, "an unsigned integer"))
     }
 
     /// A required float.
     pub fn get_f64(&self, key: &str) -> Result<f64> {
-        self.get(key)?
-            .as_f64()
-            .ok_or_else(|| self.bad(key, "a number"))
+        self.get(key)?.as_f64().ok_or_else(|| self.bad(key, "a number"))
     }
 
     /// A required string.
     pub fn get_str(&self, key: &str) -> Result<&str> {
-        self.get(key)?
-            .as_str()
-            .ok_or_else(|| self.bad(key, "a string"))
+        self.get(key)?.as_str().ok_or_else(|| self.bad(key, "a string"))
     }
 
     /// An optional value.
@@ -304,23 +246,13 @@ impl GgufFile {
     }
 
     fn bad(&self, key: &str, want: &str) -> Error {
-        Error::Gguf {
-            path: self.path.clone(),
-            reason: format!("metadata `{key}` is not {want}"),
-        }
+        Error::Gguf { path: self.path.clone(), reason: format!("metadata `{key}` is not {want}") }
     }
 
     /// A required string array.
     pub fn get_str_array(&self, key: &str) -> Result<Vec<String>> {
         match self.get(key)? {
-            Value::Array(v) => v
-                .iter()
-                .map(|x| {
-                    x.as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| self.bad(key, "an array of strings"))
-                })
-                .collect(),
+            Value::Array(v) => v.iter().map(|x| x.as_str().map(str::to_owned).ok_or_else(|| self.bad(key, "an array of strings"))).collect(),
             _ => Err(self.bad(key, "an array")),
         }
     }
@@ -329,15 +261,7 @@ impl GgufFile {
     pub fn opt_f32_array(&self, key: &str) -> Result<Option<Vec<f32>>> {
         match self.opt(key) {
             None => Ok(None),
-            Some(Value::Array(v)) => v
-                .iter()
-                .map(|x| {
-                    x.as_f64()
-                        .map(|f| f as f32)
-                        .ok_or_else(|| self.bad(key, "an array of numbers"))
-                })
-                .collect::<Result<Vec<_>>>()
-                .map(Some),
+            Some(Value::Array(v)) => v.iter().map(|x| x.as_f64().map(|f| f as f32).ok_or_else(|| self.bad(key, "an array of numbers"))).collect::<Result<Vec<_>>>().map(Some),
             Some(_) => Err(self.bad(key, "an array")),
         }
     }

@@ -36,13 +36,7 @@ trait WeightSource {
 }
 
 fn shape_err(path: &Path, name: &str, want: (usize, usize), got: &[usize]) -> Error {
-    Error::Gguf {
-        path: path.to_path_buf(),
-        reason: format!(
-            "tensor `{name}` has shape {got:?}, expected {} x {}",
-            want.0, want.1
-        ),
-    }
+    Error::Gguf { path: path.to_path_buf(), reason: format!("tensor `{name}` has shape {got:?}, expected {} x {}", want.0, want.1) }
 }
 
 impl WeightSource for GgufFile {
@@ -50,17 +44,11 @@ impl WeightSource for GgufFile {
         self.tensors.contains_key(name)
     }
     fn rows_of(&self, name: &str) -> Result<usize> {
-        let info = self.tensors.get(name).ok_or_else(|| Error::Gguf {
-            path: self.path.clone(),
-            reason: format!("missing tensor `{name}`"),
-        })?;
+        let info = self.tensors.get(name).ok_or_else(|| Error::Gguf { path: self.path.clone(), reason: format!("missing tensor `{name}`") })?;
         Ok(info.dims.get(1).copied().unwrap_or(1))
     }
     fn weight(&self, name: &str, rows: usize, cols: usize) -> Result<Weight> {
-        let info = self.tensors.get(name).ok_or_else(|| Error::Gguf {
-            path: self.path.clone(),
-            reason: format!("missing tensor `{name}`"),
-        })?;
+        let info = self.tensors.get(name).ok_or_else(|| Error::Gguf { path: self.path.clone(), reason: format!("missing tensor `{name}`") })?;
         let (c, r) = match info.dims[..] {
             [c] => (c, 1),
             [c, r] => (c, r),
@@ -69,13 +57,7 @@ impl WeightSource for GgufFile {
         if c != cols || r != rows {
             return Err(shape_err(&self.path, name, (rows, cols), &info.dims));
         }
-        Ok(Weight::new(
-            info.dtype,
-            rows,
-            cols,
-            Storage::Mapped(self.mmap.clone()),
-            info.offset,
-        ))
+        Ok(Weight::new(info.dtype, rows, cols, Storage::Mapped(self.mmap.clone()), info.offset))
     }
 }
 
@@ -95,30 +77,13 @@ pub fn load_gguf(path: &Path) -> Result<LoadedParts> {
     let a = arch_name.as_str();
     let hidden = u(&g, &format!("{a}.embedding_length"))?;
     let n_heads = u(&g, &format!("{a}.attention.head_count"))?;
-    let n_kv_heads = g
-        .opt(&format!("{a}.attention.head_count_kv"))
-        .and_then(|v| v.as_u64())
-        .map_or(n_heads, |v| v as usize);
-    let head_dim = g
-        .opt(&format!("{a}.attention.key_length"))
-        .and_then(|v| v.as_u64())
-        .map_or(hidden / n_heads.max(1), |v| v as usize);
+    let n_kv_heads = g.opt(&format!("{a}.attention.head_count_kv")).and_then(|v| v.as_u64()).map_or(n_heads, |v| v as usize);
+    let head_dim = g.opt(&format!("{a}.attention.key_length")).and_then(|v| v.as_u64()).map_or(hidden / n_heads.max(1), |v| v as usize);
     let tokenizer = Tokenizer::from_gguf(&g)?;
-    let embed_info = g
-        .tensors
-        .get("token_embd.weight")
-        .ok_or_else(|| Error::Gguf {
-            path: path.to_path_buf(),
-            reason: "missing tensor `token_embd.weight`".into(),
-        })?;
+    let embed_info = g.tensors.get("token_embd.weight").ok_or_else(|| Error::Gguf { path: path.to_path_buf(), reason: "missing tensor `token_embd.weight`".into() })?;
     let vocab = embed_info.dims.get(1).copied().unwrap_or(0);
     if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 || vocab == 0 {
-        return Err(Error::Gguf {
-            path: path.to_path_buf(),
-            reason: format!(
-                "inconsistent heads ({n_heads} / {n_kv_heads}) or vocabulary ({vocab})"
-            ),
-        });
+        return Err(Error::Gguf { path: path.to_path_buf(), reason: format!("inconsistent heads ({n_heads} / {n_kv_heads}) or vocabulary ({vocab})") });
     }
     let gemma = arch == Arch::Gemma3;
     let config = ModelConfig {
@@ -131,54 +96,24 @@ pub fn load_gguf(path: &Path) -> Result<LoadedParts> {
         vocab,
         context_length: u(&g, &format!("{a}.context_length"))?,
         rms_eps: g.get_f64(&format!("{a}.attention.layer_norm_rms_epsilon"))? as f32,
-        rope_base: g
-            .opt(&format!("{a}.rope.freq_base"))
-            .and_then(|v| v.as_f64())
-            .unwrap_or(10_000.0) as f32,
+        rope_base: g.opt(&format!("{a}.rope.freq_base")).and_then(|v| v.as_f64()).unwrap_or(10_000.0) as f32,
         rope_base_local: 10_000.0,
-        rope_style: if gemma {
-            RopeStyle::Neox
-        } else {
-            RopeStyle::Interleaved
-        },
-        sliding_window: g
-            .opt(&format!("{a}.attention.sliding_window"))
-            .and_then(|v| v.as_u64())
-            .map(|v| v as usize),
+        rope_style: if gemma { RopeStyle::Neox } else { RopeStyle::Interleaved },
+        sliding_window: g.opt(&format!("{a}.attention.sliding_window")).and_then(|v| v.as_u64()).map(|v| v as usize),
         swa_pattern: if gemma { 6 } else { 0 },
         attn_scale: 1.0 / (head_dim as f32).sqrt(),
         embed_scale: if gemma { (hidden as f32).sqrt() } else { 1.0 },
     };
-    let model = build_model(
-        &g,
-        config,
-        |l, n| format!("blk.{l}.{n}.weight"),
-        &GGUF_NAMES,
-        "token_embd.weight",
-        "output_norm.weight",
-        "output.weight",
-        false,
-    )?;
+    let model = build_model(&g, config, |l, n| format!("blk.{l}.{n}.weight"), &GGUF_NAMES, "token_embd.weight", "output_norm.weight", "output.weight", false)?;
     let template_src = g.opt("tokenizer.chat_template").and_then(|v| v.as_str());
     let template = template_for(&tokenizer, template_src)?;
-    Ok(LoadedParts {
-        model,
-        tokenizer,
-        template,
-    })
+    Ok(LoadedParts { model, tokenizer, template })
 }
 
 /// The model's chat template (or a fallback), with its BOS/EOS texts from the tokenizer.
 fn template_for(tokenizer: &Tokenizer, source: Option<&str>) -> Result<ChatTemplate> {
-    let bos = tokenizer
-        .bos
-        .map(|b| tokenizer.piece(b).to_string())
-        .unwrap_or_default();
-    let eos = tokenizer
-        .eog
-        .first()
-        .map(|&e| tokenizer.piece(e).to_string())
-        .unwrap_or_default();
+    let bos = tokenizer.bos.map(|b| tokenizer.piece(b).to_string()).unwrap_or_default();
+    let eos = tokenizer.eog.first().map(|&e| tokenizer.piece(e).to_string()).unwrap_or_default();
     let has_chatml = tokenizer.token_id("<|im_start|>").is_some();
     ChatTemplate::new(source, &bos, &eos, has_chatml)
 }
@@ -189,23 +124,8 @@ struct LayerNames {
     n: [&'static str; 13],
 }
 
-const GGUF_NAMES: LayerNames = LayerNames {
-    n: [
-        "attn_norm",
-        "attn_q",
-        "attn_k",
-        "attn_v",
-        "attn_output",
-        "attn_q_norm",
-        "attn_k_norm",
-        "post_attention_norm",
-        "ffn_norm",
-        "ffn_gate",
-        "ffn_up",
-        "ffn_down",
-        "post_ffw_norm",
-    ],
-};
+const GGUF_NAMES: LayerNames =
+    LayerNames { n: ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "attn_q_norm", "attn_k_norm", "post_attention_norm", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down", "post_ffw_norm"] };
 
 const HF_NAMES: LayerNames = LayerNames {
     n: [
@@ -249,11 +169,7 @@ fn build_model(
     let gemma = c.arch == Arch::Gemma3;
     // Gemma 3 has both a pre-MLP and a post-attention norm; Hugging Face llama names the
     // pre-MLP norm `post_attention_layernorm`.
-    let ffn_norm_name = if gemma && names.n[0] == "input_layernorm" {
-        "pre_feedforward_layernorm"
-    } else {
-        names.n[8]
-    };
+    let ffn_norm_name = if gemma && names.n[0] == "input_layernorm" { "pre_feedforward_layernorm" } else { names.n[8] };
     let mut layers = Vec::with_capacity(c.n_layers);
     for l in 0..c.n_layers {
         let nm = |i: usize| name(l, names.n[i]);
@@ -265,16 +181,8 @@ fn build_model(
             wk: src.weight(&nm(2), kvd, h)?,
             wv: src.weight(&nm(3), kvd, h)?,
             wo: src.weight(&nm(4), h, qd)?,
-            q_norm: if gemma {
-                Some(norm(&nm(5), c.head_dim)?)
-            } else {
-                None
-            },
-            k_norm: if gemma {
-                Some(norm(&nm(6), c.head_dim)?)
-            } else {
-                None
-            },
+            q_norm: if gemma { Some(norm(&nm(5), c.head_dim)?) } else { None },
+            k_norm: if gemma { Some(norm(&nm(6), c.head_dim)?) } else { None },
             post_attn_norm: if gemma { Some(norm(&nm(7), h)?) } else { None },
             ffn_norm: norm(&name(l, ffn_norm_name), h)?,
             gate: src.weight(&nm(9), ffn, h)?,
@@ -284,18 +192,8 @@ fn build_model(
         });
     }
     let embed_w = src.weight(embed, c.vocab, h)?;
-    let output_w = if src.has(output) {
-        src.weight(output, c.vocab, h)?
-    } else {
-        embed_w.clone()
-    };
-    Ok(Model {
-        embed: embed_w,
-        layers,
-        out_norm: norm(out_norm, h)?,
-        output: output_w,
-        config,
-    })
+    let output_w = if src.has(output) { src.weight(output, c.vocab, h)? } else { embed_w.clone() };
+    Ok(Model { embed: embed_w, layers, out_norm: norm(out_norm, h)?, output: output_w, config })
 }
 
 struct StTensor {
@@ -315,67 +213,34 @@ struct SafetensorsDir {
 impl SafetensorsDir {
     fn open(dir: &Path) -> Result<Self> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| Error::Io {
-                path: dir.to_path_buf(),
-                source: e,
-            })?
+            .map_err(|e| Error::Io { path: dir.to_path_buf(), source: e })?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
             .collect();
         files.sort();
         if files.is_empty() {
-            return Err(Error::ModelDir {
-                path: dir.to_path_buf(),
-                reason: "no .safetensors files".into(),
-            });
+            return Err(Error::ModelDir { path: dir.to_path_buf(), reason: "no .safetensors files".into() });
         }
         let mut maps = Vec::new();
         let mut tensors = HashMap::new();
         for (fi, f) in files.iter().enumerate() {
-            let file = std::fs::File::open(f).map_err(|e| Error::Io {
-                path: f.clone(),
-                source: e,
-            })?;
+            let file = std::fs::File::open(f).map_err(|e| Error::Io { path: f.clone(), source: e })?;
             // SAFETY: read-only mapping of a file we do not modify.
-            let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::Io {
-                path: f.clone(),
-                source: e,
-            })?;
-            let (header_len, meta) =
-                safetensors::SafeTensors::read_metadata(&mmap).map_err(|e| Error::ModelDir {
-                    path: f.clone(),
-                    reason: e.to_string(),
-                })?;
+            let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::Io { path: f.clone(), source: e })?;
+            let (header_len, meta) = safetensors::SafeTensors::read_metadata(&mmap).map_err(|e| Error::ModelDir { path: f.clone(), reason: e.to_string() })?;
             let base = 8 + header_len;
             for (name, info) in meta.tensors() {
                 let ty = match info.dtype {
                     safetensors::Dtype::F32 => GgmlType::F32,
                     safetensors::Dtype::F16 => GgmlType::F16,
                     safetensors::Dtype::BF16 => GgmlType::BF16,
-                    other => {
-                        return Err(Error::ModelDir {
-                            path: f.clone(),
-                            reason: format!("tensor `{name}` has unsupported dtype {other:?}"),
-                        })
-                    }
+                    other => return Err(Error::ModelDir { path: f.clone(), reason: format!("tensor `{name}` has unsupported dtype {other:?}") }),
                 };
-                tensors.insert(
-                    name.clone(),
-                    StTensor {
-                        file: fi,
-                        ty,
-                        shape: info.shape.clone(),
-                        offset: base + info.data_offsets.0,
-                    },
-                );
+                tensors.insert(name.clone(), StTensor { file: fi, ty, shape: info.shape.clone(), offset: base + info.data_offsets.0 });
             }
             maps.push(Arc::new(mmap));
         }
-        Ok(SafetensorsDir {
-            dir: dir.to_path_buf(),
-            maps,
-            tensors,
-        })
+        Ok(SafetensorsDir { dir: dir.to_path_buf(), maps, tensors })
     }
 }
 
@@ -384,50 +249,26 @@ impl WeightSource for SafetensorsDir {
         self.tensors.contains_key(name)
     }
     fn rows_of(&self, name: &str) -> Result<usize> {
-        let t = self.tensors.get(name).ok_or_else(|| Error::ModelDir {
-            path: self.dir.clone(),
-            reason: format!("missing tensor `{name}`"),
-        })?;
+        let t = self.tensors.get(name).ok_or_else(|| Error::ModelDir { path: self.dir.clone(), reason: format!("missing tensor `{name}`") })?;
         Ok(t.shape[0])
     }
     fn weight(&self, name: &str, rows: usize, cols: usize) -> Result<Weight> {
-        let t = self.tensors.get(name).ok_or_else(|| Error::ModelDir {
-            path: self.dir.clone(),
-            reason: format!("missing tensor `{name}`"),
-        })?;
+        let t = self.tensors.get(name).ok_or_else(|| Error::ModelDir { path: self.dir.clone(), reason: format!("missing tensor `{name}`") })?;
         let ok = match t.shape[..] {
             [n] => rows == 1 && n == cols,
             [r, c] => r == rows && c == cols,
             _ => false,
         };
         if !ok {
-            return Err(Error::ModelDir {
-                path: self.dir.clone(),
-                reason: format!(
-                    "tensor `{name}` has shape {:?}, expected {rows} x {cols}",
-                    t.shape
-                ),
-            });
+            return Err(Error::ModelDir { path: self.dir.clone(), reason: format!("tensor `{name}` has shape {:?}, expected {rows} x {cols}", t.shape) });
         }
-        Ok(Weight::new(
-            t.ty,
-            rows,
-            cols,
-            Storage::Mapped(self.maps[t.file].clone()),
-            t.offset,
-        ))
+        Ok(Weight::new(t.ty, rows, cols, Storage::Mapped(self.maps[t.file].clone()), t.offset))
     }
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let s = std::fs::read_to_string(path).map_err(|e| Error::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
-    serde_json::from_str(&s).map_err(|e| Error::ModelDir {
-        path: path.to_path_buf(),
-        reason: format!("invalid JSON: {e}"),
-    })
+    let s = std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+    serde_json::from_str(&s).map_err(|e| Error::ModelDir { path: path.to_path_buf(), reason: format!("invalid JSON: {e}") })
 }
 
 /// Loads a Hugging Face model directory.
@@ -435,19 +276,9 @@ pub fn load_hf_dir(dir: &Path) -> Result<LoadedParts> {
     let cfg_path = dir.join("config.json");
     let cfg = read_json(&cfg_path)?;
     let get = |k: &str| -> Result<usize> {
-        cfg.get(k)
-            .and_then(|v| v.as_u64())
-            .map(|v| v as usize)
-            .ok_or_else(|| Error::ModelDir {
-                path: cfg_path.clone(),
-                reason: format!("missing or non-integer `{k}`"),
-            })
+        cfg.get(k).and_then(|v| v.as_u64()).map(|v| v as usize).ok_or_else(|| Error::ModelDir { path: cfg_path.clone(), reason: format!("missing or non-integer `{k}`") })
     };
-    let model_type = cfg
-        .get("model_type")
-        .and_then(|v| v.as_str())
-        .unwrap_or("")
-        .to_string();
+    let model_type = cfg.get("model_type").and_then(|v| v.as_str()).unwrap_or("").to_string();
     let arch = match model_type.as_str() {
         "llama" | "mistral" | "qwen2" => Arch::Llama,
         "gemma3_text" => Arch::Gemma3,
@@ -472,47 +303,19 @@ pub fn load_hf_dir(dir: &Path) -> Result<LoadedParts> {
         rope_base: f("rope_theta", 10_000.0) as f32,
         rope_base_local: f("rope_local_base_freq", 10_000.0) as f32,
         rope_style: RopeStyle::Neox,
-        sliding_window: cfg
-            .get("sliding_window")
-            .and_then(|v| v.as_u64())
-            .map(|v| v as usize)
-            .filter(|_| gemma),
-        swa_pattern: if gemma {
-            get("sliding_window_pattern").unwrap_or(6)
-        } else {
-            0
-        },
+        sliding_window: cfg.get("sliding_window").and_then(|v| v.as_u64()).map(|v| v as usize).filter(|_| gemma),
+        swa_pattern: if gemma { get("sliding_window_pattern").unwrap_or(6) } else { 0 },
         attn_scale: 1.0 / (f("query_pre_attn_scalar", head_dim as f64) as f32).sqrt(),
         embed_scale: if gemma { (hidden as f32).sqrt() } else { 1.0 },
     };
     let st = SafetensorsDir::open(dir)?;
-    let model = build_model(
-        &st,
-        config,
-        |l, n| format!("model.layers.{l}.{n}.weight"),
-        &HF_NAMES,
-        "model.embed_tokens.weight",
-        "model.norm.weight",
-        "lm_head.weight",
-        gemma,
-    )?;
+    let model = build_model(&st, config, |l, n| format!("model.layers.{l}.{n}.weight"), &HF_NAMES, "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight", gemma)?;
     let tk_cfg_path = dir.join("tokenizer_config.json");
-    let tk_cfg = if tk_cfg_path.exists() {
-        Some(read_json(&tk_cfg_path)?)
-    } else {
-        None
-    };
+    let tk_cfg = if tk_cfg_path.exists() { Some(read_json(&tk_cfg_path)?) } else { None };
     let tokenizer = Tokenizer::from_hf_file(&dir.join("tokenizer.json"), tk_cfg.as_ref())?;
-    let template_src = tk_cfg
-        .as_ref()
-        .and_then(|c| c.get("chat_template"))
-        .and_then(|v| v.as_str());
+    let template_src = tk_cfg.as_ref().and_then(|c| c.get("chat_template")).and_then(|v| v.as_str());
     let template = template_for(&tokenizer, template_src)?;
-    Ok(LoadedParts {
-        model,
-        tokenizer,
-        template,
-    })
+    Ok(LoadedParts { model, tokenizer, template })
 }
 
 /// Loads whatever `path` holds: a `.gguf` file or a model directory.
@@ -529,14 +332,8 @@ pub fn load(path: &Path) -> Result<LoadedParts> {
 pub fn arch_name(path: &Path) -> Result<String> {
     if path.is_dir() {
         let cfg = read_json(&path.join("config.json"))?;
-        Ok(cfg
-            .get("model_type")
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string())
+        Ok(cfg.get("model_type").and_then(|v| v.as_str()).unwrap_or("").to_string())
     } else {
-        Ok(GgufFile::open(path)?
-            .get_str("general.architecture")?
-            .to_string())
+        Ok(GgufFile::open(path)?.get_str("general.architecture")?.to_string())
     }
 }

@@ -38,15 +38,7 @@ pub enum Target {
 
 impl Target {
     /// All seven, in the order a block applies them.
-    pub const ALL: [Target; 7] = [
-        Target::QProj,
-        Target::KProj,
-        Target::VProj,
-        Target::OProj,
-        Target::GateProj,
-        Target::UpProj,
-        Target::DownProj,
-    ];
+    pub const ALL: [Target; 7] = [Target::QProj, Target::KProj, Target::VProj, Target::OProj, Target::GateProj, Target::UpProj, Target::DownProj];
 
     /// PEFT's module name.
     pub fn name(self) -> &'static str {
@@ -182,10 +174,7 @@ fn permute_rows(b: &[f32], heads: usize, r: usize, to_gguf: bool) -> Vec<f32> {
 }
 
 fn dir_err(path: &Path, reason: impl Into<String>) -> Error {
-    Error::ModelDir {
-        path: path.to_path_buf(),
-        reason: reason.into(),
-    }
+    Error::ModelDir { path: path.to_path_buf(), reason: reason.into() }
 }
 
 impl Adapter {
@@ -202,15 +191,8 @@ impl Adapter {
                     }
                     let (out, inp) = t.shape(c, ffn);
                     let bound = 1.0 / (inp as f32).sqrt();
-                    let a = (0..config.r * inp)
-                        .map(|_| rng.gen_range(-bound..bound))
-                        .collect();
-                    pairs[t.index()] = Some(LoraPair {
-                        a,
-                        b: vec![0.0; out * config.r],
-                        out,
-                        inp,
-                    });
+                    let a = (0..config.r * inp).map(|_| rng.gen_range(-bound..bound)).collect();
+                    pairs[t.index()] = Some(LoraPair { a, b: vec![0.0; out * config.r], out, inp });
                 }
                 pairs
             })
@@ -244,10 +226,7 @@ impl Adapter {
     /// Writes the adapter in PEFT's layout into `dir` (created; files written to temporary names
     /// and renamed, so a reader never sees half a file).
     pub fn save_peft(&self, dir: &Path, c: &ModelConfig, base_name: &str) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Io {
-            path: dir.to_path_buf(),
-            source: e,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.to_path_buf(), source: e })?;
         let r = self.config.r;
         let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         for (l, pairs) in self.layers.iter().enumerate() {
@@ -258,37 +237,13 @@ impl Adapter {
                     Target::KProj if permuted(c) => permute_rows(&p.b, c.n_kv_heads, r, false),
                     _ => p.b.clone(),
                 };
-                let stem = format!(
-                    "base_model.model.model.layers.{l}.{}.{}",
-                    t.module_path(),
-                    t.name()
-                );
-                tensors.push((
-                    format!("{stem}.lora_A.weight"),
-                    vec![r, p.inp],
-                    to_bytes(&p.a),
-                ));
-                tensors.push((
-                    format!("{stem}.lora_B.weight"),
-                    vec![p.out, r],
-                    to_bytes(&b),
-                ));
+                let stem = format!("base_model.model.model.layers.{l}.{}.{}", t.module_path(), t.name());
+                tensors.push((format!("{stem}.lora_A.weight"), vec![r, p.inp], to_bytes(&p.a)));
+                tensors.push((format!("{stem}.lora_B.weight"), vec![p.out, r], to_bytes(&b)));
             }
         }
-        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-            .iter()
-            .map(|(n, shape, bytes)| {
-                (
-                    n.clone(),
-                    safetensors::tensor::TensorView::new(
-                        safetensors::Dtype::F32,
-                        shape.clone(),
-                        bytes,
-                    )
-                    .expect("shape matches bytes"),
-                )
-            })
-            .collect();
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> =
+            tensors.iter().map(|(n, shape, bytes)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes).expect("shape matches bytes"))).collect();
         let data = safetensors::serialize(views, &None).map_err(|e| dir_err(dir, e.to_string()))?;
         write_atomic(&dir.join("adapter_model.safetensors"), &data)?;
         let cfg = PeftConfig {
@@ -298,13 +253,7 @@ impl Adapter {
             r,
             lora_alpha: self.config.alpha,
             lora_dropout: self.config.dropout,
-            target_modules: serde_json::Value::from(
-                self.config
-                    .targets
-                    .iter()
-                    .map(|t| t.name())
-                    .collect::<Vec<_>>(),
-            ),
+            target_modules: serde_json::Value::from(self.config.targets.iter().map(|t| t.name()).collect::<Vec<_>>()),
             bias: Some("none".into()),
             fan_in_fan_out: false,
             inference_mode: true,
@@ -319,54 +268,30 @@ impl Adapter {
     /// checking every tensor's shape against the base.
     pub fn load_peft(dir: &Path, c: &ModelConfig, ffn: usize) -> Result<Adapter> {
         let cfg_path = dir.join("adapter_config.json");
-        let text = std::fs::read(&cfg_path).map_err(|e| Error::Io {
-            path: cfg_path.clone(),
-            source: e,
-        })?;
-        let pc: PeftConfig =
-            serde_json::from_slice(&text).map_err(|e| dir_err(&cfg_path, e.to_string()))?;
+        let text = std::fs::read(&cfg_path).map_err(|e| Error::Io { path: cfg_path.clone(), source: e })?;
+        let pc: PeftConfig = serde_json::from_slice(&text).map_err(|e| dir_err(&cfg_path, e.to_string()))?;
         if pc.peft_type != "LORA" {
-            return Err(dir_err(
-                &cfg_path,
-                format!("peft_type `{}` is not supported (only LORA)", pc.peft_type),
-            ));
+            return Err(dir_err(&cfg_path, format!("peft_type `{}` is not supported (only LORA)", pc.peft_type)));
         }
         if pc.use_dora || pc.use_rslora || pc.fan_in_fan_out {
-            return Err(dir_err(
-                &cfg_path,
-                "DoRA, rsLoRA and fan_in_fan_out adapters are not supported",
-            ));
+            return Err(dir_err(&cfg_path, "DoRA, rsLoRA and fan_in_fan_out adapters are not supported"));
         }
         let st_path = dir.join("adapter_model.safetensors");
-        let bytes = std::fs::read(&st_path).map_err(|e| Error::Io {
-            path: st_path.clone(),
-            source: e,
-        })?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| dir_err(&st_path, e.to_string()))?;
+        let bytes = std::fs::read(&st_path).map_err(|e| Error::Io { path: st_path.clone(), source: e })?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| dir_err(&st_path, e.to_string()))?;
         let r = pc.r;
-        let mut found: HashMap<(usize, Target), (Option<Vec<f32>>, Option<Vec<f32>>)> =
-            HashMap::new();
+        let mut found: HashMap<(usize, Target), (Option<Vec<f32>>, Option<Vec<f32>>)> = HashMap::new();
         for (name, view) in st.tensors() {
             // base_model.model.model.layers.{l}.{self_attn|mlp}.{target}.lora_{A|B}[.default].weight
             let parts: Vec<&str> = name.split('.').collect();
             let Some(li) = parts.iter().position(|p| *p == "layers") else {
                 return Err(dir_err(&st_path, format!("unexpected tensor `{name}`")));
             };
-            let l: usize = parts
-                .get(li + 1)
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| dir_err(&st_path, format!("bad layer in `{name}`")))?;
-            let t = parts
-                .get(li + 3)
-                .and_then(|s| Target::parse(s))
-                .ok_or_else(|| dir_err(&st_path, format!("unsupported module in `{name}`")))?;
+            let l: usize = parts.get(li + 1).and_then(|s| s.parse().ok()).ok_or_else(|| dir_err(&st_path, format!("bad layer in `{name}`")))?;
+            let t = parts.get(li + 3).and_then(|s| Target::parse(s)).ok_or_else(|| dir_err(&st_path, format!("unsupported module in `{name}`")))?;
             let which = parts.get(li + 4).copied().unwrap_or("");
             if l >= c.n_layers {
-                return Err(dir_err(
-                    &st_path,
-                    format!("`{name}`: layer {l} but the base has {}", c.n_layers),
-                ));
+                return Err(dir_err(&st_path, format!("`{name}`: layer {l} but the base has {}", c.n_layers)));
             }
             let (out, inp) = t.shape(c, ffn);
             let want = match which {
@@ -375,20 +300,9 @@ impl Adapter {
                 _ => return Err(dir_err(&st_path, format!("unexpected tensor `{name}`"))),
             };
             if view.shape() != want.as_slice() {
-                return Err(dir_err(
-                    &st_path,
-                    format!(
-                        "`{name}` has shape {:?}, the base needs {want:?}",
-                        view.shape()
-                    ),
-                ));
+                return Err(dir_err(&st_path, format!("`{name}` has shape {:?}, the base needs {want:?}", view.shape())));
             }
-            let vals = to_f32(view.dtype(), view.data()).ok_or_else(|| {
-                dir_err(
-                    &st_path,
-                    format!("`{name}`: dtype {:?} not supported", view.dtype()),
-                )
-            })?;
+            let vals = to_f32(view.dtype(), view.data()).ok_or_else(|| dir_err(&st_path, format!("`{name}`: dtype {:?} not supported", view.dtype())))?;
             let e = found.entry((l, t)).or_default();
             if which == "lora_A" {
                 e.0 = Some(vals);
@@ -397,14 +311,10 @@ impl Adapter {
             }
         }
         let mut targets: Vec<Target> = Vec::new();
-        let mut layers: Vec<[Option<LoraPair>; 7]> =
-            (0..c.n_layers).map(|_| Default::default()).collect();
+        let mut layers: Vec<[Option<LoraPair>; 7]> = (0..c.n_layers).map(|_| Default::default()).collect();
         for ((l, t), (a, b)) in found {
             let (Some(a), Some(b)) = (a, b) else {
-                return Err(dir_err(
-                    &st_path,
-                    format!("layer {l} {} has only one of lora_A and lora_B", t.name()),
-                ));
+                return Err(dir_err(&st_path, format!("layer {l} {} has only one of lora_A and lora_B", t.name())));
             };
             let b = match t {
                 Target::QProj if permuted(c) => permute_rows(&b, c.n_heads, r, true),
@@ -421,25 +331,12 @@ impl Adapter {
             return Err(dir_err(&st_path, "no LoRA tensors"));
         }
         targets.sort_by_key(|t| t.index());
-        Ok(Adapter {
-            config: LoraConfig {
-                r,
-                alpha: pc.lora_alpha,
-                dropout: pc.lora_dropout,
-                targets,
-            },
-            layers,
-        })
+        Ok(Adapter { config: LoraConfig { r, alpha: pc.lora_alpha, dropout: pc.lora_dropout, targets }, layers })
     }
 
     /// Bytes held by the matrices.
     pub fn bytes(&self) -> usize {
-        self.layers
-            .iter()
-            .flatten()
-            .flatten()
-            .map(|p| (p.a.len() + p.b.len()) * 4)
-            .sum()
+        self.layers.iter().flatten().flatten().map(|p| (p.a.len() + p.b.len()) * 4).sum()
     }
 }
 
@@ -449,18 +346,9 @@ fn to_bytes(v: &[f32]) -> Vec<u8> {
 
 fn to_f32(dtype: safetensors::Dtype, data: &[u8]) -> Option<Vec<f32>> {
     Some(match dtype {
-        safetensors::Dtype::F32 => data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        safetensors::Dtype::F16 => data
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        safetensors::Dtype::BF16 => data
-            .chunks_exact(2)
-            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
+        safetensors::Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        safetensors::Dtype::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        safetensors::Dtype::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
         _ => return None,
     })
 }
@@ -469,10 +357,7 @@ fn to_f32(dtype: safetensors::Dtype, data: &[u8]) -> Option<Vec<f32>> {
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let io = |e| Error::Io {
-        path: path.to_path_buf(),
-        source: e,
-    };
+    let io = |e| Error::Io { path: path.to_path_buf(), source: e };
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
     f.write_all(data).map_err(io)?;
     f.sync_all().map_err(io)?;
@@ -517,59 +402,37 @@ mod tests {
     fn peft_save_load_round_trip() {
         for style in [RopeStyle::Interleaved, RopeStyle::Neox] {
             let c = cfg(Arch::Llama, style);
-            let lc = LoraConfig {
-                r: 2,
-                alpha: 4.0,
-                dropout: 0.0,
-                targets: Target::ALL.to_vec(),
-            };
+            let lc = LoraConfig { r: 2, alpha: 4.0, dropout: 0.0, targets: Target::ALL.to_vec() };
             let mut a = Adapter::init(&c, 12, lc, 7);
             for (i, p) in a.layers.iter_mut().flatten().flatten().enumerate() {
-                p.b.iter_mut()
-                    .enumerate()
-                    .for_each(|(j, v)| *v = (i * 100 + j) as f32);
+                p.b.iter_mut().enumerate().for_each(|(j, v)| *v = (i * 100 + j) as f32);
             }
             let dir = tempfile::tempdir().unwrap();
             a.save_peft(dir.path(), &c, "base").unwrap();
             let back = Adapter::load_peft(dir.path(), &c, 12).unwrap();
             assert_eq!(back, a);
             let text = std::fs::read_to_string(dir.path().join("adapter_config.json")).unwrap();
-            assert!(
-                text.contains("\"peft_type\": \"LORA\"") && text.contains("q_proj"),
-                "{text}"
-            );
+            assert!(text.contains("\"peft_type\": \"LORA\"") && text.contains("q_proj"), "{text}");
         }
     }
 
     #[test]
     fn wrong_shapes_are_refused_with_the_tensor_name() {
         let c = cfg(Arch::Llama, RopeStyle::Neox);
-        let lc = LoraConfig {
-            r: 2,
-            alpha: 4.0,
-            dropout: 0.0,
-            targets: vec![Target::QProj],
-        };
+        let lc = LoraConfig { r: 2, alpha: 4.0, dropout: 0.0, targets: vec![Target::QProj] };
         let a = Adapter::init(&c, 12, lc, 1);
         let dir = tempfile::tempdir().unwrap();
         a.save_peft(dir.path(), &c, "base").unwrap();
         let mut other = c.clone();
         other.hidden = 16;
-        let e = Adapter::load_peft(dir.path(), &other, 12)
-            .unwrap_err()
-            .to_string();
+        let e = Adapter::load_peft(dir.path(), &other, 12).unwrap_err().to_string();
         assert!(e.contains("q_proj.lora_A") && e.contains("shape"), "{e}");
     }
 
     #[test]
     fn apply_adds_scaled_low_rank_update() {
         let c = cfg(Arch::Llama, RopeStyle::Neox);
-        let lc = LoraConfig {
-            r: 1,
-            alpha: 2.0,
-            dropout: 0.0,
-            targets: vec![Target::VProj],
-        };
+        let lc = LoraConfig { r: 1, alpha: 2.0, dropout: 0.0, targets: vec![Target::VProj] };
         let mut a = Adapter::init(&c, 12, lc, 1);
         let p = a.layers[0][Target::VProj.index()].as_mut().unwrap();
         p.a = vec![1.0; 8];

@@ -143,11 +143,7 @@ fn append_f16(dst: &mut Vec<f16>, src: &[f32]) {
 impl KvCache {
     /// An empty cache for `n_layers` layers.
     pub fn new(n_layers: usize) -> Self {
-        KvCache {
-            k: vec![Vec::new(); n_layers],
-            v: vec![Vec::new(); n_layers],
-            len: 0,
-        }
+        KvCache { k: vec![Vec::new(); n_layers], v: vec![Vec::new(); n_layers], len: 0 }
     }
     /// Positions held.
     pub fn len(&self) -> usize {
@@ -160,11 +156,7 @@ impl KvCache {
     /// A new cache holding this one's first `n` positions.
     pub fn prefix(&self, n: usize, kv_dim: usize) -> KvCache {
         let n = n.min(self.len);
-        KvCache {
-            k: self.k.iter().map(|l| l[..n * kv_dim].to_vec()).collect(),
-            v: self.v.iter().map(|l| l[..n * kv_dim].to_vec()).collect(),
-            len: n,
-        }
+        KvCache { k: self.k.iter().map(|l| l[..n * kv_dim].to_vec()).collect(), v: self.v.iter().map(|l| l[..n * kv_dim].to_vec()).collect(), len: n }
     }
 
     /// Bytes held, for metrics.
@@ -225,12 +217,7 @@ impl Model {
         let lora = |li: usize, target: Target, x: &[f32], out: &mut [f32]| {
             for &(r0, n, a) in &adapted {
                 if let Some(p) = a.pair(li, target) {
-                    a.apply(
-                        li,
-                        target,
-                        &x[r0 * p.inp..(r0 + n) * p.inp],
-                        &mut out[r0 * p.out..(r0 + n) * p.out],
-                    );
+                    a.apply(li, target, &x[r0 * p.inp..(r0 + n) * p.inp], &mut out[r0 * p.out..(r0 + n) * p.out]);
                 }
             }
         };
@@ -245,12 +232,7 @@ impl Model {
         for (li, layer) in self.layers.iter().enumerate() {
             hbuf.copy_from_slice(&x);
             rms_norm(&mut hbuf, &layer.attn_norm, c.rms_eps);
-            matmul_many(
-                &[&layer.wq, &layer.wk, &layer.wv],
-                &hbuf,
-                t,
-                &mut [&mut q, &mut k, &mut v],
-            );
+            matmul_many(&[&layer.wq, &layer.wk, &layer.wv], &hbuf, t, &mut [&mut q, &mut k, &mut v]);
             lora(li, Target::QProj, &hbuf, &mut q);
             lora(li, Target::KProj, &hbuf, &mut k);
             lora(li, Target::VProj, &hbuf, &mut v);
@@ -265,11 +247,7 @@ impl Model {
             // Rope is cheap: one pass on this thread beats a parallel region for decode-sized
             // batches. The KV cache holds f16 values and q is rounded to f16 for q.k, as in
             // llama.cpp: half the cache memory, and greedy outputs that agree with its references.
-            for (i, (qr, kr)) in q
-                .chunks_exact_mut(qd)
-                .zip(k.chunks_exact_mut(kvd))
-                .enumerate()
-            {
+            for (i, (qr, kr)) in q.chunks_exact_mut(qd).zip(k.chunks_exact_mut(kvd)).enumerate() {
                 for head in qr.chunks_exact_mut(hd).chain(kr.chunks_exact_mut(hd)) {
                     rope(head, pos[i], base, c.rope_style);
                 }
@@ -285,10 +263,7 @@ impl Model {
                 off += n;
             }
             let window = if swa { c.sliding_window } else { None };
-            let caches: Vec<(&[f16], &[f16])> = items
-                .iter()
-                .map(|it| (it.kv.k[li].as_slice(), it.kv.v[li].as_slice()))
-                .collect();
+            let caches: Vec<(&[f16], &[f16])> = items.iter().map(|it| (it.kv.k[li].as_slice(), it.kv.v[li].as_slice())).collect();
             let group = c.n_heads / c.n_kv_heads;
             pool::global().chunks(&mut attn, hd, |idx, out| {
                 let (ti, head) = (idx / c.n_heads, idx % c.n_heads);

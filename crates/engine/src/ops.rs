@@ -48,9 +48,7 @@ fn has_avx2() -> bool {
     *F.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("f16c")
+            is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -75,9 +73,7 @@ fn has_vnni() -> bool {
     *F.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            has_avx2()
-                && is_x86_feature_detected!("avx512vnni")
-                && is_x86_feature_detected!("avx512vl")
+            has_avx2() && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl")
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -147,16 +143,7 @@ pub fn matmul_many(ws: &[&Weight], x: &[f32], n: usize, outs: &mut [&mut [f32]])
     }
     let find = |kind: ActKind| acts.iter().find(|(k2, _)| *k2 == kind).map(|(_, a)| a);
     // Results land transposed (rows x n) so each task owns whole weight rows.
-    let mut ts: Vec<Vec<f32>> = ws
-        .iter()
-        .map(|w| {
-            if n == 1 {
-                Vec::new()
-            } else {
-                vec![0f32; w.rows * n]
-            }
-        })
-        .collect();
+    let mut ts: Vec<Vec<f32>> = ws.iter().map(|w| if n == 1 { Vec::new() } else { vec![0f32; w.rows * n] }).collect();
     {
         // Tasks: (weight, first row, output chunk), handed out from a shared list.
         let mut tasks: Vec<Mutex<(usize, usize, &mut [f32])>> = Vec::new();
@@ -229,28 +216,14 @@ fn transpose_into(t: &[f32], m: usize, n: usize, out: &mut [f32]) {
 /// agree with its reference continuations. Cached keys/values and `q` hold f16-rounded values.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn attend_generic(
-    q: &[f32],
-    kc: &[f16],
-    vc: &[f16],
-    stride: usize,
-    off: usize,
-    rows: std::ops::RangeInclusive<usize>,
-    scale: f32,
-    out: &mut [f32],
-) {
+fn attend_generic(q: &[f32], kc: &[f16], vc: &[f16], stride: usize, off: usize, rows: std::ops::RangeInclusive<usize>, scale: f32, out: &mut [f32]) {
     let hd = q.len();
     let r16 = |x: f32| f16::from_f32(x).to_f32();
     let mut m = f32::NEG_INFINITY;
     let mut sum = 0f32;
     out.iter_mut().for_each(|o| *o = 0.0);
     for j in rows {
-        let s = q
-            .iter()
-            .zip(&kc[j * stride + off..j * stride + off + hd])
-            .map(|(a, b)| a * b.to_f32())
-            .sum::<f32>()
-            * scale;
+        let s = q.iter().zip(&kc[j * stride + off..j * stride + off + hd]).map(|(a, b)| a * b.to_f32()).sum::<f32>() * scale;
         let (mut ms, mut vs) = (1.0f32, 1.0f32);
         if s > m {
             ms = (m - s).exp();
@@ -261,10 +234,7 @@ fn attend_generic(
         } else {
             vs = (s - m).exp();
         }
-        for (o, v) in out
-            .iter_mut()
-            .zip(&vc[j * stride + off..j * stride + off + hd])
-        {
+        for (o, v) in out.iter_mut().zip(&vc[j * stride + off..j * stride + off + hd]) {
             *o = r16(v.to_f32().mul_add(vs, *o));
         }
         sum = sum * ms + vs;
@@ -276,16 +246,7 @@ fn attend_generic(
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn attend_avx2(
-    q: &[f32],
-    kc: &[f16],
-    vc: &[f16],
-    stride: usize,
-    off: usize,
-    rows: std::ops::RangeInclusive<usize>,
-    scale: f32,
-    out: &mut [f32],
-) {
+unsafe fn attend_avx2(q: &[f32], kc: &[f16], vc: &[f16], stride: usize, off: usize, rows: std::ops::RangeInclusive<usize>, scale: f32, out: &mut [f32]) {
     use std::arch::x86_64::*;
     let hd = q.len();
     debug_assert!(hd % 8 == 0);
@@ -299,11 +260,7 @@ unsafe fn attend_avx2(
         let vr = vc.as_ptr().add(j * stride + off) as *const __m128i;
         let mut acc = _mm256_setzero_ps();
         for c in (0..hd).step_by(8) {
-            acc = _mm256_fmadd_ps(
-                _mm256_loadu_ps(q.as_ptr().add(c)),
-                _mm256_cvtph_ps(_mm_loadu_si128(kr.add(c / 8))),
-                acc,
-            );
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(c)), _mm256_cvtph_ps(_mm_loadu_si128(kr.add(c / 8))), acc);
         }
         let h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
         let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
@@ -315,10 +272,7 @@ unsafe fn attend_avx2(
             if ms != 1.0 {
                 let msv = _mm256_set1_ps(ms);
                 for c in (0..hd).step_by(8) {
-                    _mm256_storeu_ps(
-                        op.add(c),
-                        r16(_mm256_mul_ps(_mm256_loadu_ps(op.add(c)), msv)),
-                    );
+                    _mm256_storeu_ps(op.add(c), r16(_mm256_mul_ps(_mm256_loadu_ps(op.add(c)), msv)));
                 }
             }
         } else {
@@ -326,14 +280,7 @@ unsafe fn attend_avx2(
         }
         let vsv = _mm256_set1_ps(vs);
         for c in (0..hd).step_by(8) {
-            _mm256_storeu_ps(
-                op.add(c),
-                r16(_mm256_fmadd_ps(
-                    _mm256_cvtph_ps(_mm_loadu_si128(vr.add(c / 8))),
-                    vsv,
-                    _mm256_loadu_ps(op.add(c)),
-                )),
-            );
+            _mm256_storeu_ps(op.add(c), r16(_mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(vr.add(c / 8))), vsv, _mm256_loadu_ps(op.add(c)))));
         }
         sum = sum * ms + vs;
     }
@@ -343,21 +290,9 @@ unsafe fn attend_avx2(
 
 /// See [`attend_generic`]; dispatches to AVX2 when available.
 #[allow(clippy::too_many_arguments)]
-pub fn attend(
-    q: &[f32],
-    kc: &[f16],
-    vc: &[f16],
-    stride: usize,
-    off: usize,
-    rows: std::ops::RangeInclusive<usize>,
-    scale: f32,
-    out: &mut [f32],
-) {
+pub fn attend(q: &[f32], kc: &[f16], vc: &[f16], stride: usize, off: usize, rows: std::ops::RangeInclusive<usize>, scale: f32, out: &mut [f32]) {
     let end = (*rows.end() + 1) * stride;
-    assert!(
-        off + q.len() <= stride && end <= kc.len() && end <= vc.len() && out.len() == q.len(),
-        "attention rows outside the cache"
-    );
+    assert!(off + q.len() <= stride && end <= kc.len() && end <= vc.len() && out.len() == q.len(), "attention rows outside the cache");
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && q.len() % 8 == 0 {
         // SAFETY: features checked; every row read lies within `kc`/`vc` (asserted above).
@@ -458,14 +393,10 @@ mod tests {
     #[test]
     fn matmul_matches_naive_for_batches() {
         let (m, k) = (70, 48);
-        let wd: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1)
-            .collect();
+        let wd: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1).collect();
         let w = Weight::from_f32(m, k, &wd);
         for n in [1, 3] {
-            let x: Vec<f32> = (0..n * k)
-                .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.2)
-                .collect();
+            let x: Vec<f32> = (0..n * k).map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.2).collect();
             let mut out = vec![0f32; n * m];
             matmul(&w, &x, n, &mut out);
             for i in 0..n {
@@ -491,12 +422,8 @@ mod tests {
         let n = 37;
         let r16 = |x: f32| f16::from_f32(x).to_f32();
         let q: Vec<f32> = (0..hd).map(|i| r16((i as f32 * 0.37).sin())).collect();
-        let kc: Vec<f16> = (0..n * stride)
-            .map(|i| f16::from_f32((i as f32 * 0.11).cos()))
-            .collect();
-        let vc: Vec<f16> = (0..n * stride)
-            .map(|i| f16::from_f32((i as f32 * 0.07).sin()))
-            .collect();
+        let kc: Vec<f16> = (0..n * stride).map(|i| f16::from_f32((i as f32 * 0.11).cos())).collect();
+        let vc: Vec<f16> = (0..n * stride).map(|i| f16::from_f32((i as f32 * 0.07).sin())).collect();
         let mut a = vec![0f32; hd];
         let mut b = vec![0f32; hd];
         attend_generic(&q, &kc, &vc, stride, hd, 3..=n - 1, 0.125, &mut a);
@@ -505,22 +432,11 @@ mod tests {
             assert!((x - y).abs() < 2e-3, "{x} vs {y}");
         }
         // Against a plain two-pass softmax in f32.
-        let scores: Vec<f32> = (3..n)
-            .map(|j| {
-                q.iter()
-                    .zip(&kc[j * stride + hd..j * stride + 2 * hd])
-                    .map(|(x, y)| x * y.to_f32())
-                    .sum::<f32>()
-                    * 0.125
-            })
-            .collect();
+        let scores: Vec<f32> = (3..n).map(|j| q.iter().zip(&kc[j * stride + hd..j * stride + 2 * hd]).map(|(x, y)| x * y.to_f32()).sum::<f32>() * 0.125).collect();
         let mut p = scores.clone();
         softmax(&mut p);
         for c in 0..hd {
-            let e: f32 = (3..n)
-                .zip(&p)
-                .map(|(j, w)| w * vc[j * stride + hd + c].to_f32())
-                .sum();
+            let e: f32 = (3..n).zip(&p).map(|(j, w)| w * vc[j * stride + hd + c].to_f32()).sum();
             assert!((a[c] - e).abs() < 5e-3, "dim {c}: {} vs {e}", a[c]);
         }
     }

@@ -56,16 +56,9 @@ impl Pool {
         let workers = threads.max(1) - 1;
         for i in 0..workers {
             let s = shared.clone();
-            std::thread::Builder::new()
-                .name(format!("shovel-compute-{i}"))
-                .spawn(move || worker(s))
-                .expect("spawning a compute thread");
+            std::thread::Builder::new().name(format!("shovel-compute-{i}")).spawn(move || worker(s)).expect("spawning a compute thread");
         }
-        Pool {
-            shared,
-            workers,
-            submit: Mutex::new(()),
-        }
+        Pool { shared, workers, submit: Mutex::new(()) }
     }
 
     /// Threads of compute, the caller included.
@@ -114,12 +107,7 @@ impl Pool {
 
     /// Splits `data` into chunks of `chunk` elements and runs `f(index, chunk)` on each in
     /// parallel.
-    pub fn chunks<T: Send>(
-        &self,
-        data: &mut [T],
-        chunk: usize,
-        f: impl Fn(usize, &mut [T]) + Sync,
-    ) {
+    pub fn chunks<T: Send>(&self, data: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
         let chunk = chunk.max(1);
         let n = data.len().div_ceil(chunk);
         let len = data.len();
@@ -225,11 +213,7 @@ mod tests {
             assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
         }
         let mut v = vec![0usize; 1001];
-        pool.chunks(&mut v, 10, |ci, c| {
-            c.iter_mut()
-                .enumerate()
-                .for_each(|(j, x)| *x += ci * 10 + j)
-        });
+        pool.chunks(&mut v, 10, |ci, c| c.iter_mut().enumerate().for_each(|(j, x)| *x += ci * 10 + j));
         assert!(v.iter().enumerate().all(|(i, &x)| x == i));
     }
 

@@ -32,12 +32,7 @@ pub struct PrefixCache {
 impl PrefixCache {
     /// A cache holding at most `capacity` bytes of keys and values (0 disables it).
     pub fn new(capacity: usize) -> Self {
-        PrefixCache {
-            entries: Vec::new(),
-            capacity,
-            used: 0,
-            clock: 0,
-        }
+        PrefixCache { entries: Vec::new(), capacity, used: 0, clock: 0 }
     }
 
     /// Bytes held.
@@ -49,23 +44,8 @@ impl PrefixCache {
     /// prompt token to compute (its logits start generation). `None` when nothing useful is cached.
     pub fn lookup(&mut self, ns: u64, prompt: &[u32], kv_dim: usize) -> Option<KvCache> {
         let limit = prompt.len().saturating_sub(1);
-        let (best, n) = self
-            .entries
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.ns == ns)
-            .map(|(i, e)| {
-                (
-                    i,
-                    e.tokens
-                        .iter()
-                        .zip(prompt)
-                        .take_while(|(a, b)| a == b)
-                        .count()
-                        .min(limit),
-                )
-            })
-            .max_by_key(|&(_, n)| n)?;
+        let (best, n) =
+            self.entries.iter().enumerate().filter(|(_, e)| e.ns == ns).map(|(i, e)| (i, e.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(limit))).max_by_key(|&(_, n)| n)?;
         if n < MIN_PREFIX {
             return None;
         }
@@ -95,21 +75,9 @@ impl PrefixCache {
         }
         self.clock += 1;
         self.used += bytes;
-        self.entries.push(Entry {
-            ns,
-            tokens,
-            kv,
-            bytes,
-            last_used: self.clock,
-        });
+        self.entries.push(Entry { ns, tokens, kv, bytes, last_used: self.clock });
         while self.used > self.capacity {
-            let lru = self
-                .entries
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, e)| e.last_used)
-                .map(|(i, _)| i)
-                .expect("non-empty while over capacity");
+            let lru = self.entries.iter().enumerate().min_by_key(|(_, e)| e.last_used).map(|(i, _)| i).expect("non-empty while over capacity");
             self.used -= self.entries[lru].bytes;
             self.entries.swap_remove(lru);
         }

@@ -57,14 +57,7 @@ impl QuantActs {
     /// Inlined so a caller compiled with SSE4.1+ rounds with one instruction, not a libm call.
     #[inline(always)]
     pub fn new(kind: ActKind, x: &[f32], k: usize) -> Self {
-        let mut a = QuantActs {
-            kind,
-            k,
-            qs: Vec::new(),
-            d: Vec::new(),
-            s: Vec::new(),
-            bsums: Vec::new(),
-        };
+        let mut a = QuantActs { kind, k, qs: Vec::new(), d: Vec::new(), s: Vec::new(), bsums: Vec::new() };
         match kind {
             ActKind::F32 => {}
             ActKind::Q8_0 | ActKind::Q8_1 => {
@@ -122,24 +115,9 @@ impl QuantActs {
     fn row(&self, i: usize) -> (&[i8], &[f32], &[f32], &[i16]) {
         let k = self.k;
         match self.kind {
-            ActKind::Q8_0 => (
-                &self.qs[i * k..(i + 1) * k],
-                &self.d[i * k / 32..(i + 1) * k / 32],
-                &[],
-                &[],
-            ),
-            ActKind::Q8_1 => (
-                &self.qs[i * k..(i + 1) * k],
-                &self.d[i * k / 32..(i + 1) * k / 32],
-                &self.s[i * k / 32..(i + 1) * k / 32],
-                &[],
-            ),
-            ActKind::Q8K => (
-                &self.qs[i * k..(i + 1) * k],
-                &self.d[i * k / 256..(i + 1) * k / 256],
-                &[],
-                &self.bsums[i * k / 16..(i + 1) * k / 16],
-            ),
+            ActKind::Q8_0 => (&self.qs[i * k..(i + 1) * k], &self.d[i * k / 32..(i + 1) * k / 32], &[], &[]),
+            ActKind::Q8_1 => (&self.qs[i * k..(i + 1) * k], &self.d[i * k / 32..(i + 1) * k / 32], &self.s[i * k / 32..(i + 1) * k / 32], &[]),
+            ActKind::Q8K => (&self.qs[i * k..(i + 1) * k], &self.d[i * k / 256..(i + 1) * k / 256], &[], &self.bsums[i * k / 16..(i + 1) * k / 16]),
             ActKind::F32 => (&[], &[], &[], &[]),
         }
     }
@@ -163,8 +141,7 @@ pub fn dot_row(ty: GgmlType, w: &[u8], a: &QuantActs, i: usize) -> f32 {
                 let qs = &wb[2..18];
                 let mut s = 0i32;
                 for j in 0..16 {
-                    s += ((qs[j] & 0x0F) as i32 - 8) * qa[j] as i32
-                        + ((qs[j] >> 4) as i32 - 8) * qa[j + 16] as i32;
+                    s += ((qs[j] & 0x0F) as i32 - 8) * qa[j] as i32 + ((qs[j] >> 4) as i32 - 8) * qa[j + 16] as i32;
                 }
                 sum += f16_at(wb, 0) * d8[b] * s as f32;
             }
@@ -174,8 +151,7 @@ pub fn dot_row(ty: GgmlType, w: &[u8], a: &QuantActs, i: usize) -> f32 {
                 let qs = &wb[4..20];
                 let mut s = 0i32;
                 for j in 0..16 {
-                    s += (qs[j] & 0x0F) as i32 * qa[j] as i32
-                        + (qs[j] >> 4) as i32 * qa[j + 16] as i32;
+                    s += (qs[j] & 0x0F) as i32 * qa[j] as i32 + (qs[j] >> 4) as i32 * qa[j + 16] as i32;
                 }
                 sum += f16_at(wb, 0) * d8[b] * s as f32 + f16_at(wb, 2) * s8[b];
             }
@@ -222,8 +198,7 @@ pub fn dot_row(ty: GgmlType, w: &[u8], a: &QuantActs, i: usize) -> f32 {
                         a2 += (q[l] >> 4) as i32 * qa2[l] as i32;
                     }
                     sumi += a1 * s1 as i32 + a2 * s2 as i32;
-                    summ += m1 as i32 * (bs[4 * j] as i32 + bs[4 * j + 1] as i32)
-                        + m2 as i32 * (bs[4 * j + 2] as i32 + bs[4 * j + 3] as i32);
+                    summ += m1 as i32 * (bs[4 * j] as i32 + bs[4 * j + 1] as i32) + m2 as i32 * (bs[4 * j + 2] as i32 + bs[4 * j + 3] as i32);
                 }
                 sum += d * sumi as f32 - dmin * summ as f32;
             }
@@ -271,9 +246,7 @@ mod tests {
     fn random_row(ty: GgmlType, k: usize, rng: &mut impl Rng) -> Vec<u8> {
         let mut b: Vec<u8> = (0..ty.row_bytes(k).unwrap()).map(|_| rng.gen()).collect();
         let bb = ty.block_bytes();
-        let put = |b: &mut [u8], off: usize, v: f32| {
-            b[off..off + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes())
-        };
+        let put = |b: &mut [u8], off: usize, v: f32| b[off..off + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
         for blk in b.chunks_exact_mut(bb) {
             match ty {
                 GgmlType::Q4_1 => {
@@ -294,22 +267,12 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx2_kernels_match_the_portable_ones() {
-        if !(is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c"))
-        {
+        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")) {
             return;
         }
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
         let k = 1024;
-        for ty in [
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q5_0,
-            GgmlType::Q8_0,
-            GgmlType::Q4K,
-            GgmlType::Q6K,
-        ] {
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K] {
             for _ in 0..4 {
                 let w = random_row(ty, k, &mut rng);
                 let x: Vec<f32> = (0..k).map(|_| rng.gen_range(-2.0..2.0)).collect();
@@ -317,17 +280,11 @@ mod tests {
                 let want = dot_row(ty, &w, &acts, 0);
                 // SAFETY: features checked above.
                 let got = unsafe { x86::dot_row(ty, &w, &acts, 0) };
-                assert!(
-                    (got - want).abs() <= 1e-4 * want.abs().max(1.0),
-                    "{ty:?}: avx2 {got} vs portable {want}"
-                );
+                assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{ty:?}: avx2 {got} vs portable {want}");
                 if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
                     // SAFETY: features checked.
                     let got = unsafe { x86::dot_row_vnni(ty, &w, &acts, 0) };
-                    assert!(
-                        (got - want).abs() <= 1e-4 * want.abs().max(1.0),
-                        "{ty:?}: vnni {got} vs portable {want}"
-                    );
+                    assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{ty:?}: vnni {got} vs portable {want}");
                 }
                 // Four rows at once agree with one at a time.
                 let x4: Vec<f32> = (0..4 * k).map(|_| rng.gen_range(-2.0..2.0)).collect();
@@ -338,11 +295,7 @@ mod tests {
                     for (r, o) in out.iter().enumerate() {
                         // SAFETY: features checked above.
                         let one = unsafe { x86::dot_row(ty, &w, &acts4, r) };
-                        assert_eq!(
-                            o.to_bits(),
-                            one.to_bits(),
-                            "{ty:?} rows4[{r}] must equal the one-row kernel exactly"
-                        );
+                        assert_eq!(o.to_bits(), one.to_bits(), "{ty:?} rows4[{r}] must equal the one-row kernel exactly");
                     }
                 }
             }
@@ -353,31 +306,17 @@ mod tests {
     fn quantized_dot_matches_dequantized_dot() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let k = 512;
-        for ty in [
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q5_0,
-            GgmlType::Q8_0,
-            GgmlType::Q4K,
-            GgmlType::Q6K,
-        ] {
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K] {
             let w = random_row(ty, k, &mut rng);
             let x: Vec<f32> = (0..2 * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
             let acts = QuantActs::new(act_kind(ty), &x, k);
             let mut wf = vec![0f32; k];
             dequantize_row(ty, &w, &mut wf);
             for i in 0..2 {
-                let exact: f32 = wf
-                    .iter()
-                    .zip(&x[i * k..(i + 1) * k])
-                    .map(|(a, b)| a * b)
-                    .sum();
+                let exact: f32 = wf.iter().zip(&x[i * k..(i + 1) * k]).map(|(a, b)| a * b).sum();
                 let got = dot_row(ty, &w, &acts, i);
                 let scale: f32 = wf.iter().map(|v| v.abs()).sum::<f32>() / 127.0;
-                assert!(
-                    (got - exact).abs() < scale + 1e-3,
-                    "{ty:?} row {i}: {got} vs {exact}"
-                );
+                assert!((got - exact).abs() < scale + 1e-3, "{ty:?} row {i}: {got} vs {exact}");
             }
         }
     }
@@ -395,9 +334,7 @@ pub mod x86 {
 
     #[inline(always)]
     unsafe fn f16(p: *const u8) -> f32 {
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
-            u16::from_le_bytes([*p, *p.add(1)]) as i32,
-        )))
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes([*p, *p.add(1)]) as i32)))
     }
 
     #[inline(always)]
@@ -440,12 +377,7 @@ pub mod x86 {
     /// 32 bits to 32 bytes, 0xFF where the bit is set (ggml's `bytes_from_bits_32`).
     #[inline(always)]
     unsafe fn bytes_from_bits(bits: u32) -> __m256i {
-        let shuf = _mm256_set_epi64x(
-            0x0303030303030303,
-            0x0202020202020202,
-            0x0101010101010101,
-            0,
-        );
+        let shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
         let b = _mm256_shuffle_epi8(_mm256_set1_epi32(bits as i32), shuf);
         let b = _mm256_or_si256(b, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
         _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1))
@@ -455,10 +387,7 @@ pub mod x86 {
     #[inline(always)]
     unsafe fn nibbles(p: *const u8) -> __m256i {
         let q = _mm_loadu_si128(p as *const __m128i);
-        _mm256_and_si256(
-            _mm256_set_m128i(_mm_srli_epi16(q, 4), q),
-            _mm256_set1_epi8(0x0F),
-        )
+        _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0F))
     }
 
     /// The AVX2 version of [`super::dot_row`].
@@ -486,13 +415,7 @@ pub mod x86 {
     /// # Safety
     /// As [`dot_row`].
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_rows4(
-        ty: GgmlType,
-        w: &[u8],
-        a: &QuantActs,
-        i0: usize,
-        out: &mut [f32],
-    ) -> bool {
+    pub unsafe fn dot_rows4(ty: GgmlType, w: &[u8], a: &QuantActs, i0: usize, out: &mut [f32]) -> bool {
         rows4_impl::<Avx2>(ty, w, a, i0, out)
     }
 
@@ -501,24 +424,12 @@ pub mod x86 {
     /// # Safety
     /// As [`dot_row_vnni`].
     #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-    pub unsafe fn dot_rows4_vnni(
-        ty: GgmlType,
-        w: &[u8],
-        a: &QuantActs,
-        i0: usize,
-        out: &mut [f32],
-    ) -> bool {
+    pub unsafe fn dot_rows4_vnni(ty: GgmlType, w: &[u8], a: &QuantActs, i0: usize, out: &mut [f32]) -> bool {
         rows4_impl::<Vnni>(ty, w, a, i0, out)
     }
 
     #[inline(always)]
-    unsafe fn rows4_impl<D: Dp>(
-        ty: GgmlType,
-        w: &[u8],
-        a: &QuantActs,
-        i0: usize,
-        out: &mut [f32],
-    ) -> bool {
+    unsafe fn rows4_impl<D: Dp>(ty: GgmlType, w: &[u8], a: &QuantActs, i0: usize, out: &mut [f32]) -> bool {
         if !matches!(ty, GgmlType::Q4_1 | GgmlType::Q8_0) {
             return false;
         }
@@ -539,12 +450,8 @@ pub mod x86 {
                 let (dw, mw) = (f16(wb), f16(wb.add(2)));
                 for r in 0..4 {
                     let (q8, d8, s8, _) = rows[r];
-                    let p = D::dp(
-                        x,
-                        _mm256_loadu_si256(q8.as_ptr().add(b * 32) as *const __m256i),
-                    );
-                    acc[r] =
-                        _mm256_fmadd_ps(_mm256_set1_ps(dw * d8[b]), _mm256_cvtepi32_ps(p), acc[r]);
+                    let p = D::dp(x, _mm256_loadu_si256(q8.as_ptr().add(b * 32) as *const __m256i));
+                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * d8[b]), _mm256_cvtepi32_ps(p), acc[r]);
                     extra[r] += mw * s8[b];
                 }
             } else {
@@ -556,8 +463,7 @@ pub mod x86 {
                     let (q8, d8, _, _) = rows[r];
                     let y = _mm256_loadu_si256(q8.as_ptr().add(b * 32) as *const __m256i);
                     let p = D::dp(ax, _mm256_sign_epi8(y, x));
-                    acc[r] =
-                        _mm256_fmadd_ps(_mm256_set1_ps(dw * d8[b]), _mm256_cvtepi32_ps(p), acc[r]);
+                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * d8[b]), _mm256_cvtepi32_ps(p), acc[r]);
                 }
             }
         }
@@ -589,16 +495,8 @@ pub mod x86 {
                     let y1 = _mm256_loadu_si256(qp.add(b * 32 + 32) as *const __m256i);
                     let p0 = D::dp(nibbles(w0.add(4)), y0);
                     let p1 = D::dp(nibbles(w1.add(4)), y1);
-                    acc = _mm256_fmadd_ps(
-                        _mm256_set1_ps(f16(w0) * d8[b]),
-                        _mm256_cvtepi32_ps(p0),
-                        acc,
-                    );
-                    acc2 = _mm256_fmadd_ps(
-                        _mm256_set1_ps(f16(w1) * d8[b + 1]),
-                        _mm256_cvtepi32_ps(p1),
-                        acc2,
-                    );
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(w0) * d8[b]), _mm256_cvtepi32_ps(p0), acc);
+                    acc2 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w1) * d8[b + 1]), _mm256_cvtepi32_ps(p1), acc2);
                     extra += f16(w0.add(2)) * s8[b];
                     extra2 += f16(w1.add(2)) * s8[b + 1];
                     b += 2;
@@ -607,11 +505,7 @@ pub mod x86 {
                     let wb = wp.add(b * 20);
                     let y = _mm256_loadu_si256(qp.add(b * 32) as *const __m256i);
                     let p = D::dp(nibbles(wb.add(4)), y);
-                    acc = _mm256_fmadd_ps(
-                        _mm256_set1_ps(f16(wb) * d8[b]),
-                        _mm256_cvtepi32_ps(p),
-                        acc,
-                    );
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(wb) * d8[b]), _mm256_cvtepi32_ps(p), acc);
                     extra += f16(wb.add(2)) * s8[b];
                 }
                 acc = _mm256_add_ps(acc, acc2);
@@ -622,26 +516,17 @@ pub mod x86 {
                     let wb = wp.add(b * 18);
                     let x = _mm256_sub_epi8(nibbles(wb.add(2)), _mm256_set1_epi8(8));
                     let y = _mm256_loadu_si256(qp.add(b * 32) as *const __m256i);
-                    acc = _mm256_fmadd_ps(
-                        _mm256_set1_ps(f16(wb) * d8[b]),
-                        _mm256_cvtepi32_ps(dot_i8::<D>(x, y)),
-                        acc,
-                    );
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(wb) * d8[b]), _mm256_cvtepi32_ps(dot_i8::<D>(x, y)), acc);
                 }
             }
             GgmlType::Q5_0 => {
                 for b in 0..nb {
                     let wb = wp.add(b * 22);
                     let qh = u32::from_le_bytes([*wb.add(2), *wb.add(3), *wb.add(4), *wb.add(5)]);
-                    let hi =
-                        _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xF0u8 as i8));
+                    let hi = _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xF0u8 as i8));
                     let x = _mm256_or_si256(nibbles(wb.add(6)), hi);
                     let y = _mm256_loadu_si256(qp.add(b * 32) as *const __m256i);
-                    acc = _mm256_fmadd_ps(
-                        _mm256_set1_ps(f16(wb) * d8[b]),
-                        _mm256_cvtepi32_ps(dot_i8::<D>(x, y)),
-                        acc,
-                    );
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(wb) * d8[b]), _mm256_cvtepi32_ps(dot_i8::<D>(x, y)), acc);
                 }
             }
             GgmlType::Q8_0 => {
@@ -650,37 +535,16 @@ pub mod x86 {
                 while b + 1 < nb {
                     let w0 = wp.add(b * 34);
                     let w1 = wp.add(b * 34 + 34);
-                    let p0 = dot_i8::<D>(
-                        _mm256_loadu_si256(w0.add(2) as *const __m256i),
-                        _mm256_loadu_si256(qp.add(b * 32) as *const __m256i),
-                    );
-                    let p1 = dot_i8::<D>(
-                        _mm256_loadu_si256(w1.add(2) as *const __m256i),
-                        _mm256_loadu_si256(qp.add(b * 32 + 32) as *const __m256i),
-                    );
-                    acc = _mm256_fmadd_ps(
-                        _mm256_set1_ps(f16(w0) * d8[b]),
-                        _mm256_cvtepi32_ps(p0),
-                        acc,
-                    );
-                    acc2 = _mm256_fmadd_ps(
-                        _mm256_set1_ps(f16(w1) * d8[b + 1]),
-                        _mm256_cvtepi32_ps(p1),
-                        acc2,
-                    );
+                    let p0 = dot_i8::<D>(_mm256_loadu_si256(w0.add(2) as *const __m256i), _mm256_loadu_si256(qp.add(b * 32) as *const __m256i));
+                    let p1 = dot_i8::<D>(_mm256_loadu_si256(w1.add(2) as *const __m256i), _mm256_loadu_si256(qp.add(b * 32 + 32) as *const __m256i));
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(w0) * d8[b]), _mm256_cvtepi32_ps(p0), acc);
+                    acc2 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w1) * d8[b + 1]), _mm256_cvtepi32_ps(p1), acc2);
                     b += 2;
                 }
                 if b < nb {
                     let wb = wp.add(b * 34);
-                    let p = dot_i8::<D>(
-                        _mm256_loadu_si256(wb.add(2) as *const __m256i),
-                        _mm256_loadu_si256(qp.add(b * 32) as *const __m256i),
-                    );
-                    acc = _mm256_fmadd_ps(
-                        _mm256_set1_ps(f16(wb) * d8[b]),
-                        _mm256_cvtepi32_ps(p),
-                        acc,
-                    );
+                    let p = dot_i8::<D>(_mm256_loadu_si256(wb.add(2) as *const __m256i), _mm256_loadu_si256(qp.add(b * 32) as *const __m256i));
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(wb) * d8[b]), _mm256_cvtepi32_ps(p), acc);
                 }
                 acc = _mm256_add_ps(acc, acc2);
             }
@@ -701,23 +565,12 @@ pub mod x86 {
                         let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), _mm256_set1_epi8(0x0F));
                         let y1 = _mm256_loadu_si256(ya.add(64 * j) as *const __m256i);
                         let y2 = _mm256_loadu_si256(ya.add(64 * j + 32) as *const __m256i);
-                        let p1 = _mm256_madd_epi16(
-                            _mm256_maddubs_epi16(lo, y1),
-                            _mm256_set1_epi16(s1 as i16),
-                        );
-                        let p2 = _mm256_madd_epi16(
-                            _mm256_maddubs_epi16(hi, y2),
-                            _mm256_set1_epi16(s2 as i16),
-                        );
+                        let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y1), _mm256_set1_epi16(s1 as i16));
+                        let p2 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y2), _mm256_set1_epi16(s2 as i16));
                         sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p1, p2));
-                        summ += m1 as i32 * (bs[4 * j] as i32 + bs[4 * j + 1] as i32)
-                            + m2 as i32 * (bs[4 * j + 2] as i32 + bs[4 * j + 3] as i32);
+                        summ += m1 as i32 * (bs[4 * j] as i32 + bs[4 * j + 1] as i32) + m2 as i32 * (bs[4 * j + 2] as i32 + bs[4 * j + 3] as i32);
                     }
-                    acc = _mm256_fmadd_ps(
-                        _mm256_set1_ps(f16(wb) * d8[b]),
-                        _mm256_cvtepi32_ps(sumi),
-                        acc,
-                    );
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(wb) * d8[b]), _mm256_cvtepi32_ps(sumi), acc);
                     extra -= f16(wb.add(2)) * d8[b] * summ as f32;
                 }
             }
@@ -736,52 +589,20 @@ pub mod x86 {
                         let l1 = _mm256_loadu_si256(ql as *const __m256i);
                         let l2 = _mm256_loadu_si256(ql.add(32) as *const __m256i);
                         let q = [
-                            _mm256_or_si256(
-                                _mm256_and_si256(l1, m4),
-                                _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4),
-                            ),
-                            _mm256_or_si256(
-                                _mm256_and_si256(l2, m4),
-                                _mm256_slli_epi16(
-                                    _mm256_and_si256(_mm256_srli_epi16(qh, 2), m3),
-                                    4,
-                                ),
-                            ),
-                            _mm256_or_si256(
-                                _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                _mm256_slli_epi16(
-                                    _mm256_and_si256(_mm256_srli_epi16(qh, 4), m3),
-                                    4,
-                                ),
-                            ),
-                            _mm256_or_si256(
-                                _mm256_and_si256(_mm256_srli_epi16(l2, 4), m4),
-                                _mm256_slli_epi16(
-                                    _mm256_and_si256(_mm256_srli_epi16(qh, 6), m3),
-                                    4,
-                                ),
-                            ),
+                            _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4)),
+                            _mm256_or_si256(_mm256_and_si256(l2, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4)),
+                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4)),
+                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l2, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4)),
                         ];
                         for (k, qk) in q.iter().enumerate() {
-                            let y =
-                                _mm256_loadu_si256(ya.add(128 * half + 32 * k) as *const __m256i);
+                            let y = _mm256_loadu_si256(ya.add(128 * half + 32 * k) as *const __m256i);
                             // (q - 32) . y  =  q . y - 32 . y, both in unsigned-by-signed form.
-                            let p = _mm256_sub_epi16(
-                                _mm256_maddubs_epi16(*qk, y),
-                                _mm256_maddubs_epi16(k32, y),
-                            );
-                            let s = _mm256_set_m128i(
-                                _mm_set1_epi16(*sc.add(2 * k + 1) as i16),
-                                _mm_set1_epi16(*sc.add(2 * k) as i16),
-                            );
+                            let p = _mm256_sub_epi16(_mm256_maddubs_epi16(*qk, y), _mm256_maddubs_epi16(k32, y));
+                            let s = _mm256_set_m128i(_mm_set1_epi16(*sc.add(2 * k + 1) as i16), _mm_set1_epi16(*sc.add(2 * k) as i16));
                             sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
                         }
                     }
-                    acc = _mm256_fmadd_ps(
-                        _mm256_set1_ps(f16(wb.add(208)) * d8[b]),
-                        _mm256_cvtepi32_ps(sumi),
-                        acc,
-                    );
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(wb.add(208)) * d8[b]), _mm256_cvtepi32_ps(sumi), acc);
                 }
             }
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {

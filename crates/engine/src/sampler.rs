@@ -25,35 +25,20 @@ pub fn top_logprobs(logits: &[f32], chosen: u32, k: usize) -> (f32, Vec<(u32, f3
     let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
     let k = k.min(logits.len());
     if k > 0 {
-        idx.select_nth_unstable_by(k - 1, |&a, &b| {
-            logits[b as usize].total_cmp(&logits[a as usize])
-        });
+        idx.select_nth_unstable_by(k - 1, |&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
         idx.truncate(k);
-        idx.sort_by(|&a, &b| {
-            logits[b as usize]
-                .total_cmp(&logits[a as usize])
-                .then(a.cmp(&b))
-        });
+        idx.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
     } else {
         idx.clear();
     }
-    (
-        logits[chosen as usize] - lse,
-        idx.into_iter()
-            .map(|i| (i, logits[i as usize] - lse))
-            .collect(),
-    )
+    (logits[chosen as usize] - lse, idx.into_iter().map(|i| (i, logits[i as usize] - lse)).collect())
 }
 
 impl Sampler {
     /// A sampler; with no seed it draws one from the OS.
     pub fn new(params: SamplingParams) -> Self {
         let seed = params.seed.unwrap_or_else(rand::random);
-        Sampler {
-            params,
-            rng: ChaCha8Rng::seed_from_u64(seed),
-            counts: HashMap::new(),
-        }
+        Sampler { params, rng: ChaCha8Rng::seed_from_u64(seed), counts: HashMap::new() }
     }
 
     /// Picks the next token. `recent` is the sequence so far (prompt and output), for the
@@ -67,11 +52,7 @@ impl Sampler {
             seen.dedup();
             for t in seen {
                 if let Some(l) = logits.get_mut(t as usize) {
-                    *l = if *l > 0.0 {
-                        *l / p.repetition_penalty
-                    } else {
-                        *l * p.repetition_penalty
-                    };
+                    *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
                 }
             }
         }
@@ -82,11 +63,7 @@ impl Sampler {
                 }
             }
         }
-        let tok = if p.temperature <= 0.0 {
-            argmax(logits)
-        } else {
-            self.draw(logits)
-        };
+        let tok = if p.temperature <= 0.0 { argmax(logits) } else { self.draw(logits) };
         *self.counts.entry(tok).or_default() += 1;
         tok
     }
@@ -113,11 +90,7 @@ impl Sampler {
         // ordered prefix until it holds the top_p mass.
         let by_weight = |a: &u32, b: &u32| w[*b as usize].total_cmp(&w[*a as usize]).then(a.cmp(b));
         let mut cand: Vec<u32> = (0..w.len() as u32).collect();
-        let limit = if p.top_k > 0 {
-            p.top_k.min(cand.len())
-        } else {
-            cand.len()
-        };
+        let limit = if p.top_k > 0 { p.top_k.min(cand.len()) } else { cand.len() };
         let mut k = limit.min(64);
         loop {
             if k < cand.len() {
@@ -177,10 +150,7 @@ mod tests {
     use super::*;
 
     fn params(f: impl FnOnce(&mut SamplingParams)) -> SamplingParams {
-        let mut p = SamplingParams {
-            seed: Some(7),
-            ..Default::default()
-        };
+        let mut p = SamplingParams { seed: Some(7), ..Default::default() };
         f(&mut p);
         p
     }
@@ -206,9 +176,7 @@ mod tests {
     fn same_seed_same_draws() {
         let draw = || {
             let mut s = Sampler::new(params(|p| p.temperature = 1.0));
-            (0..16)
-                .map(|_| s.sample(&mut [1.0, 1.1, 0.9, 1.05], &[]))
-                .collect::<Vec<_>>()
+            (0..16).map(|_| s.sample(&mut [1.0, 1.1, 0.9, 1.05], &[])).collect::<Vec<_>>()
         };
         assert_eq!(draw(), draw());
     }
@@ -221,9 +189,7 @@ mod tests {
         logits[77] = 20.0;
         logits[99_000] = 20.0;
         let mut s = Sampler::new(params(|p| p.top_p = 0.9));
-        let picks: std::collections::HashSet<u32> = (0..64)
-            .map(|_| s.sample(&mut logits.clone(), &[]))
-            .collect();
+        let picks: std::collections::HashSet<u32> = (0..64).map(|_| s.sample(&mut logits.clone(), &[])).collect();
         assert_eq!(picks, [77, 99_000].into_iter().collect());
     }
 

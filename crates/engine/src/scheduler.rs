@@ -29,11 +29,7 @@ pub struct SchedulerConfig {
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        SchedulerConfig {
-            max_batch_tokens: 512,
-            max_running: 16,
-            prefix_cache_bytes: 256 << 20,
-        }
+        SchedulerConfig { max_batch_tokens: 512, max_running: 16, prefix_cache_bytes: 256 << 20 }
     }
 }
 
@@ -123,16 +119,7 @@ impl Sequence {
         while !self.text.is_char_boundary(search_from) {
             search_from -= 1;
         }
-        let hit = self
-            .req
-            .stop
-            .iter()
-            .filter_map(|s| {
-                self.text[search_from..]
-                    .find(s.as_str())
-                    .map(|i| search_from + i)
-            })
-            .min();
+        let hit = self.req.stop.iter().filter_map(|s| self.text[search_from..].find(s.as_str()).map(|i| search_from + i)).min();
         if let Some(cut) = hit {
             let out = self.text[self.emitted.min(cut)..cut].to_string();
             // The stop string and anything after it are never part of the output.
@@ -141,24 +128,9 @@ impl Sequence {
             return (out, true);
         }
         // Hold back a tail that could still grow into a stop string.
-        let hold = self
-            .req
-            .stop
-            .iter()
-            .map(|s| {
-                (1..s.len())
-                    .rev()
-                    .find(|&k| s.is_char_boundary(k) && self.text.ends_with(&s[..k]))
-                    .unwrap_or(0)
-            })
-            .max()
-            .unwrap_or(0);
+        let hold = self.req.stop.iter().map(|s| (1..s.len()).rev().find(|&k| s.is_char_boundary(k) && self.text.ends_with(&s[..k])).unwrap_or(0)).max().unwrap_or(0);
         let end = self.text.len() - hold;
-        let out = if end > self.emitted {
-            self.text[self.emitted..end].to_string()
-        } else {
-            String::new()
-        };
+        let out = if end > self.emitted { self.text[self.emitted..end].to_string() } else { String::new() };
         self.emitted = self.emitted.max(end);
         (out, false)
     }
@@ -171,14 +143,7 @@ impl Sequence {
 }
 
 /// Runs the scheduler until every command sender is gone.
-pub fn run(
-    model: Model,
-    tokenizer: Arc<Tokenizer>,
-    rx: Receiver<Command>,
-    cfg: SchedulerConfig,
-    context_length: usize,
-    stats: Arc<SchedStats>,
-) {
+pub fn run(model: Model, tokenizer: Arc<Tokenizer>, rx: Receiver<Command>, cfg: SchedulerConfig, context_length: usize, stats: Arc<SchedStats>) {
     let mut running: Vec<Sequence> = Vec::new();
     let mut waiting: std::collections::VecDeque<SeqRequest> = Default::default();
     let n_layers = model.config.n_layers;
@@ -208,25 +173,12 @@ pub fn run(
             let Some(req) = waiting.pop_front() else {
                 break;
             };
-            let _ = req.tx.send(Event::Started {
-                prompt_tokens: req.prompt.len(),
-            });
+            let _ = req.tx.send(Event::Started { prompt_tokens: req.prompt.len() });
             let tokens = req.prompt.clone();
             let ns = req.adapter.as_ref().map_or(0, |a| a.0);
-            let kv = prefixes
-                .lookup(ns, &tokens, kv_dim)
-                .unwrap_or_else(|| KvCache::new(n_layers));
+            let kv = prefixes.lookup(ns, &tokens, kv_dim).unwrap_or_else(|| KvCache::new(n_layers));
             let cached = kv.len();
-            running.push(Sequence {
-                req,
-                cached,
-                tokens,
-                kv,
-                generated: 0,
-                pending: Vec::new(),
-                text: String::new(),
-                emitted: 0,
-            });
+            running.push(Sequence { req, cached, tokens, kv, generated: 0, pending: Vec::new(), text: String::new(), emitted: 0 });
         }
         // Cancellation: a dropped receiver frees the sequence (and its KV cache) now.
         running.retain(|s| !s.req.tx.is_closed());
@@ -261,12 +213,7 @@ pub fn run(
             let tokens = &s.tokens[start..start + take[i]];
             let want_logits = start + take[i] == s.tokens.len();
             let adapter = s.req.adapter.as_ref().map(|a| &*a.1);
-            items.push(BatchItem {
-                tokens,
-                kv: &mut s.kv,
-                want_logits,
-                adapter,
-            });
+            items.push(BatchItem { tokens, kv: &mut s.kv, want_logits, adapter });
             idx.push(i);
         }
         let logits = model.forward(&mut items);
@@ -282,21 +229,10 @@ pub fn run(
                     let tail = s.flush();
                     if !tail.is_empty() {
                         let id = s.tokens.last().copied().unwrap_or_default();
-                        let _ = s.req.tx.send(Event::Token {
-                            text: tail,
-                            id,
-                            logprob: None,
-                        });
+                        let _ = s.req.tx.send(Event::Token { text: tail, id, logprob: None });
                     }
-                    let usage = Usage {
-                        prompt_tokens: s.req.prompt.len(),
-                        completion_tokens: s.generated,
-                        cached_tokens: s.cached,
-                    };
-                    let _ = s.req.tx.send(Event::Done {
-                        finish_reason: reason,
-                        usage,
-                    });
+                    let usage = Usage { prompt_tokens: s.req.prompt.len(), completion_tokens: s.generated, cached_tokens: s.cached };
+                    let _ = s.req.tx.send(Event::Done { finish_reason: reason, usage });
                     finished.push(i);
                 }
             }
@@ -314,13 +250,8 @@ pub fn run(
 fn publish(stats: &SchedStats, running: &[Sequence], waiting: usize, prefixes: &PrefixCache) {
     stats.running.store(running.len(), Ordering::Relaxed);
     stats.waiting.store(waiting, Ordering::Relaxed);
-    stats.kv_bytes.store(
-        running.iter().map(|s| s.kv.bytes()).sum(),
-        Ordering::Relaxed,
-    );
-    stats
-        .prefix_cache_bytes
-        .store(prefixes.bytes(), Ordering::Relaxed);
+    stats.kv_bytes.store(running.iter().map(|s| s.kv.bytes()).sum(), Ordering::Relaxed);
+    stats.prefix_cache_bytes.store(prefixes.bytes(), Ordering::Relaxed);
 }
 
 fn sample_one(s: &mut Sequence, logits: &mut [f32], tk: &Tokenizer, context_length: usize) -> Step {
@@ -335,28 +266,12 @@ fn sample_one(s: &mut Sequence, logits: &mut [f32], tk: &Tokenizer, context_leng
         let (chosen, top) = top_logprobs(&raw, tok, k);
         let entry = |id: u32, lp: f32| {
             let bytes = tk.token_bytes(id).to_vec();
-            TopLogprob {
-                token: String::from_utf8_lossy(&bytes).into_owned(),
-                logprob: lp,
-                bytes,
-            }
+            TopLogprob { token: String::from_utf8_lossy(&bytes).into_owned(), logprob: lp, bytes }
         };
-        TokenLogprob {
-            chosen: entry(tok, chosen),
-            top: top.into_iter().map(|(i, l)| entry(i, l)).collect(),
-        }
+        TokenLogprob { chosen: entry(tok, chosen), top: top.into_iter().map(|(i, l)| entry(i, l)).collect() }
     });
     let (text, stopped) = s.push_text(tk.token_bytes(tok));
-    if (!text.is_empty() || logprob.is_some())
-        && s.req
-            .tx
-            .send(Event::Token {
-                text,
-                id: tok,
-                logprob,
-            })
-            .is_err()
-    {
+    if (!text.is_empty() || logprob.is_some()) && s.req.tx.send(Event::Token { text, id: tok, logprob }).is_err() {
         return Step::Continue; // the receiver is gone; retired at the next step
     }
     if stopped {
@@ -385,16 +300,7 @@ mod tests {
             inflight: InflightGuard(std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(1))),
             adapter: None,
         };
-        Sequence {
-            req,
-            cached: 0,
-            tokens: vec![],
-            kv: KvCache::new(1),
-            generated: 0,
-            pending: vec![],
-            text: String::new(),
-            emitted: 0,
-        }
+        Sequence { req, cached: 0, tokens: vec![], kv: KvCache::new(1), generated: 0, pending: vec![], text: String::new(), emitted: 0 }
     }
 
     #[test]

@@ -45,9 +45,7 @@ pub struct ChatTemplate {
 
 impl std::fmt::Debug for ChatTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatTemplate")
-            .field("kind", &self.kind)
-            .finish()
+        f.debug_struct("ChatTemplate").field("kind", &self.kind).finish()
     }
 }
 
@@ -57,9 +55,7 @@ fn raise_exception(msg: String) -> std::result::Result<Value, minijinja::Error> 
 
 fn strftime_now(fmt: String) -> String {
     // Templates use this for "today's date" lines. Without a time-zone database we give UTC.
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let days = (secs / 86400) as i64;
     // Civil-from-days (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -71,28 +67,9 @@ fn strftime_now(fmt: String) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    const MONTHS: [&str; 12] = [
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ];
-    const MON: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    fmt.replace("%Y", &y.to_string())
-        .replace("%m", &format!("{m:02}"))
-        .replace("%d", &format!("{d:02}"))
-        .replace("%B", MONTHS[(m - 1) as usize])
-        .replace("%b", MON[(m - 1) as usize])
+    const MONTHS: [&str; 12] = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+    const MON: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    fmt.replace("%Y", &y.to_string()).replace("%m", &format!("{m:02}")).replace("%d", &format!("{d:02}")).replace("%B", MONTHS[(m - 1) as usize]).replace("%b", MON[(m - 1) as usize])
 }
 
 impl ChatTemplate {
@@ -102,11 +79,7 @@ impl ChatTemplate {
         let (src, kind, stops) = match source {
             Some(s) if !s.trim().is_empty() => (s.to_string(), TemplateKind::Own, vec![]),
             _ if has_chatml => (CHATML.to_string(), TemplateKind::ChatMl, vec![]),
-            _ => (
-                TRANSCRIPT.to_string(),
-                TemplateKind::Transcript,
-                vec!["\nUser:".to_string()],
-            ),
+            _ => (TRANSCRIPT.to_string(), TemplateKind::Transcript, vec!["\nUser:".to_string()]),
         };
         let mut env = Environment::new();
         env.set_trim_blocks(true);
@@ -114,25 +87,14 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
-        env.add_template_owned("chat", src.clone())
-            .map_err(|e| Error::Template(e.to_string()))?;
-        Ok(ChatTemplate {
-            env,
-            source: src,
-            kind,
-            stops,
-            bos: bos.to_string(),
-            eos: eos.to_string(),
-        })
+        env.add_template_owned("chat", src.clone()).map_err(|e| Error::Template(e.to_string()))?;
+        Ok(ChatTemplate { env, source: src, kind, stops, bos: bos.to_string(), eos: eos.to_string() })
     }
 
     /// Renders `messages`; with `add_generation_prompt` the text ends where the assistant's
     /// answer begins.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let tmpl = self
-            .env
-            .get_template("chat")
-            .map_err(|e| Error::Template(e.to_string()))?;
+        let tmpl = self.env.get_template("chat").map_err(|e| Error::Template(e.to_string()))?;
         tmpl.render(context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
@@ -148,10 +110,7 @@ mod tests {
     use super::*;
 
     fn msg(role: &str, content: &str) -> ChatMessage {
-        ChatMessage {
-            role: role.into(),
-            content: content.into(),
-        }
+        ChatMessage { role: role.into(), content: content.into() }
     }
 
     #[test]
@@ -166,44 +125,21 @@ mod tests {
     fn transcript_fallback_without_chatml_tokens() {
         let t = ChatTemplate::new(None, "", "", false).unwrap();
         assert_eq!(t.kind, TemplateKind::Transcript);
-        let s = t
-            .render(
-                &[
-                    msg("system", "Be brief."),
-                    msg("user", "hi"),
-                    msg("assistant", "Hello."),
-                    msg("user", "bye"),
-                ],
-                true,
-            )
-            .unwrap();
-        assert_eq!(
-            s,
-            "Be brief.\n\nUser: hi\nAssistant: Hello.\nUser: bye\nAssistant:"
-        );
+        let s = t.render(&[msg("system", "Be brief."), msg("user", "hi"), msg("assistant", "Hello."), msg("user", "bye")], true).unwrap();
+        assert_eq!(s, "Be brief.\n\nUser: hi\nAssistant: Hello.\nUser: bye\nAssistant:");
         assert_eq!(t.stops, vec!["\nUser:".to_string()]);
     }
 
     #[test]
     fn hf_semantics_trim_blocks_and_python_methods() {
-        let src =
-            "{% for m in messages %}\n  {{ m.role.upper() }}:{{ m.content.strip() }}\n{% endfor %}";
+        let src = "{% for m in messages %}\n  {{ m.role.upper() }}:{{ m.content.strip() }}\n{% endfor %}";
         let t = ChatTemplate::new(Some(src), "<s>", "</s>", true).unwrap();
-        assert_eq!(
-            t.render(&[msg("user", " a ")], false).unwrap(),
-            "  USER:a\n"
-        );
+        assert_eq!(t.render(&[msg("user", " a ")], false).unwrap(), "  USER:a\n");
     }
 
     #[test]
     fn raise_exception_is_an_error() {
-        let t = ChatTemplate::new(
-            Some("{{ raise_exception('no system role') }}"),
-            "",
-            "",
-            true,
-        )
-        .unwrap();
+        let t = ChatTemplate::new(Some("{{ raise_exception('no system role') }}"), "", "", true).unwrap();
         let e = t.render(&[], false).unwrap_err().to_string();
         assert!(e.contains("no system role"), "{e}");
     }

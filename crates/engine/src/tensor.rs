@@ -49,35 +49,19 @@ impl Weight {
     pub fn new(ty: GgmlType, rows: usize, cols: usize, storage: Storage, offset: usize) -> Self {
         let row_bytes = ty.row_bytes(cols).expect("cols checked by the loader");
         debug_assert!(offset + rows * row_bytes <= storage.bytes().len());
-        Weight {
-            ty,
-            rows,
-            cols,
-            storage,
-            offset,
-            row_bytes,
-        }
+        Weight { ty, rows, cols, storage, offset, row_bytes }
     }
 
     /// Whether `other` reads the very same bytes (a tied output head and embedding).
     pub fn same_bytes(&self, other: &Weight) -> bool {
-        self.ty == other.ty
-            && self.rows == other.rows
-            && self.cols == other.cols
-            && std::ptr::eq(self.row_bytes(0).as_ptr(), other.row_bytes(0).as_ptr())
+        self.ty == other.ty && self.rows == other.rows && self.cols == other.cols && std::ptr::eq(self.row_bytes(0).as_ptr(), other.row_bytes(0).as_ptr())
     }
 
     /// An owned f32 matrix.
     pub fn from_f32(rows: usize, cols: usize, data: &[f32]) -> Self {
         assert_eq!(data.len(), rows * cols);
         let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        Weight::new(
-            GgmlType::F32,
-            rows,
-            cols,
-            Storage::Owned(Arc::new(bytes)),
-            0,
-        )
+        Weight::new(GgmlType::F32, rows, cols, Storage::Owned(Arc::new(bytes)), 0)
     }
 
     /// The raw bytes of row `i`.

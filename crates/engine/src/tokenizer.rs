@@ -27,8 +27,7 @@ const TT_USER_DEFINED: i64 = 4;
 const TT_BYTE: i64 = 6;
 
 /// The GPT-2 pattern shared by many byte-level tokenizers.
-const GPT2_PATTERN: &str =
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
 const LLAMA3_PATTERN: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// llama.cpp's split regexes for a GGUF `tokenizer.ggml.pre` value.
@@ -50,8 +49,7 @@ fn byte_unicode_table() -> ([char; 256], HashMap<char, u8>) {
     let mut table = ['\0'; 256];
     let mut n = 0u32;
     for b in 0..256u32 {
-        let printable =
-            (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+        let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
         table[b as usize] = if printable {
             char::from_u32(b).unwrap()
         } else {
@@ -59,11 +57,7 @@ fn byte_unicode_table() -> ([char; 256], HashMap<char, u8>) {
             char::from_u32(255 + n).unwrap()
         };
     }
-    let inv = table
-        .iter()
-        .enumerate()
-        .map(|(b, &c)| (c, b as u8))
-        .collect();
+    let inv = table.iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
     (table, inv)
 }
 
@@ -122,30 +116,19 @@ impl Spm {
         let text = text.replace(' ', "\u{2581}");
         let mut syms: Vec<Sym> = Vec::new();
         for (i, (off, ch)) in text.char_indices().enumerate() {
-            syms.push(Sym {
-                start: off,
-                n: ch.len_utf8(),
-                prev: i.checked_sub(1),
-                next: Some(i + 1),
-            });
+            syms.push(Sym { start: off, n: ch.len_utf8(), prev: i.checked_sub(1), next: Some(i + 1) });
         }
         if let Some(last) = syms.last_mut() {
             last.next = None;
         }
         let mut heap = BinaryHeap::new();
-        let try_add =
-            |l: Option<usize>, r: Option<usize>, syms: &[Sym], heap: &mut BinaryHeap<Bigram>| {
-                let (Some(l), Some(r)) = (l, r) else { return };
-                let s = &text[syms[l].start..syms[l].start + syms[l].n + syms[r].n];
-                if let Some(&id) = self.ids.get(s) {
-                    heap.push(Bigram {
-                        score: self.scores[id as usize],
-                        left: l,
-                        right: r,
-                        size: s.len(),
-                    });
-                }
-            };
+        let try_add = |l: Option<usize>, r: Option<usize>, syms: &[Sym], heap: &mut BinaryHeap<Bigram>| {
+            let (Some(l), Some(r)) = (l, r) else { return };
+            let s = &text[syms[l].start..syms[l].start + syms[l].n + syms[r].n];
+            if let Some(&id) = self.ids.get(s) {
+                heap.push(Bigram { score: self.scores[id as usize], left: l, right: r, size: s.len() });
+            }
+        };
         for i in 1..syms.len() {
             try_add(Some(i - 1), Some(i), &syms, &mut heap);
         }
@@ -172,10 +155,7 @@ impl Spm {
             let s = &text[syms[ix].start..syms[ix].start + syms[ix].n];
             match self.ids.get(s) {
                 Some(&id) => out.push(id),
-                None => out.extend(
-                    s.bytes()
-                        .filter_map(|b| self.byte_ids[b as usize].or(self.unk)),
-                ),
+                None => out.extend(s.bytes().filter_map(|b| self.byte_ids[b as usize].or(self.unk))),
             }
             i = syms[ix].next;
         }
@@ -207,15 +187,7 @@ pub struct Tokenizer {
 }
 
 /// Texts of tokens that end a turn in common chat formats.
-const EOG_TEXTS: &[&str] = &[
-    "<|im_end|>",
-    "<end_of_turn>",
-    "<|eot_id|>",
-    "<|endoftext|>",
-    "<|end|>",
-    "<eos>",
-    "</s>",
-];
+const EOG_TEXTS: &[&str] = &["<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>", "<|end|>", "<eos>", "</s>"];
 
 impl Tokenizer {
     /// Builds the tokenizer described by a GGUF file's `tokenizer.ggml.*` metadata.
@@ -223,59 +195,25 @@ impl Tokenizer {
         let model = g.get_str("tokenizer.ggml.model")?;
         let tokens = g.get_str_array("tokenizer.ggml.tokens")?;
         let types: Vec<i64> = match g.opt("tokenizer.ggml.token_type") {
-            Some(crate::gguf::Value::Array(v)) => {
-                v.iter().map(|x| x.as_f64().unwrap_or(1.0) as i64).collect()
-            }
+            Some(crate::gguf::Value::Array(v)) => v.iter().map(|x| x.as_f64().unwrap_or(1.0) as i64).collect(),
             _ => vec![1; tokens.len()],
         };
-        let bos = g
-            .opt("tokenizer.ggml.bos_token_id")
-            .and_then(|v| v.as_u64())
-            .map(|v| v as u32);
-        let eos = g
-            .opt("tokenizer.ggml.eos_token_id")
-            .and_then(|v| v.as_u64())
-            .map(|v| v as u32);
-        let eot = g
-            .opt("tokenizer.ggml.eot_token_id")
-            .and_then(|v| v.as_u64())
-            .map(|v| v as u32);
-        let unk = g
-            .opt("tokenizer.ggml.unknown_token_id")
-            .and_then(|v| v.as_u64())
-            .map(|v| v as u32);
+        let bos = g.opt("tokenizer.ggml.bos_token_id").and_then(|v| v.as_u64()).map(|v| v as u32);
+        let eos = g.opt("tokenizer.ggml.eos_token_id").and_then(|v| v.as_u64()).map(|v| v as u32);
+        let eot = g.opt("tokenizer.ggml.eot_token_id").and_then(|v| v.as_u64()).map(|v| v as u32);
+        let unk = g.opt("tokenizer.ggml.unknown_token_id").and_then(|v| v.as_u64()).map(|v| v as u32);
         let (inner, token_bytes) = match model {
             "gpt2" => {
                 let merges = g.get_str_array("tokenizer.ggml.merges")?;
-                let pre = g
-                    .opt("tokenizer.ggml.pre")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("default");
-                let regexes = pre_regexes(pre).ok_or_else(|| {
-                    Error::Tokenizer(format!(
-                        "{}: pre-tokenizer `{pre}` is not supported yet",
-                        g.path.display()
-                    ))
-                })?;
+                let pre = g.opt("tokenizer.ggml.pre").and_then(|v| v.as_str()).unwrap_or("default");
+                let regexes = pre_regexes(pre).ok_or_else(|| Error::Tokenizer(format!("{}: pre-tokenizer `{pre}` is not supported yet", g.path.display())))?;
                 let tk = build_byte_level_bpe(&tokens, &merges, &regexes)?;
                 let (_, inv) = byte_unicode_table();
-                let bytes = tokens
-                    .iter()
-                    .zip(&types)
-                    .map(|(t, &ty)| {
-                        if ty == TT_CONTROL {
-                            Vec::new()
-                        } else {
-                            byte_level_bytes(t, &inv)
-                        }
-                    })
-                    .collect();
+                let bytes = tokens.iter().zip(&types).map(|(t, &ty)| if ty == TT_CONTROL { Vec::new() } else { byte_level_bytes(t, &inv) }).collect();
                 (Inner::GgufBpe(Box::new(tk)), bytes)
             }
             "llama" => {
-                let scores = g
-                    .opt_f32_array("tokenizer.ggml.scores")?
-                    .unwrap_or_else(|| vec![0.0; tokens.len()]);
+                let scores = g.opt_f32_array("tokenizer.ggml.scores")?.unwrap_or_else(|| vec![0.0; tokens.len()]);
                 let mut byte_ids = [None; 256];
                 for (i, (t, &ty)) in tokens.iter().zip(&types).enumerate() {
                     if ty == TT_BYTE {
@@ -284,46 +222,17 @@ impl Tokenizer {
                         }
                     }
                 }
-                let ids = tokens
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| (t.clone(), i as u32))
-                    .collect();
-                let bytes = tokens
-                    .iter()
-                    .zip(&types)
-                    .map(|(t, &ty)| {
-                        if ty == TT_CONTROL {
-                            Vec::new()
-                        } else {
-                            spm_bytes(t)
-                        }
-                    })
-                    .collect();
-                (
-                    Inner::Spm(Spm {
-                        ids,
-                        scores,
-                        byte_ids,
-                        unk,
-                    }),
-                    bytes,
-                )
+                let ids = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+                let bytes = tokens.iter().zip(&types).map(|(t, &ty)| if ty == TT_CONTROL { Vec::new() } else { spm_bytes(t) }).collect();
+                (Inner::Spm(Spm { ids, scores, byte_ids, unk }), bytes)
             }
-            other => {
-                return Err(Error::Tokenizer(format!(
-                    "{}: tokenizer model `{other}` is not supported (supported: gpt2, llama)",
-                    g.path.display()
-                )))
-            }
+            other => return Err(Error::Tokenizer(format!("{}: tokenizer model `{other}` is not supported (supported: gpt2, llama)", g.path.display()))),
         };
         let mut specials: Vec<(String, u32, bool)> = tokens
             .iter()
             .zip(&types)
             .enumerate()
-            .filter(|(_, (t, &ty))| {
-                !t.is_empty() && matches!(ty, TT_CONTROL | TT_USER_DEFINED | TT_UNKNOWN)
-            })
+            .filter(|(_, (t, &ty))| !t.is_empty() && matches!(ty, TT_CONTROL | TT_USER_DEFINED | TT_UNKNOWN))
             .map(|(i, (t, &ty))| (t.clone(), i as u32, ty != TT_USER_DEFINED))
             .collect();
         specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
@@ -334,34 +243,20 @@ impl Tokenizer {
             }
         }
         let default_add_bos = model == "llama";
-        let add_bos = g
-            .opt("tokenizer.ggml.add_bos_token")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(default_add_bos);
-        Ok(Tokenizer {
-            inner,
-            specials,
-            token_bytes,
-            pieces: tokens,
-            bos,
-            add_bos,
-            eog,
-        })
+        let add_bos = g.opt("tokenizer.ggml.add_bos_token").and_then(|v| v.as_bool()).unwrap_or(default_add_bos);
+        Ok(Tokenizer { inner, specials, token_bytes, pieces: tokens, bos, add_bos, eog })
     }
 
     /// Loads a Hugging Face `tokenizer.json`; `config` is the parsed `tokenizer_config.json`, if any.
     pub fn from_hf_file(path: &Path, config: Option<&serde_json::Value>) -> Result<Self> {
-        let tk = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        let tk = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
         let vocab = tk.get_vocab(true);
         let n = vocab.values().copied().max().map_or(0, |m| m as usize + 1);
         let mut pieces = vec![String::new(); n];
         for (s, &i) in &vocab {
             pieces[i as usize] = s.clone();
         }
-        let byte_level = serde_json::to_string(&tk.get_decoder())
-            .unwrap_or_default()
-            .contains("ByteLevel");
+        let byte_level = serde_json::to_string(&tk.get_decoder()).unwrap_or_default().contains("ByteLevel");
         let added = tk.get_added_tokens_decoder();
         let (_, inv) = byte_unicode_table();
         let token_bytes = pieces
@@ -381,9 +276,7 @@ impl Tokenizer {
         };
         let bos = tok_id("bos_token");
         let eos = tok_id("eos_token");
-        let add_bos = config
-            .and_then(|c| c.get("add_bos_token")?.as_bool())
-            .unwrap_or(false);
+        let add_bos = config.and_then(|c| c.get("add_bos_token")?.as_bool()).unwrap_or(false);
         let mut eog: Vec<u32> = eos.into_iter().collect();
         for t in EOG_TEXTS {
             if let Some(id) = tk.token_to_id(t) {
@@ -392,15 +285,7 @@ impl Tokenizer {
                 }
             }
         }
-        Ok(Tokenizer {
-            inner: Inner::HfJson(Box::new(tk)),
-            specials: Vec::new(),
-            token_bytes,
-            pieces,
-            bos,
-            add_bos,
-            eog,
-        })
+        Ok(Tokenizer { inner: Inner::HfJson(Box::new(tk)), specials: Vec::new(), token_bytes, pieces, bos, add_bos, eog })
     }
 
     /// Vocabulary size.
@@ -410,9 +295,7 @@ impl Tokenizer {
 
     /// The bytes a token stands for in output (empty for control tokens).
     pub fn token_bytes(&self, id: u32) -> &[u8] {
-        self.token_bytes
-            .get(id as usize)
-            .map_or(&[], |v| v.as_slice())
+        self.token_bytes.get(id as usize).map_or(&[], |v| v.as_slice())
     }
 
     /// The token's vocabulary string (as stored, e.g. `Ġthe`).
@@ -422,18 +305,12 @@ impl Tokenizer {
 
     /// Looks up a token by its vocabulary string.
     pub fn token_id(&self, piece: &str) -> Option<u32> {
-        self.pieces
-            .iter()
-            .position(|p| p == piece)
-            .map(|i| i as u32)
+        self.pieces.iter().position(|p| p == piece).map(|i| i as u32)
     }
 
     /// Decodes ids to text (invalid UTF-8 replaced).
     pub fn decode(&self, ids: &[u32]) -> String {
-        let bytes: Vec<u8> = ids
-            .iter()
-            .flat_map(|&i| self.token_bytes(i).iter().copied())
-            .collect();
+        let bytes: Vec<u8> = ids.iter().flat_map(|&i| self.token_bytes(i).iter().copied()).collect();
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
@@ -445,9 +322,7 @@ impl Tokenizer {
             out.extend(self.bos);
         }
         if let Inner::HfJson(tk) = &self.inner {
-            let enc = tk
-                .encode(text, false)
-                .map_err(|e| Error::Tokenizer(e.to_string()))?;
+            let enc = tk.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
             out.extend_from_slice(enc.get_ids());
             return Ok(out);
         }
@@ -456,9 +331,7 @@ impl Tokenizer {
                 Frag::Token(id) => out.push(id),
                 Frag::Text(s) => match &self.inner {
                     Inner::GgufBpe(tk) => {
-                        let enc = tk
-                            .encode(s, false)
-                            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+                        let enc = tk.encode(s, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
                         out.extend_from_slice(enc.get_ids());
                     }
                     Inner::Spm(spm) => spm.encode(s, &mut out),
@@ -475,10 +348,7 @@ impl Tokenizer {
             if *control && !parse_special {
                 continue;
             }
-            if !frags
-                .iter()
-                .any(|f| matches!(f, Frag::Text(s) if s.contains(sp.as_str())))
-            {
+            if !frags.iter().any(|f| matches!(f, Frag::Text(s) if s.contains(sp.as_str()))) {
                 continue;
             }
             let mut next = Vec::with_capacity(frags.len() + 2);
@@ -510,37 +380,19 @@ enum Frag<'t> {
     Token(u32),
 }
 
-fn build_byte_level_bpe(
-    tokens: &[String],
-    merges: &[String],
-    regexes: &[&str],
-) -> Result<tokenizers::Tokenizer> {
-    let vocab: tokenizers::models::bpe::Vocab = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), i as u32))
-        .collect();
+fn build_byte_level_bpe(tokens: &[String], merges: &[String], regexes: &[&str]) -> Result<tokenizers::Tokenizer> {
+    let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
     let merges = merges
         .iter()
         .map(|m| {
-            let (a, b) = m
-                .split_once(' ')
-                .ok_or_else(|| Error::Tokenizer(format!("malformed merge `{m}`")))?;
+            let (a, b) = m.split_once(' ').ok_or_else(|| Error::Tokenizer(format!("malformed merge `{m}`")))?;
             Ok((a.to_string(), b.to_string()))
         })
         .collect::<Result<Vec<_>>>()?;
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab, merges)
-        .build()
-        .map_err(|e| Error::Tokenizer(e.to_string()))?;
+    let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| Error::Tokenizer(e.to_string()))?;
     let mut pre: Vec<PreTokenizerWrapper> = Vec::new();
     for re in regexes {
-        let split = Split::new(
-            SplitPattern::Regex(re.to_string()),
-            SplitDelimiterBehavior::Isolated,
-            false,
-        )
-        .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let split = Split::new(SplitPattern::Regex(re.to_string()), SplitDelimiterBehavior::Isolated, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
         pre.push(split.into());
     }
     pre.push(ByteLevel::new(false, false, false).into());

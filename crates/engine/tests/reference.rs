@@ -10,27 +10,18 @@ use shovel_engine::sampler::argmax;
 use std::path::PathBuf;
 
 fn shovel_home() -> PathBuf {
-    std::env::var_os("SHOVEL_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".shovel"))
+    std::env::var_os("SHOVEL_HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".shovel"))
 }
 
 fn reference(file: &str) -> Vec<serde_json::Value> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/reference");
     let text = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 fn load(id: &str) -> LoadedParts {
     let path = shovel_home().join("models").join(id).join("model.gguf");
-    assert!(
-        path.exists(),
-        "{} is missing: run `shovel pull {id}` first (scripts/test.sh does)",
-        path.display()
-    );
+    assert!(path.exists(), "{} is missing: run `shovel pull {id}` first (scripts/test.sh does)", path.display());
     load_gguf(&path).unwrap()
 }
 
@@ -45,19 +36,10 @@ fn check_tokenize(id: &str, parts: &LoadedParts) {
         }
         // Decoding gives the text back exactly (control tokens print as nothing).
         if !text.contains("<|") {
-            assert_eq!(
-                parts.tokenizer.decode(&got),
-                text,
-                "{id}: decode of {text:?}"
-            );
+            assert_eq!(parts.tokenizer.decode(&got), text, "{id}: decode of {text:?}");
         }
     }
-    assert!(
-        bad.is_empty(),
-        "{id}: {} tokenization mismatches:\n{}",
-        bad.len(),
-        bad.join("\n")
-    );
+    assert!(bad.is_empty(), "{id}: {} tokenization mismatches:\n{}", bad.len(), bad.join("\n"));
 }
 
 fn check_template(id: &str, parts: &LoadedParts) {
@@ -70,10 +52,7 @@ fn check_template(id: &str, parts: &LoadedParts) {
     }
     for r in reference(&format!("{id}.template.jsonl")) {
         let msgs: Vec<ChatMessage> = serde_json::from_value(r["messages"].clone()).unwrap();
-        let got = parts
-            .template
-            .render(&msgs, r["add_generation_prompt"].as_bool().unwrap())
-            .unwrap();
+        let got = parts.template.render(&msgs, r["add_generation_prompt"].as_bool().unwrap()).unwrap();
         assert_eq!(got, r["prompt"].as_str().unwrap(), "{id}: template");
     }
 }
@@ -98,17 +77,11 @@ fn prob(l: &[f32], i: u32) -> f32 {
 fn check_greedy(id: &str, parts: &LoadedParts) {
     let refs = reference(&format!("{id}.greedy.jsonl"));
     let n_layers = parts.model.config.n_layers;
-    let want: Vec<Vec<u32>> = refs
-        .iter()
-        .map(|r| serde_json::from_value(r["ids"].clone()).unwrap())
-        .collect();
+    let want: Vec<Vec<u32>> = refs.iter().map(|r| serde_json::from_value(r["ids"].clone()).unwrap()).collect();
     let mut seqs: Vec<(Vec<u32>, KvCache)> = refs
         .iter()
         .map(|r| {
-            let p = parts
-                .tokenizer
-                .encode(r["prompt"].as_str().unwrap(), parts.tokenizer.add_bos, true)
-                .unwrap();
+            let p = parts.tokenizer.encode(r["prompt"].as_str().unwrap(), parts.tokenizer.add_bos, true).unwrap();
             (p, KvCache::new(n_layers))
         })
         .collect();
@@ -120,17 +93,8 @@ fn check_greedy(id: &str, parts: &LoadedParts) {
             .iter_mut()
             .zip(&want)
             .map(|((p, kv), w)| {
-                let toks: &[u32] = if step == 0 {
-                    p
-                } else {
-                    std::slice::from_ref(&w[step - 1])
-                };
-                BatchItem {
-                    tokens: toks,
-                    kv,
-                    want_logits: true,
-                    adapter: None,
-                }
+                let toks: &[u32] = if step == 0 { p } else { std::slice::from_ref(&w[step - 1]) };
+                BatchItem { tokens: toks, kv, want_logits: true, adapter: None }
             })
             .collect();
         let logits = parts.model.forward(&mut items);
@@ -162,11 +126,7 @@ fn check_greedy(id: &str, parts: &LoadedParts) {
             eprintln!("  {:?}: {}", r["prompt"], d.join("; "));
         }
     }
-    assert!(
-        not_ties.is_empty(),
-        "{id}: disagreements that are not near-ties:\n{}",
-        not_ties.join("\n")
-    );
+    assert!(not_ties.is_empty(), "{id}: disagreements that are not near-ties:\n{}", not_ties.join("\n"));
 }
 
 #[test]
@@ -193,37 +153,16 @@ fn gemma3_matches_llama_cpp() {
 fn batching_never_changes_greedy_tokens() {
     let parts = load("smollm2-135m-instruct");
     let refs = reference("smollm2-135m-instruct.greedy.jsonl");
-    let prompts: Vec<Vec<u32>> = refs
-        .iter()
-        .take(8)
-        .map(|r| {
-            parts
-                .tokenizer
-                .encode(r["prompt"].as_str().unwrap(), parts.tokenizer.add_bos, true)
-                .unwrap()
-        })
-        .collect();
+    let prompts: Vec<Vec<u32>> = refs.iter().take(8).map(|r| parts.tokenizer.encode(r["prompt"].as_str().unwrap(), parts.tokenizer.add_bos, true).unwrap()).collect();
     let greedy = |ps: &[Vec<u32>]| -> Vec<Vec<u32>> {
-        let mut kvs: Vec<KvCache> = ps
-            .iter()
-            .map(|_| KvCache::new(parts.model.config.n_layers))
-            .collect();
+        let mut kvs: Vec<KvCache> = ps.iter().map(|_| KvCache::new(parts.model.config.n_layers)).collect();
         let mut out: Vec<Vec<u32>> = vec![Vec::new(); ps.len()];
         for step in 0..8 {
             let mut items: Vec<BatchItem> = kvs
                 .iter_mut()
                 .zip(ps)
                 .zip(&out)
-                .map(|((kv, p), o)| BatchItem {
-                    tokens: if step == 0 {
-                        p.as_slice()
-                    } else {
-                        std::slice::from_ref(o.last().unwrap())
-                    },
-                    kv,
-                    want_logits: true,
-                    adapter: None,
-                })
+                .map(|((kv, p), o)| BatchItem { tokens: if step == 0 { p.as_slice() } else { std::slice::from_ref(o.last().unwrap()) }, kv, want_logits: true, adapter: None })
                 .collect();
             let logits = parts.model.forward(&mut items);
             for (o, l) in out.iter_mut().zip(logits) {
@@ -234,10 +173,6 @@ fn batching_never_changes_greedy_tokens() {
     };
     let together = greedy(&prompts);
     for (i, p) in prompts.iter().enumerate() {
-        assert_eq!(
-            greedy(std::slice::from_ref(p))[0],
-            together[i],
-            "prompt {i}"
-        );
+        assert_eq!(greedy(std::slice::from_ref(p))[0], together[i], "prompt {i}");
     }
 }

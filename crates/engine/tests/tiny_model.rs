@@ -3,10 +3,7 @@
 //! invariants and the engine's request handling without any downloaded weights.
 
 use rand::{Rng, SeedableRng};
-use shovel_core::{
-    BackendError, ChatMessage, Event, FinishReason, GenerateRequest, InferenceBackend, ModelId,
-    ModelInfo, ModelKind, Prompt, SamplingParams,
-};
+use shovel_core::{BackendError, ChatMessage, Event, FinishReason, GenerateRequest, InferenceBackend, ModelId, ModelInfo, ModelKind, Prompt, SamplingParams};
 use shovel_engine::loader::load_hf_dir;
 use shovel_engine::model::{BatchItem, KvCache, Model};
 use shovel_engine::sampler::argmax;
@@ -26,22 +23,12 @@ fn write_tokenizer(dir: &Path) -> usize {
     use tokenizers::AddedToken;
     let mut alphabet: Vec<char> = ByteLevel::alphabet().into_iter().collect();
     alphabet.sort();
-    let vocab: tokenizers::models::bpe::Vocab = alphabet
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.to_string(), i as u32))
-        .collect();
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab, vec![])
-        .build()
-        .unwrap();
+    let vocab: tokenizers::models::bpe::Vocab = alphabet.iter().enumerate().map(|(i, c)| (c.to_string(), i as u32)).collect();
+    let bpe = BPE::builder().vocab_and_merges(vocab, vec![]).build().unwrap();
     let mut tk = tokenizers::Tokenizer::new(bpe);
     tk.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
     tk.with_decoder(Some(ByteLevel::default()));
-    tk.add_special_tokens(&[
-        AddedToken::from("<|im_start|>", true),
-        AddedToken::from("<|im_end|>", true),
-    ]);
+    tk.add_special_tokens(&[AddedToken::from("<|im_start|>", true), AddedToken::from("<|im_end|>", true)]);
     tk.save(dir.join("tokenizer.json"), false).unwrap();
     let template = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
     let cfg = serde_json::json!({"chat_template": template, "eos_token": "<|im_end|>", "bos_token": null, "add_bos_token": false});
@@ -59,11 +46,7 @@ fn write_model(dir: &Path, seed: u64) {
     std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let kvd = H / HEADS * KV_HEADS;
-    let mut shapes: Vec<(String, Vec<usize>)> = vec![
-        ("model.embed_tokens.weight".into(), vec![vocab, H]),
-        ("model.norm.weight".into(), vec![H]),
-        ("lm_head.weight".into(), vec![vocab, H]),
-    ];
+    let mut shapes: Vec<(String, Vec<usize>)> = vec![("model.embed_tokens.weight".into(), vec![vocab, H]), ("model.norm.weight".into(), vec![H]), ("lm_head.weight".into(), vec![vocab, H])];
     for l in 0..LAYERS {
         let p = format!("model.layers.{l}");
         shapes.extend([
@@ -82,28 +65,12 @@ fn write_model(dir: &Path, seed: u64) {
         .into_iter()
         .map(|(name, shape)| {
             let n: usize = shape.iter().product();
-            let vals: Vec<f32> = if shape.len() == 1 {
-                (0..n).map(|_| 1.0 + rng.gen_range(-0.1..0.1)).collect()
-            } else {
-                (0..n).map(|_| rng.gen_range(-0.5..0.5)).collect()
-            };
-            (
-                name,
-                shape,
-                vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            )
+            let vals: Vec<f32> = if shape.len() == 1 { (0..n).map(|_| 1.0 + rng.gen_range(-0.1..0.1)).collect() } else { (0..n).map(|_| rng.gen_range(-0.5..0.5)).collect() };
+            (name, shape, vals.iter().flat_map(|v| v.to_le_bytes()).collect())
         })
         .collect();
-    let views: HashMap<String, safetensors::tensor::TensorView> = data
-        .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .unwrap(),
-            )
-        })
-        .collect();
+    let views: HashMap<String, safetensors::tensor::TensorView> =
+        data.iter().map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())).collect();
     safetensors::serialize_to_file(&views, &None, &dir.join("model.safetensors")).unwrap();
 }
 
@@ -125,17 +92,8 @@ fn greedy(model: &Model, prompts: &[Vec<u32>], join: &[usize], n: usize) -> Vec<
             if step < join[i] || out[i].len() == n {
                 continue;
             }
-            let toks: &[u32] = if out[i].is_empty() {
-                &prompts[i]
-            } else {
-                std::slice::from_ref(out[i].last().unwrap())
-            };
-            items.push(BatchItem {
-                tokens: toks,
-                kv: kvi,
-                want_logits: true,
-                adapter: None,
-            });
+            let toks: &[u32] = if out[i].is_empty() { &prompts[i] } else { std::slice::from_ref(out[i].last().unwrap()) };
+            items.push(BatchItem { tokens: toks, kv: kvi, want_logits: true, adapter: None });
             who.push(i);
         }
         if items.is_empty() {
@@ -156,40 +114,17 @@ fn hf_directory_loads_with_its_tokenizer_and_template() {
     assert_eq!(parts.model.config.n_layers, LAYERS);
     let ids = parts.tokenizer.encode("héllo 世界", false, true).unwrap();
     assert_eq!(parts.tokenizer.decode(&ids), "héllo 世界");
-    let msgs = vec![ChatMessage {
-        role: "user".into(),
-        content: "hi".into(),
-    }];
-    assert_eq!(
-        parts.template.render(&msgs, true).unwrap(),
-        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
-    );
-    let chat_ids = parts
-        .tokenizer
-        .encode("<|im_start|>user", false, true)
-        .unwrap();
-    assert_eq!(
-        chat_ids.len(),
-        1 + 4,
-        "the special token is one id: {chat_ids:?}"
-    );
-    assert!(parts
-        .tokenizer
-        .eog
-        .contains(&parts.tokenizer.token_id("<|im_end|>").unwrap()));
+    let msgs = vec![ChatMessage { role: "user".into(), content: "hi".into() }];
+    assert_eq!(parts.template.render(&msgs, true).unwrap(), "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+    let chat_ids = parts.tokenizer.encode("<|im_start|>user", false, true).unwrap();
+    assert_eq!(chat_ids.len(), 1 + 4, "the special token is one id: {chat_ids:?}");
+    assert!(parts.tokenizer.eog.contains(&parts.tokenizer.token_id("<|im_end|>").unwrap()));
 }
 
 #[test]
 fn a_batch_gives_the_same_tokens_as_each_sequence_alone() {
     let (_d, parts) = tiny();
-    let prompts: Vec<Vec<u32>> = [
-        "The quick brown fox",
-        "a",
-        "SELECT * FROM sales WHERE region = 'North'",
-    ]
-    .iter()
-    .map(|p| parts.tokenizer.encode(p, false, false).unwrap())
-    .collect();
+    let prompts: Vec<Vec<u32>> = ["The quick brown fox", "a", "SELECT * FROM sales WHERE region = 'North'"].iter().map(|p| parts.tokenizer.encode(p, false, false).unwrap()).collect();
     let together = greedy(&parts.model, &prompts, &[0, 2, 5], 12);
     for (i, p) in prompts.iter().enumerate() {
         let alone = greedy(&parts.model, std::slice::from_ref(p), &[0], 12);
@@ -200,82 +135,26 @@ fn a_batch_gives_the_same_tokens_as_each_sequence_alone() {
 #[test]
 fn chunked_prefill_matches_whole_prefill() {
     let (_d, parts) = tiny();
-    let p = parts
-        .tokenizer
-        .encode("chunked prefill must not change anything", false, false)
-        .unwrap();
+    let p = parts.tokenizer.encode("chunked prefill must not change anything", false, false).unwrap();
     let mut kv1 = KvCache::new(LAYERS);
-    let whole = parts
-        .model
-        .forward(&mut [BatchItem {
-            tokens: &p,
-            kv: &mut kv1,
-            want_logits: true,
-            adapter: None,
-        }])
-        .remove(0)
-        .unwrap();
+    let whole = parts.model.forward(&mut [BatchItem { tokens: &p, kv: &mut kv1, want_logits: true, adapter: None }]).remove(0).unwrap();
     let mut kv2 = KvCache::new(LAYERS);
     let (a, b) = p.split_at(7);
-    assert!(parts.model.forward(&mut [BatchItem {
-        tokens: a,
-        kv: &mut kv2,
-        want_logits: false,
-        adapter: None
-    }])[0]
-        .is_none());
-    let chunked = parts
-        .model
-        .forward(&mut [BatchItem {
-            tokens: b,
-            kv: &mut kv2,
-            want_logits: true,
-            adapter: None,
-        }])
-        .remove(0)
-        .unwrap();
-    let diff = whole
-        .iter()
-        .zip(&chunked)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
+    assert!(parts.model.forward(&mut [BatchItem { tokens: a, kv: &mut kv2, want_logits: false, adapter: None }])[0].is_none());
+    let chunked = parts.model.forward(&mut [BatchItem { tokens: b, kv: &mut kv2, want_logits: true, adapter: None }]).remove(0).unwrap();
+    let diff = whole.iter().zip(&chunked).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
     assert!(diff < 1e-4, "max logit difference {diff}");
     assert_eq!(kv1.len(), kv2.len());
 }
 
 fn engine(dir: &Path, max_context: usize) -> Engine {
-    let info = ModelInfo {
-        id: ModelId::new("tiny"),
-        owned_by: "test".into(),
-        created: 0,
-        kind: ModelKind::Chat,
-    };
-    let cfg = EngineConfig {
-        max_context,
-        ..Default::default()
-    };
-    Engine::new(
-        cfg,
-        vec![CatalogEntry {
-            info,
-            path: dir.to_path_buf(),
-            base: None,
-        }],
-    )
+    let info = ModelInfo { id: ModelId::new("tiny"), owned_by: "test".into(), created: 0, kind: ModelKind::Chat };
+    let cfg = EngineConfig { max_context, ..Default::default() };
+    Engine::new(cfg, vec![CatalogEntry { info, path: dir.to_path_buf(), base: None }])
 }
 
 fn req(prompt: Prompt, max_tokens: Option<usize>) -> GenerateRequest {
-    GenerateRequest {
-        model: ModelId::new("tiny"),
-        prompt,
-        sampling: SamplingParams {
-            temperature: 0.0,
-            ..Default::default()
-        },
-        max_tokens,
-        stop: vec![],
-        top_logprobs: None,
-    }
+    GenerateRequest { model: ModelId::new("tiny"), prompt, sampling: SamplingParams { temperature: 0.0, ..Default::default() }, max_tokens, stop: vec![], top_logprobs: None }
 }
 
 async fn run(e: &Engine, r: GenerateRequest) -> (String, FinishReason, shovel_core::Usage) {
@@ -284,10 +163,7 @@ async fn run(e: &Engine, r: GenerateRequest) -> (String, FinishReason, shovel_co
     while let Some(ev) = rx.recv().await {
         match ev {
             Event::Token { text: t, .. } => text.push_str(&t),
-            Event::Done {
-                finish_reason,
-                usage,
-            } => return (text, finish_reason, usage),
+            Event::Done { finish_reason, usage } => return (text, finish_reason, usage),
             Event::Started { .. } => {}
             Event::Error(e) => panic!("{e}"),
         }
@@ -300,14 +176,8 @@ async fn engine_serves_concurrent_requests_and_checks_context() {
     let dir = tempfile::tempdir().unwrap();
     write_model(dir.path(), 5);
     let e = engine(dir.path(), 48);
-    let chat = Prompt::Chat(vec![ChatMessage {
-        role: "user".into(),
-        content: "hello".into(),
-    }]);
-    let (a, b) = tokio::join!(
-        run(&e, req(chat.clone(), Some(5))),
-        run(&e, req(Prompt::Text("abc".into()), Some(7)))
-    );
+    let chat = Prompt::Chat(vec![ChatMessage { role: "user".into(), content: "hello".into() }]);
+    let (a, b) = tokio::join!(run(&e, req(chat.clone(), Some(5))), run(&e, req(Prompt::Text("abc".into()), Some(7))));
     assert_eq!(a.2.completion_tokens.min(5), a.2.completion_tokens);
     assert!(a.1 == FinishReason::Length || a.2.completion_tokens < 5);
     assert_eq!(b.2.prompt_tokens, 3);
@@ -315,20 +185,10 @@ async fn engine_serves_concurrent_requests_and_checks_context() {
     let again = run(&e, req(chat.clone(), Some(5))).await;
     assert_eq!(again.0, a.0);
     match e.submit(req(chat.clone(), Some(100))).await {
-        Err(BackendError::ContextOverflow {
-            max_tokens: 100,
-            context_length: 48,
-            ..
-        }) => {}
+        Err(BackendError::ContextOverflow { max_tokens: 100, context_length: 48, .. }) => {}
         other => panic!("expected a context overflow, got {:?}", other.map(|_| ())),
     }
-    match e
-        .submit(GenerateRequest {
-            model: ModelId::new("nope"),
-            ..req(chat.clone(), None)
-        })
-        .await
-    {
+    match e.submit(GenerateRequest { model: ModelId::new("nope"), ..req(chat.clone(), None) }).await {
         Err(BackendError::ModelNotFound { .. }) => {}
         other => panic!("expected model not found, got {:?}", other.map(|_| ())),
     }
@@ -345,40 +205,16 @@ async fn a_shared_prefix_is_reused_and_changes_nothing() {
     let system = "Table sales: region, amount. ";
     let ask = |q: &str| req(Prompt::Text(format!("{system}{q}")), Some(6));
     // Reference answers from an engine with the cache off.
-    let info = ModelInfo {
-        id: ModelId::new("tiny"),
-        owned_by: "test".into(),
-        created: 0,
-        kind: ModelKind::Chat,
-    };
-    let mut off = EngineConfig {
-        max_context: 256,
-        ..Default::default()
-    };
+    let info = ModelInfo { id: ModelId::new("tiny"), owned_by: "test".into(), created: 0, kind: ModelKind::Chat };
+    let mut off = EngineConfig { max_context: 256, ..Default::default() };
     off.scheduler.prefix_cache_bytes = 0;
-    let cold = Engine::new(
-        off,
-        vec![CatalogEntry {
-            info,
-            path: dir.path().to_path_buf(),
-            base: None,
-        }],
-    );
+    let cold = Engine::new(off, vec![CatalogEntry { info, path: dir.path().to_path_buf(), base: None }]);
     let warm = engine(dir.path(), 256);
     let first = run(&warm, ask("Total by region?")).await;
     assert_eq!(first.2.cached_tokens, 0);
     let second = run(&warm, ask("Best month?")).await;
-    assert!(
-        second.2.cached_tokens >= system.len() - 2,
-        "cached {} of {}",
-        second.2.cached_tokens,
-        second.2.prompt_tokens
-    );
-    assert_eq!(
-        second.0,
-        run(&cold, ask("Best month?")).await.0,
-        "cached keys and values give the same tokens"
-    );
+    assert!(second.2.cached_tokens >= system.len() - 2, "cached {} of {}", second.2.cached_tokens, second.2.prompt_tokens);
+    assert_eq!(second.0, run(&cold, ask("Best month?")).await.0, "cached keys and values give the same tokens");
     // The same prompt again reuses all but its last token.
     let again = run(&warm, ask("Best month?")).await;
     assert_eq!(again.2.cached_tokens, again.2.prompt_tokens - 1);
@@ -389,34 +225,12 @@ async fn a_shared_prefix_is_reused_and_changes_nothing() {
 async fn a_full_queue_refuses_then_frees_its_places() {
     let dir = tempfile::tempdir().unwrap();
     write_model(dir.path(), 8);
-    let info = ModelInfo {
-        id: ModelId::new("tiny"),
-        owned_by: "test".into(),
-        created: 0,
-        kind: ModelKind::Chat,
-    };
-    let mut cfg = EngineConfig {
-        max_context: 64,
-        max_waiting: 1,
-        ..Default::default()
-    };
+    let info = ModelInfo { id: ModelId::new("tiny"), owned_by: "test".into(), created: 0, kind: ModelKind::Chat };
+    let mut cfg = EngineConfig { max_context: 64, max_waiting: 1, ..Default::default() };
     cfg.scheduler.max_running = 1;
-    let e = Engine::new(
-        cfg,
-        vec![CatalogEntry {
-            info,
-            path: dir.path().to_path_buf(),
-            base: None,
-        }],
-    );
-    let a = e
-        .submit(req(Prompt::Text("one".into()), Some(40)))
-        .await
-        .unwrap();
-    let b = e
-        .submit(req(Prompt::Text("two".into()), Some(40)))
-        .await
-        .unwrap();
+    let e = Engine::new(cfg, vec![CatalogEntry { info, path: dir.path().to_path_buf(), base: None }]);
+    let a = e.submit(req(Prompt::Text("one".into()), Some(40))).await.unwrap();
+    let b = e.submit(req(Prompt::Text("two".into()), Some(40))).await.unwrap();
     match e.submit(req(Prompt::Text("three".into()), Some(4))).await {
         Err(BackendError::Overloaded) => {}
         other => panic!("expected overloaded, got {:?}", other.map(|_| ())),
@@ -443,16 +257,10 @@ async fn a_dropped_receiver_cancels_without_disturbing_others() {
     let e = engine(dir.path(), 64);
     let expected = run(&e, req(Prompt::Text("keep going".into()), Some(20))).await;
     for _ in 0..3 {
-        let rx = e
-            .submit(req(Prompt::Text("abandon me".into()), Some(40)))
-            .await
-            .unwrap();
+        let rx = e.submit(req(Prompt::Text("abandon me".into()), Some(40))).await.unwrap();
         drop(rx);
     }
     let got = run(&e, req(Prompt::Text("keep going".into()), Some(20))).await;
     assert_eq!(got.0, expected.0);
-    assert_eq!(
-        (got.2.prompt_tokens, got.2.completion_tokens),
-        (expected.2.prompt_tokens, expected.2.completion_tokens)
-    );
+    assert_eq!((got.2.prompt_tokens, got.2.completion_tokens), (expected.2.prompt_tokens, expected.2.completion_tokens));
 }

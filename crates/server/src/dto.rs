@@ -154,21 +154,12 @@ pub struct Plan {
     pub logprobs: bool,
 }
 
-fn range(
-    param: &str,
-    v: Option<f32>,
-    lo: f32,
-    hi: f32,
-    lo_inclusive: bool,
-) -> Result<(), ApiError> {
+fn range(param: &str, v: Option<f32>, lo: f32, hi: f32, lo_inclusive: bool) -> Result<(), ApiError> {
     if let Some(x) = v {
         let ok = x.is_finite() && (if lo_inclusive { x >= lo } else { x > lo }) && x <= hi;
         if !ok {
             let open = if lo_inclusive { "[" } else { "(" };
-            return Err(ApiError::invalid(
-                param,
-                format!("`{param}` must be in {open}{lo}, {hi}], got {x}"),
-            ));
+            return Err(ApiError::invalid(param, format!("`{param}` must be in {open}{lo}, {hi}], got {x}")));
         }
     }
     Ok(())
@@ -181,14 +172,8 @@ fn sampling(c: &CommonDto) -> Result<SamplingParams, ApiError> {
     range("frequency_penalty", c.frequency_penalty, -2.0, 2.0, true)?;
     range("min_p", c.min_p, 0.0, 1.0, true)?;
     range("repetition_penalty", c.repetition_penalty, 0.0, 10.0, false)?;
-    if c.logit_bias
-        .as_ref()
-        .is_some_and(|v| v.as_object().is_some_and(|o| !o.is_empty()))
-    {
-        return Err(ApiError::unsupported(
-            "logit_bias",
-            "`logit_bias` is not supported yet",
-        ));
+    if c.logit_bias.as_ref().is_some_and(|v| v.as_object().is_some_and(|o| !o.is_empty())) {
+        return Err(ApiError::unsupported("logit_bias", "`logit_bias` is not supported yet"));
     }
     let d = SamplingParams::default();
     Ok(SamplingParams {
@@ -210,16 +195,10 @@ fn stops(c: &CommonDto) -> Result<Vec<String>, ApiError> {
         Some(StopDto::Many(v)) => v.clone(),
     };
     if v.len() > 4 {
-        return Err(ApiError::invalid(
-            "stop",
-            format!("`stop` takes at most 4 sequences, got {}", v.len()),
-        ));
+        return Err(ApiError::invalid("stop", format!("`stop` takes at most 4 sequences, got {}", v.len())));
     }
     if v.iter().any(String::is_empty) {
-        return Err(ApiError::invalid(
-            "stop",
-            "`stop` sequences must not be empty",
-        ));
+        return Err(ApiError::invalid("stop", "`stop` sequences must not be empty"));
     }
     Ok(v)
 }
@@ -228,19 +207,13 @@ fn choices(c: &CommonDto) -> Result<usize, ApiError> {
     match c.n {
         None => Ok(1),
         Some(n) if (1..=8).contains(&n) => Ok(n),
-        Some(n) => Err(ApiError::invalid(
-            "n",
-            format!("`n` must be between 1 and 8, got {n}"),
-        )),
+        Some(n) => Err(ApiError::invalid("n", format!("`n` must be between 1 and 8, got {n}"))),
     }
 }
 
 fn max_tokens(param: &str, v: Option<usize>) -> Result<Option<usize>, ApiError> {
     match v {
-        Some(0) => Err(ApiError::invalid(
-            param,
-            format!("`{param}` must be at least 1"),
-        )),
+        Some(0) => Err(ApiError::invalid(param, format!("`{param}` must be at least 1"))),
         v => Ok(v),
     }
 }
@@ -259,21 +232,12 @@ impl ChatCompletionRequest {
     /// Validates into engine requests.
     pub fn plan(self) -> Result<Plan, ApiError> {
         if self.messages.is_empty() {
-            return Err(ApiError::invalid(
-                "messages",
-                "`messages` must contain at least one message",
-            ));
+            return Err(ApiError::invalid("messages", "`messages` must contain at least one message"));
         }
         let mut messages = Vec::with_capacity(self.messages.len());
         for (i, m) in self.messages.into_iter().enumerate() {
-            if !matches!(
-                m.role.as_str(),
-                "system" | "developer" | "user" | "assistant" | "tool"
-            ) {
-                return Err(ApiError::invalid(
-                    format!("messages[{i}].role"),
-                    format!("messages[{i}].role must be one of system, developer, user, assistant, tool; got `{}`", m.role),
-                ));
+            if !matches!(m.role.as_str(), "system" | "developer" | "user" | "assistant" | "tool") {
+                return Err(ApiError::invalid(format!("messages[{i}].role"), format!("messages[{i}].role must be one of system, developer, user, assistant, tool; got `{}`", m.role)));
             }
             let content = match m.content {
                 None => String::new(),
@@ -282,24 +246,14 @@ impl ChatCompletionRequest {
                     let mut s = String::new();
                     for (j, p) in parts.into_iter().enumerate() {
                         if p.kind != "text" {
-                            return Err(ApiError::unsupported(
-                                format!("messages[{i}].content[{j}].type"),
-                                format!(
-                                    "content parts of type `{}` are not supported; only `text`",
-                                    p.kind
-                                ),
-                            ));
+                            return Err(ApiError::unsupported(format!("messages[{i}].content[{j}].type"), format!("content parts of type `{}` are not supported; only `text`", p.kind)));
                         }
                         s.push_str(&p.text.unwrap_or_default());
                     }
                     s
                 }
             };
-            let role = if m.role == "developer" {
-                "system".to_string()
-            } else {
-                m.role
-            };
+            let role = if m.role == "developer" { "system".to_string() } else { m.role };
             messages.push(ChatMessage { role, content });
         }
         if let Some(rf) = &self.response_format {
@@ -316,18 +270,8 @@ impl ChatCompletionRequest {
         }
         let logprobs = self.logprobs.unwrap_or(false);
         let top = match (logprobs, self.top_logprobs) {
-            (_, Some(k)) if k > 20 => {
-                return Err(ApiError::invalid(
-                    "top_logprobs",
-                    format!("`top_logprobs` must be between 0 and 20, got {k}"),
-                ))
-            }
-            (false, Some(_)) => {
-                return Err(ApiError::invalid(
-                    "top_logprobs",
-                    "`top_logprobs` needs `logprobs` set to true",
-                ))
-            }
+            (_, Some(k)) if k > 20 => return Err(ApiError::invalid("top_logprobs", format!("`top_logprobs` must be between 0 and 20, got {k}"))),
+            (false, Some(_)) => return Err(ApiError::invalid("top_logprobs", "`top_logprobs` needs `logprobs` set to true")),
             (true, k) => Some(k.unwrap_or(0)),
             (false, None) => None,
         };
@@ -336,21 +280,11 @@ impl ChatCompletionRequest {
             model: ModelId::new(self.model),
             prompt: Prompt::Chat(messages),
             sampling: sampling(c)?,
-            max_tokens: max_tokens("max_completion_tokens", self.max_completion_tokens)?
-                .or(max_tokens("max_tokens", c.max_tokens)?),
+            max_tokens: max_tokens("max_completion_tokens", self.max_completion_tokens)?.or(max_tokens("max_tokens", c.max_tokens)?),
             stop: stops(c)?,
             top_logprobs: top,
         };
-        Ok(Plan {
-            requests: fan_out(base, choices(c)?),
-            stream: c.stream.unwrap_or(false),
-            include_usage: c
-                .stream_options
-                .as_ref()
-                .and_then(|o| o.include_usage)
-                .unwrap_or(false),
-            logprobs,
-        })
+        Ok(Plan { requests: fan_out(base, choices(c)?), stream: c.stream.unwrap_or(false), include_usage: c.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false), logprobs })
     }
 }
 
@@ -372,10 +306,7 @@ impl CompletionRequest {
         }
         if let Some(k) = self.logprobs {
             if k > 5 {
-                return Err(ApiError::invalid(
-                    "logprobs",
-                    format!("`logprobs` must be between 0 and 5, got {k}"),
-                ));
+                return Err(ApiError::invalid("logprobs", format!("`logprobs` must be between 0 and 5, got {k}")));
             }
         }
         let c = &self.common;
@@ -393,15 +324,6 @@ impl CompletionRequest {
             };
             requests.extend(fan_out(base, n));
         }
-        Ok(Plan {
-            requests,
-            stream: c.stream.unwrap_or(false),
-            include_usage: c
-                .stream_options
-                .as_ref()
-                .and_then(|o| o.include_usage)
-                .unwrap_or(false),
-            logprobs: self.logprobs.is_some(),
-        })
+        Ok(Plan { requests, stream: c.stream.unwrap_or(false), include_usage: c.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false), logprobs: self.logprobs.is_some() })
     }
 }

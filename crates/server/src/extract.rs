@@ -28,21 +28,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
-fn deserialize<
-    'de,
-    T: serde::Deserialize<'de>,
-    D: serde::Deserializer<'de, Error = serde_json::Error>,
->(
-    de: D,
-) -> Result<T, ApiError> {
+fn deserialize<'de, T: serde::Deserialize<'de>, D: serde::Deserializer<'de, Error = serde_json::Error>>(de: D) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let (param, message) = if inner.is_syntax() || inner.is_eof() {
-            (
-                String::new(),
-                format!("The request body is not valid JSON: {inner}"),
-            )
+            (String::new(), format!("The request body is not valid JSON: {inner}"))
         } else if path == "." {
             (String::new(), format!("Invalid request body: {inner}"))
         } else {
@@ -67,24 +58,12 @@ impl<S: Send + Sync> FromRequestParts<S> for PrincipalExt {
         let key = match parts.headers.get(axum::http::header::AUTHORIZATION) {
             None => None,
             Some(v) => {
-                let v = v.to_str().map_err(|_| {
-                    ApiError::unauthorized("The Authorization header is not valid text")
-                })?;
-                let key = v
-                    .strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-                    .ok_or_else(|| {
-                        ApiError::unauthorized(
-                            "The Authorization header must be `Bearer <api key>`",
-                        )
-                    })?;
+                let v = v.to_str().map_err(|_| ApiError::unauthorized("The Authorization header is not valid text"))?;
+                let key = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).ok_or_else(|| ApiError::unauthorized("The Authorization header must be `Bearer <api key>`"))?;
                 Some(key.trim().to_string())
             }
         };
-        Ok(PrincipalExt(Principal {
-            tenant: TenantId::default_tenant(),
-            api_key: key,
-        }))
+        Ok(PrincipalExt(Principal { tenant: TenantId::default_tenant(), api_key: key }))
     }
 }
 

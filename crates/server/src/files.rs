@@ -25,35 +25,20 @@ fn file_json(f: &FileObject) -> Value {
 impl From<FileError> for ApiError {
     fn from(e: FileError) -> Self {
         match e {
-            FileError::NotFound { .. } => ApiError {
-                code: Some("file_not_found"),
-                param: Some("file_id".into()),
-                ..ApiError::not_found(e.to_string())
-            },
-            FileError::Internal(_) => ApiError {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                message: "The server could not store or read the file.".into(),
-                kind: "server_error",
-                param: None,
-                code: None,
-                retry_after: None,
-            },
+            FileError::NotFound { .. } => ApiError { code: Some("file_not_found"), param: Some("file_id".into()), ..ApiError::not_found(e.to_string()) },
+            FileError::Internal(_) => {
+                ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: "The server could not store or read the file.".into(), kind: "server_error", param: None, code: None, retry_after: None }
+            }
         }
     }
 }
 
 fn store(st: &AppState) -> Result<&Arc<dyn FileStore>, ApiError> {
-    st.files
-        .as_ref()
-        .ok_or_else(|| ApiError::not_found("This server has no file storage configured"))
+    st.files.as_ref().ok_or_else(|| ApiError::not_found("This server has no file storage configured"))
 }
 
 /// POST /v1/files
-pub async fn upload(
-    State(st): State<AppState>,
-    PrincipalExt(p): PrincipalExt,
-    mut mp: Multipart,
-) -> Result<Json<Value>, ApiError> {
+pub async fn upload(State(st): State<AppState>, PrincipalExt(p): PrincipalExt, mut mp: Multipart) -> Result<Json<Value>, ApiError> {
     let files = store(&st)?;
     let mut purpose = None;
     let mut file: Option<(String, Vec<u8>)> = None;
@@ -61,40 +46,26 @@ pub async fn upload(
         let field = match mp.next_field().await {
             Ok(Some(f)) => f,
             Ok(None) => break,
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                return Err(ApiError::too_large(Some("file"), TOO_LARGE))
-            }
-            Err(e) => {
-                return Err(ApiError::invalid(
-                    "",
-                    format!("Invalid multipart body: {e}"),
-                ))
-            }
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(ApiError::too_large(Some("file"), TOO_LARGE)),
+            Err(e) => return Err(ApiError::invalid("", format!("Invalid multipart body: {e}"))),
         };
         match field.name() {
             Some("purpose") => {
-                let text = field
-                    .text()
-                    .await
-                    .map_err(|e| ApiError::invalid("purpose", e.to_string()))?;
-                purpose = Some(Purpose::parse(text.trim()).ok_or_else(|| {
-                    ApiError::invalid(
-                        "purpose",
-                        format!(
-                            "`purpose` must be one of fine-tune, batch, user_data; got `{text}`"
-                        ),
-                    )
-                })?);
+                let text = field.text().await.map_err(|e| ApiError::invalid("purpose", e.to_string()))?;
+                purpose = Some(Purpose::parse(text.trim()).ok_or_else(|| ApiError::invalid("purpose", format!("`purpose` must be one of fine-tune, batch, user_data; got `{text}`")))?);
             }
             Some("file") => {
                 let name = field.file_name().unwrap_or("upload").to_string();
-                let bytes = field.bytes().await.map_err(|e| {
-                    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                        ApiError::too_large(Some("file"), TOO_LARGE)
-                    } else {
-                        ApiError::invalid("file", e.to_string())
-                    }
-                })?;
+                let bytes =
+                    field.bytes().await.map_err(
+                        |e| {
+                            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                                ApiError::too_large(Some("file"), TOO_LARGE)
+                            } else {
+                                ApiError::invalid("file", e.to_string())
+                            }
+                        },
+                    )?;
                 file = Some((name, bytes.to_vec()));
             }
             _ => {}
@@ -116,54 +87,28 @@ pub struct ListQuery {
 }
 
 /// GET /v1/files
-pub async fn list(
-    State(st): State<AppState>,
-    PrincipalExt(p): PrincipalExt,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(st): State<AppState>, PrincipalExt(p): PrincipalExt, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
     let purpose = match q.purpose.as_deref() {
         None => None,
-        Some(s) => Some(
-            Purpose::parse(s)
-                .ok_or_else(|| ApiError::invalid("purpose", format!("unknown purpose `{s}`")))?,
-        ),
+        Some(s) => Some(Purpose::parse(s).ok_or_else(|| ApiError::invalid("purpose", format!("unknown purpose `{s}`")))?),
     };
-    let data: Vec<Value> = store(&st)?
-        .list(&p.tenant, purpose)
-        .await?
-        .iter()
-        .map(file_json)
-        .collect();
-    Ok(Json(
-        json!({"object": "list", "data": data, "has_more": false}),
-    ))
+    let data: Vec<Value> = store(&st)?.list(&p.tenant, purpose).await?.iter().map(file_json).collect();
+    Ok(Json(json!({"object": "list", "data": data, "has_more": false})))
 }
 
 /// GET /v1/files/{id}
-pub async fn get(
-    State(st): State<AppState>,
-    PrincipalExt(p): PrincipalExt,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn get(State(st): State<AppState>, PrincipalExt(p): PrincipalExt, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     Ok(Json(file_json(&store(&st)?.get(&p.tenant, &id).await?)))
 }
 
 /// GET /v1/files/{id}/content
-pub async fn content(
-    State(st): State<AppState>,
-    PrincipalExt(p): PrincipalExt,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+pub async fn content(State(st): State<AppState>, PrincipalExt(p): PrincipalExt, Path(id): Path<String>) -> Result<Response, ApiError> {
     let bytes = store(&st)?.content(&p.tenant, &id).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
 /// DELETE /v1/files/{id}
-pub async fn delete(
-    State(st): State<AppState>,
-    PrincipalExt(p): PrincipalExt,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn delete(State(st): State<AppState>, PrincipalExt(p): PrincipalExt, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     store(&st)?.delete(&p.tenant, &id).await?;
     Ok(Json(json!({"id": id, "object": "file", "deleted": true})))
 }

@@ -16,33 +16,18 @@ use std::sync::Arc;
 impl From<FtError> for ApiError {
     fn from(e: FtError) -> Self {
         match e {
-            FtError::NotFound { message, param } => ApiError {
-                param,
-                ..ApiError::not_found(message)
-            },
-            FtError::Invalid { message, param } => ApiError {
-                param,
-                ..ApiError::invalid("", message)
-            },
+            FtError::NotFound { message, param } => ApiError { param, ..ApiError::not_found(message) },
+            FtError::Invalid { message, param } => ApiError { param, ..ApiError::invalid("", message) },
             FtError::Internal(m) => {
                 tracing::error!(error = %m, "fine-tuning service");
-                ApiError {
-                    status: StatusCode::INTERNAL_SERVER_ERROR,
-                    message: "The fine-tuning service failed.".into(),
-                    kind: "server_error",
-                    param: None,
-                    code: None,
-                    retry_after: None,
-                }
+                ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: "The fine-tuning service failed.".into(), kind: "server_error", param: None, code: None, retry_after: None }
             }
         }
     }
 }
 
 fn service(st: &AppState) -> Result<&Arc<dyn FineTuning>, ApiError> {
-    st.fine_tuning
-        .as_ref()
-        .ok_or_else(|| ApiError::not_found("This server has no fine-tuning service configured"))
+    st.fine_tuning.as_ref().ok_or_else(|| ApiError::not_found("This server has no fine-tuning service configured"))
 }
 
 /// `"auto"` or a value.
@@ -58,10 +43,7 @@ fn auto<T>(v: Option<Auto<T>>, param: &str) -> Result<Option<T>, ApiError> {
         None => Ok(None),
         Some(Auto::Value(x)) => Ok(Some(x)),
         Some(Auto::Text(s)) if s == "auto" => Ok(None),
-        Some(Auto::Text(s)) => Err(ApiError::invalid(
-            param,
-            format!("`{param}` must be a number or \"auto\", got \"{s}\""),
-        )),
+        Some(Auto::Text(s)) => Err(ApiError::invalid(param, format!("`{param}` must be a number or \"auto\", got \"{s}\""))),
     }
 }
 
@@ -160,31 +142,18 @@ fn checkpoint_json(c: &JobCheckpoint) -> Value {
 }
 
 /// POST /v1/fine_tuning/jobs
-pub async fn create(
-    State(st): State<AppState>,
-    PrincipalExt(p): PrincipalExt,
-    ApiJson(b): ApiJson<CreateBody>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn create(State(st): State<AppState>, PrincipalExt(p): PrincipalExt, ApiJson(b): ApiJson<CreateBody>) -> Result<Json<Value>, ApiError> {
     let svc = service(&st)?;
     let mut hp = b.hyperparameters.unwrap_or_default();
     if let Some(m) = b.method {
         if m.kind != "supervised" {
-            return Err(ApiError::unsupported(
-                "method.type",
-                format!("method `{}` is not supported yet (only supervised)", m.kind),
-            ));
+            return Err(ApiError::unsupported("method.type", format!("method `{}` is not supported yet (only supervised)", m.kind)));
         }
         if let Some(h) = m.supervised.and_then(|s| s.hyperparameters) {
             hp = h;
         }
     }
-    let lora = b.lora.unwrap_or(Lora {
-        r: None,
-        alpha: None,
-        dropout: None,
-        target_modules: None,
-        max_length: None,
-    });
+    let lora = b.lora.unwrap_or(Lora { r: None, alpha: None, dropout: None, target_modules: None, max_length: None });
     let req = CreateJob {
         model: b.model,
         training_file: b.training_file,
@@ -193,10 +162,7 @@ pub async fn create(
         seed: b.seed,
         n_epochs: auto(hp.n_epochs, "hyperparameters.n_epochs")?,
         batch_size: auto(hp.batch_size, "hyperparameters.batch_size")?,
-        learning_rate_multiplier: auto(
-            hp.learning_rate_multiplier,
-            "hyperparameters.learning_rate_multiplier",
-        )?,
+        learning_rate_multiplier: auto(hp.learning_rate_multiplier, "hyperparameters.learning_rate_multiplier")?,
         lora_r: lora.r,
         lora_alpha: lora.alpha,
         lora_dropout: lora.dropout,
@@ -217,72 +183,40 @@ fn limit(p: &Page) -> Result<usize, ApiError> {
     match p.limit {
         None => Ok(20),
         Some(n) if (1..=100).contains(&n) => Ok(n),
-        Some(n) => Err(ApiError::invalid(
-            "limit",
-            format!("`limit` must be between 1 and 100, got {n}"),
-        )),
+        Some(n) => Err(ApiError::invalid("limit", format!("`limit` must be between 1 and 100, got {n}"))),
     }
 }
 
 /// GET /v1/fine_tuning/jobs
-pub async fn list(
-    State(st): State<AppState>,
-    PrincipalExt(p): PrincipalExt,
-    Query(q): Query<Page>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(st): State<AppState>, PrincipalExt(p): PrincipalExt, Query(q): Query<Page>) -> Result<Json<Value>, ApiError> {
     let n = limit(&q)?;
-    let mut jobs = service(&st)?
-        .list(&p.tenant, q.after.as_deref(), n + 1)
-        .await?;
+    let mut jobs = service(&st)?.list(&p.tenant, q.after.as_deref(), n + 1).await?;
     let has_more = jobs.len() > n;
     jobs.truncate(n);
-    Ok(Json(
-        json!({"object": "list", "data": jobs.iter().map(job_json).collect::<Vec<_>>(), "has_more": has_more}),
-    ))
+    Ok(Json(json!({"object": "list", "data": jobs.iter().map(job_json).collect::<Vec<_>>(), "has_more": has_more})))
 }
 
 /// GET /v1/fine_tuning/jobs/{id}
-pub async fn get(
-    State(st): State<AppState>,
-    PrincipalExt(p): PrincipalExt,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn get(State(st): State<AppState>, PrincipalExt(p): PrincipalExt, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     Ok(Json(job_json(&service(&st)?.get(&p.tenant, &id).await?)))
 }
 
 /// POST /v1/fine_tuning/jobs/{id}/cancel
-pub async fn cancel(
-    State(st): State<AppState>,
-    PrincipalExt(p): PrincipalExt,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn cancel(State(st): State<AppState>, PrincipalExt(p): PrincipalExt, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     Ok(Json(job_json(&service(&st)?.cancel(&p.tenant, &id).await?)))
 }
 
 /// GET /v1/fine_tuning/jobs/{id}/events
-pub async fn events(
-    State(st): State<AppState>,
-    PrincipalExt(p): PrincipalExt,
-    Path(id): Path<String>,
-    Query(q): Query<Page>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn events(State(st): State<AppState>, PrincipalExt(p): PrincipalExt, Path(id): Path<String>, Query(q): Query<Page>) -> Result<Json<Value>, ApiError> {
     let n = limit(&q)?;
-    let mut ev = service(&st)?
-        .events(&p.tenant, &id, q.after.as_deref(), n + 1)
-        .await?;
+    let mut ev = service(&st)?.events(&p.tenant, &id, q.after.as_deref(), n + 1).await?;
     let has_more = ev.len() > n;
     ev.truncate(n);
-    Ok(Json(
-        json!({"object": "list", "data": ev.iter().map(event_json).collect::<Vec<_>>(), "has_more": has_more}),
-    ))
+    Ok(Json(json!({"object": "list", "data": ev.iter().map(event_json).collect::<Vec<_>>(), "has_more": has_more})))
 }
 
 /// GET /v1/fine_tuning/jobs/{id}/checkpoints
-pub async fn checkpoints(
-    State(st): State<AppState>,
-    PrincipalExt(p): PrincipalExt,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn checkpoints(State(st): State<AppState>, PrincipalExt(p): PrincipalExt, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let c = service(&st)?.checkpoints(&p.tenant, &id).await?;
     Ok(Json(json!({
         "object": "list",

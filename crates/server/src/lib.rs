@@ -30,10 +30,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig {
-            max_body_bytes: 4 * 1024 * 1024,
-            max_file_bytes: 512 * 1024 * 1024,
-        }
+        ServerConfig { max_body_bytes: 4 * 1024 * 1024, max_file_bytes: 512 * 1024 * 1024 }
     }
 }
 
@@ -53,12 +50,7 @@ pub struct AppState {
 impl AppState {
     /// State over a backend.
     pub fn new(backend: Arc<dyn InferenceBackend>) -> Self {
-        AppState {
-            backend,
-            metrics: Arc::new(metrics::Metrics::default()),
-            files: None,
-            fine_tuning: None,
-        }
+        AppState { backend, metrics: Arc::new(metrics::Metrics::default()), files: None, fine_tuning: None }
     }
 
     /// Adds file storage.
@@ -78,9 +70,7 @@ async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
-async fn metrics_text(
-    axum::extract::State(st): axum::extract::State<AppState>,
-) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+async fn metrics_text(axum::extract::State(st): axum::extract::State<AppState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
     let mut text = st.metrics.render();
     let gauges = st.backend.gauges().await;
     let mut families: Vec<(&str, &str)> = Vec::new();
@@ -95,13 +85,7 @@ async fn metrics_text(
             text.push_str(&format!("{family}{{model=\"{}\"}} {}\n", g.model, g.value));
         }
     }
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        text,
-    )
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
@@ -117,28 +101,14 @@ pub fn app(state: AppState, config: &ServerConfig) -> Router {
         .route("/v1/models/{id}", get(openai::get_model))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
-        .route(
-            "/v1/files",
-            post(files::upload)
-                .layer(DefaultBodyLimit::max(config.max_file_bytes))
-                .get(files::list),
-        )
+        .route("/v1/files", post(files::upload).layer(DefaultBodyLimit::max(config.max_file_bytes)).get(files::list))
         .route("/v1/files/{id}", get(files::get).delete(files::delete))
         .route("/v1/files/{id}/content", get(files::content))
-        .route(
-            "/v1/fine_tuning/jobs",
-            post(fine_tuning::create).get(fine_tuning::list),
-        )
+        .route("/v1/fine_tuning/jobs", post(fine_tuning::create).get(fine_tuning::list))
         .route("/v1/fine_tuning/jobs/{id}", get(fine_tuning::get))
-        .route(
-            "/v1/fine_tuning/jobs/{id}/cancel",
-            post(fine_tuning::cancel),
-        )
+        .route("/v1/fine_tuning/jobs/{id}/cancel", post(fine_tuning::cancel))
         .route("/v1/fine_tuning/jobs/{id}/events", get(fine_tuning::events))
-        .route(
-            "/v1/fine_tuning/jobs/{id}/checkpoints",
-            get(fine_tuning::checkpoints),
-        )
+        .route("/v1/fine_tuning/jobs/{id}/checkpoints", get(fine_tuning::checkpoints))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state)

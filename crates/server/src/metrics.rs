@@ -24,13 +24,7 @@ pub struct Metrics {
 impl Metrics {
     /// Counts a finished request.
     pub fn request(&self, endpoint: &str, status: u16) {
-        *self
-            .inner
-            .lock()
-            .unwrap()
-            .requests
-            .entry((endpoint.to_string(), status))
-            .or_default() += 1;
+        *self.inner.lock().unwrap().requests.entry((endpoint.to_string(), status)).or_default() += 1;
     }
 
     /// Records token usage for a model.
@@ -61,10 +55,7 @@ impl Metrics {
         let mut s = String::new();
         let _ = writeln!(s, "# HELP shovel_requests_total API requests by endpoint and status.\n# TYPE shovel_requests_total counter");
         for ((e, st), v) in &i.requests {
-            let _ = writeln!(
-                s,
-                "shovel_requests_total{{endpoint=\"{e}\",status=\"{st}\"}} {v}"
-            );
+            let _ = writeln!(s, "shovel_requests_total{{endpoint=\"{e}\",status=\"{st}\"}} {v}");
         }
         let _ = writeln!(s, "# HELP shovel_prompt_tokens_total Prompt tokens processed.\n# TYPE shovel_prompt_tokens_total counter");
         for (m, v) in &i.prompt_tokens {

@@ -18,46 +18,19 @@ use std::time::Instant;
 use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// GET /v1/models
-pub async fn list_models(
-    State(st): State<AppState>,
-    PrincipalExt(_p): PrincipalExt,
-) -> Json<Value> {
-    let data: Vec<Value> = st
-        .backend
-        .models()
-        .await
-        .into_iter()
-        .map(|m| json!({"id": m.id, "object": "model", "created": m.created, "owned_by": m.owned_by, "kind": m.kind}))
-        .collect();
+pub async fn list_models(State(st): State<AppState>, PrincipalExt(_p): PrincipalExt) -> Json<Value> {
+    let data: Vec<Value> = st.backend.models().await.into_iter().map(|m| json!({"id": m.id, "object": "model", "created": m.created, "owned_by": m.owned_by, "kind": m.kind})).collect();
     Json(json!({"object": "list", "data": data}))
 }
 
 /// GET /v1/models/{id}
-pub async fn get_model(
-    State(st): State<AppState>,
-    PrincipalExt(_p): PrincipalExt,
-    axum::extract::Path(id): axum::extract::Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let m = st
-        .backend
-        .models()
-        .await
-        .into_iter()
-        .find(|m| m.id.as_str() == id)
-        .ok_or_else(|| {
-            ApiError::from(BackendError::ModelNotFound {
-                model: shovel_core::ModelId::new(id),
-            })
-        })?;
-    Ok(Json(
-        json!({"id": m.id, "object": "model", "created": m.created, "owned_by": m.owned_by, "kind": m.kind}),
-    ))
+pub async fn get_model(State(st): State<AppState>, PrincipalExt(_p): PrincipalExt, axum::extract::Path(id): axum::extract::Path<String>) -> Result<Json<Value>, ApiError> {
+    let m = st.backend.models().await.into_iter().find(|m| m.id.as_str() == id).ok_or_else(|| ApiError::from(BackendError::ModelNotFound { model: shovel_core::ModelId::new(id) }))?;
+    Ok(Json(json!({"id": m.id, "object": "model", "created": m.created, "owned_by": m.owned_by, "kind": m.kind})))
 }
 
 /// Submits every request of a plan; if one fails, the others are dropped (and so cancelled).
@@ -78,10 +51,7 @@ struct Choice {
     usage: Usage,
 }
 
-async fn collect(
-    mut rx: EventStream,
-    first_token: &mut Option<Instant>,
-) -> Result<Choice, ApiError> {
+async fn collect(mut rx: EventStream, first_token: &mut Option<Instant>) -> Result<Choice, ApiError> {
     let mut c = Choice::default();
     while let Some(ev) = rx.recv().await {
         match ev {
@@ -91,10 +61,7 @@ async fn collect(
                 c.text.push_str(&text);
                 c.logprobs.extend(logprob);
             }
-            Event::Done {
-                finish_reason,
-                usage,
-            } => {
+            Event::Done { finish_reason, usage } => {
                 c.finish = Some(finish_reason);
                 c.usage = usage;
                 return Ok(c);
@@ -157,16 +124,8 @@ impl Kind {
 }
 
 /// Records a generation that finished: tokens, time to first token, duration and the 200.
-fn record_done(
-    st: &AppState,
-    kind: Kind,
-    model: &str,
-    usage: Usage,
-    first: Option<Instant>,
-    start: Instant,
-) {
-    st.metrics
-        .tokens(model, usage.prompt_tokens, usage.completion_tokens);
+fn record_done(st: &AppState, kind: Kind, model: &str, usage: Usage, first: Option<Instant>, start: Instant) {
+    st.metrics.tokens(model, usage.prompt_tokens, usage.completion_tokens);
     if let Some(f) = first {
         st.metrics.ttft((f - start).as_secs_f64());
     }
@@ -187,13 +146,7 @@ fn total_usage(usages: &[Usage], n_per_prompt: usize) -> Usage {
     u
 }
 
-async fn respond(
-    st: AppState,
-    plan: Plan,
-    model: String,
-    kind: Kind,
-    n_per_prompt: usize,
-) -> Result<Response, ApiError> {
+async fn respond(st: AppState, plan: Plan, model: String, kind: Kind, n_per_prompt: usize) -> Result<Response, ApiError> {
     let endpoint = kind.endpoint();
     let start = Instant::now();
     let streams = match submit_all(&st, &plan).await {
@@ -203,15 +156,7 @@ async fn respond(
             return Err(e);
         }
     };
-    let id = format!(
-        "{}-{}",
-        if kind == Kind::Chat {
-            "chatcmpl"
-        } else {
-            "cmpl"
-        },
-        uuid::Uuid::new_v4().simple()
-    );
+    let id = format!("{}-{}", if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }, uuid::Uuid::new_v4().simple());
     if plan.stream {
         return Ok(stream(st, plan, streams, id, model, kind, n_per_prompt, start).into_response());
     }
@@ -254,11 +199,7 @@ async fn respond(
     }
     let usage = total_usage(&usages, n_per_prompt);
     record_done(&st, kind, &model, usage, first, start);
-    let object = if kind == Kind::Chat {
-        "chat.completion"
-    } else {
-        "text_completion"
-    };
+    let object = if kind == Kind::Chat { "chat.completion" } else { "text_completion" };
     Ok(Json(json!({
         "id": id, "object": object, "created": now(), "model": model,
         "choices": choices, "usage": usage_json(usage), "system_fingerprint": "shovel",
@@ -267,31 +208,14 @@ async fn respond(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn stream(
-    st: AppState,
-    plan: Plan,
-    streams: Vec<EventStream>,
-    id: String,
-    model: String,
-    kind: Kind,
-    n_per_prompt: usize,
-    start: Instant,
-) -> impl IntoResponse {
+fn stream(st: AppState, plan: Plan, streams: Vec<EventStream>, id: String, model: String, kind: Kind, n_per_prompt: usize, start: Instant) -> impl IntoResponse {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<SseEvent, Infallible>>(64);
     let n = streams.len();
     let created = now();
     tokio::spawn(async move {
         let endpoint = kind.endpoint();
-        let object = if kind == Kind::Chat {
-            "chat.completion.chunk"
-        } else {
-            "text_completion"
-        };
-        let usage_field = if plan.include_usage {
-            Some(Value::Null)
-        } else {
-            None
-        };
+        let object = if kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
+        let usage_field = if plan.include_usage { Some(Value::Null) } else { None };
         let chunk = |choice: Value| {
             let mut v = json!({"id": id, "object": object, "created": created, "model": model, "system_fingerprint": "shovel", "choices": [choice]});
             if let Some(u) = &usage_field {
@@ -299,12 +223,7 @@ fn stream(
             }
             SseEvent::default().data(v.to_string())
         };
-        let mut merged = futures::stream::select_all(
-            streams
-                .into_iter()
-                .enumerate()
-                .map(|(i, rx)| UnboundedReceiverStream::new(rx).map(move |e| (i, e))),
-        );
+        let mut merged = futures::stream::select_all(streams.into_iter().enumerate().map(|(i, rx)| UnboundedReceiverStream::new(rx).map(move |e| (i, e))));
         let mut usages = vec![Usage::default(); n];
         let mut done = 0;
         let mut first = None;
@@ -313,9 +232,7 @@ fn stream(
                 Event::Started { prompt_tokens } => {
                     usages[i].prompt_tokens = prompt_tokens;
                     match kind {
-                        Kind::Chat => Some(chunk(
-                            json!({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}),
-                        )),
+                        Kind::Chat => Some(chunk(json!({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}))),
                         Kind::Completion => None,
                     }
                 }
@@ -335,27 +252,18 @@ fn stream(
                         })),
                     })
                 }
-                Event::Done {
-                    finish_reason,
-                    usage,
-                } => {
+                Event::Done { finish_reason, usage } => {
                     usages[i] = usage;
                     done += 1;
                     Some(match kind {
-                        Kind::Chat => chunk(
-                            json!({"index": i, "delta": {}, "logprobs": null, "finish_reason": finish_reason.as_str()}),
-                        ),
-                        Kind::Completion => chunk(
-                            json!({"index": i, "text": "", "logprobs": null, "finish_reason": finish_reason.as_str()}),
-                        ),
+                        Kind::Chat => chunk(json!({"index": i, "delta": {}, "logprobs": null, "finish_reason": finish_reason.as_str()})),
+                        Kind::Completion => chunk(json!({"index": i, "text": "", "logprobs": null, "finish_reason": finish_reason.as_str()})),
                     })
                 }
                 Event::Error(e) => {
                     let err = ApiError::from(e);
                     st.metrics.request(endpoint, err.status.as_u16());
-                    let _ = tx
-                        .send(Ok(SseEvent::default().data(err.body().to_string())))
-                        .await;
+                    let _ = tx.send(Ok(SseEvent::default().data(err.body().to_string()))).await;
                     return;
                 }
             };
@@ -382,11 +290,7 @@ fn stream(
 }
 
 /// POST /v1/chat/completions
-pub async fn chat_completions(
-    State(st): State<AppState>,
-    PrincipalExt(_p): PrincipalExt,
-    ApiJson(body): ApiJson<Value>,
-) -> Result<Response, ApiError> {
+pub async fn chat_completions(State(st): State<AppState>, PrincipalExt(_p): PrincipalExt, ApiJson(body): ApiJson<Value>) -> Result<Response, ApiError> {
     let _: CommonDto = from_value(&body)?;
     let req: ChatCompletionRequest = from_value(&body)?;
     let model = req.model.clone();
@@ -396,11 +300,7 @@ pub async fn chat_completions(
 }
 
 /// POST /v1/completions
-pub async fn completions(
-    State(st): State<AppState>,
-    PrincipalExt(_p): PrincipalExt,
-    ApiJson(body): ApiJson<Value>,
-) -> Result<Response, ApiError> {
+pub async fn completions(State(st): State<AppState>, PrincipalExt(_p): PrincipalExt, ApiJson(body): ApiJson<Value>) -> Result<Response, ApiError> {
     let _: CommonDto = from_value(&body)?;
     let req: CompletionRequest = from_value(&body)?;
     let model = req.model.clone();

@@ -10,30 +10,15 @@ use std::sync::Arc;
 use tower::ServiceExt;
 
 fn router() -> axum::Router {
-    app(
-        AppState::new(Arc::new(EchoBackend::new("echo"))),
-        &ServerConfig {
-            max_body_bytes: 4096,
-            max_file_bytes: 1 << 20,
-        },
-    )
+    app(AppState::new(Arc::new(EchoBackend::new("echo"))), &ServerConfig { max_body_bytes: 4096, max_file_bytes: 1 << 20 })
 }
 
 async fn call(method: &str, uri: &str, body: Option<String>) -> (StatusCode, String) {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("authorization", "Bearer sk-test");
+    let mut req = Request::builder().method(method).uri(uri).header("authorization", "Bearer sk-test");
     if body.is_some() {
         req = req.header("content-type", "application/json");
     }
-    let resp = router()
-        .oneshot(
-            req.body(body.map(Body::from).unwrap_or_else(Body::empty))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let resp = router().oneshot(req.body(body.map(Body::from).unwrap_or_else(Body::empty)).unwrap()).await.unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8(bytes.to_vec()).unwrap())
@@ -64,19 +49,12 @@ async fn lists_models() {
 
 #[tokio::test]
 async fn chat_completion_with_usage() {
-    let (s, v, _) = post(
-        "/v1/chat/completions",
-        json!({"model": "echo", "messages": [{"role": "user", "content": "hello big world"}]}),
-    )
-    .await;
+    let (s, v, _) = post("/v1/chat/completions", json!({"model": "echo", "messages": [{"role": "user", "content": "hello big world"}]})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["object"], "chat.completion");
     assert_eq!(v["choices"][0]["message"]["content"], " hello big world");
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
-    assert_eq!(
-        v["usage"],
-        json!({"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6, "prompt_tokens_details": {"cached_tokens": 0}})
-    );
+    assert_eq!(v["usage"], json!({"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6, "prompt_tokens_details": {"cached_tokens": 0}}));
 }
 
 #[tokio::test]
@@ -95,36 +73,21 @@ async fn streams_deltas_usage_and_done() {
     let body = json!({"model": "echo", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "one two"}]});
     let (s, text) = call("POST", "/v1/chat/completions", Some(body.to_string())).await;
     assert_eq!(s, StatusCode::OK);
-    let data: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .collect();
+    let data: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
     assert_eq!(*data.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
-    let content: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"].get(0)?["delta"]["content"].as_str())
-        .collect();
+    let content: String = chunks.iter().filter_map(|c| c["choices"].get(0)?["delta"]["content"].as_str()).collect();
     assert_eq!(content, " one two");
     let last = chunks.last().unwrap();
     assert_eq!(last["choices"], json!([]));
     assert_eq!(last["usage"]["total_tokens"], 4);
-    assert!(chunks.iter().any(|c| c["choices"]
-        .get(0)
-        .is_some_and(|c| c["finish_reason"] == "stop")));
+    assert!(chunks.iter().any(|c| c["choices"].get(0).is_some_and(|c| c["finish_reason"] == "stop")));
 }
 
 #[tokio::test]
 async fn completions_stop_strings() {
-    let (s, v, _) = post(
-        "/v1/completions",
-        json!({"model": "echo", "prompt": "alpha beta gamma", "stop": ["gam"]}),
-    )
-    .await;
+    let (s, v, _) = post("/v1/completions", json!({"model": "echo", "prompt": "alpha beta gamma", "stop": ["gam"]})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["object"], "text_completion");
     assert_eq!(v["choices"][0]["text"], " alpha beta");
@@ -132,11 +95,7 @@ async fn completions_stop_strings() {
 
 #[tokio::test]
 async fn unknown_model_is_404_model_not_found() {
-    let (s, v, _) = post(
-        "/v1/chat/completions",
-        json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}),
-    )
-    .await;
+    let (s, v, _) = post("/v1/chat/completions", json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]})).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_error(&v, Some("model"));
     assert_eq!(v["error"]["code"], "model_not_found");
@@ -153,47 +112,25 @@ async fn malformed_json_is_400() {
 async fn wrong_type_names_the_field() {
     let (s, v, _) = post("/v1/chat/completions", json!({"model": "echo", "temperature": "hot", "messages": [{"role": "user", "content": "x"}]})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("temperature"),
-        "{v}"
-    );
-    let (s, v, _) = post(
-        "/v1/chat/completions",
-        json!({"model": "echo", "messages": [{"role": "user", "content": 5}]}),
-    )
-    .await;
+    assert!(v["error"]["message"].as_str().unwrap().contains("temperature"), "{v}");
+    let (s, v, _) = post("/v1/chat/completions", json!({"model": "echo", "messages": [{"role": "user", "content": 5}]})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(v["error"]["param"], "messages[0].content", "{v}");
 }
 
 #[tokio::test]
 async fn bad_role_and_ranges_are_400_naming_the_field() {
-    let (s, v, _) = post(
-        "/v1/chat/completions",
-        json!({"model": "echo", "messages": [{"role": "robot", "content": "x"}]}),
-    )
-    .await;
+    let (s, v, _) = post("/v1/chat/completions", json!({"model": "echo", "messages": [{"role": "robot", "content": "x"}]})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_error(&v, Some("messages[0].role"));
-    let (s, v, _) = post(
-        "/v1/chat/completions",
-        json!({"model": "echo", "temperature": 3, "messages": [{"role": "user", "content": "x"}]}),
-    )
-    .await;
+    let (s, v, _) = post("/v1/chat/completions", json!({"model": "echo", "temperature": 3, "messages": [{"role": "user", "content": "x"}]})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_error(&v, Some("temperature"));
 }
 
 #[tokio::test]
 async fn empty_messages_is_400() {
-    let (s, v, _) = post(
-        "/v1/chat/completions",
-        json!({"model": "echo", "messages": []}),
-    )
-    .await;
+    let (s, v, _) = post("/v1/chat/completions", json!({"model": "echo", "messages": []})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_error(&v, Some("messages"));
 }
@@ -203,21 +140,14 @@ async fn context_overflow_names_both_numbers() {
     let (s, v, _) = post("/v1/chat/completions", json!({"model": "echo", "max_tokens": 100, "messages": [{"role": "user", "content": "a b c"}]})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let m = v["error"]["message"].as_str().unwrap();
-    assert!(
-        m.contains("64") && m.contains("100") && m.contains('3'),
-        "{m}"
-    );
+    assert!(m.contains("64") && m.contains("100") && m.contains('3'), "{m}");
     assert_eq!(v["error"]["code"], "context_length_exceeded");
 }
 
 #[tokio::test]
 async fn body_over_the_limit_is_413() {
     let big = "x ".repeat(4000);
-    let (s, v, _) = post(
-        "/v1/chat/completions",
-        json!({"model": "echo", "messages": [{"role": "user", "content": big}]}),
-    )
-    .await;
+    let (s, v, _) = post("/v1/chat/completions", json!({"model": "echo", "messages": [{"role": "user", "content": big}]})).await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
     assert_error(&v, None);
 }
@@ -232,17 +162,10 @@ async fn structured_output_is_refused_clearly_until_supported() {
 #[tokio::test]
 async fn health_metrics_and_unknown_route() {
     assert_eq!(call("GET", "/health", None).await.0, StatusCode::OK);
-    let _ = post(
-        "/v1/chat/completions",
-        json!({"model": "echo", "messages": [{"role": "user", "content": "x"}]}),
-    )
-    .await;
+    let _ = post("/v1/chat/completions", json!({"model": "echo", "messages": [{"role": "user", "content": "x"}]})).await;
     let (s, text) = call("GET", "/metrics", None).await;
     assert_eq!(s, StatusCode::OK);
-    assert!(
-        text.contains("# TYPE shovel_requests_total counter"),
-        "{text}"
-    );
+    assert!(text.contains("# TYPE shovel_requests_total counter"), "{text}");
     let (s, text) = call("GET", "/v1/nothing", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_error(&serde_json::from_str(&text).unwrap(), None);
@@ -255,13 +178,7 @@ mod files {
     async fn files_router(dir: &std::path::Path) -> axum::Router {
         let store = Store::open(&dir.join("db")).await.unwrap();
         let files = Arc::new(LocalFiles::new(store, dir.join("files")));
-        app(
-            AppState::new(Arc::new(EchoBackend::new("echo"))).with_files(files),
-            &ServerConfig {
-                max_body_bytes: 4096,
-                max_file_bytes: 64 * 1024,
-            },
-        )
+        app(AppState::new(Arc::new(EchoBackend::new("echo"))).with_files(files), &ServerConfig { max_body_bytes: 4096, max_file_bytes: 64 * 1024 })
     }
 
     fn multipart(purpose: Option<&str>, file: Option<(&str, &[u8])>) -> (String, Vec<u8>) {
@@ -279,32 +196,14 @@ mod files {
         (format!("multipart/form-data; boundary={boundary}"), body)
     }
 
-    async fn send(
-        r: &axum::Router,
-        method: &str,
-        uri: &str,
-        ct: Option<String>,
-        body: Vec<u8>,
-    ) -> (StatusCode, Vec<u8>) {
+    async fn send(r: &axum::Router, method: &str, uri: &str, ct: Option<String>, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
         let mut req = Request::builder().method(method).uri(uri);
         if let Some(ct) = ct {
             req = req.header("content-type", ct);
         }
-        let resp = r
-            .clone()
-            .oneshot(req.body(Body::from(body)).unwrap())
-            .await
-            .unwrap();
+        let resp = r.clone().oneshot(req.body(Body::from(body)).unwrap()).await.unwrap();
         let s = resp.status();
-        (
-            s,
-            resp.into_body()
-                .collect()
-                .await
-                .unwrap()
-                .to_bytes()
-                .to_vec(),
-        )
+        (s, resp.into_body().collect().await.unwrap().to_bytes().to_vec())
     }
 
     #[tokio::test]
@@ -317,41 +216,19 @@ mod files {
         let (s, b) = send(&r, "POST", "/v1/files", Some(ct), body).await;
         assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
         let f: Value = serde_json::from_slice(&b).unwrap();
-        assert_eq!(
-            (
-                f["object"].as_str(),
-                f["bytes"].as_u64(),
-                f["purpose"].as_str(),
-                f["filename"].as_str()
-            ),
-            (
-                Some("file"),
-                Some(10_000),
-                Some("fine-tune"),
-                Some("train.jsonl")
-            )
-        );
+        assert_eq!((f["object"].as_str(), f["bytes"].as_u64(), f["purpose"].as_str(), f["filename"].as_str()), (Some("file"), Some(10_000), Some("fine-tune"), Some("train.jsonl")));
         let id = f["id"].as_str().unwrap();
         let (s, b) = send(&r, "GET", "/v1/files?purpose=fine-tune", None, vec![]).await;
         assert_eq!(s, StatusCode::OK);
-        assert_eq!(
-            serde_json::from_slice::<Value>(&b).unwrap()["data"][0]["id"],
-            id
-        );
+        assert_eq!(serde_json::from_slice::<Value>(&b).unwrap()["data"][0]["id"], id);
         let (s, b) = send(&r, "GET", &format!("/v1/files/{id}/content"), None, vec![]).await;
         assert_eq!((s, b), (StatusCode::OK, data));
         let (s, b) = send(&r, "DELETE", &format!("/v1/files/{id}"), None, vec![]).await;
         assert_eq!(s, StatusCode::OK);
-        assert_eq!(
-            serde_json::from_slice::<Value>(&b).unwrap()["deleted"],
-            true
-        );
+        assert_eq!(serde_json::from_slice::<Value>(&b).unwrap()["deleted"], true);
         let (s, b) = send(&r, "GET", &format!("/v1/files/{id}"), None, vec![]).await;
         assert_eq!(s, StatusCode::NOT_FOUND);
-        assert_eq!(
-            serde_json::from_slice::<Value>(&b).unwrap()["error"]["code"],
-            "file_not_found"
-        );
+        assert_eq!(serde_json::from_slice::<Value>(&b).unwrap()["error"]["code"], "file_not_found");
     }
 
     #[tokio::test]
@@ -359,25 +236,10 @@ mod files {
         let dir = tempfile::tempdir().unwrap();
         let r = files_router(dir.path()).await;
         for (purpose, file, param, status) in [
-            (
-                None,
-                Some(("a.jsonl", &b"x"[..])),
-                "purpose",
-                StatusCode::BAD_REQUEST,
-            ),
-            (
-                Some("homework"),
-                Some(("a.jsonl", &b"x"[..])),
-                "purpose",
-                StatusCode::BAD_REQUEST,
-            ),
+            (None, Some(("a.jsonl", &b"x"[..])), "purpose", StatusCode::BAD_REQUEST),
+            (Some("homework"), Some(("a.jsonl", &b"x"[..])), "purpose", StatusCode::BAD_REQUEST),
             (Some("fine-tune"), None, "file", StatusCode::BAD_REQUEST),
-            (
-                Some("fine-tune"),
-                Some(("a.jsonl", &b""[..])),
-                "file",
-                StatusCode::BAD_REQUEST,
-            ),
+            (Some("fine-tune"), Some(("a.jsonl", &b""[..])), "file", StatusCode::BAD_REQUEST),
         ] {
             let (ct, body) = multipart(purpose, file);
             let (s, b) = send(&r, "POST", "/v1/files", Some(ct), body).await;
@@ -391,10 +253,6 @@ mod files {
         assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
         let (s, b) = send(&r, "GET", "/v1/files", None, vec![]).await;
         assert_eq!(s, StatusCode::OK);
-        assert_eq!(
-            serde_json::from_slice::<Value>(&b).unwrap()["data"],
-            json!([]),
-            "nothing half-uploaded is listed"
-        );
+        assert_eq!(serde_json::from_slice::<Value>(&b).unwrap()["data"], json!([]), "nothing half-uploaded is listed");
     }
 }

@@ -34,9 +34,7 @@ fn internal(e: impl std::fmt::Display) -> FileError {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 fn row(r: &sqlx::sqlite::SqliteRow) -> Result<FileObject, FileError> {
@@ -44,8 +42,7 @@ fn row(r: &sqlx::sqlite::SqliteRow) -> Result<FileObject, FileError> {
     Ok(FileObject {
         id: r.try_get("id").map_err(internal)?,
         tenant: TenantId(r.try_get("tenant_id").map_err(internal)?),
-        purpose: Purpose::parse(&purpose)
-            .ok_or_else(|| internal(format!("unknown purpose `{purpose}`")))?,
+        purpose: Purpose::parse(&purpose).ok_or_else(|| internal(format!("unknown purpose `{purpose}`")))?,
         filename: r.try_get("filename").map_err(internal)?,
         bytes: r.try_get::<i64, _>("bytes").map_err(internal)? as u64,
         sha256: r.try_get("sha256").map_err(internal)?,
@@ -55,13 +52,7 @@ fn row(r: &sqlx::sqlite::SqliteRow) -> Result<FileObject, FileError> {
 
 #[async_trait::async_trait]
 impl FileStore for LocalFiles {
-    async fn create(
-        &self,
-        tenant: &TenantId,
-        purpose: Purpose,
-        filename: &str,
-        data: &[u8],
-    ) -> Result<FileObject, FileError> {
+    async fn create(&self, tenant: &TenantId, purpose: Purpose, filename: &str, data: &[u8]) -> Result<FileObject, FileError> {
         let id = format!("file-{}", uuid::Uuid::new_v4().simple());
         let dir = self.root.join(&tenant.0);
         let path = self.blob(tenant, &id);
@@ -78,18 +69,8 @@ impl FileStore for LocalFiles {
         .await
         .map_err(internal)?
         .map_err(internal)?;
-        let f = FileObject {
-            id,
-            tenant: tenant.clone(),
-            purpose,
-            filename: filename.to_string(),
-            bytes: 0,
-            sha256: sha,
-            created_at: now(),
-        };
-        let bytes = std::fs::metadata(self.blob(tenant, &f.id))
-            .map_err(internal)?
-            .len();
+        let f = FileObject { id, tenant: tenant.clone(), purpose, filename: filename.to_string(), bytes: 0, sha256: sha, created_at: now() };
+        let bytes = std::fs::metadata(self.blob(tenant, &f.id)).map_err(internal)?.len();
         let f = FileObject { bytes, ..f };
         sqlx::query("INSERT INTO files (tenant_id, id, purpose, filename, bytes, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
             .bind(&tenant.0)
@@ -105,11 +86,7 @@ impl FileStore for LocalFiles {
         Ok(f)
     }
 
-    async fn list(
-        &self,
-        tenant: &TenantId,
-        purpose: Option<Purpose>,
-    ) -> Result<Vec<FileObject>, FileError> {
+    async fn list(&self, tenant: &TenantId, purpose: Option<Purpose>) -> Result<Vec<FileObject>, FileError> {
         let rows = match purpose {
             Some(p) => sqlx::query("SELECT * FROM files WHERE tenant_id = ? AND purpose = ? ORDER BY created_at DESC, id").bind(&tenant.0).bind(p.as_str()).fetch_all(self.store.pool()).await,
             None => sqlx::query("SELECT * FROM files WHERE tenant_id = ? ORDER BY created_at DESC, id").bind(&tenant.0).fetch_all(self.store.pool()).await,
@@ -119,32 +96,17 @@ impl FileStore for LocalFiles {
     }
 
     async fn get(&self, tenant: &TenantId, id: &str) -> Result<FileObject, FileError> {
-        let r = sqlx::query("SELECT * FROM files WHERE tenant_id = ? AND id = ?")
-            .bind(&tenant.0)
-            .bind(id)
-            .fetch_optional(self.store.pool())
-            .await
-            .map_err(internal)?;
-        r.as_ref()
-            .map(row)
-            .transpose()?
-            .ok_or_else(|| FileError::NotFound { id: id.to_string() })
+        let r = sqlx::query("SELECT * FROM files WHERE tenant_id = ? AND id = ?").bind(&tenant.0).bind(id).fetch_optional(self.store.pool()).await.map_err(internal)?;
+        r.as_ref().map(row).transpose()?.ok_or_else(|| FileError::NotFound { id: id.to_string() })
     }
 
     async fn content(&self, tenant: &TenantId, id: &str) -> Result<Vec<u8>, FileError> {
         self.get(tenant, id).await?;
-        tokio::fs::read(self.blob(tenant, id))
-            .await
-            .map_err(internal)
+        tokio::fs::read(self.blob(tenant, id)).await.map_err(internal)
     }
 
     async fn delete(&self, tenant: &TenantId, id: &str) -> Result<(), FileError> {
-        let r = sqlx::query("DELETE FROM files WHERE tenant_id = ? AND id = ?")
-            .bind(&tenant.0)
-            .bind(id)
-            .execute(self.store.pool())
-            .await
-            .map_err(internal)?;
+        let r = sqlx::query("DELETE FROM files WHERE tenant_id = ? AND id = ?").bind(&tenant.0).bind(id).execute(self.store.pool()).await.map_err(internal)?;
         if r.rows_affected() == 0 {
             return Err(FileError::NotFound { id: id.to_string() });
         }
@@ -164,38 +126,20 @@ mod tests {
         let store = Store::open(&dir.path().join("db")).await.unwrap();
         let files = LocalFiles::new(store, dir.path().join("files"));
         let (a, b) = (TenantId("a".into()), TenantId("b".into()));
-        let f = files
-            .create(&a, Purpose::FineTune, "train.jsonl", b"{\"x\":1}\n")
-            .await
-            .unwrap();
+        let f = files.create(&a, Purpose::FineTune, "train.jsonl", b"{\"x\":1}\n").await.unwrap();
         assert_eq!(f.bytes, 8);
         assert_eq!(f.sha256, hex::encode(Sha256::digest(b"{\"x\":1}\n")));
         assert_eq!(files.content(&a, &f.id).await.unwrap(), b"{\"x\":1}\n");
-        assert_eq!(
-            files.list(&a, Some(Purpose::FineTune)).await.unwrap().len(),
-            1
-        );
-        assert!(files
-            .list(&a, Some(Purpose::Batch))
-            .await
-            .unwrap()
-            .is_empty());
+        assert_eq!(files.list(&a, Some(Purpose::FineTune)).await.unwrap().len(), 1);
+        assert!(files.list(&a, Some(Purpose::Batch)).await.unwrap().is_empty());
         // Another tenant sees nothing of it.
         assert!(files.list(&b, None).await.unwrap().is_empty());
-        assert_eq!(
-            files.get(&b, &f.id).await,
-            Err(FileError::NotFound { id: f.id.clone() })
-        );
+        assert_eq!(files.get(&b, &f.id).await, Err(FileError::NotFound { id: f.id.clone() }));
         assert!(files.delete(&b, &f.id).await.is_err());
         files.delete(&a, &f.id).await.unwrap();
         assert!(files.get(&a, &f.id).await.is_err());
         assert!(!dir.path().join("files/a").join(&f.id).exists());
         // No temporary files are left behind.
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("files/a"))
-                .unwrap()
-                .count(),
-            0
-        );
+        assert_eq!(std::fs::read_dir(dir.path().join("files/a")).unwrap().count(), 0);
     }
 }

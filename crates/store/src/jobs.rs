@@ -48,20 +48,12 @@ impl JobStatus {
             "succeeded" => JobStatus::Succeeded,
             "failed" => JobStatus::Failed,
             "cancelled" => JobStatus::Cancelled,
-            _ => {
-                return Err(Error::Corrupt {
-                    table: "fine_tuning_jobs",
-                    reason: format!("unknown status `{s}`"),
-                })
-            }
+            _ => return Err(Error::Corrupt { table: "fine_tuning_jobs", reason: format!("unknown status `{s}`") }),
         })
     }
     /// Whether the job has ended.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
-        )
+        matches!(self, JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled)
     }
 }
 
@@ -131,20 +123,12 @@ pub struct CheckpointRecord {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 fn json(r: &sqlx::sqlite::SqliteRow, col: &str) -> Result<Option<serde_json::Value>> {
     let s: Option<String> = r.try_get(col)?;
-    s.map(|s| {
-        serde_json::from_str(&s).map_err(|e| Error::Corrupt {
-            table: "fine_tuning_jobs",
-            reason: format!("{col}: {e}"),
-        })
-    })
-    .transpose()
+    s.map(|s| serde_json::from_str(&s).map_err(|e| Error::Corrupt { table: "fine_tuning_jobs", reason: format!("{col}: {e}") })).transpose()
 }
 
 fn row_to_job(r: &sqlx::sqlite::SqliteRow) -> Result<JobRecord> {
@@ -169,10 +153,7 @@ fn row_to_job(r: &sqlx::sqlite::SqliteRow) -> Result<JobRecord> {
 
 /// A short random id with OpenAI's prefix style.
 pub fn new_id(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..24]
-    )
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..24])
 }
 
 impl Store {
@@ -199,21 +180,12 @@ impl Store {
 
     /// One job of a tenant.
     pub async fn get_job(&self, tenant: &TenantId, id: &str) -> Result<Option<JobRecord>> {
-        let r = sqlx::query("SELECT * FROM fine_tuning_jobs WHERE tenant_id = ? AND id = ?")
-            .bind(&tenant.0)
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
+        let r = sqlx::query("SELECT * FROM fine_tuning_jobs WHERE tenant_id = ? AND id = ?").bind(&tenant.0).bind(id).fetch_optional(self.pool()).await?;
         r.as_ref().map(row_to_job).transpose()
     }
 
     /// A tenant's jobs, newest first, after the job `after` (for paging), at most `limit`.
-    pub async fn list_jobs(
-        &self,
-        tenant: &TenantId,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<JobRecord>> {
+    pub async fn list_jobs(&self, tenant: &TenantId, after: Option<&str>, limit: usize) -> Result<Vec<JobRecord>> {
         let rows = sqlx::query(
             "SELECT * FROM fine_tuning_jobs WHERE tenant_id = ?1
                AND (?2 IS NULL OR rowid < (SELECT rowid FROM fine_tuning_jobs WHERE id = ?2))
@@ -248,12 +220,7 @@ impl Store {
     }
 
     /// Takes one given job for `owner`, if it needs a worker (as [`Store::lease_job`]).
-    pub async fn lease_job_by_id(
-        &self,
-        id: &str,
-        owner: &str,
-        ttl_s: i64,
-    ) -> Result<Option<JobRecord>> {
+    pub async fn lease_job_by_id(&self, id: &str, owner: &str, ttl_s: i64) -> Result<Option<JobRecord>> {
         let t = now();
         let r = sqlx::query(
             "UPDATE fine_tuning_jobs SET lease_owner = ?1, lease_until = ?2, status = 'running',
@@ -273,26 +240,14 @@ impl Store {
     /// Extends `owner`'s lease on a running job. `false` when the lease is no longer its own or
     /// the job is no longer running (cancelled): the worker must stop.
     pub async fn renew_lease(&self, id: &str, owner: &str, ttl_s: i64) -> Result<bool> {
-        let r = sqlx::query("UPDATE fine_tuning_jobs SET lease_until = ? WHERE id = ? AND lease_owner = ? AND status = 'running'")
-            .bind(now() + ttl_s)
-            .bind(id)
-            .bind(owner)
-            .execute(self.pool())
-            .await?;
+        let r =
+            sqlx::query("UPDATE fine_tuning_jobs SET lease_until = ? WHERE id = ? AND lease_owner = ? AND status = 'running'").bind(now() + ttl_s).bind(id).bind(owner).execute(self.pool()).await?;
         Ok(r.rows_affected() == 1)
     }
 
     /// Ends a job that `owner` holds: succeeded (with the model it made) or failed (with the
     /// error). Does nothing if the job was cancelled meanwhile; returns whether it was applied.
-    pub async fn finish_job(
-        &self,
-        id: &str,
-        owner: &str,
-        status: JobStatus,
-        fine_tuned_model: Option<&str>,
-        trained_tokens: Option<i64>,
-        error: Option<&serde_json::Value>,
-    ) -> Result<bool> {
+    pub async fn finish_job(&self, id: &str, owner: &str, status: JobStatus, fine_tuned_model: Option<&str>, trained_tokens: Option<i64>, error: Option<&serde_json::Value>) -> Result<bool> {
         let r = sqlx::query(
             "UPDATE fine_tuning_jobs SET status = ?, finished_at = ?, fine_tuned_model = ?, trained_tokens = ?, error = ?,
                  lease_owner = NULL, lease_until = NULL
@@ -325,13 +280,7 @@ impl Store {
     }
 
     /// Appends an event to a job's log.
-    pub async fn add_event(
-        &self,
-        job_id: &str,
-        level: &str,
-        message: &str,
-        data: Option<&serde_json::Value>,
-    ) -> Result<()> {
+    pub async fn add_event(&self, job_id: &str, level: &str, message: &str, data: Option<&serde_json::Value>) -> Result<()> {
         sqlx::query("INSERT INTO fine_tuning_events (job_id, id, created_at, level, message, data) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(job_id)
             .bind(new_id("ftevent"))
@@ -345,12 +294,7 @@ impl Store {
     }
 
     /// A job's events, newest first, after the event `after`, at most `limit`.
-    pub async fn list_events(
-        &self,
-        job_id: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<EventRecord>> {
+    pub async fn list_events(&self, job_id: &str, after: Option<&str>, limit: usize) -> Result<Vec<EventRecord>> {
         let rows = sqlx::query(
             "SELECT * FROM fine_tuning_events WHERE job_id = ?1
                AND (?2 IS NULL OR seq < (SELECT seq FROM fine_tuning_events WHERE id = ?2))
@@ -362,26 +306,12 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         rows.iter()
-            .map(|r| {
-                Ok(EventRecord {
-                    id: r.try_get("id")?,
-                    created_at: r.try_get("created_at")?,
-                    level: r.try_get("level")?,
-                    message: r.try_get("message")?,
-                    data: json(r, "data")?,
-                })
-            })
+            .map(|r| Ok(EventRecord { id: r.try_get("id")?, created_at: r.try_get("created_at")?, level: r.try_get("level")?, message: r.try_get("message")?, data: json(r, "data")? }))
             .collect()
     }
 
     /// Records a checkpoint (replacing one at the same step, as a resumed run rewrites it).
-    pub async fn add_checkpoint(
-        &self,
-        job_id: &str,
-        step: i64,
-        metrics: &serde_json::Value,
-        path: &str,
-    ) -> Result<()> {
+    pub async fn add_checkpoint(&self, job_id: &str, step: i64, metrics: &serde_json::Value, path: &str) -> Result<()> {
         sqlx::query(
             "INSERT INTO fine_tuning_checkpoints (job_id, id, step, created_at, metrics, path) VALUES (?, ?, ?, ?, ?, ?)
              ON CONFLICT (job_id, step) DO UPDATE SET created_at = excluded.created_at, metrics = excluded.metrics, path = excluded.path",
@@ -399,12 +329,7 @@ impl Store {
 
     /// A job's checkpoints, newest first.
     pub async fn list_checkpoints(&self, job_id: &str) -> Result<Vec<CheckpointRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM fine_tuning_checkpoints WHERE job_id = ? ORDER BY step DESC",
-        )
-        .bind(job_id)
-        .fetch_all(self.pool())
-        .await?;
+        let rows = sqlx::query("SELECT * FROM fine_tuning_checkpoints WHERE job_id = ? ORDER BY step DESC").bind(job_id).fetch_all(self.pool()).await?;
         rows.iter()
             .map(|r| {
                 Ok(CheckpointRecord {
@@ -462,52 +387,18 @@ mod tests {
         assert_eq!(again.id, "ftjob-b");
         assert!(!s.renew_lease("ftjob-b", "w2", 60).await.unwrap());
         // Cancel: the holder's renewal and finish both fail.
-        let c = s
-            .cancel_job(&TenantId("t".into()), "ftjob-a")
-            .await
-            .unwrap()
-            .unwrap();
+        let c = s.cancel_job(&TenantId("t".into()), "ftjob-a").await.unwrap().unwrap();
         assert_eq!(c.status, JobStatus::Cancelled);
         assert!(!s.renew_lease("ftjob-a", "w1", 60).await.unwrap());
-        assert!(!s
-            .finish_job("ftjob-a", "w1", JobStatus::Succeeded, Some("x"), None, None)
-            .await
-            .unwrap());
-        assert!(s
-            .finish_job(
-                "ftjob-b",
-                "w3",
-                JobStatus::Succeeded,
-                Some("ft:m:x:b"),
-                Some(10),
-                None
-            )
-            .await
-            .unwrap());
-        let b = s
-            .get_job(&TenantId("t".into()), "ftjob-b")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (b.status, b.fine_tuned_model.as_deref(), b.trained_tokens),
-            (JobStatus::Succeeded, Some("ft:m:x:b"), Some(10))
-        );
+        assert!(!s.finish_job("ftjob-a", "w1", JobStatus::Succeeded, Some("x"), None, None).await.unwrap());
+        assert!(s.finish_job("ftjob-b", "w3", JobStatus::Succeeded, Some("ft:m:x:b"), Some(10), None).await.unwrap());
+        let b = s.get_job(&TenantId("t".into()), "ftjob-b").await.unwrap().unwrap();
+        assert_eq!((b.status, b.fine_tuned_model.as_deref(), b.trained_tokens), (JobStatus::Succeeded, Some("ft:m:x:b"), Some(10)));
         // Other tenants see nothing.
-        assert!(s
-            .get_job(&TenantId("u".into()), "ftjob-b")
-            .await
-            .unwrap()
-            .is_none());
+        assert!(s.get_job(&TenantId("u".into()), "ftjob-b").await.unwrap().is_none());
         let list = s.list_jobs(&TenantId("t".into()), None, 10).await.unwrap();
-        assert_eq!(
-            list.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
-            vec!["ftjob-b", "ftjob-a"]
-        );
-        let page = s
-            .list_jobs(&TenantId("t".into()), Some("ftjob-b"), 10)
-            .await
-            .unwrap();
+        assert_eq!(list.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), vec!["ftjob-b", "ftjob-a"]);
+        let page = s.list_jobs(&TenantId("t".into()), Some("ftjob-b"), 10).await.unwrap();
         assert_eq!(page.len(), 1);
     }
 
@@ -516,31 +407,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("db")).await.unwrap();
         for i in 0..5 {
-            s.add_event(
-                "j",
-                "info",
-                &format!("e{i}"),
-                Some(&serde_json::json!({"step": i})),
-            )
-            .await
-            .unwrap();
+            s.add_event("j", "info", &format!("e{i}"), Some(&serde_json::json!({"step": i}))).await.unwrap();
         }
         let ev = s.list_events("j", None, 2).await.unwrap();
-        assert_eq!(
-            ev.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(),
-            vec!["e4", "e3"]
-        );
+        assert_eq!(ev.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), vec!["e4", "e3"]);
         let more = s.list_events("j", Some(&ev[1].id), 10).await.unwrap();
         assert_eq!(more.len(), 3);
-        s.add_checkpoint("j", 10, &serde_json::json!({"loss": 1.0}), "/a")
-            .await
-            .unwrap();
-        s.add_checkpoint("j", 10, &serde_json::json!({"loss": 0.5}), "/b")
-            .await
-            .unwrap();
-        s.add_checkpoint("j", 20, &serde_json::json!({"loss": 0.2}), "/c")
-            .await
-            .unwrap();
+        s.add_checkpoint("j", 10, &serde_json::json!({"loss": 1.0}), "/a").await.unwrap();
+        s.add_checkpoint("j", 10, &serde_json::json!({"loss": 0.5}), "/b").await.unwrap();
+        s.add_checkpoint("j", 20, &serde_json::json!({"loss": 0.2}), "/c").await.unwrap();
         let c = s.list_checkpoints("j").await.unwrap();
         assert_eq!(c.len(), 2);
         assert_eq!((c[0].step, c[1].path.as_str()), (20, "/b"));

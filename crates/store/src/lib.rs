@@ -64,10 +64,7 @@ impl ModelFormat {
             "gguf" => Ok(ModelFormat::Gguf),
             "hf_dir" => Ok(ModelFormat::HfDir),
             "lora" => Ok(ModelFormat::Lora),
-            _ => Err(Error::Corrupt {
-                table: "models",
-                reason: format!("unknown format `{s}`"),
-            }),
+            _ => Err(Error::Corrupt { table: "models", reason: format!("unknown format `{s}`") }),
         }
     }
 }
@@ -122,14 +119,9 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the SQLite database at `path` and migrates it.
     pub async fn open(path: &Path) -> Result<Self> {
-        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(std::time::Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await?;
+        let opts =
+            SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?.create_if_missing(true).journal_mode(SqliteJournalMode::Wal).busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         migrations::run(&pool).await?;
         Ok(Store { pool })
     }
@@ -167,30 +159,19 @@ impl Store {
 
     /// The tenant's models, by id.
     pub async fn list_models(&self, tenant: &TenantId) -> Result<Vec<ModelRecord>> {
-        let rows = sqlx::query("SELECT * FROM models WHERE tenant_id = ? ORDER BY id")
-            .bind(&tenant.0)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query("SELECT * FROM models WHERE tenant_id = ? ORDER BY id").bind(&tenant.0).fetch_all(&self.pool).await?;
         rows.iter().map(row_to_model).collect()
     }
 
     /// One model.
     pub async fn get_model(&self, tenant: &TenantId, id: &ModelId) -> Result<Option<ModelRecord>> {
-        let row = sqlx::query("SELECT * FROM models WHERE tenant_id = ? AND id = ?")
-            .bind(&tenant.0)
-            .bind(&id.0)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query("SELECT * FROM models WHERE tenant_id = ? AND id = ?").bind(&tenant.0).bind(&id.0).fetch_optional(&self.pool).await?;
         row.as_ref().map(row_to_model).transpose()
     }
 
     /// Removes a model's registration; returns whether it existed.
     pub async fn delete_model(&self, tenant: &TenantId, id: &ModelId) -> Result<bool> {
-        let r = sqlx::query("DELETE FROM models WHERE tenant_id = ? AND id = ?")
-            .bind(&tenant.0)
-            .bind(&id.0)
-            .execute(&self.pool)
-            .await?;
+        let r = sqlx::query("DELETE FROM models WHERE tenant_id = ? AND id = ?").bind(&tenant.0).bind(&id.0).execute(&self.pool).await?;
         Ok(r.rows_affected() > 0)
     }
 }
@@ -199,12 +180,7 @@ fn row_to_model(r: &sqlx::sqlite::SqliteRow) -> Result<ModelRecord> {
     let kind = match r.try_get::<String, _>("kind")?.as_str() {
         "chat" => ModelKind::Chat,
         "embedding" => ModelKind::Embedding,
-        k => {
-            return Err(Error::Corrupt {
-                table: "models",
-                reason: format!("unknown kind `{k}`"),
-            })
-        }
+        k => return Err(Error::Corrupt { table: "models", reason: format!("unknown kind `{k}`") }),
     };
     Ok(ModelRecord {
         tenant: TenantId(r.try_get("tenant_id")?),
@@ -257,18 +233,8 @@ mod tests {
         let a = s.list_models(&TenantId("a".into())).await.unwrap();
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].size_bytes, 42);
-        assert!(s
-            .delete_model(&TenantId("b".into()), &ModelId::new("m1"))
-            .await
-            .unwrap());
-        assert!(!s
-            .delete_model(&TenantId("b".into()), &ModelId::new("m1"))
-            .await
-            .unwrap());
-        assert!(s
-            .get_model(&TenantId("a".into()), &ModelId::new("m1"))
-            .await
-            .unwrap()
-            .is_some());
+        assert!(s.delete_model(&TenantId("b".into()), &ModelId::new("m1")).await.unwrap());
+        assert!(!s.delete_model(&TenantId("b".into()), &ModelId::new("m1")).await.unwrap());
+        assert!(s.get_model(&TenantId("a".into()), &ModelId::new("m1")).await.unwrap().is_some());
     }
 }

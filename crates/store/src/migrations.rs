@@ -92,24 +92,15 @@ const MIGRATIONS: &[(i64, &str)] = &[
 
 /// Brings the schema up to date.
 pub async fn run(pool: &SqlitePool) -> Result<(), sqlx::Error> {
-    sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
-        .execute(pool)
-        .await?;
-    let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
-        .fetch_one(pool)
-        .await?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)").execute(pool).await?;
+    let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations").fetch_one(pool).await?;
     for &(version, sql) in MIGRATIONS {
         if current.is_some_and(|c| c >= version) {
             continue;
         }
         let mut tx = pool.begin().await?;
         sqlx::query(sql).execute(&mut *tx).await?;
-        sqlx::query(
-            "INSERT INTO schema_migrations (version, applied_at) VALUES (?, strftime('%s','now'))",
-        )
-        .bind(version)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, strftime('%s','now'))").bind(version).execute(&mut *tx).await?;
         tx.commit().await?;
     }
     Ok(())

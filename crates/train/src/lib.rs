@@ -6,13 +6,14 @@
 //! tokenized data and a [`Spec`], and an [`Observer`] that hears progress and can stop it.
 #![warn(missing_docs)]
 
+pub mod bf16;
 pub mod mm;
 pub mod model;
 pub mod optim;
 pub mod tokens;
 pub mod trainer;
 
-pub use model::Base;
+pub use model::{Base, Precision};
 pub use tokens::{encode, encode_all, TokSeq};
 pub use trainer::{evaluate, train, Control, EpochReport, Observer, Outcome, Spec, StepReport};
 

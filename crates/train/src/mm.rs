@@ -23,18 +23,11 @@ impl<'a> View<'a> {
     }
     /// The transpose.
     pub fn t(self) -> Self {
-        View {
-            d: self.d,
-            rs: self.cs,
-            cs: self.rs,
-        }
+        View { d: self.d, rs: self.cs, cs: self.rs }
     }
     fn check(&self, rows: usize, cols: usize) {
         if rows > 0 && cols > 0 {
-            assert!(
-                (rows - 1) * self.rs + (cols - 1) * self.cs < self.d.len(),
-                "matrix view out of bounds"
-            );
+            assert!((rows - 1) * self.rs + (cols - 1) * self.cs < self.d.len(), "matrix view out of bounds");
         }
     }
 }
@@ -49,54 +42,23 @@ fn par(m: usize, n: usize, k: usize) -> Parallelism {
 }
 
 /// `dst (m x n, row stride dst_rs) (+)= a (m x k) . b (k x n)`; `acc` adds to what is there.
-pub fn mm(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    dst_rs: usize,
-    acc: bool,
-    a: View<'_>,
-    b: View<'_>,
-) {
+pub fn mm(m: usize, n: usize, k: usize, dst: &mut [f32], dst_rs: usize, acc: bool, a: View<'_>, b: View<'_>) {
     mm_with(m, n, k, dst, dst_rs, acc, a, b, par(m, n, k))
 }
 
 /// [`mm`] on the calling thread only (inside an already parallel region).
-pub fn mm_serial(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    dst_rs: usize,
-    acc: bool,
-    a: View<'_>,
-    b: View<'_>,
-) {
+pub fn mm_serial(m: usize, n: usize, k: usize, dst: &mut [f32], dst_rs: usize, acc: bool, a: View<'_>, b: View<'_>) {
     mm_with(m, n, k, dst, dst_rs, acc, a, b, Parallelism::None)
 }
 
 #[allow(clippy::too_many_arguments)]
-fn mm_with(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    dst_rs: usize,
-    acc: bool,
-    a: View<'_>,
-    b: View<'_>,
-    p: Parallelism,
-) {
+fn mm_with(m: usize, n: usize, k: usize, dst: &mut [f32], dst_rs: usize, acc: bool, a: View<'_>, b: View<'_>, p: Parallelism) {
     if m == 0 || n == 0 {
         return;
     }
     a.check(m, k);
     b.check(k, n);
-    assert!(
-        (m - 1) * dst_rs + n <= dst.len(),
-        "destination out of bounds"
-    );
+    assert!((m - 1) * dst_rs + n <= dst.len(), "destination out of bounds");
     if k == 0 {
         if !acc {
             for r in 0..m {
@@ -107,29 +69,7 @@ fn mm_with(
     }
     // SAFETY: every index the product touches was bounds-checked above; `dst` is borrowed
     // mutably and does not alias `a` or `b` (distinct borrows).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            acc,
-            a.d.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.d.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            p,
-        )
-    }
+    unsafe { gemm::gemm(m, n, k, dst.as_mut_ptr(), 1, dst_rs as isize, acc, a.d.as_ptr(), a.cs as isize, a.rs as isize, b.d.as_ptr(), b.cs as isize, b.rs as isize, 1.0, 1.0, false, false, false, p) }
 }
 
 #[cfg(test)]
@@ -148,41 +88,14 @@ mod tests {
             }
         }
         let mut got = vec![1f32; m * n];
-        mm(
-            m,
-            n,
-            k,
-            &mut got,
-            n,
-            false,
-            View::rm(&a, k),
-            View::rm(&b, n),
-        );
+        mm(m, n, k, &mut got, n, false, View::rm(&a, k), View::rm(&b, n));
         assert_eq!(got, want);
         // b given as its transpose (n x k, row-major), read through a transposed view.
         let bt: Vec<f32> = (0..n * k).map(|x| b[(x % k) * n + x / k]).collect();
         let mut got2 = vec![0f32; m * n];
-        mm(
-            m,
-            n,
-            k,
-            &mut got2,
-            n,
-            false,
-            View::rm(&a, k),
-            View::rm(&bt, k).t(),
-        );
+        mm(m, n, k, &mut got2, n, false, View::rm(&a, k), View::rm(&bt, k).t());
         assert_eq!(got2, want);
-        mm(
-            m,
-            n,
-            k,
-            &mut got2,
-            n,
-            true,
-            View::rm(&a, k),
-            View::rm(&bt, k).t(),
-        );
+        mm(m, n, k, &mut got2, n, true, View::rm(&a, k), View::rm(&bt, k).t());
         assert_eq!(got2, want.iter().map(|v| 2.0 * v).collect::<Vec<_>>());
     }
 }

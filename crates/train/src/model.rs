@@ -9,6 +9,7 @@
 //! The base's quantized weights are dequantized to f32 once (QLoRA-style: the frozen base in
 //! the served format, the adapters in f32).
 
+use crate::bf16::{self, Bf16Mat};
 use crate::mm::{mm, mm_serial, View};
 use crate::{Error, Result};
 use rand::{Rng, SeedableRng};
@@ -17,10 +18,74 @@ use shovel_engine::lora::{Adapter, Target};
 use shovel_engine::model::{Arch, Model, ModelConfig};
 use shovel_engine::ops::rope_rotate;
 
+/// How the frozen weights are held and multiplied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 weights, f32 products (the reference; slower).
+    F32,
+    /// bf16 weights and activations in the products, f32 accumulation and everything else f32
+    /// (needs AVX512-BF16; twice the multiply-adds per cycle of f32 FMA on Zen 4).
+    Bf16,
+}
+
+impl Precision {
+    /// bf16 where the CPU has it, else f32.
+    pub fn auto() -> Self {
+        if crate::bf16::available() {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        }
+    }
+}
+
+/// One frozen linear layer, `out x in`.
+enum Lin {
+    F32 {
+        w: Vec<f32>,
+        out: usize,
+        inp: usize,
+    },
+    /// The weight for the forward product and its transpose for the backward one.
+    Bf16 {
+        fwd: Bf16Mat,
+        bwd: Bf16Mat,
+    },
+}
+
+impl Lin {
+    fn new(w: Vec<f32>, out: usize, inp: usize, p: Precision) -> Lin {
+        match p {
+            Precision::F32 => Lin::F32 { w, out, inp },
+            Precision::Bf16 => Lin::Bf16 { fwd: Bf16Mat::from_f32(out, inp, &w), bwd: Bf16Mat::transposed_from_f32(out, inp, &w) },
+        }
+    }
+    /// `y (t x out) = x (t x in) W^T`.
+    fn fwd(&self, x: &[f32], t: usize, y: &mut [f32]) {
+        match self {
+            Lin::F32 { w, out, inp } => mm(t, *out, *inp, y, *out, false, View::rm(x, *inp), View::rm(w, *inp).t()),
+            Lin::Bf16 { fwd, .. } => bf16::matmul(x, t, fwd, y, false),
+        }
+    }
+    /// `dx (t x in) += dy (t x out) W`.
+    fn bwd(&self, dy: &[f32], t: usize, dx: &mut [f32]) {
+        match self {
+            Lin::F32 { w, out, inp } => mm(t, *inp, *out, dx, *inp, true, View::rm(dy, *out), View::rm(w, *inp)),
+            Lin::Bf16 { bwd, .. } => bf16::matmul(dy, t, bwd, dx, true),
+        }
+    }
+    fn bytes(&self) -> usize {
+        match self {
+            Lin::F32 { w, .. } => w.len() * 4,
+            Lin::Bf16 { fwd, bwd } => fwd.bytes() + bwd.bytes(),
+        }
+    }
+}
+
 struct BaseLayer {
     attn_norm: Vec<f32>,
-    /// Per [`Target::ALL`] index: `out x in`, row-major.
-    w: [Vec<f32>; 7],
+    /// Per [`Target::ALL`] index.
+    w: [Lin; 7],
     ffn_norm: Vec<f32>,
 }
 
@@ -33,64 +98,41 @@ pub struct Base {
     embed: Vec<f32>,
     layers: Vec<BaseLayer>,
     out_norm: Vec<f32>,
-    /// `None` when the output head is the embedding (tied).
-    output: Option<Vec<f32>>,
+    /// The output head (`vocab x hidden`; the embedding when tied).
+    head: Lin,
+    /// How the weights are held.
+    pub precision: Precision,
 }
 
 impl Base {
-    /// Dequantizes a loaded model. Only the llama architecture is tunable so far.
+    /// Dequantizes a loaded model, in bf16 where the CPU multiplies bf16 fast. Only the llama
+    /// architecture is tunable so far.
     pub fn from_model(m: &Model) -> Result<Base> {
+        Self::with_precision(m, Precision::auto())
+    }
+
+    /// Dequantizes a loaded model into the given precision.
+    pub fn with_precision(m: &Model, p: Precision) -> Result<Base> {
         let c = m.config.clone();
         if c.arch != Arch::Llama {
-            return Err(Error::UnsupportedArch(
-                format!("{:?}", c.arch).to_lowercase(),
-            ));
+            return Err(Error::UnsupportedArch(format!("{:?}", c.arch).to_lowercase()));
         }
+        let lin = |w: &shovel_engine::tensor::Weight| Lin::new(w.to_f32_vec(), w.rows, w.cols, p);
         let layers = m
             .layers
             .iter()
-            .map(|l| BaseLayer {
-                attn_norm: l.attn_norm.clone(),
-                w: [
-                    l.wq.to_f32_vec(),
-                    l.wk.to_f32_vec(),
-                    l.wv.to_f32_vec(),
-                    l.wo.to_f32_vec(),
-                    l.gate.to_f32_vec(),
-                    l.up.to_f32_vec(),
-                    l.down.to_f32_vec(),
-                ],
-                ffn_norm: l.ffn_norm.clone(),
-            })
+            .map(|l| BaseLayer { attn_norm: l.attn_norm.clone(), w: [lin(&l.wq), lin(&l.wk), lin(&l.wv), lin(&l.wo), lin(&l.gate), lin(&l.up), lin(&l.down)], ffn_norm: l.ffn_norm.clone() })
             .collect();
         let ffn = m.layers.first().map_or(0, |l| l.gate.rows);
-        let output = if m.output.same_bytes(&m.embed) {
-            None
-        } else {
-            Some(m.output.to_f32_vec())
-        };
-        Ok(Base {
-            config: c,
-            ffn,
-            embed: m.embed.to_f32_vec(),
-            layers,
-            out_norm: m.out_norm.clone(),
-            output,
-        })
+        let embed = m.embed.to_f32_vec();
+        let head = if m.output.same_bytes(&m.embed) { Lin::new(embed.clone(), c.vocab, c.hidden, p) } else { lin(&m.output) };
+        Ok(Base { config: c, ffn, embed, layers, out_norm: m.out_norm.clone(), head, precision: p })
     }
 
-    /// Bytes held by the f32 weights.
+    /// Bytes held by the weights.
     pub fn bytes(&self) -> usize {
-        let l: usize = self
-            .layers
-            .iter()
-            .map(|l| l.w.iter().map(Vec::len).sum::<usize>() + l.attn_norm.len() + l.ffn_norm.len())
-            .sum();
-        (l + self.embed.len() + self.output.as_ref().map_or(0, Vec::len)) * 4
-    }
-
-    fn head(&self) -> &[f32] {
-        self.output.as_deref().unwrap_or(&self.embed)
+        let l: usize = self.layers.iter().map(|l| l.w.iter().map(Lin::bytes).sum::<usize>() + (l.attn_norm.len() + l.ffn_norm.len()) * 4).sum();
+        l + self.embed.len() * 4 + self.head.bytes()
     }
 }
 
@@ -118,23 +160,15 @@ struct Saved {
 /// Dropout mask for one adapted layer's input in one sequence, regenerated in the backward pass
 /// from the same key instead of stored.
 fn dropout_mask(p: f32, key: [u64; 4], n: usize) -> Vec<f32> {
-    let seed = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, k| {
-        (h ^ k).wrapping_mul(0x1000_0000_01b3)
-    });
+    let seed = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, k| (h ^ k).wrapping_mul(0x1000_0000_01b3));
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let keep = 1.0 / (1.0 - p);
-    (0..n)
-        .map(|_| if rng.gen::<f32>() < p { 0.0 } else { keep })
-        .collect()
+    (0..n).map(|_| if rng.gen::<f32>() < p { 0.0 } else { keep }).collect()
 }
 
 fn rms_norm_fwd(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], rstd: &mut [f32]) {
     let h = w.len();
-    for ((xr, or), rs) in x
-        .chunks_exact(h)
-        .zip(out.chunks_exact_mut(h))
-        .zip(rstd.iter_mut())
-    {
+    for ((xr, or), rs) in x.chunks_exact(h).zip(out.chunks_exact_mut(h)).zip(rstd.iter_mut()) {
         let ss: f32 = xr.iter().map(|v| v * v).sum::<f32>() / h as f32;
         let r = 1.0 / (ss + eps).sqrt();
         *rs = r;
@@ -147,18 +181,8 @@ fn rms_norm_fwd(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], rstd: &mut [f32
 /// Adds to `dx` the gradient through `y = x * rstd * w` given `dy`.
 fn rms_norm_bwd(x: &[f32], rstd: &[f32], w: &[f32], dy: &[f32], dx: &mut [f32]) {
     let h = w.len();
-    for (((xr, dyr), dxr), &r) in x
-        .chunks_exact(h)
-        .zip(dy.chunks_exact(h))
-        .zip(dx.chunks_exact_mut(h))
-        .zip(rstd)
-    {
-        let dot: f32 = xr
-            .iter()
-            .zip(dyr)
-            .zip(w)
-            .map(|((xv, d), wv)| xv * d * wv)
-            .sum();
+    for (((xr, dyr), dxr), &r) in x.chunks_exact(h).zip(dy.chunks_exact(h)).zip(dx.chunks_exact_mut(h)).zip(rstd) {
+        let dot: f32 = xr.iter().zip(dyr).zip(w).map(|((xv, d), wv)| xv * d * wv).sum();
         let c = r * r * r * dot / h as f32;
         for (((o, xv), d), wv) in dxr.iter_mut().zip(xr).zip(dyr).zip(w) {
             *o += r * d * wv - xv * c;
@@ -202,34 +226,13 @@ pub struct Pass<'a> {
 
 impl Pass<'_> {
     fn mask(&self, l: usize, t: Target, n: usize) -> Option<Vec<f32>> {
-        (self.dropout > 0.0).then(|| {
-            dropout_mask(
-                self.dropout,
-                [
-                    self.key[0],
-                    self.key[1],
-                    self.key[2],
-                    (l * 8 + t.index()) as u64,
-                ],
-                n,
-            )
-        })
+        (self.dropout > 0.0).then(|| dropout_mask(self.dropout, [self.key[0], self.key[1], self.key[2], (l * 8 + t.index()) as u64], n))
     }
 
     /// `y (T x out) = x W^T + s (x_d A^T) B^T`; returns `x_d A^T` for the backward pass.
     fn linear(&self, l: usize, target: Target, x: &[f32], t: usize, y: &mut [f32]) -> Vec<f32> {
-        let w = &self.base.layers[l].w[target.index()];
         let (out, inp) = (y.len() / t.max(1), x.len() / t.max(1));
-        mm(
-            t,
-            out,
-            inp,
-            y,
-            out,
-            false,
-            View::rm(x, inp),
-            View::rm(w, inp).t(),
-        );
+        self.base.layers[l].w[target.index()].fwd(x, t, y);
         let Some(p) = self.adapter.pair(l, target) else {
             return Vec::new();
         };
@@ -239,150 +242,45 @@ impl Pass<'_> {
         match self.mask(l, target, x.len()) {
             Some(mask) => {
                 let xd: Vec<f32> = x.iter().zip(&mask).map(|(a, b)| a * b).collect();
-                mm(
-                    t,
-                    r,
-                    inp,
-                    &mut lt,
-                    r,
-                    false,
-                    View::rm(&xd, inp),
-                    View::rm(&p.a, inp).t(),
-                );
+                mm(t, r, inp, &mut lt, r, false, View::rm(&xd, inp), View::rm(&p.a, inp).t());
             }
-            None => mm(
-                t,
-                r,
-                inp,
-                &mut lt,
-                r,
-                false,
-                View::rm(x, inp),
-                View::rm(&p.a, inp).t(),
-            ),
+            None => mm(t, r, inp, &mut lt, r, false, View::rm(x, inp), View::rm(&p.a, inp).t()),
         }
         let scaled: Vec<f32> = lt.iter().map(|v| v * s).collect();
-        mm(
-            t,
-            out,
-            r,
-            y,
-            out,
-            true,
-            View::rm(&scaled, r),
-            View::rm(&p.b, r).t(),
-        );
+        mm(t, out, r, y, out, true, View::rm(&scaled, r), View::rm(&p.b, r).t());
         lt
     }
 
     /// Backward of [`Pass::linear`]: adds `dy W` (+ the adapter's path) to `dx` and the
     /// adapter's gradients to `grads`.
     #[allow(clippy::too_many_arguments)]
-    fn linear_bwd(
-        &self,
-        l: usize,
-        target: Target,
-        x: &[f32],
-        lt: &[f32],
-        dy: &[f32],
-        t: usize,
-        dx: &mut [f32],
-        grads: &mut Grads,
-    ) {
-        let w = &self.base.layers[l].w[target.index()];
+    fn linear_bwd(&self, l: usize, target: Target, x: &[f32], lt: &[f32], dy: &[f32], t: usize, dx: &mut [f32], grads: &mut Grads) {
         let (out, inp) = (dy.len() / t.max(1), x.len() / t.max(1));
-        mm(
-            t,
-            inp,
-            out,
-            dx,
-            inp,
-            true,
-            View::rm(dy, out),
-            View::rm(w, inp),
-        );
+        self.base.layers[l].w[target.index()].bwd(dy, t, dx);
         let Some(p) = self.adapter.pair(l, target) else {
             return;
         };
-        let g = grads.layers[l][target.index()]
-            .as_mut()
-            .expect("grads shaped like the adapter");
+        let g = grads.layers[l][target.index()].as_mut().expect("grads shaped like the adapter");
         let r = self.adapter.config.r;
         let s = self.adapter.config.scale();
         // dB += s dy^T lt   (out x r)
         let slt: Vec<f32> = lt.iter().map(|v| v * s).collect();
-        mm(
-            out,
-            r,
-            t,
-            &mut g.b,
-            r,
-            true,
-            View::rm(dy, out).t(),
-            View::rm(&slt, r),
-        );
+        mm(out, r, t, &mut g.b, r, true, View::rm(dy, out).t(), View::rm(&slt, r));
         // dlt = s dy B   (T x r)
         let mut dlt = vec![0f32; t * r];
-        mm(
-            t,
-            r,
-            out,
-            &mut dlt,
-            r,
-            false,
-            View::rm(dy, out),
-            View::rm(&p.b, r),
-        );
+        mm(t, r, out, &mut dlt, r, false, View::rm(dy, out), View::rm(&p.b, r));
         dlt.iter_mut().for_each(|v| *v *= s);
         match self.mask(l, target, x.len()) {
             Some(mask) => {
                 let xd: Vec<f32> = x.iter().zip(&mask).map(|(a, b)| a * b).collect();
-                mm(
-                    r,
-                    inp,
-                    t,
-                    &mut g.a,
-                    inp,
-                    true,
-                    View::rm(&dlt, r).t(),
-                    View::rm(&xd, inp),
-                );
+                mm(r, inp, t, &mut g.a, inp, true, View::rm(&dlt, r).t(), View::rm(&xd, inp));
                 let mut dxd = vec![0f32; t * inp];
-                mm(
-                    t,
-                    inp,
-                    r,
-                    &mut dxd,
-                    inp,
-                    false,
-                    View::rm(&dlt, r),
-                    View::rm(&p.a, inp),
-                );
-                dx.iter_mut()
-                    .zip(dxd.iter().zip(&mask))
-                    .for_each(|(d, (v, m))| *d += v * m);
+                mm(t, inp, r, &mut dxd, inp, false, View::rm(&dlt, r), View::rm(&p.a, inp));
+                dx.iter_mut().zip(dxd.iter().zip(&mask)).for_each(|(d, (v, m))| *d += v * m);
             }
             None => {
-                mm(
-                    r,
-                    inp,
-                    t,
-                    &mut g.a,
-                    inp,
-                    true,
-                    View::rm(&dlt, r).t(),
-                    View::rm(x, inp),
-                );
-                mm(
-                    t,
-                    inp,
-                    r,
-                    dx,
-                    inp,
-                    true,
-                    View::rm(&dlt, r),
-                    View::rm(&p.a, inp),
-                );
+                mm(r, inp, t, &mut g.a, inp, true, View::rm(&dlt, r).t(), View::rm(x, inp));
+                mm(t, inp, r, dx, inp, true, View::rm(&dlt, r), View::rm(&p.a, inp));
             }
         }
     }
@@ -408,16 +306,7 @@ impl Pass<'_> {
             .map(|h| {
                 let kvh = h / group;
                 let mut s = vec![0f32; t * t];
-                mm_serial(
-                    t,
-                    t,
-                    hd,
-                    &mut s,
-                    t,
-                    false,
-                    View::strided(&q[h * hd..], qd),
-                    View::strided(&k[kvh * hd..], kvd).t(),
-                );
+                mm_serial(t, t, hd, &mut s, t, false, View::strided(&q[h * hd..], qd), View::strided(&k[kvh * hd..], kvd).t());
                 for (i, row) in s.chunks_exact_mut(t).enumerate() {
                     let mut max = f32::NEG_INFINITY;
                     for v in &mut row[..=i] {
@@ -434,16 +323,7 @@ impl Pass<'_> {
                     row[i + 1..].fill(0.0);
                 }
                 let mut o = vec![0f32; t * hd];
-                mm_serial(
-                    t,
-                    hd,
-                    t,
-                    &mut o,
-                    hd,
-                    false,
-                    View::rm(&s, t),
-                    View::strided(&v[kvh * hd..], kvd),
-                );
+                mm_serial(t, hd, t, &mut o, hd, false, View::rm(&s, t), View::strided(&v[kvh * hd..], kvd));
                 (s, o)
             })
             .collect();
@@ -452,8 +332,7 @@ impl Pass<'_> {
         for (h, (s, o)) in per_head.into_iter().enumerate() {
             p.extend_from_slice(&s);
             for i in 0..t {
-                attn[i * qd + h * hd..i * qd + (h + 1) * hd]
-                    .copy_from_slice(&o[i * hd..(i + 1) * hd]);
+                attn[i * qd + h * hd..i * qd + (h + 1) * hd].copy_from_slice(&o[i * hd..(i + 1) * hd]);
             }
         }
         (attn, p)
@@ -472,16 +351,7 @@ impl Pass<'_> {
                 let dout = View::strided(&dattn[h * hd..], qd);
                 // dP = dO V^T
                 let mut dp = vec![0f32; t * t];
-                mm_serial(
-                    t,
-                    t,
-                    hd,
-                    &mut dp,
-                    t,
-                    false,
-                    dout,
-                    View::strided(&sv.v[kvh * hd..], kvd).t(),
-                );
+                mm_serial(t, t, hd, &mut dp, t, false, dout, View::strided(&sv.v[kvh * hd..], kvd).t());
                 // dS = P * (dP - rowsum(dP * P)) * scale
                 for i in 0..t {
                     let (pr, dr) = (&p[i * t..i * t + i + 1], &mut dp[i * t..(i + 1) * t]);
@@ -492,27 +362,9 @@ impl Pass<'_> {
                     dr[i + 1..].fill(0.0);
                 }
                 let mut dq = vec![0f32; t * hd];
-                mm_serial(
-                    t,
-                    hd,
-                    t,
-                    &mut dq,
-                    hd,
-                    false,
-                    View::rm(&dp, t),
-                    View::strided(&sv.k[kvh * hd..], kvd),
-                );
+                mm_serial(t, hd, t, &mut dq, hd, false, View::rm(&dp, t), View::strided(&sv.k[kvh * hd..], kvd));
                 let mut dk = vec![0f32; t * hd];
-                mm_serial(
-                    t,
-                    hd,
-                    t,
-                    &mut dk,
-                    hd,
-                    false,
-                    View::rm(&dp, t).t(),
-                    View::strided(&sv.q[h * hd..], qd),
-                );
+                mm_serial(t, hd, t, &mut dk, hd, false, View::rm(&dp, t).t(), View::strided(&sv.q[h * hd..], qd));
                 let mut dv = vec![0f32; t * hd];
                 mm_serial(t, hd, t, &mut dv, hd, false, View::rm(p, t).t(), dout);
                 (dq, dk, dv)
@@ -525,18 +377,11 @@ impl Pass<'_> {
         for (h, (hq, hk, hv)) in per_head.into_iter().enumerate() {
             let kvh = h / group;
             for i in 0..t {
-                dq[i * qd + h * hd..i * qd + (h + 1) * hd]
-                    .copy_from_slice(&hq[i * hd..(i + 1) * hd]);
-                for (d, s) in dk[i * kvd + kvh * hd..i * kvd + (kvh + 1) * hd]
-                    .iter_mut()
-                    .zip(&hk[i * hd..(i + 1) * hd])
-                {
+                dq[i * qd + h * hd..i * qd + (h + 1) * hd].copy_from_slice(&hq[i * hd..(i + 1) * hd]);
+                for (d, s) in dk[i * kvd + kvh * hd..i * kvd + (kvh + 1) * hd].iter_mut().zip(&hk[i * hd..(i + 1) * hd]) {
                     *d += s;
                 }
-                for (d, s) in dv[i * kvd + kvh * hd..i * kvd + (kvh + 1) * hd]
-                    .iter_mut()
-                    .zip(&hv[i * hd..(i + 1) * hd])
-                {
+                for (d, s) in dv[i * kvd + kvh * hd..i * kvd + (kvh + 1) * hd].iter_mut().zip(&hv[i * hd..(i + 1) * hd]) {
                     *d += s;
                 }
             }
@@ -570,44 +415,14 @@ impl Pass<'_> {
         let mut u = vec![0f32; t * f];
         let lg = self.linear(l, Target::GateProj, &b, t, &mut g);
         let lu = self.linear(l, Target::UpProj, &b, t, &mut u);
-        let m: Vec<f32> = g
-            .iter()
-            .zip(&u)
-            .map(|(gv, uv)| gv / (1.0 + (-gv).exp()) * uv)
-            .collect();
+        let m: Vec<f32> = g.iter().zip(&u).map(|(gv, uv)| gv / (1.0 + (-gv).exp()) * uv).collect();
         let ld = self.linear(l, Target::DownProj, &m, t, &mut y);
         let out: Vec<f32> = x2.iter().zip(&y).map(|(a, b)| a + b).collect();
-        (
-            out,
-            Saved {
-                x,
-                rstd1,
-                a,
-                q,
-                k,
-                v,
-                p,
-                attn,
-                x2,
-                rstd2,
-                b,
-                g,
-                u,
-                m,
-                lora_t: [lq, lk, lv, lo, lg, lu, ld],
-            },
-        )
+        (out, Saved { x, rstd1, a, q, k, v, p, attn, x2, rstd2, b, g, u, m, lora_t: [lq, lk, lv, lo, lg, lu, ld] })
     }
 
     /// Backward through layer `l`: `dx` is the gradient of its output; returns that of its input.
-    fn layer_bwd(
-        &self,
-        l: usize,
-        sv: &Saved,
-        dx: Vec<f32>,
-        t: usize,
-        grads: &mut Grads,
-    ) -> Vec<f32> {
+    fn layer_bwd(&self, l: usize, sv: &Saved, dx: Vec<f32>, t: usize, grads: &mut Grads) -> Vec<f32> {
         let c = &self.base.config;
         let bl = &self.base.layers[l];
         let (h, qd, kvd, f) = (c.hidden, c.q_dim(), c.kv_dim(), self.base.ffn);
@@ -628,16 +443,7 @@ impl Pass<'_> {
         let mut dx2 = dx;
         rms_norm_bwd(&sv.x2, &sv.rstd2, &bl.ffn_norm, &db, &mut dx2);
         let mut dattn = vec![0f32; t * qd];
-        self.linear_bwd(
-            l,
-            Target::OProj,
-            &sv.attn,
-            &lt[3],
-            &dx2,
-            t,
-            &mut dattn,
-            grads,
-        );
+        self.linear_bwd(l, Target::OProj, &sv.attn, &lt[3], &dx2, t, &mut dattn, grads);
         let (mut dq, mut dk, dv) = self.attention_bwd(sv, &dattn, t);
         self.rope_all(&mut dq, qd, -1.0);
         self.rope_all(&mut dk, kvd, -1.0);
@@ -664,21 +470,12 @@ impl Pass<'_> {
 
     /// Loss rows: positions `i` whose next token carries weight; returns (rows, targets, weights).
     fn loss_rows(tokens: &[u32], weights: &[f32]) -> Vec<(usize, u32, f32)> {
-        (0..tokens.len().saturating_sub(1))
-            .filter(|&i| weights[i + 1] > 0.0)
-            .map(|i| (i, tokens[i + 1], weights[i + 1]))
-            .collect()
+        (0..tokens.len().saturating_sub(1)).filter(|&i| weights[i + 1] > 0.0).map(|i| (i, tokens[i + 1], weights[i + 1])).collect()
     }
 
     /// Head: logits at the loss rows, cross-entropy, and (when `norm` is given) the gradient of
     /// `norm * loss` with respect to the final hidden rows, written into `dx`.
-    fn head(
-        &self,
-        x: &[f32],
-        rows: &[(usize, u32, f32)],
-        norm: Option<f32>,
-        dx: Option<&mut [f32]>,
-    ) -> SeqLoss {
+    fn head(&self, x: &[f32], rows: &[(usize, u32, f32)], norm: Option<f32>, dx: Option<&mut [f32]>) -> SeqLoss {
         let c = &self.base.config;
         let (h, vocab) = (c.hidden, c.vocab);
         let n = rows.len();
@@ -689,18 +486,8 @@ impl Pass<'_> {
         let mut hn = vec![0f32; n * h];
         let mut rstd = vec![0f32; n];
         rms_norm_fwd(&xr, &self.base.out_norm, c.rms_eps, &mut hn, &mut rstd);
-        let head = self.base.head();
         let mut logits = vec![0f32; n * vocab];
-        mm(
-            n,
-            vocab,
-            h,
-            &mut logits,
-            vocab,
-            false,
-            View::rm(&hn, h),
-            View::rm(head, h).t(),
-        );
+        self.base.head.fwd(&hn, n, &mut logits);
         let mut loss_sum = 0f64;
         let mut weight_sum = 0f64;
         for (row, &(_, tgt, w)) in logits.chunks_exact_mut(vocab).zip(rows) {
@@ -720,31 +507,16 @@ impl Pass<'_> {
         }
         if let (Some(_), Some(dx)) = (norm, dx) {
             let mut dhn = vec![0f32; n * h];
-            mm(
-                n,
-                h,
-                vocab,
-                &mut dhn,
-                h,
-                false,
-                View::rm(&logits, vocab),
-                View::rm(head, h),
-            );
+            self.base.head.bwd(&logits, n, &mut dhn);
             let mut dxr = vec![0f32; n * h];
             rms_norm_bwd(&xr, &rstd, &self.base.out_norm, &dhn, &mut dxr);
             for (j, &(i, _, _)) in rows.iter().enumerate() {
-                for (d, s) in dx[i * h..(i + 1) * h]
-                    .iter_mut()
-                    .zip(&dxr[j * h..(j + 1) * h])
-                {
+                for (d, s) in dx[i * h..(i + 1) * h].iter_mut().zip(&dxr[j * h..(j + 1) * h]) {
                     *d += s;
                 }
             }
         }
-        SeqLoss {
-            loss_sum,
-            weight_sum,
-        }
+        SeqLoss { loss_sum, weight_sum }
     }
 
     /// Forward only: the weighted loss of one sequence.
@@ -759,13 +531,7 @@ impl Pass<'_> {
 
     /// Forward and backward of one sequence: adds the gradient of `norm * weighted loss` to
     /// `grads` and returns the loss.
-    pub fn loss_and_grad(
-        &self,
-        tokens: &[u32],
-        weights: &[f32],
-        norm: f32,
-        grads: &mut Grads,
-    ) -> SeqLoss {
+    pub fn loss_and_grad(&self, tokens: &[u32], weights: &[f32], norm: f32, grads: &mut Grads) -> SeqLoss {
         let t = tokens.len();
         let h = self.base.config.hidden;
         let mut x = self.embed(tokens);
@@ -776,12 +542,7 @@ impl Pass<'_> {
             x = out;
         }
         let mut dx = vec![0f32; t * h];
-        let loss = self.head(
-            &x,
-            &Self::loss_rows(tokens, weights),
-            Some(norm),
-            Some(&mut dx),
-        );
+        let loss = self.head(&x, &Self::loss_rows(tokens, weights), Some(norm), Some(&mut dx));
         drop(x);
         for l in (0..self.base.layers.len()).rev() {
             let sv = saved.pop().expect("one saved per layer");

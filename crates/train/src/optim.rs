@@ -29,75 +29,39 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        AdamWConfig {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        }
+        AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
     }
 }
 
 fn params_mut(a: &mut Adapter) -> impl Iterator<Item = &mut Vec<f32>> {
-    a.layers
-        .iter_mut()
-        .flatten()
-        .flatten()
-        .flat_map(|p| [&mut p.a, &mut p.b])
+    a.layers.iter_mut().flatten().flatten().flat_map(|p| [&mut p.a, &mut p.b])
 }
 
 fn params(a: &Adapter) -> impl Iterator<Item = &Vec<f32>> {
-    a.layers
-        .iter()
-        .flatten()
-        .flatten()
-        .flat_map(|p| [&p.a, &p.b])
+    a.layers.iter().flatten().flatten().flat_map(|p| [&p.a, &p.b])
 }
 
 /// The gradients' global L2 norm.
 pub fn grad_norm(g: &Adapter) -> f32 {
-    params(g)
-        .flat_map(|v| v.iter())
-        .map(|x| (*x as f64) * (*x as f64))
-        .sum::<f64>()
-        .sqrt() as f32
+    params(g).flat_map(|v| v.iter()).map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt() as f32
 }
 
 impl AdamW {
     /// Zeroed moments for `a`.
     pub fn new(a: &Adapter) -> Self {
-        AdamW {
-            m: crate::model::zero_grads(a),
-            v: crate::model::zero_grads(a),
-            t: 0,
-        }
+        AdamW { m: crate::model::zero_grads(a), v: crate::model::zero_grads(a), t: 0 }
     }
 
     /// One update of `p` with gradients `g` (clipped to global norm `clip` when `clip > 0`) at
     /// learning rate `lr`. Returns the gradient norm before clipping.
-    pub fn step(
-        &mut self,
-        p: &mut Adapter,
-        g: &Adapter,
-        lr: f32,
-        clip: f32,
-        cfg: AdamWConfig,
-    ) -> f32 {
+    pub fn step(&mut self, p: &mut Adapter, g: &Adapter, lr: f32, clip: f32, cfg: AdamWConfig) -> f32 {
         let norm = grad_norm(g);
-        let gs = if clip > 0.0 && norm > clip {
-            clip / (norm + 1e-6)
-        } else {
-            1.0
-        };
+        let gs = if clip > 0.0 && norm > clip { clip / (norm + 1e-6) } else { 1.0 };
         self.t += 1;
         let bc1 = 1.0 - cfg.beta1.powi(self.t as i32);
         let bc2 = 1.0 - cfg.beta2.powi(self.t as i32);
         let step = lr / bc1;
-        for (((pv, gv), mv), vv) in params_mut(p)
-            .zip(params(g))
-            .zip(params_mut(&mut self.m))
-            .zip(params_mut(&mut self.v))
-        {
+        for (((pv, gv), mv), vv) in params_mut(p).zip(params(g)).zip(params_mut(&mut self.m)).zip(params_mut(&mut self.v)) {
             for i in 0..pv.len() {
                 let gi = gv[i] * gs;
                 mv[i] = cfg.beta1 * mv[i] + (1.0 - cfg.beta1) * gi;

@@ -1,7 +1,7 @@
 //! The training step checked against finite differences on a tiny random model, and the loop's
 //! learning, determinism and resume-after-crash guarantees.
 
-use crate::model::{zero_grads, Base, Pass};
+use crate::model::{zero_grads, Base, Pass, Precision};
 use crate::tokens::TokSeq;
 use crate::trainer::{train, Control, Observer, Spec, StepReport};
 use rand::{Rng, SeedableRng};
@@ -54,22 +54,11 @@ fn tiny_model(style: RopeStyle) -> Model {
         .collect();
     let embed = w(32, 16);
     let output = w(32, 16);
-    Model {
-        config: c,
-        embed,
-        layers,
-        out_norm: vec![1.0; 16],
-        output,
-    }
+    Model { config: c, embed, layers, out_norm: vec![1.0; 16], output }
 }
 
 fn random_adapter(base: &Base, seed: u64) -> Adapter {
-    let lc = LoraConfig {
-        r: 3,
-        alpha: 6.0,
-        dropout: 0.0,
-        targets: Target::ALL.to_vec(),
-    };
+    let lc = LoraConfig { r: 3, alpha: 6.0, dropout: 0.0, targets: Target::ALL.to_vec() };
     let mut a = Adapter::init(&base.config, base.ffn, lc, seed);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed + 1);
     for p in a.layers.iter_mut().flatten().flatten() {
@@ -81,25 +70,16 @@ fn random_adapter(base: &Base, seed: u64) -> Adapter {
 fn seq() -> TokSeq {
     let tokens = vec![1, 5, 9, 2, 30, 7, 7, 3, 11];
     let weights = vec![0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0];
-    TokSeq {
-        tokens,
-        weights,
-        truncated: false,
-    }
+    TokSeq { tokens, weights, truncated: false }
 }
 
 fn check_gradients(style: RopeStyle, dropout: f32) {
-    let base = Base::from_model(&tiny_model(style)).unwrap();
+    let base = Base::with_precision(&tiny_model(style), Precision::F32).unwrap();
     let mut adapter = random_adapter(&base, 11);
     let s = seq();
     let key = [1, 2, 3];
     let mut grads = zero_grads(&adapter);
-    let pass = Pass {
-        base: &base,
-        adapter: &adapter,
-        dropout,
-        key,
-    };
+    let pass = Pass { base: &base, adapter: &adapter, dropout, key };
     pass.loss_and_grad(&s.tokens, &s.weights, 1.0, &mut grads);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
     let mut checked = 0;
@@ -127,33 +107,14 @@ fn check_gradients(style: RopeStyle, dropout: f32) {
                     let eps = 1e-2f32;
                     let orig = unsafe { *get(&mut adapter) };
                     unsafe { *get(&mut adapter) = orig + eps };
-                    let up = Pass {
-                        base: &base,
-                        adapter: &adapter,
-                        dropout,
-                        key,
-                    }
-                    .loss(&s.tokens, &s.weights)
-                    .loss_sum;
+                    let up = Pass { base: &base, adapter: &adapter, dropout, key }.loss(&s.tokens, &s.weights).loss_sum;
                     unsafe { *get(&mut adapter) = orig - eps };
-                    let down = Pass {
-                        base: &base,
-                        adapter: &adapter,
-                        dropout,
-                        key,
-                    }
-                    .loss(&s.tokens, &s.weights)
-                    .loss_sum;
+                    let down = Pass { base: &base, adapter: &adapter, dropout, key }.loss(&s.tokens, &s.weights).loss_sum;
                     unsafe { *get(&mut adapter) = orig };
                     let numeric = (up - down) / (2.0 * eps as f64);
                     let analytic = unsafe { *get(&mut grads) } as f64;
                     let tol = 2e-3 + 0.03 * numeric.abs().max(analytic.abs());
-                    assert!(
-                        (numeric - analytic).abs() < tol,
-                        "layer {l} {} {} [{i}]: numeric {numeric} vs analytic {analytic}",
-                        t.name(),
-                        if which == 0 { "A" } else { "B" }
-                    );
+                    assert!((numeric - analytic).abs() < tol, "layer {l} {} {} [{i}]: numeric {numeric} vs analytic {analytic}", t.name(), if which == 0 { "A" } else { "B" });
                     checked += 1;
                 }
             }
@@ -176,39 +137,12 @@ fn gradients_match_finite_differences_neox_rope_with_dropout() {
 fn zero_b_adapter_leaves_the_base_loss_unchanged() {
     // A fresh adapter (B = 0) must not change the model: the loss equals the loss with no
     // adapted target at all.
-    let base = Base::from_model(&tiny_model(RopeStyle::Interleaved)).unwrap();
-    let fresh = Adapter::init(
-        &base.config,
-        base.ffn,
-        LoraConfig {
-            r: 4,
-            alpha: 8.0,
-            dropout: 0.0,
-            targets: Target::ALL.to_vec(),
-        },
-        1,
-    );
-    let none = Adapter {
-        config: fresh.config.clone(),
-        layers: (0..2).map(|_| Default::default()).collect(),
-    };
+    let base = Base::with_precision(&tiny_model(RopeStyle::Interleaved), Precision::F32).unwrap();
+    let fresh = Adapter::init(&base.config, base.ffn, LoraConfig { r: 4, alpha: 8.0, dropout: 0.0, targets: Target::ALL.to_vec() }, 1);
+    let none = Adapter { config: fresh.config.clone(), layers: (0..2).map(|_| Default::default()).collect() };
     let s = seq();
-    let a = Pass {
-        base: &base,
-        adapter: &fresh,
-        dropout: 0.0,
-        key: [0; 3],
-    }
-    .loss(&s.tokens, &s.weights)
-    .loss_sum;
-    let b = Pass {
-        base: &base,
-        adapter: &none,
-        dropout: 0.0,
-        key: [0; 3],
-    }
-    .loss(&s.tokens, &s.weights)
-    .loss_sum;
+    let a = Pass { base: &base, adapter: &fresh, dropout: 0.0, key: [0; 3] }.loss(&s.tokens, &s.weights).loss_sum;
+    let b = Pass { base: &base, adapter: &none, dropout: 0.0, key: [0; 3] }.loss(&s.tokens, &s.weights).loss_sum;
     assert_eq!(a, b);
 }
 
@@ -233,11 +167,7 @@ fn data() -> Vec<TokSeq> {
         .map(|i| {
             let tokens: Vec<u32> = (0..10).map(|j| (i * 3 + j * 5) % 32).collect();
             let weights = (0..10).map(|j| if j >= 5 { 1.0 } else { 0.0 }).collect();
-            TokSeq {
-                tokens,
-                weights,
-                truncated: false,
-            }
+            TokSeq { tokens, weights, truncated: false }
         })
         .collect()
 }
@@ -250,12 +180,7 @@ fn spec() -> Spec {
         warmup_ratio: 0.0,
         weight_decay: 0.01,
         max_length: 64,
-        lora: LoraConfig {
-            r: 4,
-            alpha: 8.0,
-            dropout: 0.1,
-            targets: Target::ALL.to_vec(),
-        },
+        lora: LoraConfig { r: 4, alpha: 8.0, dropout: 0.1, targets: Target::ALL.to_vec() },
         seed: 9,
         checkpoint_every: 4,
         grad_clip: 1.0,
@@ -264,24 +189,10 @@ fn spec() -> Spec {
 
 #[test]
 fn training_lowers_the_loss() {
-    let base = Base::from_model(&tiny_model(RopeStyle::Interleaved)).unwrap();
+    let base = Base::with_precision(&tiny_model(RopeStyle::Interleaved), Precision::F32).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut obs = Quiet {
-        stop_at: None,
-        losses: vec![],
-    };
-    let out = train(
-        &base,
-        &data(),
-        &data(),
-        &Spec {
-            n_epochs: 10,
-            ..spec()
-        },
-        dir.path(),
-        &mut obs,
-    )
-    .unwrap();
+    let mut obs = Quiet { stop_at: None, losses: vec![] };
+    let out = train(&base, &data(), &data(), &Spec { n_epochs: 10, ..spec() }, dir.path(), &mut obs).unwrap();
     assert_eq!(out.steps, 30);
     let first = obs.losses[..3].iter().sum::<f64>() / 3.0;
     let last = obs.losses[27..].iter().sum::<f64>() / 3.0;
@@ -291,153 +202,45 @@ fn training_lowers_the_loss() {
 
 #[test]
 fn a_run_resumed_after_a_crash_ends_with_the_same_adapter() {
-    let base = Base::from_model(&tiny_model(RopeStyle::Interleaved)).unwrap();
+    let base = Base::with_precision(&tiny_model(RopeStyle::Interleaved), Precision::F32).unwrap();
     let whole_dir = tempfile::tempdir().unwrap();
-    let whole = train(
-        &base,
-        &data(),
-        &[],
-        &spec(),
-        whole_dir.path(),
-        &mut Quiet {
-            stop_at: None,
-            losses: vec![],
-        },
-    )
-    .unwrap();
+    let whole = train(&base, &data(), &[], &spec(), whole_dir.path(), &mut Quiet { stop_at: None, losses: vec![] }).unwrap();
     assert_eq!(whole.steps, 12);
     // Same seed again: the same adapter, bit for bit.
     let again_dir = tempfile::tempdir().unwrap();
-    let again = train(
-        &base,
-        &data(),
-        &[],
-        &spec(),
-        again_dir.path(),
-        &mut Quiet {
-            stop_at: None,
-            losses: vec![],
-        },
-    )
-    .unwrap();
+    let again = train(&base, &data(), &[], &spec(), again_dir.path(), &mut Quiet { stop_at: None, losses: vec![] }).unwrap();
     assert_eq!(again.adapter, whole.adapter);
     // Stopped (as a crash would) at step 7, after the checkpoint at step 4; then restarted.
     let dir = tempfile::tempdir().unwrap();
-    let cut = train(
-        &base,
-        &data(),
-        &[],
-        &spec(),
-        dir.path(),
-        &mut Quiet {
-            stop_at: Some(7),
-            losses: vec![],
-        },
-    )
-    .unwrap();
+    let cut = train(&base, &data(), &[], &spec(), dir.path(), &mut Quiet { stop_at: Some(7), losses: vec![] }).unwrap();
     assert!(cut.stopped);
     assert_ne!(cut.adapter, whole.adapter);
-    let resumed = train(
-        &base,
-        &data(),
-        &[],
-        &spec(),
-        dir.path(),
-        &mut Quiet {
-            stop_at: None,
-            losses: vec![],
-        },
-    )
-    .unwrap();
+    let resumed = train(&base, &data(), &[], &spec(), dir.path(), &mut Quiet { stop_at: None, losses: vec![] }).unwrap();
     assert_eq!(resumed.steps, 12);
     assert_eq!(resumed.adapter, whole.adapter);
     assert_eq!(resumed.losses, whole.losses);
     // A different seed gives a different adapter.
     let other_dir = tempfile::tempdir().unwrap();
-    let other = train(
-        &base,
-        &data(),
-        &[],
-        &Spec { seed: 10, ..spec() },
-        other_dir.path(),
-        &mut Quiet {
-            stop_at: None,
-            losses: vec![],
-        },
-    )
-    .unwrap();
+    let other = train(&base, &data(), &[], &Spec { seed: 10, ..spec() }, other_dir.path(), &mut Quiet { stop_at: None, losses: vec![] }).unwrap();
     assert_ne!(other.adapter, whole.adapter);
 }
 
 #[test]
 fn checkpoints_from_other_settings_are_refused() {
-    let base = Base::from_model(&tiny_model(RopeStyle::Interleaved)).unwrap();
+    let base = Base::with_precision(&tiny_model(RopeStyle::Interleaved), Precision::F32).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    train(
-        &base,
-        &data(),
-        &[],
-        &spec(),
-        dir.path(),
-        &mut Quiet {
-            stop_at: Some(5),
-            losses: vec![],
-        },
-    )
-    .unwrap();
-    let e = train(
-        &base,
-        &data(),
-        &[],
-        &Spec {
-            learning_rate: 0.5,
-            ..spec()
-        },
-        dir.path(),
-        &mut Quiet {
-            stop_at: None,
-            losses: vec![],
-        },
-    )
-    .err()
-    .unwrap();
+    train(&base, &data(), &[], &spec(), dir.path(), &mut Quiet { stop_at: Some(5), losses: vec![] }).unwrap();
+    let e = train(&base, &data(), &[], &Spec { learning_rate: 0.5, ..spec() }, dir.path(), &mut Quiet { stop_at: None, losses: vec![] }).err().unwrap();
     assert!(e.to_string().contains("other settings"), "{e}");
 }
 
 #[test]
 fn bad_hyperparameters_name_the_parameter() {
     for (s, param) in [
-        (
-            Spec {
-                n_epochs: 0,
-                ..spec()
-            },
-            "n_epochs",
-        ),
-        (
-            Spec {
-                batch_size: 0,
-                ..spec()
-            },
-            "batch_size",
-        ),
-        (
-            Spec {
-                learning_rate: -1.0,
-                ..spec()
-            },
-            "learning_rate",
-        ),
-        (
-            Spec {
-                lora: LoraConfig {
-                    r: 0,
-                    ..spec().lora
-                },
-                ..spec()
-            },
-            "lora.r",
-        ),
+        (Spec { n_epochs: 0, ..spec() }, "n_epochs"),
+        (Spec { batch_size: 0, ..spec() }, "batch_size"),
+        (Spec { learning_rate: -1.0, ..spec() }, "learning_rate"),
+        (Spec { lora: LoraConfig { r: 0, ..spec().lora }, ..spec() }, "lora.r"),
     ] {
         let e = s.validate().unwrap_err().to_string();
         assert!(e.starts_with(param), "{e}");
@@ -451,7 +254,7 @@ fn the_engine_serves_an_adapter_as_the_trainer_trained_it() {
     use shovel_engine::model::{BatchItem, KvCache};
     for style in [RopeStyle::Interleaved, RopeStyle::Neox] {
         let model = tiny_model(style);
-        let base = Base::from_model(&model).unwrap();
+        let base = Base::with_precision(&model, Precision::F32).unwrap();
         let adapter = random_adapter(&base, 21);
         let dir = tempfile::tempdir().unwrap();
         adapter.save_peft(dir.path(), &base.config, "tiny").unwrap();
@@ -476,4 +279,31 @@ fn the_engine_serves_an_adapter_as_the_trainer_trained_it() {
         assert!((trained - served).abs() < 1e-2, "{style:?}: trainer {trained} vs engine {served}");
         assert!((served - plain).abs() > 0.1, "{style:?}: the adapter changed nothing ({served} vs {plain})");
     }
+}
+
+#[test]
+fn bf16_products_give_the_f32_loss_and_gradients_up_to_rounding() {
+    if !crate::bf16::available() {
+        eprintln!("skipped: this CPU has no AVX512-BF16");
+        return;
+    }
+    let model = tiny_model(RopeStyle::Interleaved);
+    let f = Base::with_precision(&model, Precision::F32).unwrap();
+    let b = Base::with_precision(&model, Precision::Bf16).unwrap();
+    let adapter = random_adapter(&f, 11);
+    let s = seq();
+    let run = |base: &Base| {
+        let mut g = zero_grads(&adapter);
+        let l = Pass { base, adapter: &adapter, dropout: 0.0, key: [0; 3] }.loss_and_grad(&s.tokens, &s.weights, 1.0, &mut g).loss_sum;
+        let flat: Vec<f64> = g.layers.iter().flatten().flatten().flat_map(|p| p.a.iter().chain(&p.b)).map(|v| *v as f64).collect();
+        (l, flat)
+    };
+    let (lf, gf) = run(&f);
+    let (lb, gb) = run(&b);
+    assert!((lf - lb).abs() < 0.02 * lf.abs(), "loss {lf} vs {lb}");
+    let dot: f64 = gf.iter().zip(&gb).map(|(a, b)| a * b).sum();
+    let cos = dot / (gf.iter().map(|a| a * a).sum::<f64>().sqrt() * gb.iter().map(|a| a * a).sum::<f64>().sqrt());
+    assert!(cos > 0.995, "gradient directions differ: cosine {cos}");
+    // bf16 runs are as reproducible as f32 ones.
+    assert_eq!(run(&b).1, gb);
 }

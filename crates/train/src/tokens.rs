@@ -39,29 +39,14 @@ fn render(t: &ChatTemplate, msgs: &[ChatMessage], gen: bool) -> Result<String> {
 
 /// Tokenizes one example, cutting at `max_len` tokens.
 pub fn encode(tk: &Tokenizer, tmpl: &ChatTemplate, ex: &Example, max_len: usize) -> Result<TokSeq> {
-    let msgs: Vec<ChatMessage> = ex
-        .messages
-        .iter()
-        .map(|m| ChatMessage {
-            role: m.role.clone(),
-            content: m.content.clone(),
-        })
-        .collect();
+    let msgs: Vec<ChatMessage> = ex.messages.iter().map(|m| ChatMessage { role: m.role.clone(), content: m.content.clone() }).collect();
     let mut tokens: Vec<u32> = Vec::new();
     let mut weights: Vec<f32> = Vec::new();
     let mut prev = String::new();
-    let bos_text = tk
-        .bos
-        .map(|b| tk.piece(b).to_string())
-        .filter(|b| !b.is_empty());
+    let bos_text = tk.bos.map(|b| tk.piece(b).to_string()).filter(|b| !b.is_empty());
     let enc = |text: &str, first: bool| -> Result<Vec<u32>> {
-        let add_bos = first
-            && tk.add_bos
-            && !bos_text
-                .as_ref()
-                .is_some_and(|b| text.starts_with(b.as_str()));
-        tk.encode(text, add_bos, true)
-            .map_err(|e| Error::Data(e.to_string()))
+        let add_bos = first && tk.add_bos && !bos_text.as_ref().is_some_and(|b| text.starts_with(b.as_str()));
+        tk.encode(text, add_bos, true).map_err(|e| Error::Data(e.to_string()))
     };
     for (i, m) in ex.messages.iter().enumerate() {
         if m.role != "assistant" {
@@ -69,11 +54,11 @@ pub fn encode(tk: &Tokenizer, tmpl: &ChatTemplate, ex: &Example, max_len: usize)
         }
         let prompt = render(tmpl, &msgs[..i], true)?;
         let full = render(tmpl, &msgs[..=i], false)?;
-        let (Some(p_new), Some(answer)) = (
-            prompt.strip_prefix(prev.as_str()),
-            full.strip_prefix(prompt.as_str()),
-        ) else {
-            return Err(Error::Data(format!("line {}: the chat template does not render this conversation turn by turn (a later turn changes earlier text), so assistant tokens cannot be located", ex.line)));
+        let (Some(p_new), Some(answer)) = (prompt.strip_prefix(prev.as_str()), full.strip_prefix(prompt.as_str())) else {
+            return Err(Error::Data(format!(
+                "line {}: the chat template does not render this conversation turn by turn (a later turn changes earlier text), so assistant tokens cannot be located",
+                ex.line
+            )));
         };
         let p = enc(p_new, tokens.is_empty())?;
         weights.extend(std::iter::repeat_n(0.0, p.len()));
@@ -89,21 +74,12 @@ pub fn encode(tk: &Tokenizer, tmpl: &ChatTemplate, ex: &Example, max_len: usize)
     if let Some(w) = weights.first_mut() {
         *w = 0.0;
     }
-    Ok(TokSeq {
-        tokens,
-        weights,
-        truncated,
-    })
+    Ok(TokSeq { tokens, weights, truncated })
 }
 
 /// Tokenizes a dataset. Examples left with nothing to learn (every answer cut off by
 /// `max_len`, or all weights 0) are dropped; their lines are returned.
-pub fn encode_all(
-    tk: &Tokenizer,
-    tmpl: &ChatTemplate,
-    examples: &[Example],
-    max_len: usize,
-) -> Result<(Vec<TokSeq>, Vec<usize>)> {
+pub fn encode_all(tk: &Tokenizer, tmpl: &ChatTemplate, examples: &[Example], max_len: usize) -> Result<(Vec<TokSeq>, Vec<usize>)> {
     let mut out = Vec::with_capacity(examples.len());
     let mut dropped = Vec::new();
     for ex in examples {

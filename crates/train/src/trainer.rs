@@ -52,12 +52,7 @@ impl Default for Spec {
             warmup_ratio: 0.05,
             weight_decay: 0.0,
             max_length: 1024,
-            lora: LoraConfig {
-                r: 16,
-                alpha: 32.0,
-                dropout: 0.0,
-                targets: Target::ALL.to_vec(),
-            },
+            lora: LoraConfig { r: 16, alpha: 32.0, dropout: 0.0, targets: Target::ALL.to_vec() },
             seed: 42,
             checkpoint_every: 10,
             grad_clip: 1.0,
@@ -68,71 +63,36 @@ impl Default for Spec {
 impl Spec {
     /// Checks ranges; the error names the parameter.
     pub fn validate(&self) -> Result<()> {
-        let bad = |param: &str, msg: String| {
-            Err(Error::BadParam {
-                param: param.into(),
-                message: msg,
-            })
-        };
+        let bad = |param: &str, msg: String| Err(Error::BadParam { param: param.into(), message: msg });
         if !(1..=100).contains(&self.n_epochs) {
-            return bad(
-                "n_epochs",
-                format!("must be between 1 and 100, got {}", self.n_epochs),
-            );
+            return bad("n_epochs", format!("must be between 1 and 100, got {}", self.n_epochs));
         }
         if !(1..=256).contains(&self.batch_size) {
-            return bad(
-                "batch_size",
-                format!("must be between 1 and 256, got {}", self.batch_size),
-            );
+            return bad("batch_size", format!("must be between 1 and 256, got {}", self.batch_size));
         }
         if !(self.learning_rate > 0.0 && self.learning_rate <= 1.0) {
-            return bad(
-                "learning_rate",
-                format!("must be in (0, 1], got {}", self.learning_rate),
-            );
+            return bad("learning_rate", format!("must be in (0, 1], got {}", self.learning_rate));
         }
         if !(0.0..1.0).contains(&self.warmup_ratio) {
-            return bad(
-                "warmup_ratio",
-                format!("must be in [0, 1), got {}", self.warmup_ratio),
-            );
+            return bad("warmup_ratio", format!("must be in [0, 1), got {}", self.warmup_ratio));
         }
         if !(0.0..=1.0).contains(&self.weight_decay) {
-            return bad(
-                "weight_decay",
-                format!("must be in [0, 1], got {}", self.weight_decay),
-            );
+            return bad("weight_decay", format!("must be in [0, 1], got {}", self.weight_decay));
         }
         if !(16..=32768).contains(&self.max_length) {
-            return bad(
-                "max_length",
-                format!("must be between 16 and 32768, got {}", self.max_length),
-            );
+            return bad("max_length", format!("must be between 16 and 32768, got {}", self.max_length));
         }
         if !(1..=256).contains(&self.lora.r) {
-            return bad(
-                "lora.r",
-                format!("must be between 1 and 256, got {}", self.lora.r),
-            );
+            return bad("lora.r", format!("must be between 1 and 256, got {}", self.lora.r));
         }
         if !(self.lora.alpha > 0.0 && self.lora.alpha <= 4096.0) {
-            return bad(
-                "lora.alpha",
-                format!("must be in (0, 4096], got {}", self.lora.alpha),
-            );
+            return bad("lora.alpha", format!("must be in (0, 4096], got {}", self.lora.alpha));
         }
         if !(0.0..1.0).contains(&self.lora.dropout) {
-            return bad(
-                "lora.dropout",
-                format!("must be in [0, 1), got {}", self.lora.dropout),
-            );
+            return bad("lora.dropout", format!("must be in [0, 1), got {}", self.lora.dropout));
         }
         if self.lora.targets.is_empty() {
-            return bad(
-                "lora.target_modules",
-                "must name at least one module".into(),
-            );
+            return bad("lora.target_modules", "must name at least one module".into());
         }
         Ok(())
     }
@@ -235,18 +195,13 @@ fn data_hash(train: &[TokSeq]) -> u64 {
 /// The order of the training examples in epoch `e`.
 fn epoch_order(n: usize, seed: u64, e: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..n).collect();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
-        seed ^ (e as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-    );
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (e as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     idx.shuffle(&mut rng);
     idx
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |e| Error::Io {
-        path: path.to_path_buf(),
-        source: e,
-    }
+    move |e| Error::Io { path: path.to_path_buf(), source: e }
 }
 
 fn tensors_of(a: &Adapter, tag: &str, out: &mut Vec<(String, Vec<f32>)>) {
@@ -260,25 +215,15 @@ fn tensors_of(a: &Adapter, tag: &str, out: &mut Vec<(String, Vec<f32>)>) {
     }
 }
 
-fn restore(
-    a: &mut Adapter,
-    tag: &str,
-    st: &safetensors::SafeTensors<'_>,
-    path: &Path,
-) -> Result<()> {
+fn restore(a: &mut Adapter, tag: &str, st: &safetensors::SafeTensors<'_>, path: &Path) -> Result<()> {
     for (l, pairs) in a.layers.iter_mut().enumerate() {
         for (ti, p) in pairs.iter_mut().enumerate() {
             if let Some(p) = p {
                 for (which, dst) in [("a", &mut p.a), ("b", &mut p.b)] {
                     let name = format!("{tag}.{l}.{ti}.{which}");
-                    let v = st.tensor(&name).map_err(|e| {
-                        Error::Checkpoint(format!("{}: {name}: {e}", path.display()))
-                    })?;
+                    let v = st.tensor(&name).map_err(|e| Error::Checkpoint(format!("{}: {name}: {e}", path.display())))?;
                     if v.data().len() != dst.len() * 4 {
-                        return Err(Error::Checkpoint(format!(
-                            "{}: {name} has the wrong size",
-                            path.display()
-                        )));
+                        return Err(Error::Checkpoint(format!("{}: {name} has the wrong size", path.display())));
                     }
                     for (d, b) in dst.iter_mut().zip(v.data().chunks_exact(4)) {
                         *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
@@ -294,13 +239,7 @@ fn checkpoint_dir(work: &Path, step: usize) -> PathBuf {
     work.join("checkpoints").join(format!("step-{step:06}"))
 }
 
-fn save_checkpoint(
-    work: &Path,
-    step: usize,
-    adapter: &Adapter,
-    opt: &AdamW,
-    state: &State,
-) -> Result<PathBuf> {
+fn save_checkpoint(work: &Path, step: usize, adapter: &Adapter, opt: &AdamW, state: &State) -> Result<PathBuf> {
     let dir = checkpoint_dir(work, step);
     let tmp = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
@@ -309,33 +248,12 @@ fn save_checkpoint(
     tensors_of(adapter, "p", &mut tensors);
     tensors_of(&opt.m, "m", &mut tensors);
     tensors_of(&opt.v, "v", &mut tensors);
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .into_iter()
-        .map(|(n, v)| {
-            (
-                n,
-                vec![v.len()],
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            )
-        })
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
-        .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .expect("sizes match"),
-            )
-        })
-        .collect();
-    let data =
-        safetensors::serialize(views, &None).map_err(|e| Error::Checkpoint(e.to_string()))?;
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors.into_iter().map(|(n, v)| (n, vec![v.len()], v.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> =
+        bytes.iter().map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).expect("sizes match"))).collect();
+    let data = safetensors::serialize(views, &None).map_err(|e| Error::Checkpoint(e.to_string()))?;
     write_atomic(&tmp.join("state.safetensors"), &data)?;
-    write_atomic(
-        &tmp.join("state.json"),
-        &serde_json::to_vec_pretty(state).expect("state serializes"),
-    )?;
+    write_atomic(&tmp.join("state.json"), &serde_json::to_vec_pretty(state).expect("state serializes"))?;
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
     // Keep the newest three.
@@ -356,22 +274,17 @@ fn complete_checkpoints(work: &Path) -> Vec<(usize, PathBuf)> {
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let step = name.strip_prefix("step-")?.parse::<usize>().ok()?;
-            e.path()
-                .join("state.json")
-                .exists()
-                .then_some((step, e.path()))
+            e.path().join("state.json").exists().then_some((step, e.path()))
         })
         .collect()
 }
 
 fn load_checkpoint(dir: &Path, adapter: &mut Adapter, opt: &mut AdamW) -> Result<State> {
     let sj = dir.join("state.json");
-    let state: State = serde_json::from_slice(&std::fs::read(&sj).map_err(io(&sj))?)
-        .map_err(|e| Error::Checkpoint(format!("{}: {e}", sj.display())))?;
+    let state: State = serde_json::from_slice(&std::fs::read(&sj).map_err(io(&sj))?).map_err(|e| Error::Checkpoint(format!("{}: {e}", sj.display())))?;
     let sp = dir.join("state.safetensors");
     let bytes = std::fs::read(&sp).map_err(io(&sp))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::Checkpoint(format!("{}: {e}", sp.display())))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Checkpoint(format!("{}: {e}", sp.display())))?;
     restore(adapter, "p", &st, &sp)?;
     restore(&mut opt.m, "m", &st, &sp)?;
     restore(&mut opt.v, "v", &st, &sp)?;
@@ -381,12 +294,7 @@ fn load_checkpoint(dir: &Path, adapter: &mut Adapter, opt: &mut AdamW) -> Result
 
 /// Mean loss per weighted token of `data` under `adapter` (no dropout).
 pub fn evaluate(base: &Base, adapter: &Adapter, data: &[TokSeq]) -> Option<f64> {
-    let pass = Pass {
-        base,
-        adapter,
-        dropout: 0.0,
-        key: [0, 0, 0],
-    };
+    let pass = Pass { base, adapter, dropout: 0.0, key: [0, 0, 0] };
     let (mut l, mut w) = (0f64, 0f64);
     for s in data {
         let r = pass.loss(&s.tokens, &s.weights);
@@ -398,19 +306,10 @@ pub fn evaluate(base: &Base, adapter: &Adapter, data: &[TokSeq]) -> Option<f64> 
 
 /// Trains an adapter on `train`, resuming from the newest checkpoint under `work` if there is
 /// one for the same spec and data.
-pub fn train(
-    base: &Base,
-    train: &[TokSeq],
-    valid: &[TokSeq],
-    spec: &Spec,
-    work: &Path,
-    obs: &mut dyn Observer,
-) -> Result<Outcome> {
+pub fn train(base: &Base, train: &[TokSeq], valid: &[TokSeq], spec: &Spec, work: &Path, obs: &mut dyn Observer) -> Result<Outcome> {
     spec.validate()?;
     if train.is_empty() {
-        return Err(Error::Data(
-            "no training example has a token to learn from".into(),
-        ));
+        return Err(Error::Data("no training example has a token to learn from".into()));
     }
     let n = train.len();
     let steps_per_epoch = n.div_ceil(spec.batch_size);
@@ -419,31 +318,17 @@ pub fn train(
     let hash = data_hash(train);
     let mut adapter = Adapter::init(&base.config, base.ffn, spec.lora.clone(), spec.seed);
     let mut opt = AdamW::new(&adapter);
-    let mut state = State {
-        step: 0,
-        adam_t: 0,
-        losses: Vec::new(),
-        valid_losses: Vec::new(),
-        trained_tokens: 0,
-        spec: spec.clone(),
-        data_hash: hash,
-    };
+    let mut state = State { step: 0, adam_t: 0, losses: Vec::new(), valid_losses: Vec::new(), trained_tokens: 0, spec: spec.clone(), data_hash: hash };
     if let Some((_, dir)) = complete_checkpoints(work).into_iter().max() {
         let s = load_checkpoint(&dir, &mut adapter, &mut opt)?;
         if s.spec != *spec || s.data_hash != hash {
-            return Err(Error::Checkpoint(format!(
-                "{}: made with other settings or data; remove it to start over",
-                dir.display()
-            )));
+            return Err(Error::Checkpoint(format!("{}: made with other settings or data; remove it to start over", dir.display())));
         }
         tracing::info!(step = s.step, dir = %dir.display(), "resuming from checkpoint");
         obs.resumed(s.step);
         state = s;
     }
-    let cfg = AdamWConfig {
-        weight_decay: spec.weight_decay,
-        ..Default::default()
-    };
+    let cfg = AdamWConfig { weight_decay: spec.weight_decay, ..Default::default() };
     let started = Instant::now();
     let (mut run_tokens, mut run_steps) = (0u64, 0usize);
     let mut order = epoch_order(n, spec.seed, state.step / steps_per_epoch);
@@ -453,21 +338,13 @@ pub fn train(
         if b == 0 {
             order = epoch_order(n, spec.seed, epoch);
         }
-        let batch: Vec<&TokSeq> = order[b * spec.batch_size..((b + 1) * spec.batch_size).min(n)]
-            .iter()
-            .map(|&i| &train[i])
-            .collect();
+        let batch: Vec<&TokSeq> = order[b * spec.batch_size..((b + 1) * spec.batch_size).min(n)].iter().map(|&i| &train[i]).collect();
         let weight: f32 = batch.iter().map(|s| s.weight()).sum();
         let norm = 1.0 / weight.max(1e-6);
         let mut grads = zero_grads(&adapter);
         let (mut loss, mut wsum, mut tokens) = (0f64, 0f64, 0u64);
         for (j, s) in batch.iter().enumerate() {
-            let pass = Pass {
-                base,
-                adapter: &adapter,
-                dropout: spec.lora.dropout,
-                key: [spec.seed, step as u64, j as u64],
-            };
+            let pass = Pass { base, adapter: &adapter, dropout: spec.lora.dropout, key: [spec.seed, step as u64, j as u64] };
             let r = pass.loss_and_grad(&s.tokens, &s.weights, norm, &mut grads);
             loss += r.loss_sum;
             wsum += r.weight_sum;
@@ -486,59 +363,25 @@ pub fn train(
         let rate = run_tokens as f64 / elapsed.max(1e-9);
         let steps_left = (total - state.step) as f64;
         let per_step = elapsed / run_steps as f64;
-        let report = StepReport {
-            step: state.step,
-            total_steps: total,
-            epoch: epoch + 1,
-            loss: mean,
-            lr,
-            grad_norm: gn,
-            tokens_per_second: rate,
-            elapsed_s: elapsed,
-            eta_s: steps_left * per_step,
-        };
+        let report = StepReport { step: state.step, total_steps: total, epoch: epoch + 1, loss: mean, lr, grad_norm: gn, tokens_per_second: rate, elapsed_s: elapsed, eta_s: steps_left * per_step };
         let control = obs.step(&report);
         let epoch_done = state.step % steps_per_epoch == 0;
         if epoch_done {
             let losses = &state.losses[state.losses.len().saturating_sub(steps_per_epoch)..];
-            let valid_loss = if valid.is_empty() {
-                None
-            } else {
-                evaluate(base, &adapter, valid)
-            };
+            let valid_loss = if valid.is_empty() { None } else { evaluate(base, &adapter, valid) };
             if let Some(v) = valid_loss {
                 state.valid_losses.push(v);
             }
-            obs.epoch(&EpochReport {
-                epoch: epoch + 1,
-                train_loss: losses.iter().sum::<f64>() / losses.len() as f64,
-                valid_loss,
-            });
+            obs.epoch(&EpochReport { epoch: epoch + 1, train_loss: losses.iter().sum::<f64>() / losses.len() as f64, valid_loss });
         }
         if control == Control::Stop {
-            return Ok(Outcome {
-                adapter,
-                steps: state.step,
-                trained_tokens: state.trained_tokens,
-                losses: state.losses,
-                valid_losses: state.valid_losses,
-                stopped: true,
-            });
+            return Ok(Outcome { adapter, steps: state.step, trained_tokens: state.trained_tokens, losses: state.losses, valid_losses: state.valid_losses, stopped: true });
         }
-        if (spec.checkpoint_every > 0 && state.step % spec.checkpoint_every == 0)
-            || state.step == total
-        {
+        if (spec.checkpoint_every > 0 && state.step % spec.checkpoint_every == 0) || state.step == total {
             let dir = save_checkpoint(work, state.step, &adapter, &opt, &state)?;
             let metrics = serde_json::json!({"step": state.step, "train_loss": mean, "valid_loss": state.valid_losses.last()});
             obs.checkpoint(state.step, &dir, &metrics);
         }
     }
-    Ok(Outcome {
-        adapter,
-        steps: state.step,
-        trained_tokens: state.trained_tokens,
-        losses: state.losses,
-        valid_losses: state.valid_losses,
-        stopped: false,
-    })
+    Ok(Outcome { adapter, steps: state.step, trained_tokens: state.trained_tokens, losses: state.losses, valid_losses: state.valid_losses, stopped: false })
 }

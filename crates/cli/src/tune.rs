@@ -398,9 +398,11 @@ impl Worker {
         let work2 = work.clone();
         let handle = tokio::task::spawn_blocking(move || -> Result<(shovel_train::Outcome, shovel_engine::model::ModelConfig, usize, usize)> {
             let parts = shovel_engine::loader::load(&base_path)?;
-            let b = shovel_train::Base::from_model(&parts.model)?;
             let (train, dropped) = shovel_train::encode_all(&parts.tokenizer, &parts.template, &train_ex, spec2.max_length)?;
             let (valid, _) = shovel_train::encode_all(&parts.tokenizer, &parts.template, &valid_ex, spec2.max_length)?;
+            let b = shovel_train::Base::from_model(&parts.model)?;
+            // The quantized file is no longer needed: unmapping it returns its pages.
+            drop(parts);
             let mut obs = ChannelObserver { tx, cancel: obs_cancel };
             let out = shovel_train::train(&b, &train, &valid, &spec2, &work2, &mut obs)?;
             Ok((out, b.config.clone(), b.ffn, dropped.len()))

@@ -9,7 +9,7 @@
 //! The base's quantized weights are dequantized to f32 once (QLoRA-style: the frozen base in
 //! the served format, the adapters in f32).
 
-use crate::bf16::{self, Bf16Mat};
+use crate::bf16::{self, PackedB};
 use crate::mm::{mm, mm_serial, View};
 use crate::{Error, Result};
 use rand::{Rng, SeedableRng};
@@ -48,16 +48,16 @@ enum Lin {
     },
     /// The weight for the forward product and its transpose for the backward one.
     Bf16 {
-        fwd: Bf16Mat,
-        bwd: Bf16Mat,
+        fwd: PackedB,
+        bwd: PackedB,
     },
 }
 
 impl Lin {
-    fn new(w: Vec<f32>, out: usize, inp: usize, p: Precision) -> Lin {
+    fn new(w: &[f32], out: usize, inp: usize, p: Precision) -> Lin {
         match p {
-            Precision::F32 => Lin::F32 { w, out, inp },
-            Precision::Bf16 => Lin::Bf16 { fwd: Bf16Mat::from_f32(out, inp, &w), bwd: Bf16Mat::transposed_from_f32(out, inp, &w) },
+            Precision::F32 => Lin::F32 { w: w.to_vec(), out, inp },
+            Precision::Bf16 => Lin::Bf16 { fwd: PackedB::from_nt(&w, out, inp), bwd: PackedB::from_nn(&w, out, inp) },
         }
     }
     /// `y (t x out) = x (t x in) W^T`.
@@ -82,6 +82,11 @@ impl Lin {
     }
 }
 
+enum Embed {
+    F32(Vec<f32>),
+    Bf16(Vec<half::bf16>),
+}
+
 struct BaseLayer {
     attn_norm: Vec<f32>,
     /// Per [`Target::ALL`] index.
@@ -95,7 +100,8 @@ pub struct Base {
     pub config: ModelConfig,
     /// MLP width.
     pub ffn: usize,
-    embed: Vec<f32>,
+    /// Token embedding rows, in the base's precision (bf16 halves its 113 MB for SmolLM2).
+    embed: Embed,
     layers: Vec<BaseLayer>,
     out_norm: Vec<f32>,
     /// The output head (`vocab x hidden`; the embedding when tied).
@@ -117,30 +123,39 @@ impl Base {
         if c.arch != Arch::Llama {
             return Err(Error::UnsupportedArch(format!("{:?}", c.arch).to_lowercase()));
         }
-        let lin = |w: &shovel_engine::tensor::Weight| Lin::new(w.to_f32_vec(), w.rows, w.cols, p);
+        let lin = |w: &shovel_engine::tensor::Weight| Lin::new(&w.to_f32_vec(), w.rows, w.cols, p);
         let layers = m
             .layers
             .iter()
             .map(|l| BaseLayer { attn_norm: l.attn_norm.clone(), w: [lin(&l.wq), lin(&l.wk), lin(&l.wv), lin(&l.wo), lin(&l.gate), lin(&l.up), lin(&l.down)], ffn_norm: l.ffn_norm.clone() })
             .collect();
         let ffn = m.layers.first().map_or(0, |l| l.gate.rows);
-        let embed = m.embed.to_f32_vec();
-        let head = if m.output.same_bytes(&m.embed) { Lin::new(embed.clone(), c.vocab, c.hidden, p) } else { lin(&m.output) };
+        let e = m.embed.to_f32_vec();
+        let head = if m.output.same_bytes(&m.embed) { Lin::new(&e, c.vocab, c.hidden, p) } else { lin(&m.output) };
+        let embed = match p {
+            Precision::F32 => Embed::F32(e),
+            Precision::Bf16 => Embed::Bf16(e.iter().map(|v| half::bf16::from_f32(*v)).collect()),
+        };
         Ok(Base { config: c, ffn, embed, layers, out_norm: m.out_norm.clone(), head, precision: p })
     }
 
     /// Bytes held by the weights.
     pub fn bytes(&self) -> usize {
         let l: usize = self.layers.iter().map(|l| l.w.iter().map(Lin::bytes).sum::<usize>() + (l.attn_norm.len() + l.ffn_norm.len()) * 4).sum();
-        l + self.embed.len() * 4 + self.head.bytes()
+        let e = match &self.embed {
+            Embed::F32(v) => v.len() * 4,
+            Embed::Bf16(v) => v.len() * 2,
+        };
+        l + e + self.head.bytes()
     }
 }
 
 /// Activations one layer keeps for its backward pass.
+/// (The normed inputs and the gated MLP activation are recomputed in the backward pass from
+/// these: elementwise work is cheaper than holding 10 KiB per token per layer.)
 struct Saved {
     x: Vec<f32>,
     rstd1: Vec<f32>,
-    a: Vec<f32>,
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
@@ -149,10 +164,8 @@ struct Saved {
     attn: Vec<f32>,
     x2: Vec<f32>,
     rstd2: Vec<f32>,
-    b: Vec<f32>,
     g: Vec<f32>,
     u: Vec<f32>,
-    m: Vec<f32>,
     /// `x_dropped . A^T` per target (`T x r`).
     lora_t: [Vec<f32>; 7],
 }
@@ -176,6 +189,18 @@ fn rms_norm_fwd(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], rstd: &mut [f32
             *o = xv * r * wv;
         }
     }
+}
+
+/// `x * rstd * w` again, from the saved `rstd` (bit-identical to the forward pass's value).
+fn renorm(x: &[f32], rstd: &[f32], w: &[f32]) -> Vec<f32> {
+    let h = w.len();
+    let mut out = vec![0f32; x.len()];
+    for ((xr, or), &r) in x.chunks_exact(h).zip(out.chunks_exact_mut(h)).zip(rstd) {
+        for ((o, xv), wv) in or.iter_mut().zip(xr).zip(w) {
+            *o = xv * r * wv;
+        }
+    }
+    out
 }
 
 /// Adds to `dx` the gradient through `y = x * rstd * w` given `dy`.
@@ -418,7 +443,7 @@ impl Pass<'_> {
         let m: Vec<f32> = g.iter().zip(&u).map(|(gv, uv)| gv / (1.0 + (-gv).exp()) * uv).collect();
         let ld = self.linear(l, Target::DownProj, &m, t, &mut y);
         let out: Vec<f32> = x2.iter().zip(&y).map(|(a, b)| a + b).collect();
-        (out, Saved { x, rstd1, a, q, k, v, p, attn, x2, rstd2, b, g, u, m, lora_t: [lq, lk, lv, lo, lg, lu, ld] })
+        (out, Saved { x, rstd1, q, k, v, p, attn, x2, rstd2, g, u, lora_t: [lq, lk, lv, lo, lg, lu, ld] })
     }
 
     /// Backward through layer `l`: `dx` is the gradient of its output; returns that of its input.
@@ -428,7 +453,9 @@ impl Pass<'_> {
         let (h, qd, kvd, f) = (c.hidden, c.q_dim(), c.kv_dim(), self.base.ffn);
         let lt = &sv.lora_t;
         let mut dm = vec![0f32; t * f];
-        self.linear_bwd(l, Target::DownProj, &sv.m, &lt[6], &dx, t, &mut dm, grads);
+        let m: Vec<f32> = sv.g.iter().zip(&sv.u).map(|(gv, uv)| gv / (1.0 + (-gv).exp()) * uv).collect();
+        self.linear_bwd(l, Target::DownProj, &m, &lt[6], &dx, t, &mut dm, grads);
+        drop(m);
         let mut dg = vec![0f32; t * f];
         let mut du = vec![0f32; t * f];
         for i in 0..t * f {
@@ -438,8 +465,10 @@ impl Pass<'_> {
             dg[i] = dm[i] * uv * sg * (1.0 + gv * (1.0 - sg));
         }
         let mut db = vec![0f32; t * h];
-        self.linear_bwd(l, Target::GateProj, &sv.b, &lt[4], &dg, t, &mut db, grads);
-        self.linear_bwd(l, Target::UpProj, &sv.b, &lt[5], &du, t, &mut db, grads);
+        let b = renorm(&sv.x2, &sv.rstd2, &bl.ffn_norm);
+        self.linear_bwd(l, Target::GateProj, &b, &lt[4], &dg, t, &mut db, grads);
+        self.linear_bwd(l, Target::UpProj, &b, &lt[5], &du, t, &mut db, grads);
+        drop(b);
         let mut dx2 = dx;
         rms_norm_bwd(&sv.x2, &sv.rstd2, &bl.ffn_norm, &db, &mut dx2);
         let mut dattn = vec![0f32; t * qd];
@@ -448,9 +477,11 @@ impl Pass<'_> {
         self.rope_all(&mut dq, qd, -1.0);
         self.rope_all(&mut dk, kvd, -1.0);
         let mut da = vec![0f32; t * h];
-        self.linear_bwd(l, Target::QProj, &sv.a, &lt[0], &dq, t, &mut da, grads);
-        self.linear_bwd(l, Target::KProj, &sv.a, &lt[1], &dk, t, &mut da, grads);
-        self.linear_bwd(l, Target::VProj, &sv.a, &lt[2], &dv, t, &mut da, grads);
+        let a = renorm(&sv.x, &sv.rstd1, &bl.attn_norm);
+        self.linear_bwd(l, Target::QProj, &a, &lt[0], &dq, t, &mut da, grads);
+        self.linear_bwd(l, Target::KProj, &a, &lt[1], &dk, t, &mut da, grads);
+        self.linear_bwd(l, Target::VProj, &a, &lt[2], &dv, t, &mut da, grads);
+        drop(a);
         rms_norm_bwd(&sv.x, &sv.rstd1, &bl.attn_norm, &da, &mut dx2);
         dx2
     }
@@ -460,7 +491,11 @@ impl Pass<'_> {
         let h = c.hidden;
         let mut x = vec![0f32; tokens.len() * h];
         for (row, &tok) in x.chunks_exact_mut(h).zip(tokens) {
-            row.copy_from_slice(&self.base.embed[tok as usize * h..(tok as usize + 1) * h]);
+            let range = tok as usize * h..(tok as usize + 1) * h;
+            match &self.base.embed {
+                Embed::F32(e) => row.copy_from_slice(&e[range]),
+                Embed::Bf16(e) => row.iter_mut().zip(&e[range]).for_each(|(o, v)| *o = v.to_f32()),
+            }
             if c.embed_scale != 1.0 {
                 row.iter_mut().for_each(|v| *v *= c.embed_scale);
             }

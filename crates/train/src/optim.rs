@@ -41,6 +41,13 @@ fn params(a: &Adapter) -> impl Iterator<Item = &Vec<f32>> {
     a.layers.iter().flatten().flatten().flat_map(|p| [&p.a, &p.b])
 }
 
+/// `acc += g`, parameter by parameter.
+pub fn add_into(acc: &mut Adapter, g: &Adapter) {
+    for (a, b) in params_mut(acc).zip(params(g)) {
+        a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+    }
+}
+
 /// The gradients' global L2 norm.
 pub fn grad_norm(g: &Adapter) -> f32 {
     params(g).flat_map(|v| v.iter()).map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt() as f32

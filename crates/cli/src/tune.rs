@@ -41,17 +41,23 @@ pub struct Paths {
     pub jobs: PathBuf,
 }
 
+/// Stop flags of the jobs this process is training, so a cancel reaches the trainer at once
+/// (it stops at the end of the step in progress) rather than at the next lease renewal.
+pub type Running = Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<AtomicBool>>>>;
+
 /// The jobs service.
 pub struct FtService {
     store: Store,
     files: Arc<LocalFiles>,
     checkpoint_every: usize,
+    running: Running,
 }
 
 impl FtService {
-    /// A service over the store and files; jobs checkpoint every `checkpoint_every` steps.
-    pub fn new(store: Store, files: Arc<LocalFiles>, checkpoint_every: usize) -> Self {
-        FtService { store, files, checkpoint_every }
+    /// A service over the store and files; jobs checkpoint every `checkpoint_every` steps;
+    /// `running` is shared with this process's worker.
+    pub fn new(store: Store, files: Arc<LocalFiles>, checkpoint_every: usize, running: Running) -> Self {
+        FtService { store, files, checkpoint_every, running }
     }
 }
 
@@ -72,6 +78,19 @@ pub fn check_dataset(bytes: &[u8], name: &str, param: &str) -> Result<Vec<shovel
         }
         Err(r) => Err(invalid(param, format!("{param} `{name}`: {r}"))),
     }
+}
+
+/// A validation file needs no minimum size, but every line must be good.
+pub fn check_validation(bytes: &[u8], name: &str) -> Result<Vec<shovel_data::Example>, FtError> {
+    let param = "validation_file";
+    let parsed = shovel_data::parse(bytes, None, Some(name)).map_err(|e| invalid(param, format!("{param} `{name}`: {e}")))?;
+    if parsed.error_count > 0 {
+        return check_dataset(bytes, name, param);
+    }
+    if parsed.examples.is_empty() {
+        return Err(invalid(param, format!("{param} `{name}` has no examples")));
+    }
+    Ok(parsed.examples)
 }
 
 /// Builds and checks the trainer's settings from a request; errors name the API parameter.
@@ -178,10 +197,7 @@ impl FineTuning for FtService {
             if param == "training_file" {
                 check_dataset(&bytes, &f.filename, param)?;
             } else {
-                let parsed = shovel_data::parse(&bytes, None, Some(&f.filename)).map_err(|e| invalid(param, format!("{param}: {e}")))?;
-                if parsed.error_count > 0 || parsed.examples.is_empty() {
-                    check_dataset(&bytes, &f.filename, param)?;
-                }
+                check_validation(&bytes, &f.filename)?;
             }
         }
         let job = JobRecord {
@@ -220,6 +236,9 @@ impl FineTuning for FtService {
             return Err(FtError::Invalid { message: format!("job {id} has already {}; it cannot be cancelled", before.status.as_str()), param: None });
         }
         let j = self.store.cancel_job(tenant, id).await.map_err(internal)?.ok_or_else(|| not_found(id))?;
+        if let Some(flag) = self.running.lock().unwrap().get(id) {
+            flag.store(true, Ordering::Release);
+        }
         self.store.add_event(id, "info", "Job cancelled by request", None).await.map_err(internal)?;
         Ok(job_view(&j))
     }
@@ -271,12 +290,13 @@ enum Msg {
 struct ChannelObserver {
     tx: tokio::sync::mpsc::UnboundedSender<Msg>,
     cancel: Arc<AtomicBool>,
+    shutdown: Arc<AtomicBool>,
 }
 
 impl Observer for ChannelObserver {
     fn step(&mut self, r: &StepReport) -> Control {
         let _ = self.tx.send(Msg::Step(r.clone()));
-        if self.cancel.load(Ordering::Acquire) {
+        if self.cancel.load(Ordering::Acquire) || self.shutdown.load(Ordering::Acquire) {
             Control::Stop
         } else {
             Control::Continue
@@ -293,6 +313,15 @@ impl Observer for ChannelObserver {
     }
 }
 
+/// Removes a job's stop flag however its run ends.
+struct Unregister(Running, String);
+
+impl Drop for Unregister {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().remove(&self.1);
+    }
+}
+
 /// Called with each model a job registers (the server adds it to the engine's catalogue).
 pub type OnModel = Arc<dyn Fn(&ModelRecord) + Send + Sync>;
 
@@ -304,18 +333,26 @@ pub struct Worker {
     paths: Paths,
     owner: String,
     on_model: Option<OnModel>,
+    shutdown: Arc<AtomicBool>,
+    running: Running,
 }
 
 impl Worker {
     /// A worker with a fresh owner id.
-    pub fn new(store: Store, files: Arc<LocalFiles>, paths: Paths, on_model: Option<OnModel>) -> Self {
+    pub fn new(store: Store, files: Arc<LocalFiles>, paths: Paths, on_model: Option<OnModel>, running: Running) -> Self {
         let owner = format!("worker-{}-{}", std::process::id(), &new_id("w")[2..10]);
-        Worker { store, files, paths, owner, on_model }
+        Worker { store, files, paths, owner, on_model, shutdown: Arc::new(AtomicBool::new(false)), running }
+    }
+
+    /// Setting this stops the worker: a running job stops within a step and keeps its lease
+    /// and checkpoints, so the next start resumes it.
+    pub fn shutdown_flag(&self) -> Arc<AtomicBool> {
+        self.shutdown.clone()
     }
 
     /// Leases and runs jobs forever, one at a time.
     pub async fn run_forever(self) {
-        loop {
+        while !self.shutdown.load(Ordering::Acquire) {
             match self.store.lease_job(&self.owner, LEASE_TTL_S).await {
                 Ok(Some(job)) => {
                     let id = job.id.clone();
@@ -382,7 +419,13 @@ impl Worker {
         let valid_ex = match &job.validation_file {
             Some(id) => {
                 let (n, b) = read(id.clone()).await?;
-                shovel_data::parse(&b, None, Some(&n)).map(|p| p.examples).unwrap_or_default()
+                match check_validation(&b, &n) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.fail(job, "invalid_validation_file", e.to_string()).await?;
+                        return Ok(());
+                    }
+                }
             }
             None => Vec::new(),
         };
@@ -391,21 +434,24 @@ impl Worker {
         let work = self.paths.jobs.join(&job.id);
         std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
         let cancel = Arc::new(AtomicBool::new(false));
+        self.running.lock().unwrap().insert(job.id.clone(), cancel.clone());
+        let _unregister = Unregister(self.running.clone(), job.id.clone());
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let obs_cancel = cancel.clone();
+        let shutdown = self.shutdown.clone();
         let base_path = PathBuf::from(&base.path);
         let spec2 = spec.clone();
         let work2 = work.clone();
-        let handle = tokio::task::spawn_blocking(move || -> Result<(shovel_train::Outcome, shovel_engine::model::ModelConfig, usize, usize)> {
+        let handle = tokio::task::spawn_blocking(move || -> Result<(shovel_train::Outcome, shovel_engine::model::ModelConfig, usize)> {
             let parts = shovel_engine::loader::load(&base_path)?;
             let (train, dropped) = shovel_train::encode_all(&parts.tokenizer, &parts.template, &train_ex, spec2.max_length)?;
             let (valid, _) = shovel_train::encode_all(&parts.tokenizer, &parts.template, &valid_ex, spec2.max_length)?;
             let b = shovel_train::Base::from_model(&parts.model)?;
             // The quantized file is no longer needed: unmapping it returns its pages.
             drop(parts);
-            let mut obs = ChannelObserver { tx, cancel: obs_cancel };
+            let mut obs = ChannelObserver { tx, cancel: obs_cancel, shutdown };
             let out = shovel_train::train(&b, &train, &valid, &spec2, &work2, &mut obs)?;
-            Ok((out, b.config.clone(), b.ffn, dropped.len()))
+            Ok((out, b.config.clone(), dropped.len()))
         });
         let mut renew = tokio::time::interval(RENEW_EVERY);
         let mut lost = false;
@@ -443,7 +489,7 @@ impl Worker {
                 }
             }
         }
-        let (out, cfg, ffn, dropped) = handle.await.context("training thread")??;
+        let (out, cfg, dropped) = handle.await.context("training thread")??;
         if out.stopped || lost {
             tracing::info!(job = %job.id, step = out.steps, "fine-tuning job stopped");
             return Ok(());
@@ -460,7 +506,6 @@ impl Worker {
         out.adapter.save_peft(&tmp, &cfg, &job.model)?;
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&tmp, &dir).with_context(|| format!("moving the adapter into {}", dir.display()))?;
-        let _ = ffn;
         let size = std::fs::metadata(dir.join("adapter_model.safetensors")).map(|m| m.len()).unwrap_or(0);
         let rec = ModelRecord {
             tenant: job.tenant.clone(),

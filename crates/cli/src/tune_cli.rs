@@ -48,6 +48,21 @@ pub fn loss_plot(losses: &[f64], width: usize, height: usize) -> String {
     out
 }
 
+/// Examples as OpenAI chat JSONL (weights kept on assistant turns).
+fn to_chat_jsonl(exs: &[shovel_data::Example]) -> String {
+    let mut out = String::new();
+    for e in exs {
+        let msgs: Vec<serde_json::Value> = e
+            .messages
+            .iter()
+            .map(|t| if t.role == "assistant" { serde_json::json!({"role": t.role, "content": t.content, "weight": t.weight}) } else { serde_json::json!({"role": t.role, "content": t.content}) })
+            .collect();
+        out.push_str(&serde_json::json!({ "messages": msgs }).to_string());
+        out.push('\n');
+    }
+    out
+}
+
 async fn upload(files: &LocalFiles, path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("data.jsonl");
@@ -56,22 +71,49 @@ async fn upload(files: &LocalFiles, path: &Path) -> Result<String> {
 }
 
 /// `shovel tune`.
-pub async fn tune(cfg: &Config, mut req: CreateJob, data: &Path, val: Option<&Path>) -> Result<()> {
+pub async fn tune(cfg: &Config, mut req: CreateJob, data: &Path, val: Option<&Path>, val_ratio: f64, json: bool) -> Result<()> {
     let store = crate::open_store(cfg).await?;
     crate::ensure_model(cfg, &store, &req.model).await?;
     let files = Arc::new(LocalFiles::new(store.clone(), cfg.files_dir()));
-    req.training_file = upload(&files, data).await?;
-    if let Some(v) = val {
-        req.validation_file = Some(upload(&files, v).await?);
+    if val.is_none() && val_ratio > 0.0 {
+        if !(val_ratio < 1.0) {
+            bail!("--val-ratio must be below 1, got {val_ratio}");
+        }
+        // Split here and store both parts, so the job (and a resumed job) sees fixed files.
+        let bytes = std::fs::read(data).with_context(|| format!("reading {}", data.display()))?;
+        let parsed = shovel_data::parse(&bytes, None, data.file_name().and_then(|n| n.to_str())).with_context(|| data.display().to_string())?;
+        if parsed.error_count > 0 {
+            let examples = crate::tune::check_dataset(&bytes, &data.display().to_string(), "training_file").err().map(|e| e.to_string()).unwrap_or_default();
+            bail!("{examples}");
+        }
+        let (train, valid) = shovel_data::split(parsed.examples, val_ratio, req.seed.unwrap_or(42));
+        let tenant = TenantId::default_tenant();
+        let stem = data.file_stem().and_then(|n| n.to_str()).unwrap_or("data");
+        for (part, exs) in [("train", &train), ("valid", &valid)] {
+            let text = to_chat_jsonl(exs);
+            let f = files.create(&tenant, Purpose::FineTune, &format!("{stem}.{part}.jsonl"), text.as_bytes()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            if part == "train" {
+                req.training_file = f.id;
+            } else {
+                req.validation_file = Some(f.id);
+            }
+        }
+        eprintln!("split {}: {} training / {} validation examples", data.display(), train.len(), valid.len());
+    } else {
+        req.training_file = upload(&files, data).await?;
+        if let Some(v) = val {
+            req.validation_file = Some(upload(&files, v).await?);
+        }
     }
-    let svc = FtService::new(store.clone(), files.clone(), cfg.checkpoint_every);
+    let running = crate::tune::Running::default();
+    let svc = FtService::new(store.clone(), files.clone(), cfg.checkpoint_every, running.clone());
     let tenant = TenantId::default_tenant();
     let job = match svc.create(&tenant, req).await {
         Ok(j) => j,
         Err(e) => bail!("{e}"),
     };
     eprintln!("job {} queued: {} on {}", job.id, job.model, data.display());
-    let worker = Worker::new(store.clone(), files, Paths { adapters: cfg.adapters_dir(), jobs: cfg.jobs_dir() }, None);
+    let worker = Worker::new(store.clone(), files, Paths { adapters: cfg.adapters_dir(), jobs: cfg.jobs_dir() }, None, running);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let id = job.id.clone();
     let run = tokio::spawn(async move { worker.run_one(&id, Some(tx)).await });
@@ -80,6 +122,7 @@ pub async fn tune(cfg: &Config, mut req: CreateJob, data: &Path, val: Option<&Pa
     let mut losses = Vec::new();
     let started = std::time::Instant::now();
     let mut last_rate = 0.0;
+    let mut valid_losses = Vec::new();
     loop {
         tokio::select! {
             p = rx.recv() => match p {
@@ -93,13 +136,14 @@ pub async fn tune(cfg: &Config, mut req: CreateJob, data: &Path, val: Option<&Pa
                 Some(Progress::Epoch(e)) => {
                     let v = e.valid_loss.map(|v| format!(", validation loss {v:.4}")).unwrap_or_default();
                     bar.println(format!("epoch {}: training loss {:.4}{v}", e.epoch, e.train_loss));
+                    valid_losses.extend(e.valid_loss);
                 }
                 Some(Progress::Resumed(step)) => bar.println(format!("resumed from the checkpoint at step {step}")),
                 None => break,
             },
             _ = tokio::signal::ctrl_c() => {
                 bar.println("interrupted: cancelling the job");
-                store.cancel_job(&tenant, &job.id).await?;
+                svc.cancel(&tenant, &job.id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
             }
         }
     }
@@ -126,6 +170,13 @@ pub async fn tune(cfg: &Config, mut req: CreateJob, data: &Path, val: Option<&Pa
             );
             println!("fine-tuned model: {model}");
             println!("try it: shovel run '{model}' \"your question\"");
+            if json {
+                let summary = serde_json::json!({
+                    "job": done.id, "model": model, "tokens_per_second": last_rate, "seconds": started.elapsed().as_secs_f64(),
+                    "trained_tokens": done.trained_tokens, "losses": losses, "valid_losses": valid_losses,
+                });
+                println!("{summary}");
+            }
             Ok(())
         }
         JobStatus::Cancelled => {

@@ -85,6 +85,14 @@ pub struct GgufFile {
     pub metadata: HashMap<String, Value>,
     /// Tensor infos by name.
     pub tensors: HashMap<String, TensorInfo>,
+    /// Tensor names in file order (for writers that keep it).
+    pub tensor_order: Vec<String>,
+    /// The metadata section's bytes (for writers that copy it unchanged).
+    pub metadata_bytes: std::ops::Range<usize>,
+    /// Metadata entries.
+    pub n_kv: usize,
+    /// Data alignment.
+    pub alignment: usize,
 }
 
 struct Cursor<'a> {
@@ -176,12 +184,14 @@ impl GgufFile {
             return Err(c.err(format!("implausible header: {n_tensors} tensors, {n_kv} metadata entries")));
         }
         let mut metadata = HashMap::with_capacity(n_kv);
+        let kv_start = c.pos;
         for _ in 0..n_kv {
             let key = c.string("metadata key")?;
             let ty = c.u32(&key)?;
             let v = c.value(ty, &key, 0)?;
             metadata.insert(key, v);
         }
+        let kv_end = c.pos;
         let mut infos = Vec::with_capacity(n_tensors);
         for _ in 0..n_tensors {
             let name = c.string("tensor name")?;
@@ -204,6 +214,7 @@ impl GgufFile {
         }
         let data_start = c.pos.div_ceil(align) * align;
         let mut tensors = HashMap::with_capacity(n_tensors);
+        let tensor_order: Vec<String> = infos.iter().map(|i| i.0.clone()).collect();
         for (name, dims, dtype, off) in infos {
             let numel = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
             let len = numel.and_then(|n| dtype.row_bytes(n));
@@ -217,7 +228,7 @@ impl GgufFile {
             tensors.insert(name, TensorInfo { dims, dtype, offset, len });
         }
         drop(c);
-        Ok(GgufFile { path: path.to_path_buf(), mmap: Arc::new(mmap), metadata, tensors })
+        Ok(GgufFile { path: path.to_path_buf(), mmap: Arc::new(mmap), metadata, tensors, tensor_order, metadata_bytes: kv_start..kv_end, n_kv, alignment: align })
     }
 
     /// A metadata value, or an error naming the missing key.

@@ -47,6 +47,21 @@ impl GgmlType {
         })
     }
 
+    /// The GGUF type id.
+    pub fn to_u32(self) -> u32 {
+        match self {
+            GgmlType::F32 => 0,
+            GgmlType::F16 => 1,
+            GgmlType::Q4_0 => 2,
+            GgmlType::Q4_1 => 3,
+            GgmlType::Q5_0 => 6,
+            GgmlType::Q8_0 => 8,
+            GgmlType::Q4K => 12,
+            GgmlType::Q6K => 14,
+            GgmlType::BF16 => 30,
+        }
+    }
+
     /// Elements per block.
     pub fn block_elems(self) -> usize {
         match self {
@@ -209,7 +224,7 @@ pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
-/// Quantizes a row to Q8_0 (used by tests and by `shovel export` later).
+/// Quantizes a row to Q8_0 (used by tests and by `shovel export`).
 pub fn quantize_row_q8_0(x: &[f32], out: &mut Vec<u8>) {
     for blk in x.chunks(32) {
         let amax = blk.iter().fold(0f32, |a, v| a.max(v.abs()));

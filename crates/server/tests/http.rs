@@ -256,3 +256,116 @@ mod files {
         assert_eq!(serde_json::from_slice::<Value>(&b).unwrap()["data"], json!([]), "nothing half-uploaded is listed");
     }
 }
+
+/// Records what the API hands the fine-tuning service.
+#[derive(Default)]
+struct RecordingFt(std::sync::Mutex<Vec<shovel_core::CreateJob>>);
+
+fn job(id: &str, status: &str) -> shovel_core::Job {
+    shovel_core::Job {
+        id: id.into(),
+        model: "echo".into(),
+        created_at: 1,
+        finished_at: None,
+        fine_tuned_model: None,
+        status: status.into(),
+        training_file: "file-1".into(),
+        validation_file: None,
+        hyperparameters: json!({"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 1.0, "lora": {"r": 16}}),
+        trained_tokens: None,
+        error: None,
+        seed: 7,
+        suffix: None,
+    }
+}
+
+#[async_trait::async_trait]
+impl shovel_core::FineTuning for RecordingFt {
+    async fn create(&self, _t: &shovel_core::TenantId, req: shovel_core::CreateJob) -> Result<shovel_core::Job, shovel_core::FtError> {
+        if req.model != "echo" {
+            return Err(shovel_core::FtError::Invalid { message: "no such model".into(), param: Some("model".into()) });
+        }
+        self.0.lock().unwrap().push(req);
+        Ok(job("ftjob-1", "queued"))
+    }
+    async fn list(&self, _t: &shovel_core::TenantId, _after: Option<&str>, limit: usize) -> Result<Vec<shovel_core::Job>, shovel_core::FtError> {
+        Ok((0..limit.min(3)).map(|i| job(&format!("ftjob-{i}"), "succeeded")).collect())
+    }
+    async fn get(&self, _t: &shovel_core::TenantId, id: &str) -> Result<shovel_core::Job, shovel_core::FtError> {
+        Err(shovel_core::FtError::NotFound { message: format!("No fine-tuning job {id}"), param: Some("fine_tuning_job_id".into()) })
+    }
+    async fn cancel(&self, _t: &shovel_core::TenantId, id: &str) -> Result<shovel_core::Job, shovel_core::FtError> {
+        Ok(job(id, "cancelled"))
+    }
+    async fn events(&self, _t: &shovel_core::TenantId, _id: &str, _a: Option<&str>, _l: usize) -> Result<Vec<shovel_core::JobEvent>, shovel_core::FtError> {
+        Ok(vec![shovel_core::JobEvent { id: "ftevent-1".into(), created_at: 1, level: "info".into(), message: "Step 1/2".into(), data: Some(json!({"step": 1})) }])
+    }
+    async fn checkpoints(&self, _t: &shovel_core::TenantId, _id: &str) -> Result<Vec<shovel_core::JobCheckpoint>, shovel_core::FtError> {
+        Ok(vec![])
+    }
+}
+
+async fn ft_call(ft: Arc<RecordingFt>, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let state = AppState::new(Arc::new(EchoBackend::new("echo"))).with_fine_tuning(ft);
+    let router = app(state, &ServerConfig::default());
+    let mut req = Request::builder().method(method).uri(uri);
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let resp = router.oneshot(req.body(body.map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty)).unwrap()).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn fine_tuning_requests_are_parsed_into_the_service_call() {
+    let ft = Arc::new(RecordingFt::default());
+    let body = json!({
+        "model": "echo", "training_file": "file-1", "suffix": "s", "seed": 3,
+        "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": "auto", "batch_size": 2, "learning_rate_multiplier": 0.5}}},
+        "lora": {"r": 8, "alpha": 16, "target_modules": ["q_proj"], "max_length": 128},
+        "metadata": {"team": "x"}
+    });
+    let (s, v) = ft_call(ft.clone(), "POST", "/v1/fine_tuning/jobs", Some(body)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!((v["object"].as_str(), v["status"].as_str()), (Some("fine_tuning.job"), Some("queued")));
+    assert_eq!(v["hyperparameters"], json!({"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 1.0}));
+    assert_eq!(v["lora"]["r"], 16);
+    let got = ft.0.lock().unwrap()[0].clone();
+    assert_eq!((got.n_epochs, got.batch_size, got.learning_rate_multiplier), (None, Some(2), Some(0.5)));
+    assert_eq!((got.lora_r, got.lora_alpha, got.max_length, got.seed), (Some(8), Some(16.0), Some(128), Some(3)));
+    assert_eq!(got.target_modules, Some(vec!["q_proj".to_string()]));
+}
+
+#[tokio::test]
+async fn fine_tuning_errors_name_the_parameter() {
+    let ft = Arc::new(RecordingFt::default());
+    for (body, param, status) in [
+        (json!({"model": "echo", "training_file": "f", "hyperparameters": {"n_epochs": "lots"}}), "hyperparameters.n_epochs", StatusCode::BAD_REQUEST),
+        (json!({"model": "echo", "training_file": "f", "method": {"type": "dpo"}}), "method.type", StatusCode::BAD_REQUEST),
+        (json!({"model": "echo"}), "", StatusCode::BAD_REQUEST),
+        (json!({"model": "other", "training_file": "f"}), "model", StatusCode::BAD_REQUEST),
+    ] {
+        let (s, v) = ft_call(ft.clone(), "POST", "/v1/fine_tuning/jobs", Some(body)).await;
+        assert_eq!(s, status, "{v}");
+        assert_error(&v, if param.is_empty() { None } else { Some(param) });
+    }
+    let (s, v) = ft_call(ft.clone(), "POST", "/v1/fine_tuning/jobs", Some(json!({"model": "echo", "training_file": "f", "lora": {"rank": 8}}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("rank"), "{v}");
+    let (s, v) = ft_call(ft.clone(), "GET", "/v1/fine_tuning/jobs/ftjob-nope", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    assert_error(&v, Some("fine_tuning_job_id"));
+    let (s, v) = ft_call(ft.clone(), "GET", "/v1/fine_tuning/jobs?limit=2", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!((v["data"].as_array().unwrap().len(), v["has_more"].as_bool()), (2, Some(true)));
+    let (s, v) = ft_call(ft.clone(), "GET", "/v1/fine_tuning/jobs?limit=0", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_error(&v, Some("limit"));
+    let (s, v) = ft_call(ft.clone(), "GET", "/v1/fine_tuning/jobs/ftjob-1/events", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!((v["data"][0]["object"].as_str(), v["data"][0]["type"].as_str()), (Some("fine_tuning.job.event"), Some("metrics")));
+    let (s, v) = ft_call(ft, "POST", "/v1/fine_tuning/jobs/ftjob-9/cancel", None).await;
+    assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("cancelled")));
+}

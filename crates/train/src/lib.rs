@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod bf16;
+pub mod export;
 pub mod mm;
 pub mod model;
 pub mod optim;

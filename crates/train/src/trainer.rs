@@ -115,7 +115,7 @@ pub struct StepReport {
     pub grad_norm: f32,
     /// Tokens processed per second since this run (re)started.
     pub tokens_per_second: f64,
-    /// Seconds since this run (re)started.
+    /// Seconds spent training since this run (re)started (validation left out).
     pub elapsed_s: f64,
     /// Estimated seconds to go.
     pub eta_s: f64,
@@ -296,10 +296,17 @@ fn load_checkpoint(dir: &Path, adapter: &mut Adapter, opt: &mut AdamW) -> Result
 pub fn evaluate(base: &Base, adapter: &Adapter, data: &[TokSeq]) -> Option<f64> {
     let pass = Pass { base, adapter, dropout: 0.0, key: [0, 0, 0] };
     let (mut l, mut w) = (0f64, 0f64);
-    for s in data {
-        let r = pass.loss(&s.tokens, &s.weights);
-        l += r.loss_sum;
-        w += r.weight_sum;
+    // Two sequences at a time, as in training; summed in order.
+    for pair in data.chunks(2) {
+        let (a, b) = match pair {
+            [a, b] => rayon::join(|| pass.loss(&a.tokens, &a.weights), || Some(pass.loss(&b.tokens, &b.weights))),
+            [a] => (pass.loss(&a.tokens, &a.weights), None),
+            _ => unreachable!("chunks of at most 2"),
+        };
+        for r in std::iter::once(a).chain(b) {
+            l += r.loss_sum;
+            w += r.weight_sum;
+        }
     }
     (w > 0.0).then(|| l / w)
 }
@@ -330,6 +337,8 @@ pub fn train(base: &Base, train: &[TokSeq], valid: &[TokSeq], spec: &Spec, work:
     }
     let cfg = AdamWConfig { weight_decay: spec.weight_decay, ..Default::default() };
     let started = Instant::now();
+    // Time spent on validation, left out of the training throughput.
+    let mut eval_s = 0f64;
     let (mut run_tokens, mut run_steps) = (0u64, 0usize);
     let mut order = epoch_order(n, spec.seed, state.step / steps_per_epoch);
     while state.step < total {
@@ -380,7 +389,7 @@ pub fn train(base: &Base, train: &[TokSeq], valid: &[TokSeq], spec: &Spec, work:
         run_tokens += tokens;
         let mean = loss / wsum.max(1e-9);
         state.losses.push(mean);
-        let elapsed = started.elapsed().as_secs_f64();
+        let elapsed = started.elapsed().as_secs_f64() - eval_s;
         run_steps += 1;
         let rate = run_tokens as f64 / elapsed.max(1e-9);
         let steps_left = (total - state.step) as f64;
@@ -390,7 +399,9 @@ pub fn train(base: &Base, train: &[TokSeq], valid: &[TokSeq], spec: &Spec, work:
         let epoch_done = state.step % steps_per_epoch == 0;
         if epoch_done {
             let losses = &state.losses[state.losses.len().saturating_sub(steps_per_epoch)..];
+            let t_eval = Instant::now();
             let valid_loss = if valid.is_empty() { None } else { evaluate(base, &adapter, valid) };
+            eval_s += t_eval.elapsed().as_secs_f64();
             if let Some(v) = valid_loss {
                 state.valid_losses.push(v);
             }

@@ -23,6 +23,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawTrain {
     checkpoint_every: usize,
+    precision: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +85,8 @@ pub struct Config {
     pub threads: usize,
     /// Fine-tuning: checkpoint every this many steps.
     pub checkpoint_every: usize,
+    /// Fine-tuning: how the frozen base is multiplied.
+    pub train_precision: shovel_train::Precision,
     /// Python for pip.
     pub python: String,
     /// pip index URL.
@@ -210,6 +213,13 @@ fn validate(raw: RawConfig, home_env: Option<String>) -> Result<Config> {
         },
         threads: raw.engine.threads,
         checkpoint_every: raw.train.checkpoint_every,
+        train_precision: match raw.train.precision.as_str() {
+            "auto" => shovel_train::Precision::auto(),
+            "bf16" if shovel_train::bf16::available() => shovel_train::Precision::Bf16,
+            "bf16" => bail!("train.precision = \"bf16\" needs a CPU with AVX512-BF16; this one has none (use \"auto\" or \"f32\")"),
+            "f32" => shovel_train::Precision::F32,
+            other => bail!("train.precision must be \"auto\", \"bf16\" or \"f32\", got \"{other}\""),
+        },
         python: raw.pull.python,
         index_url: Some(raw.pull.index_url).filter(|s| !s.is_empty()),
     })

@@ -506,7 +506,7 @@ async fn serve(cfg: config::Config) -> Result<()> {
     let eng = engine.clone();
     let on_model: tune::OnModel = Arc::new(move |r: &ModelRecord| eng.add(entry(r)));
     let running = tune::Running::default();
-    let worker = tune::Worker::new(store.clone(), files.clone(), paths, Some(on_model), running.clone());
+    let worker = tune::Worker::new(store.clone(), files.clone(), paths, Some(on_model), running.clone(), cfg.train_precision);
     let stop_training = worker.shutdown_flag();
     let worker_task = tokio::spawn(worker.run_forever());
     let ft = Arc::new(tune::FtService::new(store.clone(), files.clone(), cfg.checkpoint_every, running.clone()));

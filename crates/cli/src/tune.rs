@@ -335,13 +335,14 @@ pub struct Worker {
     on_model: Option<OnModel>,
     shutdown: Arc<AtomicBool>,
     running: Running,
+    precision: shovel_train::Precision,
 }
 
 impl Worker {
     /// A worker with a fresh owner id.
-    pub fn new(store: Store, files: Arc<LocalFiles>, paths: Paths, on_model: Option<OnModel>, running: Running) -> Self {
+    pub fn new(store: Store, files: Arc<LocalFiles>, paths: Paths, on_model: Option<OnModel>, running: Running, precision: shovel_train::Precision) -> Self {
         let owner = format!("worker-{}-{}", std::process::id(), &new_id("w")[2..10]);
-        Worker { store, files, paths, owner, on_model, shutdown: Arc::new(AtomicBool::new(false)), running }
+        Worker { store, files, paths, owner, on_model, shutdown: Arc::new(AtomicBool::new(false)), running, precision }
     }
 
     /// Setting this stops the worker: a running job stops within a step and keeps its lease
@@ -439,6 +440,7 @@ impl Worker {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let obs_cancel = cancel.clone();
         let shutdown = self.shutdown.clone();
+        let precision = self.precision;
         let base_path = PathBuf::from(&base.path);
         let spec2 = spec.clone();
         let work2 = work.clone();
@@ -446,7 +448,7 @@ impl Worker {
             let parts = shovel_engine::loader::load(&base_path)?;
             let (train, dropped) = shovel_train::encode_all(&parts.tokenizer, &parts.template, &train_ex, spec2.max_length)?;
             let (valid, _) = shovel_train::encode_all(&parts.tokenizer, &parts.template, &valid_ex, spec2.max_length)?;
-            let b = shovel_train::Base::from_model(&parts.model)?;
+            let b = shovel_train::Base::with_precision(&parts.model, precision)?;
             // The quantized file is no longer needed: unmapping it returns its pages.
             drop(parts);
             let mut obs = ChannelObserver { tx, cancel: obs_cancel, shutdown };

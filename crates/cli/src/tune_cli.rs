@@ -113,7 +113,7 @@ pub async fn tune(cfg: &Config, mut req: CreateJob, data: &Path, val: Option<&Pa
         Err(e) => bail!("{e}"),
     };
     eprintln!("job {} queued: {} on {}", job.id, job.model, data.display());
-    let worker = Worker::new(store.clone(), files, Paths { adapters: cfg.adapters_dir(), jobs: cfg.jobs_dir() }, None, running);
+    let worker = Worker::new(store.clone(), files, Paths { adapters: cfg.adapters_dir(), jobs: cfg.jobs_dir() }, None, running, cfg.train_precision);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let id = job.id.clone();
     let run = tokio::spawn(async move { worker.run_one(&id, Some(tx)).await });

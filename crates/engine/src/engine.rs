@@ -159,6 +159,8 @@ impl Engine {
             .await
             .map_err(|e| BackendError::Internal(e.to_string()))?
             .map_err(|e| BackendError::LoadFailed { model: model.clone(), reason: e.to_string() })?;
+        let mut adapter = adapter;
+        adapter.prepare();
         let adapter = Arc::new(adapter);
         let key = ADAPTER_KEYS.fetch_add(1, Ordering::Relaxed);
         let mut c = self.adapters.lock().unwrap();

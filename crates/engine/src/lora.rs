@@ -113,6 +113,9 @@ pub struct LoraPair {
     pub out: usize,
     /// Input width.
     pub inp: usize,
+    /// For serving: `(alpha / r) B^T`, `r x out`, so the update is a sum of contiguous rows
+    /// (see [`Adapter::prepare`]); empty while training.
+    pub bt: Vec<f32>,
 }
 
 /// A whole adapter over one base.
@@ -192,7 +195,7 @@ impl Adapter {
                     let (out, inp) = t.shape(c, ffn);
                     let bound = 1.0 / (inp as f32).sqrt();
                     let a = (0..config.r * inp).map(|_| rng.gen_range(-bound..bound)).collect();
-                    pairs[t.index()] = Some(LoraPair { a, b: vec![0.0; out * config.r], out, inp });
+                    pairs[t.index()] = Some(LoraPair { a, b: vec![0.0; out * config.r], out, inp, bt: Vec::new() });
                 }
                 pairs
             })
@@ -205,6 +208,21 @@ impl Adapter {
         self.layers.get(l).and_then(|p| p[target.index()].as_ref())
     }
 
+    /// Readies the adapter for serving: keeps `(alpha / r) B^T` beside `B`, so applying it is
+    /// `r` dot products and `r` contiguous scaled row additions per token.
+    pub fn prepare(&mut self) {
+        let (r, s) = (self.config.r, self.config.scale());
+        for p in self.layers.iter_mut().flatten().flatten() {
+            let mut bt = vec![0f32; r * p.out];
+            for (o, brow) in p.b.chunks_exact(r).enumerate() {
+                for (k, v) in brow.iter().enumerate() {
+                    bt[k * p.out + o] = s * v;
+                }
+            }
+            p.bt = bt;
+        }
+    }
+
     /// Adds this adapter's update for rows `x` (`n x inp`) to `out` (`n x out`).
     pub fn apply(&self, l: usize, target: Target, x: &[f32], out: &mut [f32]) {
         let Some(p) = self.pair(l, target) else {
@@ -215,10 +233,16 @@ impl Adapter {
         let mut t = vec![0f32; r];
         for (xr, or) in x.chunks_exact(p.inp).zip(out.chunks_exact_mut(p.out)) {
             for (k, tk) in t.iter_mut().enumerate() {
-                *tk = s * crate::ops::dot(&p.a[k * p.inp..(k + 1) * p.inp], xr);
+                *tk = crate::ops::dot(&p.a[k * p.inp..(k + 1) * p.inp], xr);
             }
-            for (o, brow) in or.iter_mut().zip(p.b.chunks_exact(r)) {
-                *o += brow.iter().zip(&t).map(|(a, b)| a * b).sum::<f32>();
+            if p.bt.is_empty() {
+                for (o, brow) in or.iter_mut().zip(p.b.chunks_exact(r)) {
+                    *o += s * brow.iter().zip(&t).map(|(a, b)| a * b).sum::<f32>();
+                }
+            } else {
+                for (tk, btr) in t.iter().zip(p.bt.chunks_exact(p.out)) {
+                    or.iter_mut().zip(btr).for_each(|(o, b)| *o += tk * b);
+                }
             }
         }
     }
@@ -322,7 +346,7 @@ impl Adapter {
                 _ => b,
             };
             let (out, inp) = t.shape(c, ffn);
-            layers[l][t.index()] = Some(LoraPair { a, b, out, inp });
+            layers[l][t.index()] = Some(LoraPair { a, b, out, inp, bt: Vec::new() });
             if !targets.contains(&t) {
                 targets.push(t);
             }
@@ -442,5 +466,10 @@ mod tests {
         a.apply(0, Target::VProj, &x, &mut out);
         // t = 2 * 4 = 8 (scale 2, A.x = 4); out = B * t.
         assert_eq!(out, vec![8.0, 16.0, 24.0, 32.0]);
+        // The serving layout gives the same.
+        a.prepare();
+        let mut out2 = vec![0f32; 4];
+        a.apply(0, Target::VProj, &x, &mut out2);
+        assert_eq!(out2, out);
     }
 }

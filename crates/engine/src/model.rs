@@ -214,12 +214,21 @@ impl Model {
             }
             row += it.tokens.len();
         }
+        // Each row's adapter, for spreading the adapter updates over the pool a row at a time.
+        let mut row_adapter: Vec<Option<&Adapter>> = vec![None; t];
+        for &(r0, n, a) in &adapted {
+            row_adapter[r0..r0 + n].iter_mut().for_each(|slot| *slot = Some(a));
+        }
         let lora = |li: usize, target: Target, x: &[f32], out: &mut [f32]| {
-            for &(r0, n, a) in &adapted {
-                if let Some(p) = a.pair(li, target) {
-                    a.apply(li, target, &x[r0 * p.inp..(r0 + n) * p.inp], &mut out[r0 * p.out..(r0 + n) * p.out]);
-                }
+            if adapted.is_empty() {
+                return;
             }
+            let (inp, outw) = (x.len() / t, out.len() / t);
+            pool::global().chunks(out, outw, |row, o| {
+                if let Some(a) = row_adapter[row] {
+                    a.apply(li, target, &x[row * inp..(row + 1) * inp], o);
+                }
+            });
         };
         let mut hbuf = vec![0f32; t * h];
         let mut q = vec![0f32; t * qd];

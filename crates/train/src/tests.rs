@@ -258,8 +258,9 @@ fn the_engine_serves_an_adapter_as_the_trainer_trained_it() {
         let adapter = random_adapter(&base, 21);
         let dir = tempfile::tempdir().unwrap();
         adapter.save_peft(dir.path(), &base.config, "tiny").unwrap();
-        let loaded = Adapter::load_peft(dir.path(), &base.config, base.ffn).unwrap();
+        let mut loaded = Adapter::load_peft(dir.path(), &base.config, base.ffn).unwrap();
         assert_eq!(loaded, adapter);
+        loaded.prepare();
         let prompt = [1u32, 5, 9, 2, 30, 7];
         let target = 11u32;
         let ce = |adapter: Option<&Adapter>| {

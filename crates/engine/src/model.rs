@@ -7,7 +7,7 @@
 //! continuous batching; see shared/FINDINGS.md.
 
 use crate::lora::{Adapter, Target};
-use crate::ops::{gelu_tanh, matmul, matmul_many, rms_norm, rope, silu, RopeStyle};
+use crate::ops::{gelu_tanh, matmul, matmul_many, rms_norm, rope_angles, rope_apply, silu, RopeStyle};
 use crate::pool;
 use crate::tensor::Weight;
 use half::f16;
@@ -257,8 +257,10 @@ impl Model {
             // batches. The KV cache holds f16 values and q is rounded to f16 for q.k, as in
             // llama.cpp: half the cache memory, and greedy outputs that agree with its references.
             for (i, (qr, kr)) in q.chunks_exact_mut(qd).zip(k.chunks_exact_mut(kvd)).enumerate() {
+                // One set of angles per token serves all of its heads.
+                let angles = rope_angles(pos[i], hd, base);
                 for head in qr.chunks_exact_mut(hd).chain(kr.chunks_exact_mut(hd)) {
-                    rope(head, pos[i], base, c.rope_style);
+                    rope_apply(head, &angles, c.rope_style, 1.0);
                 }
             }
             // (k and v are rounded when they are stored in the f16 cache.)

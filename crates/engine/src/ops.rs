@@ -329,16 +329,29 @@ pub fn rope(x: &mut [f32], pos: usize, base: f32, style: RopeStyle) {
 /// Rotates one head vector by the angles of `pos`, or back by them when `sign` is -1 (the
 /// rotation's transpose, which is what the backward pass of rope applies to gradients).
 pub fn rope_rotate(x: &mut [f32], pos: usize, base: f32, style: RopeStyle, sign: f32) {
-    let d = x.len();
-    let half = d / 2;
-    // theta_i = pos * base^(-2i/d), built by repeated multiplication in f32 as ggml does, so
-    // angles round the same way as in llama.cpp.
+    rope_apply(x, &rope_angles(pos, x.len(), base), style, sign)
+}
+
+/// `(sin, cos)` of each pair's angle at `pos` for heads of width `d`: theta_i = pos *
+/// base^(-2i/d), built by repeated multiplication in f32 as ggml does, so angles round the same
+/// way as in llama.cpp. Callers that rotate many heads at one position compute this once.
+pub fn rope_angles(pos: usize, d: usize, base: f32) -> Vec<(f32, f32)> {
     let theta_scale = base.powf(-2.0 / d as f32);
     let mut theta = pos as f32;
-    for i in 0..half {
-        let (s, c) = theta.sin_cos();
+    (0..d / 2)
+        .map(|_| {
+            let sc = theta.sin_cos();
+            theta *= theta_scale;
+            sc
+        })
+        .collect()
+}
+
+/// Rotates `x` by precomputed angles (see [`rope_angles`]); `sign` -1 rotates back.
+pub fn rope_apply(x: &mut [f32], angles: &[(f32, f32)], style: RopeStyle, sign: f32) {
+    let half = x.len() / 2;
+    for (i, &(s, c)) in angles.iter().enumerate() {
         let s = s * sign;
-        theta *= theta_scale;
         let (a, b) = match style {
             RopeStyle::Interleaved => (2 * i, 2 * i + 1),
             RopeStyle::Neox => (i, i + half),

@@ -34,7 +34,7 @@ impl<'a> View<'a> {
 
 /// Whether a product is worth splitting across threads.
 fn par(m: usize, n: usize, k: usize) -> Parallelism {
-    if m * n * k >= 1 << 18 {
+    if m * n * k >= 1 << 22 {
         Parallelism::Rayon(0)
     } else {
         Parallelism::None

@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use shovel_engine::lora::{Adapter, Target};
 use shovel_engine::model::{Arch, Model, ModelConfig};
-use shovel_engine::ops::rope_rotate;
+use shovel_engine::ops::{rope_angles, rope_apply};
 
 /// How the frozen weights are held and multiplied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,12 +310,12 @@ impl Pass<'_> {
         }
     }
 
-    fn rope_all(&self, x: &mut [f32], width: usize, sign: f32) {
+    fn rope_all(&self, x: &mut [f32], width: usize, sign: f32, angles: &[Vec<(f32, f32)>]) {
         let c = &self.base.config;
         let hd = c.head_dim;
         for (pos, row) in x.chunks_exact_mut(width).enumerate() {
             for head in row.chunks_exact_mut(hd) {
-                rope_rotate(head, pos, c.rope_base, c.rope_style, sign);
+                rope_apply(head, &angles[pos], c.rope_style, sign);
             }
         }
     }
@@ -414,7 +414,7 @@ impl Pass<'_> {
         (dq, dk, dv)
     }
 
-    fn layer_fwd(&self, l: usize, x: Vec<f32>, t: usize) -> (Vec<f32>, Saved) {
+    fn layer_fwd(&self, l: usize, x: Vec<f32>, t: usize, angles: &[Vec<(f32, f32)>]) -> (Vec<f32>, Saved) {
         let c = &self.base.config;
         let bl = &self.base.layers[l];
         let (h, qd, kvd, f) = (c.hidden, c.q_dim(), c.kv_dim(), self.base.ffn);
@@ -427,8 +427,8 @@ impl Pass<'_> {
         let lq = self.linear(l, Target::QProj, &a, t, &mut q);
         let lk = self.linear(l, Target::KProj, &a, t, &mut k);
         let lv = self.linear(l, Target::VProj, &a, t, &mut v);
-        self.rope_all(&mut q, qd, 1.0);
-        self.rope_all(&mut k, kvd, 1.0);
+        self.rope_all(&mut q, qd, 1.0, angles);
+        self.rope_all(&mut k, kvd, 1.0, angles);
         let (attn, p) = self.attention(&q, &k, &v, t);
         let mut y = vec![0f32; t * h];
         let lo = self.linear(l, Target::OProj, &attn, t, &mut y);
@@ -447,20 +447,22 @@ impl Pass<'_> {
     }
 
     /// Backward through layer `l`: `dx` is the gradient of its output; returns that of its input.
-    fn layer_bwd(&self, l: usize, sv: &Saved, dx: Vec<f32>, t: usize, grads: &mut Grads) -> Vec<f32> {
+    fn layer_bwd(&self, l: usize, sv: &Saved, dx: Vec<f32>, t: usize, grads: &mut Grads, angles: &[Vec<(f32, f32)>]) -> Vec<f32> {
         let c = &self.base.config;
         let bl = &self.base.layers[l];
         let (h, qd, kvd, f) = (c.hidden, c.q_dim(), c.kv_dim(), self.base.ffn);
         let lt = &sv.lora_t;
         let mut dm = vec![0f32; t * f];
-        let m: Vec<f32> = sv.g.iter().zip(&sv.u).map(|(gv, uv)| gv / (1.0 + (-gv).exp()) * uv).collect();
+        // One sigmoid per element serves both the recomputed activation and its derivative.
+        let sig: Vec<f32> = sv.g.iter().map(|gv| 1.0 / (1.0 + (-gv).exp())).collect();
+        let m: Vec<f32> = sv.g.iter().zip(&sv.u).zip(&sig).map(|((gv, uv), sg)| gv * sg * uv).collect();
         self.linear_bwd(l, Target::DownProj, &m, &lt[6], &dx, t, &mut dm, grads);
         drop(m);
         let mut dg = vec![0f32; t * f];
         let mut du = vec![0f32; t * f];
         for i in 0..t * f {
             let (gv, uv) = (sv.g[i], sv.u[i]);
-            let sg = 1.0 / (1.0 + (-gv).exp());
+            let sg = sig[i];
             du[i] = dm[i] * gv * sg;
             dg[i] = dm[i] * uv * sg * (1.0 + gv * (1.0 - sg));
         }
@@ -474,8 +476,8 @@ impl Pass<'_> {
         let mut dattn = vec![0f32; t * qd];
         self.linear_bwd(l, Target::OProj, &sv.attn, &lt[3], &dx2, t, &mut dattn, grads);
         let (mut dq, mut dk, dv) = self.attention_bwd(sv, &dattn, t);
-        self.rope_all(&mut dq, qd, -1.0);
-        self.rope_all(&mut dk, kvd, -1.0);
+        self.rope_all(&mut dq, qd, -1.0, angles);
+        self.rope_all(&mut dk, kvd, -1.0, angles);
         let mut da = vec![0f32; t * h];
         let a = renorm(&sv.x, &sv.rstd1, &bl.attn_norm);
         self.linear_bwd(l, Target::QProj, &a, &lt[0], &dq, t, &mut da, grads);
@@ -484,6 +486,12 @@ impl Pass<'_> {
         drop(a);
         rms_norm_bwd(&sv.x, &sv.rstd1, &bl.attn_norm, &da, &mut dx2);
         dx2
+    }
+
+    /// Rope angles for positions `0..t`, computed once per pass.
+    fn angles(&self, t: usize) -> Vec<Vec<(f32, f32)>> {
+        let c = &self.base.config;
+        (0..t).map(|p| rope_angles(p, c.head_dim, c.rope_base)).collect()
     }
 
     fn embed(&self, tokens: &[u32]) -> Vec<f32> {
@@ -527,16 +535,21 @@ impl Pass<'_> {
         let mut weight_sum = 0f64;
         for (row, &(_, tgt, w)) in logits.chunks_exact_mut(vocab).zip(rows) {
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let sum: f64 = row.iter().map(|v| ((v - max) as f64).exp()).sum();
+            let target_logit = row[tgt as usize];
+            // exp in f32 (vectorised), summed in f64; the row keeps the exps for the gradient.
+            let mut sum = 0f64;
+            for v in row.iter_mut() {
+                *v = (*v - max).exp();
+                sum += *v as f64;
+            }
             let lse = max as f64 + sum.ln();
-            loss_sum += w as f64 * (lse - row[tgt as usize] as f64);
+            loss_sum += w as f64 * (lse - target_logit as f64);
             weight_sum += w as f64;
             if let Some(nm) = norm {
                 // d(norm * w * CE)/dlogits = norm * w * (softmax - onehot)
                 let k = nm * w;
-                for v in row.iter_mut() {
-                    *v = k * ((*v as f64 - lse).exp() as f32);
-                }
+                let scale = (k as f64 / sum) as f32;
+                row.iter_mut().for_each(|v| *v *= scale);
                 row[tgt as usize] -= k;
             }
         }
@@ -557,9 +570,10 @@ impl Pass<'_> {
     /// Forward only: the weighted loss of one sequence.
     pub fn loss(&self, tokens: &[u32], weights: &[f32]) -> SeqLoss {
         let t = tokens.len();
+        let angles = self.angles(t);
         let mut x = self.embed(tokens);
         for l in 0..self.base.layers.len() {
-            x = self.layer_fwd(l, x, t).0;
+            x = self.layer_fwd(l, x, t, &angles).0;
         }
         self.head(&x, &Self::loss_rows(tokens, weights), None, None)
     }
@@ -569,10 +583,11 @@ impl Pass<'_> {
     pub fn loss_and_grad(&self, tokens: &[u32], weights: &[f32], norm: f32, grads: &mut Grads) -> SeqLoss {
         let t = tokens.len();
         let h = self.base.config.hidden;
+        let angles = self.angles(t);
         let mut x = self.embed(tokens);
         let mut saved = Vec::with_capacity(self.base.layers.len());
         for l in 0..self.base.layers.len() {
-            let (out, sv) = self.layer_fwd(l, x, t);
+            let (out, sv) = self.layer_fwd(l, x, t, &angles);
             saved.push(sv);
             x = out;
         }
@@ -581,7 +596,7 @@ impl Pass<'_> {
         drop(x);
         for l in (0..self.base.layers.len()).rev() {
             let sv = saved.pop().expect("one saved per layer");
-            dx = self.layer_bwd(l, &sv, dx, t, grads);
+            dx = self.layer_bwd(l, &sv, dx, t, grads, &angles);
         }
         loss
     }

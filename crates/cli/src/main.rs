@@ -173,6 +173,11 @@ enum Cmd {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Ask-Data tools.
+    Askdata {
+        #[command(subcommand)]
+        cmd: AskdataCmd,
+    },
     /// List fine-tuning jobs, or show one.
     Jobs {
         #[command(subcommand)]
@@ -184,6 +189,16 @@ enum Cmd {
         model: String,
         #[command(flatten)]
         opts: run::GenOpts,
+    },
+}
+
+#[derive(Subcommand)]
+enum AskdataCmd {
+    /// Write the demo sales database (SQLite, about 20,000 order lines 2018-2020, generated
+    /// with a fixed seed) to a new file.
+    DemoDb {
+        /// Where to write it (must not exist).
+        path: PathBuf,
     },
 }
 
@@ -457,6 +472,12 @@ async fn real_main() -> Result<()> {
             shovel_train::export::export_gguf(std::path::Path::new(&base.path), &adapter, quant, &out)?;
             println!("wrote {} ({:.1} MB): {base_id} with {id} merged", out.display(), std::fs::metadata(&out)?.len() as f64 / 1e6);
             println!("serve it: shovel import {} --name NAME", out.display());
+            Ok(())
+        }
+        Cmd::Askdata { cmd: AskdataCmd::DemoDb { path } } => {
+            init_tracing("warn");
+            shovel_askdata::demo::write_demo_db(&path).await?;
+            println!("wrote the demo database to {} (tables: sales, sales_targets)", path.display());
             Ok(())
         }
         Cmd::Jobs { cmd } => {

@@ -180,3 +180,31 @@ def test_fine_tuning_end_to_end_with_a_crash_in_the_middle(home, data):
     via_adapter = ask(done.fine_tuned_model)
     assert via_adapter != ask(SMOL), "the adapter changed nothing"
     assert ask("merged-sql") == via_adapter
+
+
+def test_tune_cli_trains_lists_and_refuses_bad_data(tmp_path, data):
+    good, bad = data
+    h = tmp_path / "home"
+    h.mkdir()
+    import_models(h, [SMOL])
+    env = dict(os.environ, SHOVEL_HOME=str(h), RUST_LOG="warn")
+    r = subprocess.run([BIN, "tune", "--data", str(good), "--val-ratio", "0.25", "--epochs", "1", "--batch-size", "4", "--suffix", "cli", "--json"],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["model"].startswith(f"ft:{SMOL}:cli:ftjob-")
+    assert len(summary["losses"]) == 3 and len(summary["valid_losses"]) == 1  # 12 train / 4 validation, batch 4
+    assert "split" in r.stderr and "12 training / 4 validation" in r.stderr
+    assert "fine-tuned model:" in r.stdout
+    jobs = subprocess.run([BIN, "jobs"], env=env, capture_output=True, text=True, check=True).stdout
+    assert summary["job"] in jobs and "succeeded" in jobs
+    show = subprocess.run([BIN, "jobs", "show", summary["job"]], env=env, capture_output=True, text=True, check=True).stdout
+    assert "The job has successfully completed" in show and "fine-tuned model:" in show
+    # A file with bad lines is refused before any training, every error listed.
+    r = subprocess.run([BIN, "tune", "--data", str(bad)], env=env, capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "line 3: messages[1].role" in r.stderr and "line 6" in r.stderr, r.stderr
+    # Gemma 3 has no training code yet: a clear refusal naming the reason.
+    import_models(h, [GEMMA])
+    r = subprocess.run([BIN, "tune", "--model", GEMMA, "--data", str(good)], env=env, capture_output=True, text=True)
+    assert r.returncode == 1 and "architecture `gemma3`" in r.stderr, r.stderr

@@ -118,14 +118,12 @@ pub fn spec_for(req: &CreateJob, seed: u64) -> Result<Spec, FtError> {
     }
     spec.validate().map_err(|e| match e {
         shovel_train::Error::BadParam { param, message } => {
-            let p = if param.starts_with("lora.") || param == "max_length" {
-                if param == "max_length" {
-                    "lora.max_length".to_string()
-                } else {
-                    param
-                }
-            } else {
-                format!("hyperparameters.{param}")
+            // The trainer's names, as the API spells them: LoRA settings (and max_length) live
+            // in the `lora` block, the rest under `hyperparameters`.
+            let p = match param.as_str() {
+                "max_length" => "lora.max_length".to_string(),
+                p if p.starts_with("lora.") => p.to_string(),
+                p => format!("hyperparameters.{p}"),
             };
             invalid(&p, format!("{p} {message}"))
         }
@@ -245,8 +243,7 @@ impl FineTuning for FtService {
 
     async fn events(&self, tenant: &TenantId, id: &str, after: Option<&str>, limit: usize) -> Result<Vec<JobEvent>, FtError> {
         self.get(tenant, id).await?;
-        let ev = self.store.list_events(id, after, limit).await.map_err(internal)?;
-        Ok(ev.into_iter().map(|e| JobEvent { id: e.id, created_at: e.created_at, level: e.level, message: e.message, data: e.data }).collect())
+        self.store.list_events(id, after, limit).await.map_err(internal)
     }
 
     async fn checkpoints(&self, tenant: &TenantId, id: &str) -> Result<Vec<JobCheckpoint>, FtError> {

@@ -7,7 +7,7 @@
 
 use crate::{Error, Result, Store};
 use serde::{Deserialize, Serialize};
-use shovel_core::TenantId;
+use shovel_core::{JobEvent, TenantId};
 use sqlx::Row;
 
 /// A job's state, with OpenAI's names.
@@ -90,21 +90,6 @@ pub struct JobRecord {
     pub trained_tokens: Option<i64>,
     /// `{code, message, param}` when it failed.
     pub error: Option<serde_json::Value>,
-}
-
-/// One event in a job's log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EventRecord {
-    /// `ftevent-...`.
-    pub id: String,
-    /// Unix seconds.
-    pub created_at: i64,
-    /// `info`, `warn` or `error`.
-    pub level: String,
-    /// Human-readable text.
-    pub message: String,
-    /// Structured payload (step, loss, ...), when there is one.
-    pub data: Option<serde_json::Value>,
 }
 
 /// A saved checkpoint.
@@ -294,7 +279,7 @@ impl Store {
     }
 
     /// A job's events, newest first, after the event `after`, at most `limit`.
-    pub async fn list_events(&self, job_id: &str, after: Option<&str>, limit: usize) -> Result<Vec<EventRecord>> {
+    pub async fn list_events(&self, job_id: &str, after: Option<&str>, limit: usize) -> Result<Vec<JobEvent>> {
         let rows = sqlx::query(
             "SELECT * FROM fine_tuning_events WHERE job_id = ?1
                AND (?2 IS NULL OR seq < (SELECT seq FROM fine_tuning_events WHERE id = ?2))
@@ -305,9 +290,7 @@ impl Store {
         .bind(limit as i64)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| Ok(EventRecord { id: r.try_get("id")?, created_at: r.try_get("created_at")?, level: r.try_get("level")?, message: r.try_get("message")?, data: json(r, "data")? }))
-            .collect()
+        rows.iter().map(|r| Ok(JobEvent { id: r.try_get("id")?, created_at: r.try_get("created_at")?, level: r.try_get("level")?, message: r.try_get("message")?, data: json(r, "data")? })).collect()
     }
 
     /// Records a checkpoint (replacing one at the same step, as a resumed run rewrites it).

@@ -10,7 +10,7 @@ mod jobs;
 mod migrations;
 
 pub use files::LocalFiles;
-pub use jobs::{new_id, CheckpointRecord, EventRecord, JobRecord, JobStatus};
+pub use jobs::{new_id, CheckpointRecord, JobRecord, JobStatus};
 
 use serde::{Deserialize, Serialize};
 use shovel_core::{ModelId, ModelKind, TenantId};

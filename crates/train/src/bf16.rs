@@ -82,6 +82,19 @@ impl PackedB {
     pub fn bytes(&self) -> usize {
         self.data.len() * 4
     }
+
+    /// Column `j` of B as f32 (for `from_nt(w)`, row `j` of `w`, rounded to bf16).
+    pub fn column(&self, j: usize, out: &mut [f32]) {
+        let (p, c) = (j / NR, j % NR);
+        let panel = &self.data[p * self.pairs * NR..(p + 1) * self.pairs * NR];
+        for (q, pair) in out.chunks_mut(2).enumerate() {
+            let (lo, hi) = unpack(panel[q * NR + c]);
+            pair[0] = lo;
+            if let Some(h) = pair.get_mut(1) {
+                *h = hi;
+            }
+        }
+    }
 }
 
 /// Whether this CPU runs the bf16 kernel.
@@ -275,6 +288,11 @@ mod tests {
         for (g, e) in got.iter().zip(&want) {
             assert!(close(*g, *e), "{t}x{k}x{n}: {g} vs {e}");
         }
+        // Columns read back as the rounded rows of w.
+        let pb = PackedB::from_nt(&w, n, k);
+        let mut col = vec![0f32; k];
+        pb.column(n - 1, &mut col);
+        assert_eq!(col, w[(n - 1) * k..].iter().map(|v| r(*v)).collect::<Vec<_>>());
         // The same product through the other packing (B = (w^T) as a k x n matrix), accumulated.
         let wt: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
         matmul(&x, t, &PackedB::from_nn(&wt, k, n), &mut got, true);

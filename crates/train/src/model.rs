@@ -85,6 +85,9 @@ impl Lin {
 enum Embed {
     F32(Vec<f32>),
     Bf16(Vec<half::bf16>),
+    /// Tied to the output head: rows are read back from the head's packed bf16 weight (saves
+    /// the 57 MB a separate bf16 copy of SmolLM2's embedding takes).
+    FromHead,
 }
 
 struct BaseLayer {
@@ -132,8 +135,10 @@ impl Base {
         let ffn = m.layers.first().map_or(0, |l| l.gate.rows);
         let e = m.embed.to_f32_vec();
         let head = if m.output.same_bytes(&m.embed) { Lin::new(&e, c.vocab, c.hidden, p) } else { lin(&m.output) };
+        let tied = m.output.same_bytes(&m.embed);
         let embed = match p {
             Precision::F32 => Embed::F32(e),
+            Precision::Bf16 if tied => Embed::FromHead,
             Precision::Bf16 => Embed::Bf16(e.iter().map(|v| half::bf16::from_f32(*v)).collect()),
         };
         Ok(Base { config: c, ffn, embed, layers, out_norm: m.out_norm.clone(), head, precision: p })
@@ -145,6 +150,7 @@ impl Base {
         let e = match &self.embed {
             Embed::F32(v) => v.len() * 4,
             Embed::Bf16(v) => v.len() * 2,
+            Embed::FromHead => 0,
         };
         l + e + self.head.bytes()
     }
@@ -159,8 +165,6 @@ struct Saved {
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
-    /// Attention probabilities, `heads x T x T`.
-    p: Vec<f32>,
     attn: Vec<f32>,
     x2: Vec<f32>,
     rstd2: Vec<f32>,
@@ -322,45 +326,56 @@ impl Pass<'_> {
 
     /// Causal attention over one sequence: `attn = softmax(q k^T * scale) v` per head, keeping
     /// the probabilities.
-    fn attention(&self, q: &[f32], k: &[f32], v: &[f32], t: usize) -> (Vec<f32>, Vec<f32>) {
+    /// Causal attention probabilities of head `h`, `T x T` (zeros above the diagonal). The
+    /// backward pass calls this again rather than keeping them: recomputing costs one small
+    /// product per head, keeping them costs `heads x T x T` floats per layer (43 MB per
+    /// 200-token sequence for SmolLM2).
+    fn probs(&self, q: &[f32], k: &[f32], t: usize, h: usize) -> Vec<f32> {
+        let c = &self.base.config;
+        let (hd, qd, kvd) = (c.head_dim, c.q_dim(), c.kv_dim());
+        let kvh = h / (c.n_heads / c.n_kv_heads);
+        let mut s = vec![0f32; t * t];
+        mm_serial(t, t, hd, &mut s, t, false, View::strided(&q[h * hd..], qd), View::strided(&k[kvh * hd..], kvd).t());
+        for (i, row) in s.chunks_exact_mut(t).enumerate() {
+            let mut max = f32::NEG_INFINITY;
+            for v in &mut row[..=i] {
+                *v *= c.attn_scale;
+                max = max.max(*v);
+            }
+            let mut sum = 0.0;
+            for v in &mut row[..=i] {
+                *v = (*v - max).exp();
+                sum += *v;
+            }
+            let inv = 1.0 / sum;
+            row[..=i].iter_mut().for_each(|v| *v *= inv);
+            row[i + 1..].fill(0.0);
+        }
+        s
+    }
+
+    /// Causal attention over one sequence: `attn = softmax(q k^T * scale) v` per head.
+    fn attention(&self, q: &[f32], k: &[f32], v: &[f32], t: usize) -> Vec<f32> {
         let c = &self.base.config;
         let (nh, hd, qd, kvd) = (c.n_heads, c.head_dim, c.q_dim(), c.kv_dim());
         let group = nh / c.n_kv_heads;
-        let per_head: Vec<(Vec<f32>, Vec<f32>)> = (0..nh)
+        let per_head: Vec<Vec<f32>> = (0..nh)
             .into_par_iter()
             .map(|h| {
                 let kvh = h / group;
-                let mut s = vec![0f32; t * t];
-                mm_serial(t, t, hd, &mut s, t, false, View::strided(&q[h * hd..], qd), View::strided(&k[kvh * hd..], kvd).t());
-                for (i, row) in s.chunks_exact_mut(t).enumerate() {
-                    let mut max = f32::NEG_INFINITY;
-                    for v in &mut row[..=i] {
-                        *v *= c.attn_scale;
-                        max = max.max(*v);
-                    }
-                    let mut sum = 0.0;
-                    for v in &mut row[..=i] {
-                        *v = (*v - max).exp();
-                        sum += *v;
-                    }
-                    let inv = 1.0 / sum;
-                    row[..=i].iter_mut().for_each(|v| *v *= inv);
-                    row[i + 1..].fill(0.0);
-                }
+                let s = self.probs(q, k, t, h);
                 let mut o = vec![0f32; t * hd];
                 mm_serial(t, hd, t, &mut o, hd, false, View::rm(&s, t), View::strided(&v[kvh * hd..], kvd));
-                (s, o)
+                o
             })
             .collect();
-        let mut p = Vec::with_capacity(nh * t * t);
         let mut attn = vec![0f32; t * qd];
-        for (h, (s, o)) in per_head.into_iter().enumerate() {
-            p.extend_from_slice(&s);
+        for (h, o) in per_head.into_iter().enumerate() {
             for i in 0..t {
                 attn[i * qd + h * hd..i * qd + (h + 1) * hd].copy_from_slice(&o[i * hd..(i + 1) * hd]);
             }
         }
-        (attn, p)
+        attn
     }
 
     /// Backward of [`Pass::attention`]: gradients of (post-rope) q, k and v.
@@ -372,7 +387,7 @@ impl Pass<'_> {
             .into_par_iter()
             .map(|h| {
                 let kvh = h / group;
-                let p = &sv.p[h * t * t..(h + 1) * t * t];
+                let p = &self.probs(&sv.q, &sv.k, t, h)[..];
                 let dout = View::strided(&dattn[h * hd..], qd);
                 // dP = dO V^T
                 let mut dp = vec![0f32; t * t];
@@ -429,7 +444,7 @@ impl Pass<'_> {
         let lv = self.linear(l, Target::VProj, &a, t, &mut v);
         self.rope_all(&mut q, qd, 1.0, angles);
         self.rope_all(&mut k, kvd, 1.0, angles);
-        let (attn, p) = self.attention(&q, &k, &v, t);
+        let attn = self.attention(&q, &k, &v, t);
         let mut y = vec![0f32; t * h];
         let lo = self.linear(l, Target::OProj, &attn, t, &mut y);
         let x2: Vec<f32> = x.iter().zip(&y).map(|(a, b)| a + b).collect();
@@ -443,7 +458,7 @@ impl Pass<'_> {
         let m: Vec<f32> = g.iter().zip(&u).map(|(gv, uv)| gv / (1.0 + (-gv).exp()) * uv).collect();
         let ld = self.linear(l, Target::DownProj, &m, t, &mut y);
         let out: Vec<f32> = x2.iter().zip(&y).map(|(a, b)| a + b).collect();
-        (out, Saved { x, rstd1, q, k, v, p, attn, x2, rstd2, g, u, lora_t: [lq, lk, lv, lo, lg, lu, ld] })
+        (out, Saved { x, rstd1, q, k, v, attn, x2, rstd2, g, u, lora_t: [lq, lk, lv, lo, lg, lu, ld] })
     }
 
     /// Backward through layer `l`: `dx` is the gradient of its output; returns that of its input.
@@ -503,6 +518,10 @@ impl Pass<'_> {
             match &self.base.embed {
                 Embed::F32(e) => row.copy_from_slice(&e[range]),
                 Embed::Bf16(e) => row.iter_mut().zip(&e[range]).for_each(|(o, v)| *o = v.to_f32()),
+                Embed::FromHead => match &self.base.head {
+                    Lin::Bf16 { fwd, .. } => fwd.column(tok as usize, row),
+                    Lin::F32 { w, .. } => row.copy_from_slice(&w[range]),
+                },
             }
             if c.embed_scale != 1.0 {
                 row.iter_mut().for_each(|v| *v *= c.embed_scale);

@@ -241,7 +241,7 @@ impl Adapter {
                 }
             } else {
                 for (tk, btr) in t.iter().zip(p.bt.chunks_exact(p.out)) {
-                    or.iter_mut().zip(btr).for_each(|(o, b)| *o += tk * b);
+                    crate::ops::axpy(*tk, btr, or);
                 }
             }
         }

@@ -183,6 +183,7 @@ fn dropout_mask(p: f32, key: [u64; 4], n: usize) -> Vec<f32> {
     (0..n).map(|_| if rng.gen::<f32>() < p { 0.0 } else { keep }).collect()
 }
 
+#[inline(always)]
 fn rms_norm_fwd(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], rstd: &mut [f32]) {
     let h = w.len();
     for ((xr, or), rs) in x.chunks_exact(h).zip(out.chunks_exact_mut(h)).zip(rstd.iter_mut()) {
@@ -195,7 +196,15 @@ fn rms_norm_fwd(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], rstd: &mut [f32
     }
 }
 
+/// Whether the CPU has AVX2 and FMA (checked once).
+#[cfg(target_arch = "x86_64")]
+fn avx2() -> bool {
+    static F: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *F.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
 /// `x * rstd * w` again, from the saved `rstd` (bit-identical to the forward pass's value).
+#[inline(always)]
 fn renorm(x: &[f32], rstd: &[f32], w: &[f32]) -> Vec<f32> {
     let h = w.len();
     let mut out = vec![0f32; x.len()];
@@ -208,6 +217,7 @@ fn renorm(x: &[f32], rstd: &[f32], w: &[f32]) -> Vec<f32> {
 }
 
 /// Adds to `dx` the gradient through `y = x * rstd * w` given `dy`.
+#[inline(always)]
 fn rms_norm_bwd(x: &[f32], rstd: &[f32], w: &[f32], dy: &[f32], dx: &mut [f32]) {
     let h = w.len();
     for (((xr, dyr), dxr), &r) in x.chunks_exact(h).zip(dy.chunks_exact(h)).zip(dx.chunks_exact_mut(h)).zip(rstd) {
@@ -429,7 +439,41 @@ impl Pass<'_> {
         (dq, dk, dv)
     }
 
+    /// One layer forward, with the elementwise passes compiled for AVX2/FMA where the CPU has
+    /// them (the default build targets SSE2; the products dispatch on their own).
     fn layer_fwd(&self, l: usize, x: Vec<f32>, t: usize, angles: &[Vec<(f32, f32)>]) -> (Vec<f32>, Saved) {
+        #[cfg(target_arch = "x86_64")]
+        if avx2() {
+            // SAFETY: the CPU has AVX2 and FMA.
+            return unsafe { self.layer_fwd_avx2(l, x, t, angles) };
+        }
+        self.layer_fwd_impl(l, x, t, angles)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn layer_fwd_avx2(&self, l: usize, x: Vec<f32>, t: usize, angles: &[Vec<(f32, f32)>]) -> (Vec<f32>, Saved) {
+        self.layer_fwd_impl(l, x, t, angles)
+    }
+
+    /// One layer backward (see [`Pass::layer_fwd`] for the dispatch).
+    fn layer_bwd(&self, l: usize, sv: &Saved, dx: Vec<f32>, t: usize, grads: &mut Grads, angles: &[Vec<(f32, f32)>]) -> Vec<f32> {
+        #[cfg(target_arch = "x86_64")]
+        if avx2() {
+            // SAFETY: the CPU has AVX2 and FMA.
+            return unsafe { self.layer_bwd_avx2(l, sv, dx, t, grads, angles) };
+        }
+        self.layer_bwd_impl(l, sv, dx, t, grads, angles)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn layer_bwd_avx2(&self, l: usize, sv: &Saved, dx: Vec<f32>, t: usize, grads: &mut Grads, angles: &[Vec<(f32, f32)>]) -> Vec<f32> {
+        self.layer_bwd_impl(l, sv, dx, t, grads, angles)
+    }
+
+    #[inline(always)]
+    fn layer_fwd_impl(&self, l: usize, x: Vec<f32>, t: usize, angles: &[Vec<(f32, f32)>]) -> (Vec<f32>, Saved) {
         let c = &self.base.config;
         let bl = &self.base.layers[l];
         let (h, qd, kvd, f) = (c.hidden, c.q_dim(), c.kv_dim(), self.base.ffn);
@@ -462,7 +506,8 @@ impl Pass<'_> {
     }
 
     /// Backward through layer `l`: `dx` is the gradient of its output; returns that of its input.
-    fn layer_bwd(&self, l: usize, sv: &Saved, dx: Vec<f32>, t: usize, grads: &mut Grads, angles: &[Vec<(f32, f32)>]) -> Vec<f32> {
+    #[inline(always)]
+    fn layer_bwd_impl(&self, l: usize, sv: &Saved, dx: Vec<f32>, t: usize, grads: &mut Grads, angles: &[Vec<(f32, f32)>]) -> Vec<f32> {
         let c = &self.base.config;
         let bl = &self.base.layers[l];
         let (h, qd, kvd, f) = (c.hidden, c.q_dim(), c.kv_dim(), self.base.ffn);

@@ -486,7 +486,7 @@ async fn real_main() -> Result<()> {
             }
             let out = output.unwrap_or_else(|| PathBuf::from(format!("{}.gguf", id.replace(':', "-"))));
             let parts = shovel_engine::loader::load(std::path::Path::new(&base.path))?;
-            let ffn = parts.model.layers.first().map_or(0, |l| l.gate.rows);
+            let ffn = parts.model.ffn();
             let adapter = shovel_engine::lora::Adapter::load_peft(std::path::Path::new(&rec.path), &parts.model.config, ffn)?;
             drop(parts);
             shovel_train::export::export_gguf(std::path::Path::new(&base.path), &adapter, quant, &out)?;

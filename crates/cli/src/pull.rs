@@ -307,7 +307,7 @@ pub async fn import(store: &Store, path: &Path, name: &str, base: Option<&str>) 
             bail!("`{b}` is itself an adapter; name its base model");
         }
         let parts = shovel_engine::loader::load(Path::new(&brec.path))?;
-        let ffn = parts.model.layers.first().map_or(0, |l| l.gate.rows);
+        let ffn = parts.model.ffn();
         let a = shovel_engine::lora::Adapter::load_peft(&path, &parts.model.config, ffn)?;
         base_id = Some(brec.id.clone());
         (ModelFormat::Lora, ModelKind::Chat, a.bytes() as u64)

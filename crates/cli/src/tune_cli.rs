@@ -81,12 +81,9 @@ pub async fn tune(cfg: &Config, mut req: CreateJob, data: &Path, val: Option<&Pa
         }
         // Split here and store both parts, so the job (and a resumed job) sees fixed files.
         let bytes = std::fs::read(data).with_context(|| format!("reading {}", data.display()))?;
-        let parsed = shovel_data::parse(&bytes, None, data.file_name().and_then(|n| n.to_str())).with_context(|| data.display().to_string())?;
-        if parsed.error_count > 0 {
-            let examples = crate::tune::check_dataset(&bytes, &data.display().to_string(), "training_file").err().map(|e| e.to_string()).unwrap_or_default();
-            bail!("{examples}");
-        }
-        let (train, valid) = shovel_data::split(parsed.examples, val_ratio, req.seed.unwrap_or(42));
+        // The same check (every bad line listed) the service applies to a training file.
+        let examples = crate::tune::check_dataset(&bytes, &data.display().to_string(), "training_file").map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (train, valid) = shovel_data::split(examples, val_ratio, req.seed.unwrap_or(42));
         let tenant = TenantId::default_tenant();
         let stem = data.file_stem().and_then(|n| n.to_str()).unwrap_or("data");
         for (part, exs) in [("train", &train), ("valid", &valid)] {

@@ -204,7 +204,7 @@ fn start(entry: &CatalogEntry, cfg: &EngineConfig) -> Result<Arc<LoadedModel>, B
     let parts = loader::load(&entry.path).map_err(|e| BackendError::LoadFailed { model: entry.info.id.clone(), reason: e.to_string() })?;
     let tokenizer = Arc::new(parts.tokenizer);
     let config = parts.model.config.clone();
-    let ffn = parts.model.layers.first().map_or(0, |l| l.gate.rows);
+    let ffn = parts.model.ffn();
     let context_length = config.context_length.min(cfg.max_context);
     let (tx, rx) = std::sync::mpsc::channel();
     let tk = tokenizer.clone();

@@ -178,6 +178,11 @@ pub struct BatchItem<'a> {
 }
 
 impl Model {
+    /// MLP width (rows of the gate projection).
+    pub fn ffn(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.gate.rows)
+    }
+
     /// Runs one step over a batch. Returns, per item, the logits of its last token when
     /// `want_logits` is set.
     pub fn forward(&self, items: &mut [BatchItem<'_>]) -> Vec<Option<Vec<f32>>> {
@@ -205,22 +210,11 @@ impl Model {
                 ti += 1;
             }
         }
-        // Rows of the flattened batch that run with an adapter: (first row, rows, adapter).
-        let mut adapted: Vec<(usize, usize, &Adapter)> = Vec::new();
-        let mut row = 0;
-        for it in items.iter() {
-            if let Some(a) = it.adapter {
-                adapted.push((row, it.tokens.len(), a));
-            }
-            row += it.tokens.len();
-        }
         // Each row's adapter, for spreading the adapter updates over the pool a row at a time.
-        let mut row_adapter: Vec<Option<&Adapter>> = vec![None; t];
-        for &(r0, n, a) in &adapted {
-            row_adapter[r0..r0 + n].iter_mut().for_each(|slot| *slot = Some(a));
-        }
+        let row_adapter: Vec<Option<&Adapter>> = items.iter().flat_map(|it| std::iter::repeat_n(it.adapter, it.tokens.len())).collect();
+        let any_adapter = row_adapter.iter().any(Option::is_some);
         let lora = |li: usize, target: Target, x: &[f32], out: &mut [f32]| {
-            if adapted.is_empty() {
+            if !any_adapter {
                 return;
             }
             let (inp, outw) = (x.len() / t, out.len() / t);
@@ -235,7 +229,7 @@ impl Model {
         let mut k = vec![0f32; t * kvd];
         let mut v = vec![0f32; t * kvd];
         let mut attn = vec![0f32; t * qd];
-        let ffn = self.layers.first().map_or(0, |l| l.gate.rows);
+        let ffn = self.ffn();
         let mut g = vec![0f32; t * ffn];
         let mut u = vec![0f32; t * ffn];
         for (li, layer) in self.layers.iter().enumerate() {

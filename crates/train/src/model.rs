@@ -132,7 +132,7 @@ impl Base {
             .iter()
             .map(|l| BaseLayer { attn_norm: l.attn_norm.clone(), w: [lin(&l.wq), lin(&l.wk), lin(&l.wv), lin(&l.wo), lin(&l.gate), lin(&l.up), lin(&l.down)], ffn_norm: l.ffn_norm.clone() })
             .collect();
-        let ffn = m.layers.first().map_or(0, |l| l.gate.rows);
+        let ffn = m.ffn();
         let e = m.embed.to_f32_vec();
         let head = if m.output.same_bytes(&m.embed) { Lin::new(&e, c.vocab, c.hidden, p) } else { lin(&m.output) };
         let tied = m.output.same_bytes(&m.embed);

@@ -340,13 +340,18 @@ impl Pass<'_> {
     /// backward pass calls this again rather than keeping them: recomputing costs one small
     /// product per head, keeping them costs `heads x T x T` floats per layer (43 MB per
     /// 200-token sequence for SmolLM2).
-    fn probs(&self, q: &[f32], k: &[f32], t: usize, h: usize) -> Vec<f32> {
+    fn probs(&self, q: &[f32], k: &[f32], t: usize, h: usize, geo: &Geo) -> Vec<f32> {
         let c = &self.base.config;
         let (hd, qd, kvd) = (c.head_dim, c.q_dim(), c.kv_dim());
         let kvh = h / (c.n_heads / c.n_kv_heads);
         let mut s = vec![0f32; t * t];
         mm_serial(t, t, hd, &mut s, t, false, View::strided(&q[h * hd..], qd), View::strided(&k[kvh * hd..], kvd).t());
         for (i, row) in s.chunks_exact_mut(t).enumerate() {
+            // Rows of a branch after a shared prefix see the prefix and their own branch only.
+            let own = geo.seg_start[i];
+            if own > geo.prefix {
+                row[geo.prefix..own].fill(f32::NEG_INFINITY);
+            }
             let mut max = f32::NEG_INFINITY;
             for v in &mut row[..=i] {
                 *v *= c.attn_scale;
@@ -365,7 +370,7 @@ impl Pass<'_> {
     }
 
     /// Causal attention over one sequence: `attn = softmax(q k^T * scale) v` per head.
-    fn attention(&self, q: &[f32], k: &[f32], v: &[f32], t: usize) -> Vec<f32> {
+    fn attention(&self, q: &[f32], k: &[f32], v: &[f32], t: usize, geo: &Geo) -> Vec<f32> {
         let c = &self.base.config;
         let (nh, hd, qd, kvd) = (c.n_heads, c.head_dim, c.q_dim(), c.kv_dim());
         let group = nh / c.n_kv_heads;
@@ -373,7 +378,7 @@ impl Pass<'_> {
             .into_par_iter()
             .map(|h| {
                 let kvh = h / group;
-                let s = self.probs(q, k, t, h);
+                let s = self.probs(q, k, t, h, geo);
                 let mut o = vec![0f32; t * hd];
                 mm_serial(t, hd, t, &mut o, hd, false, View::rm(&s, t), View::strided(&v[kvh * hd..], kvd));
                 o
@@ -389,7 +394,7 @@ impl Pass<'_> {
     }
 
     /// Backward of [`Pass::attention`]: gradients of (post-rope) q, k and v.
-    fn attention_bwd(&self, sv: &Saved, dattn: &[f32], t: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    fn attention_bwd(&self, sv: &Saved, dattn: &[f32], t: usize, geo: &Geo) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let c = &self.base.config;
         let (nh, hd, qd, kvd) = (c.n_heads, c.head_dim, c.q_dim(), c.kv_dim());
         let group = nh / c.n_kv_heads;
@@ -397,7 +402,7 @@ impl Pass<'_> {
             .into_par_iter()
             .map(|h| {
                 let kvh = h / group;
-                let p = &self.probs(&sv.q, &sv.k, t, h)[..];
+                let p = &self.probs(&sv.q, &sv.k, t, h, geo)[..];
                 let dout = View::strided(&dattn[h * hd..], qd);
                 // dP = dO V^T
                 let mut dp = vec![0f32; t * t];
@@ -441,39 +446,39 @@ impl Pass<'_> {
 
     /// One layer forward, with the elementwise passes compiled for AVX2/FMA where the CPU has
     /// them (the default build targets SSE2; the products dispatch on their own).
-    fn layer_fwd(&self, l: usize, x: Vec<f32>, t: usize, angles: &[Vec<(f32, f32)>]) -> (Vec<f32>, Saved) {
+    fn layer_fwd(&self, l: usize, x: Vec<f32>, t: usize, geo: &Geo) -> (Vec<f32>, Saved) {
         #[cfg(target_arch = "x86_64")]
         if avx2() {
             // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { self.layer_fwd_avx2(l, x, t, angles) };
+            return unsafe { self.layer_fwd_avx2(l, x, t, geo) };
         }
-        self.layer_fwd_impl(l, x, t, angles)
+        self.layer_fwd_impl(l, x, t, geo)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn layer_fwd_avx2(&self, l: usize, x: Vec<f32>, t: usize, angles: &[Vec<(f32, f32)>]) -> (Vec<f32>, Saved) {
-        self.layer_fwd_impl(l, x, t, angles)
+    unsafe fn layer_fwd_avx2(&self, l: usize, x: Vec<f32>, t: usize, geo: &Geo) -> (Vec<f32>, Saved) {
+        self.layer_fwd_impl(l, x, t, geo)
     }
 
     /// One layer backward (see [`Pass::layer_fwd`] for the dispatch).
-    fn layer_bwd(&self, l: usize, sv: &Saved, dx: Vec<f32>, t: usize, grads: &mut Grads, angles: &[Vec<(f32, f32)>]) -> Vec<f32> {
+    fn layer_bwd(&self, l: usize, sv: &Saved, dx: Vec<f32>, t: usize, grads: &mut Grads, geo: &Geo) -> Vec<f32> {
         #[cfg(target_arch = "x86_64")]
         if avx2() {
             // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { self.layer_bwd_avx2(l, sv, dx, t, grads, angles) };
+            return unsafe { self.layer_bwd_avx2(l, sv, dx, t, grads, geo) };
         }
-        self.layer_bwd_impl(l, sv, dx, t, grads, angles)
+        self.layer_bwd_impl(l, sv, dx, t, grads, geo)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn layer_bwd_avx2(&self, l: usize, sv: &Saved, dx: Vec<f32>, t: usize, grads: &mut Grads, angles: &[Vec<(f32, f32)>]) -> Vec<f32> {
-        self.layer_bwd_impl(l, sv, dx, t, grads, angles)
+    unsafe fn layer_bwd_avx2(&self, l: usize, sv: &Saved, dx: Vec<f32>, t: usize, grads: &mut Grads, geo: &Geo) -> Vec<f32> {
+        self.layer_bwd_impl(l, sv, dx, t, grads, geo)
     }
 
     #[inline(always)]
-    fn layer_fwd_impl(&self, l: usize, x: Vec<f32>, t: usize, angles: &[Vec<(f32, f32)>]) -> (Vec<f32>, Saved) {
+    fn layer_fwd_impl(&self, l: usize, x: Vec<f32>, t: usize, geo: &Geo) -> (Vec<f32>, Saved) {
         let c = &self.base.config;
         let bl = &self.base.layers[l];
         let (h, qd, kvd, f) = (c.hidden, c.q_dim(), c.kv_dim(), self.base.ffn);
@@ -486,9 +491,9 @@ impl Pass<'_> {
         let lq = self.linear(l, Target::QProj, &a, t, &mut q);
         let lk = self.linear(l, Target::KProj, &a, t, &mut k);
         let lv = self.linear(l, Target::VProj, &a, t, &mut v);
-        self.rope_all(&mut q, qd, 1.0, angles);
-        self.rope_all(&mut k, kvd, 1.0, angles);
-        let attn = self.attention(&q, &k, &v, t);
+        self.rope_all(&mut q, qd, 1.0, &geo.angles);
+        self.rope_all(&mut k, kvd, 1.0, &geo.angles);
+        let attn = self.attention(&q, &k, &v, t, geo);
         let mut y = vec![0f32; t * h];
         let lo = self.linear(l, Target::OProj, &attn, t, &mut y);
         let x2: Vec<f32> = x.iter().zip(&y).map(|(a, b)| a + b).collect();
@@ -507,7 +512,7 @@ impl Pass<'_> {
 
     /// Backward through layer `l`: `dx` is the gradient of its output; returns that of its input.
     #[inline(always)]
-    fn layer_bwd_impl(&self, l: usize, sv: &Saved, dx: Vec<f32>, t: usize, grads: &mut Grads, angles: &[Vec<(f32, f32)>]) -> Vec<f32> {
+    fn layer_bwd_impl(&self, l: usize, sv: &Saved, dx: Vec<f32>, t: usize, grads: &mut Grads, geo: &Geo) -> Vec<f32> {
         let c = &self.base.config;
         let bl = &self.base.layers[l];
         let (h, qd, kvd, f) = (c.hidden, c.q_dim(), c.kv_dim(), self.base.ffn);
@@ -535,9 +540,9 @@ impl Pass<'_> {
         rms_norm_bwd(&sv.x2, &sv.rstd2, &bl.ffn_norm, &db, &mut dx2);
         let mut dattn = vec![0f32; t * qd];
         self.linear_bwd(l, Target::OProj, &sv.attn, &lt[3], &dx2, t, &mut dattn, grads);
-        let (mut dq, mut dk, dv) = self.attention_bwd(sv, &dattn, t);
-        self.rope_all(&mut dq, qd, -1.0, angles);
-        self.rope_all(&mut dk, kvd, -1.0, angles);
+        let (mut dq, mut dk, dv) = self.attention_bwd(sv, &dattn, t, geo);
+        self.rope_all(&mut dq, qd, -1.0, &geo.angles);
+        self.rope_all(&mut dk, kvd, -1.0, &geo.angles);
         let mut da = vec![0f32; t * h];
         let a = renorm(&sv.x, &sv.rstd1, &bl.attn_norm);
         self.linear_bwd(l, Target::QProj, &a, &lt[0], &dq, t, &mut da, grads);
@@ -548,10 +553,16 @@ impl Pass<'_> {
         dx2
     }
 
-    /// Rope angles for positions `0..t`, computed once per pass.
-    fn angles(&self, t: usize) -> Vec<Vec<(f32, f32)>> {
+    /// Row geometry of one plain sequence of `t` tokens.
+    fn geo(&self, t: usize) -> Geo {
+        self.geo_rows((0..t).collect(), 0, vec![0; t])
+    }
+
+    fn geo_rows(&self, pos: Vec<usize>, prefix: usize, seg_start: Vec<usize>) -> Geo {
         let c = &self.base.config;
-        (0..t).map(|p| rope_angles(p, c.head_dim, c.rope_base)).collect()
+        let max = pos.iter().copied().max().map_or(0, |m| m + 1);
+        let table: Vec<Vec<(f32, f32)>> = (0..max).map(|p| rope_angles(p, c.head_dim, c.rope_base)).collect();
+        Geo { angles: pos.iter().map(|&p| table[p].clone()).collect(), prefix, seg_start }
     }
 
     fn embed(&self, tokens: &[u32]) -> Vec<f32> {
@@ -634,10 +645,10 @@ impl Pass<'_> {
     /// Forward only: the weighted loss of one sequence.
     pub fn loss(&self, tokens: &[u32], weights: &[f32]) -> SeqLoss {
         let t = tokens.len();
-        let angles = self.angles(t);
+        let geo = self.geo(t);
         let mut x = self.embed(tokens);
         for l in 0..self.base.layers.len() {
-            x = self.layer_fwd(l, x, t, &angles).0;
+            x = self.layer_fwd(l, x, t, &geo).0;
         }
         self.head(&x, &Self::loss_rows(tokens, weights), None, None)
     }
@@ -646,22 +657,67 @@ impl Pass<'_> {
     /// `grads` and returns the loss.
     pub fn loss_and_grad(&self, tokens: &[u32], weights: &[f32], norm: f32, grads: &mut Grads) -> SeqLoss {
         let t = tokens.len();
+        self.run_rows(tokens, &self.geo(t), &Self::loss_rows(tokens, weights), norm, grads)
+    }
+
+    /// Forward and backward of sequences that share their first `prefix` tokens, in one pass:
+    /// the prefix's rows once, then each sequence's remaining rows, which attend to the prefix
+    /// and to themselves (a tree, as a prefix cache serves it). Same loss and gradients as
+    /// [`Pass::loss_and_grad`] on each sequence alone, with the prefix computed once instead of
+    /// once per sequence: a dataset whose examples share a system prompt (a schema, say) trains
+    /// on fewer rows. No loss may be taken at the prefix's last row (`weights[prefix] == 0`
+    /// for every sequence), since each sequence continues it differently.
+    pub fn loss_and_grad_shared(&self, seqs: &[(&[u32], &[f32])], prefix: usize, norm: f32, grads: &mut Grads) -> SeqLoss {
+        assert!(
+            prefix > 0 && seqs.iter().all(|(t, w)| t.len() > prefix && t[..prefix] == seqs[0].0[..prefix] && w[..=prefix].iter().all(|&v| v == 0.0)),
+            "sequences do not share a loss-free prefix of {prefix}"
+        );
+        let mut tokens: Vec<u32> = seqs[0].0[..prefix].to_vec();
+        let mut pos: Vec<usize> = (0..prefix).collect();
+        let mut seg_start = vec![0; prefix];
+        let mut rows = Vec::new();
+        for (toks, w) in seqs {
+            let start = tokens.len();
+            for (j, &tok) in toks[prefix..].iter().enumerate() {
+                tokens.push(tok);
+                pos.push(prefix + j);
+                seg_start.push(start);
+                // Row `start + j` (position prefix + j) predicts the token at prefix + j + 1.
+                if let Some(&wt) = w.get(prefix + j + 1).filter(|&&wt| wt > 0.0) {
+                    rows.push((start + j, toks[prefix + j + 1], wt));
+                }
+            }
+        }
+        let geo = self.geo_rows(pos, prefix, seg_start);
+        self.run_rows(&tokens, &geo, &rows, norm, grads)
+    }
+
+    fn run_rows(&self, tokens: &[u32], geo: &Geo, rows: &[(usize, u32, f32)], norm: f32, grads: &mut Grads) -> SeqLoss {
+        let t = tokens.len();
         let h = self.base.config.hidden;
-        let angles = self.angles(t);
         let mut x = self.embed(tokens);
         let mut saved = Vec::with_capacity(self.base.layers.len());
         for l in 0..self.base.layers.len() {
-            let (out, sv) = self.layer_fwd(l, x, t, &angles);
+            let (out, sv) = self.layer_fwd(l, x, t, geo);
             saved.push(sv);
             x = out;
         }
         let mut dx = vec![0f32; t * h];
-        let loss = self.head(&x, &Self::loss_rows(tokens, weights), Some(norm), Some(&mut dx));
+        let loss = self.head(&x, rows, Some(norm), Some(&mut dx));
         drop(x);
         for l in (0..self.base.layers.len()).rev() {
             let sv = saved.pop().expect("one saved per layer");
-            dx = self.layer_bwd(l, &sv, dx, t, grads, &angles);
+            dx = self.layer_bwd(l, &sv, dx, t, grads, geo);
         }
         loss
     }
+}
+
+/// Where each row of a pass sits: its rope angles (by position), and which keys it may attend
+/// to: every earlier row of the shared prefix (`..prefix`) and of its own branch
+/// (`seg_start..=row`). A plain sequence is one branch starting at 0.
+struct Geo {
+    angles: Vec<Vec<(f32, f32)>>,
+    prefix: usize,
+    seg_start: Vec<usize>,
 }

@@ -123,6 +123,47 @@ fn check_gradients(style: RopeStyle, dropout: f32) {
     assert_eq!(checked, 2 * 7 * 2 * 3);
 }
 
+/// Sequences sharing a prefix, run as one tree-shaped pass, give the losses and gradients of
+/// the same sequences run one by one (both rope layouts).
+#[test]
+fn a_shared_prefix_pass_equals_separate_passes() {
+    for style in [RopeStyle::Interleaved, RopeStyle::Neox] {
+        let base = Base::with_precision(&tiny_model(style), Precision::F32).unwrap();
+        let adapter = random_adapter(&base, 13);
+        let pass = Pass { base: &base, adapter: &adapter, dropout: 0.0, key: [0; 3] };
+        let prefix = [1u32, 5, 9, 2, 30];
+        let tails: [&[u32]; 3] = [&[7, 7, 3, 11], &[4, 8], &[12, 30, 1, 1, 6, 2]];
+        let seqs: Vec<(Vec<u32>, Vec<f32>)> = tails
+            .iter()
+            .map(|t| {
+                let tokens: Vec<u32> = prefix.iter().chain(t.iter()).copied().collect();
+                let weights: Vec<f32> = (0..tokens.len()).map(|i| if i > prefix.len() { 1.0 + i as f32 * 0.1 } else { 0.0 }).collect();
+                (tokens, weights)
+            })
+            .collect();
+        let mut separate = zero_grads(&adapter);
+        let (mut loss, mut wsum) = (0f64, 0f64);
+        for (t, w) in &seqs {
+            let r = pass.loss_and_grad(t, w, 0.5, &mut separate);
+            loss += r.loss_sum;
+            wsum += r.weight_sum;
+        }
+        let mut shared = zero_grads(&adapter);
+        let views: Vec<(&[u32], &[f32])> = seqs.iter().map(|(t, w)| (&t[..], &w[..])).collect();
+        let r = pass.loss_and_grad_shared(&views, prefix.len(), 0.5, &mut shared);
+        assert!((r.loss_sum - loss).abs() < 1e-4 * loss.abs().max(1.0), "{} vs {loss}", r.loss_sum);
+        assert!((r.weight_sum - wsum).abs() < 1e-9);
+        let mut n = 0;
+        for (a, b) in separate.layers.iter().flatten().flatten().zip(shared.layers.iter().flatten().flatten()) {
+            for (x, y) in a.a.iter().zip(&b.a).chain(a.b.iter().zip(&b.b)) {
+                assert!((x - y).abs() < 1e-4 + 1e-3 * x.abs(), "{style:?}: gradient {x} vs {y}");
+                n += 1;
+            }
+        }
+        assert!(n > 1000 && separate.layers.iter().flatten().flatten().any(|p| p.a.iter().any(|v| v.abs() > 1e-3)));
+    }
+}
+
 #[test]
 fn gradients_match_finite_differences_interleaved_rope() {
     check_gradients(RopeStyle::Interleaved, 0.0);

@@ -69,6 +69,38 @@ pub fn dimensions() -> Dimensions {
     serde_json::from_str(DIMENSIONS_JSON).expect("the compiled-in dimensions.json is valid")
 }
 
+/// English names of provinces, cities and products, compiled in.
+pub const ALIASES_JSON: &str = include_str!("../data/aliases.json");
+
+/// The English aliases of the demo database's values: regions, categories and channels from the
+/// dimensions; provinces, cities and products from `data/aliases.json`.
+pub fn aliases() -> Vec<crate::catalog::Alias> {
+    let d = dimensions();
+    let mut out: Vec<(String, String)> = Vec::new();
+    out.extend(d.regions.iter().map(|r| (r.english.clone(), r.name.clone())));
+    out.extend(d.categories.iter().map(|c| (c.english.clone(), c.name.clone())));
+    out.extend(d.channels.iter().map(|c| (c.english.clone(), c.name.clone())));
+    let extra: serde_json::Value = serde_json::from_str(ALIASES_JSON).expect("the compiled-in aliases.json is valid");
+    for group in ["provinces", "cities", "products"] {
+        for (value, alias) in extra[group].as_object().into_iter().flatten() {
+            out.push((alias.as_str().unwrap_or_default().to_string(), value.clone()));
+        }
+    }
+    out.into_iter().map(|(alias, value)| crate::catalog::Alias { alias, value }).collect()
+}
+
+/// The demo database's glossary (`data/aliases.json`, `terms`): business words for each column.
+pub fn terms() -> Vec<crate::catalog::Term> {
+    let extra: serde_json::Value = serde_json::from_str(ALIASES_JSON).expect("the compiled-in aliases.json is valid");
+    let mut out = Vec::new();
+    for (column, words) in extra["terms"].as_object().into_iter().flatten() {
+        for w in words.as_array().into_iter().flatten().filter_map(|w| w.as_str()) {
+            out.push(crate::catalog::Term { term: w.to_string(), column: column.clone() });
+        }
+    }
+    out
+}
+
 /// The schema, with the column comments the catalogue shows the model.
 pub const SCHEMA_SQL: &str = "CREATE TABLE sales (            -- one row per order line
   order_id   INTEGER PRIMARY KEY,

@@ -1,12 +1,22 @@
 //! Ask-Data (问数): business questions to SQL, numbers and charts.
 //!
-//! Built so far: the demo database ([`demo`]) and the SQL guard ([`guard`]). To come (issue 5):
-//! the schema catalogue, constrained generation, execution on a read-only connection with a time
-//! limit, charts, the evaluation set and `shovel demo askdata`.
+//! The pipeline ([`ask`]): the schema catalogue read from the live database ([`catalog`]), a
+//! prompt with the values the question names, the model's JSON reply, the SQL guard ([`guard`]),
+//! execution on a read-only connection under a time limit ([`exec`]), a chart as an ECharts option
+//! and as SVG ([`chart`]) and a one-sentence answer. The demo database ([`demo`]), the teaching
+//! and evaluation sets and their scoring ([`eval`]).
 #![warn(missing_docs)]
 
+pub mod ask;
+pub mod catalog;
+pub mod chart;
 pub mod demo;
+pub mod eval;
+pub mod exec;
 pub mod guard;
+pub mod period;
+pub mod service;
+pub mod source;
 
 /// Ask-Data errors.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +27,18 @@ pub enum Error {
     /// SQLite failed.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// A query ran past its time limit and was interrupted.
+    #[error("the query ran longer than {0:?} and was stopped")]
+    Timeout(std::time::Duration),
+    /// A query failed in the database.
+    #[error("{0}")]
+    Query(String),
+    /// A CSV file could not be imported.
+    #[error("{0}: {1}")]
+    Csv(std::path::PathBuf, String),
+    /// Something this build cannot do.
+    #[error("{0}")]
+    Unsupported(String),
     /// File I/O.
     #[error("{0}: {1}")]
     Io(std::path::PathBuf, std::io::Error),

@@ -16,7 +16,15 @@ struct RawConfig {
     server: RawServer,
     engine: RawEngine,
     train: RawTrain,
+    askdata: RawAskdata,
     pull: RawPull,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAskdata {
+    db: String,
+    model: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +95,10 @@ pub struct Config {
     pub checkpoint_every: usize,
     /// Fine-tuning: how the frozen base is multiplied.
     pub train_precision: shovel_train::Precision,
+    /// Ask-Data's database for the HTTP API (`demo`, a SQLite file, CSV files); `None`: off.
+    pub askdata_db: Option<String>,
+    /// Ask-Data's default model; `None`: askdata-smollm2 when registered, else the built-in one.
+    pub askdata_model: Option<String>,
     /// Python for pip.
     pub python: String,
     /// pip index URL.
@@ -213,6 +225,8 @@ fn validate(raw: RawConfig, home_env: Option<String>) -> Result<Config> {
         },
         threads: raw.engine.threads,
         checkpoint_every: raw.train.checkpoint_every,
+        askdata_db: Some(raw.askdata.db.trim().to_string()).filter(|s| !s.is_empty()),
+        askdata_model: Some(raw.askdata.model.trim().to_string()).filter(|s| !s.is_empty()),
         train_precision: match raw.train.precision.as_str() {
             "auto" => shovel_train::Precision::auto(),
             "bf16" if shovel_train::bf16::available() => shovel_train::Precision::Bf16,

@@ -17,6 +17,7 @@ fn limit_malloc_arenas() {
         }
     }
 }
+mod askdata_cli;
 mod pull;
 mod run;
 mod tune;
@@ -188,6 +189,33 @@ enum Cmd {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Ask a business question of a database: the model writes SQL and picks a chart, the
+    /// query runs read-only, and the result comes back as a table, a chart and one sentence.
+    Ask {
+        /// `demo` (the demo sales database), a SQLite file, CSV files (a.csv,b.csv), or a
+        /// PostgreSQL URL.
+        #[arg(long, default_value = "demo")]
+        db: String,
+        /// Model id (default: askdata-smollm2 when registered, else the built-in base).
+        #[arg(long)]
+        model: Option<String>,
+        /// Output: text for people, json for one object per question.
+        #[arg(long, value_enum, default_value = "text")]
+        format: askdata_cli::Format,
+        /// Write the chart to this file (.svg or .png).
+        #[arg(long)]
+        chart_out: Option<PathBuf>,
+        /// Answer every line of this file instead, printing one JSON object per line.
+        #[arg(long)]
+        questions: Option<PathBuf>,
+        /// The question.
+        question: Option<String>,
+    },
+    /// Guided demos of the platform.
+    Demo {
+        #[command(subcommand)]
+        cmd: DemoCmd,
+    },
     /// Ask-Data tools.
     Askdata {
         #[command(subcommand)]
@@ -214,6 +242,27 @@ enum AskdataCmd {
     DemoDb {
         /// Where to write it (must not exist).
         path: PathBuf,
+    },
+    /// Write the shipped Ask-Data teaching examples as chat JSONL for `shovel tune`, with the
+    /// prompt `shovel ask` uses on the demo database.
+    TeachData {
+        /// Output file.
+        path: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum DemoCmd {
+    /// Ask-Data end to end: evaluate the built-in model on the held-out questions, fine-tune it
+    /// on the shipped examples, evaluate again, show the showcase question before and after,
+    /// and register the tuned model as `askdata-smollm2`.
+    Askdata {
+        /// Directory for the training file, per-question results and charts.
+        #[arg(long, default_value = "askdata-demo")]
+        out: PathBuf,
+        /// Passes over the training examples.
+        #[arg(long, default_value_t = 3)]
+        epochs: usize,
     },
 }
 
@@ -464,7 +513,7 @@ async fn real_main() -> Result<()> {
             init_threads(&cfg);
             let req =
                 shovel_core::CreateJob { model, n_epochs: epochs, batch_size, learning_rate_multiplier: lr, lora_r, lora_alpha, max_length: max_len, seed: Some(seed), suffix, ..Default::default() };
-            tune_cli::tune(&cfg, req, &data, val.as_deref(), val_ratio, json).await
+            tune_cli::tune(&cfg, req, &data, val.as_deref(), val_ratio, json).await.map(|_| ())
         }
         Cmd::Export { id, format, quant, output } => {
             init_tracing("warn");
@@ -499,6 +548,22 @@ async fn real_main() -> Result<()> {
             shovel_askdata::demo::write_demo_db(&path).await?;
             println!("wrote the demo database to {} (tables: sales, sales_targets)", path.display());
             Ok(())
+        }
+        Cmd::Askdata { cmd: AskdataCmd::TeachData { path } } => {
+            init_tracing("warn");
+            let db = askdata_cli::open_db(&cfg, "demo").await?;
+            let lines: String = shovel_askdata::eval::train_set().iter().map(|e| shovel_askdata::ask::chat_example(&db.catalog, e).to_string() + "\n").collect();
+            std::fs::write(&path, lines).with_context(|| format!("writing {}", path.display()))?;
+            println!("wrote {} examples to {}", shovel_askdata::eval::train_set().len(), path.display());
+            Ok(())
+        }
+        Cmd::Ask { db, model, format, chart_out, questions, question } => {
+            init_tracing("warn");
+            askdata_cli::ask_cmd(&cfg, &db, model, format, chart_out, questions, question).await
+        }
+        Cmd::Demo { cmd: DemoCmd::Askdata { out, epochs } } => {
+            init_tracing("warn");
+            askdata_cli::demo(&cfg, &out, epochs).await
         }
         Cmd::Jobs { cmd } => {
             init_tracing("warn");
@@ -551,7 +616,17 @@ async fn serve(cfg: config::Config) -> Result<()> {
     let stop_training = worker.shutdown_flag();
     let worker_task = tokio::spawn(worker.run_forever());
     let ft = Arc::new(tune::FtService::new(store.clone(), files.clone(), cfg.checkpoint_every, running.clone()));
-    let state = shovel_server::AppState::new(engine).with_files(files).with_fine_tuning(ft);
+    let mut state = shovel_server::AppState::new(engine).with_files(files).with_fine_tuning(ft);
+    if let Some(db) = &cfg.askdata_db {
+        let model = match &cfg.askdata_model {
+            Some(m) => m.clone(),
+            None => askdata_cli::default_model(&store).await?,
+        };
+        let database = askdata_cli::open_db(&cfg, db).await?;
+        let feedback = cfg.home.join("askdata").join("feedback.jsonl");
+        tracing::info!(db, model, feedback = %feedback.display(), "Ask-Data API on /api/askdata");
+        state = state.with_askdata(Arc::new(shovel_askdata::service::AskData::new(database, ModelId::new(model), feedback)));
+    }
     let app = shovel_server::app(state, &shovel_server::ServerConfig { max_body_bytes: cfg.max_body_bytes, max_file_bytes: cfg.max_file_bytes });
     let addr = format!("{}:{}", cfg.host, cfg.port);
     let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;

@@ -70,8 +70,8 @@ async fn upload(files: &LocalFiles, path: &Path) -> Result<String> {
     Ok(f.id)
 }
 
-/// `shovel tune`.
-pub async fn tune(cfg: &Config, mut req: CreateJob, data: &Path, val: Option<&Path>, val_ratio: f64, json: bool) -> Result<()> {
+/// `shovel tune`; returns the new model's id.
+pub async fn tune(cfg: &Config, mut req: CreateJob, data: &Path, val: Option<&Path>, val_ratio: f64, json: bool) -> Result<String> {
     let store = crate::open_store(cfg).await?;
     crate::ensure_model(cfg, &store, &req.model).await?;
     let files = Arc::new(LocalFiles::new(store.clone(), cfg.files_dir()));
@@ -174,7 +174,7 @@ pub async fn tune(cfg: &Config, mut req: CreateJob, data: &Path, val: Option<&Pa
                 });
                 println!("{summary}");
             }
-            Ok(())
+            Ok(model)
         }
         JobStatus::Cancelled => {
             eprintln!("job {} cancelled", job.id);

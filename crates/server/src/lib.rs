@@ -3,6 +3,7 @@
 //! backend from `shovel_core::testing`, no model and no socket.
 #![warn(missing_docs)]
 
+mod askdata;
 pub mod dto;
 pub mod error;
 pub mod extract;
@@ -45,17 +46,25 @@ pub struct AppState {
     pub files: Option<Arc<dyn shovel_core::FileStore>>,
     /// Fine-tuning jobs, when a service is configured.
     pub fine_tuning: Option<Arc<dyn shovel_core::FineTuning>>,
+    /// Ask-Data, when a database is configured.
+    pub askdata: Option<Arc<shovel_askdata::service::AskData>>,
 }
 
 impl AppState {
     /// State over a backend.
     pub fn new(backend: Arc<dyn InferenceBackend>) -> Self {
-        AppState { backend, metrics: Arc::new(metrics::Metrics::default()), files: None, fine_tuning: None }
+        AppState { backend, metrics: Arc::new(metrics::Metrics::default()), files: None, fine_tuning: None, askdata: None }
     }
 
     /// Adds file storage.
     pub fn with_files(mut self, files: Arc<dyn shovel_core::FileStore>) -> Self {
         self.files = Some(files);
+        self
+    }
+
+    /// Adds Ask-Data over a database.
+    pub fn with_askdata(mut self, askdata: Arc<shovel_askdata::service::AskData>) -> Self {
+        self.askdata = Some(askdata);
         self
     }
 
@@ -109,6 +118,8 @@ pub fn app(state: AppState, config: &ServerConfig) -> Router {
         .route("/v1/fine_tuning/jobs/{id}/cancel", post(fine_tuning::cancel))
         .route("/v1/fine_tuning/jobs/{id}/events", get(fine_tuning::events))
         .route("/v1/fine_tuning/jobs/{id}/checkpoints", get(fine_tuning::checkpoints))
+        .route("/api/askdata/ask", post(askdata::ask))
+        .route("/api/askdata/feedback", post(askdata::feedback))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state)

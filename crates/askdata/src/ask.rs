@@ -1,0 +1,385 @@
+//! The pipeline: question -> prompt (schema + linked values) -> the model's JSON reply ->
+//! SQL guard -> read-only execution under a time limit -> chart -> a one-sentence answer.
+//!
+//! The same [`messages`] render the prompt at question time and the training examples
+//! ([`chat_example`]), so a fine-tuned model sees exactly what it was taught on.
+
+use crate::catalog::Catalog;
+use crate::chart::{self, ChartSpec, ChartType};
+use crate::exec::{self, Rows};
+use crate::guard;
+use serde::{Deserialize, Serialize};
+use shovel_core::{ChatMessage, Event, GenerateRequest, InferenceBackend, ModelId, Prompt, SamplingParams};
+use sqlx::SqliteConnection;
+use std::time::Duration;
+
+/// The system message: the schema and the reply format.
+pub fn system_prompt(catalog: &Catalog) -> String {
+    format!(
+        "SQLite tables:\n{}Answer with JSON: {{\"sql\":...,\"chart\":{{\"type\":line|bar|pie|table|number,\"x\":...,\"y\":...}}}} or {{\"error\":...}} if the tables cannot answer.",
+        catalog.schema_text()
+    )
+}
+
+/// The user message: the question, then what it names, normalised: the stored values (and
+/// where they are stored), the columns its business words name (the glossary), the period and
+/// how many top rows it wants.
+pub fn user_prompt(catalog: &Catalog, question: &str) -> String {
+    let links = catalog.link(question);
+    let mut s = question.trim().to_string();
+    if !links.is_empty() {
+        let v: Vec<String> = links
+            .iter()
+            .map(|l| match &l.alias {
+                Some(a) => format!("{}.{}='{}' ({a})", l.table, l.column, l.value),
+                None => format!("{}.{}='{}'", l.table, l.column, l.value),
+            })
+            .collect();
+        s.push_str("\nValues: ");
+        s.push_str(&v.join(", "));
+    }
+    let columns = catalog.link_columns(question);
+    if !columns.is_empty() {
+        let v: Vec<String> = columns.iter().map(|(c, w)| format!("{c} ({w})")).collect();
+        s.push_str("\nColumns: ");
+        s.push_str(&v.join(", "));
+    }
+    if let Some(p) = crate::period::find(question) {
+        s.push_str(&format!("\nPeriod: {p}"));
+    }
+    if let Some(n) = crate::period::top_n(question) {
+        s.push_str(&format!("\nTop: {n}"));
+    }
+    s
+}
+
+/// The conversation the model continues.
+pub fn messages(catalog: &Catalog, question: &str) -> Vec<ChatMessage> {
+    vec![ChatMessage { role: "system".into(), content: system_prompt(catalog) }, ChatMessage { role: "user".into(), content: user_prompt(catalog, question) }]
+}
+
+/// What the model replies: a query and a chart, or why it cannot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<String>,
+    /// The chart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartSpec>,
+    /// Why the tables cannot answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Reply {
+    /// Parses the first JSON object in `text` (text after it is ignored).
+    pub fn parse(text: &str) -> Option<Reply> {
+        let start = text.find('{')?;
+        let mut it = serde_json::Deserializer::from_str(&text[start..]).into_iter::<Reply>();
+        let r = it.next()?.ok()?;
+        (r.sql.is_some() || r.error.is_some()).then_some(r)
+    }
+}
+
+/// A labelled example: a question and the reply the model should give.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Example {
+    /// The question.
+    pub question: String,
+    /// The gold reply.
+    #[serde(flatten)]
+    pub reply: Reply,
+}
+
+/// One training example in chat JSONL form (`{"messages": [...]}`).
+pub fn chat_example(catalog: &Catalog, ex: &Example) -> serde_json::Value {
+    let mut msgs: Vec<serde_json::Value> = messages(catalog, &ex.question).into_iter().map(|m| serde_json::json!({"role": m.role, "content": m.content})).collect();
+    msgs.push(serde_json::json!({"role": "assistant", "content": serde_json::to_string(&ex.reply).expect("a reply serializes")}));
+    serde_json::json!({ "messages": msgs })
+}
+
+/// A connected database and its catalogue.
+pub struct Database {
+    /// Read-only connection.
+    pub conn: SqliteConnection,
+    /// Its catalogue.
+    pub catalog: Catalog,
+}
+
+/// How [`Answer::error`] starts when the model said the tables cannot answer the question.
+pub const DECLINED: &str = "outside the schema: ";
+
+/// Settings of one question.
+#[derive(Debug, Clone)]
+pub struct AskOptions {
+    /// Rows returned at most (the guard's LIMIT).
+    pub max_rows: u64,
+    /// Statement time limit.
+    pub timeout: Duration,
+    /// Tokens the model may write.
+    pub max_tokens: usize,
+}
+
+impl Default for AskOptions {
+    fn default() -> Self {
+        AskOptions { max_rows: 1000, timeout: Duration::from_secs(5), max_tokens: 256 }
+    }
+}
+
+/// The answer to a question, as the CLI prints it with `--format json` and the API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    /// The question.
+    pub question: String,
+    /// The query that ran (after the guard), if one did.
+    pub sql: Option<String>,
+    /// The chart, fitted to the result.
+    pub chart: Option<ChartSpec>,
+    /// Result columns.
+    pub columns: Vec<String>,
+    /// Result rows.
+    pub rows: Vec<Vec<serde_json::Value>>,
+    /// One sentence.
+    pub answer: String,
+    /// Why no result: the question is outside the schema, or the query was refused or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The Apache ECharts option for the chart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub echarts: Option<serde_json::Value>,
+    /// What the model wrote.
+    pub model_output: String,
+}
+
+impl Answer {
+    /// The model said the database cannot answer the question (rather than failing to).
+    pub fn declined(&self) -> bool {
+        self.sql.is_none() && self.error.as_deref().is_some_and(|e| e.starts_with(DECLINED))
+    }
+
+    fn failed(question: &str, output: String, sql: Option<String>, error: String, answer: String) -> Answer {
+        Answer { question: question.into(), sql, chart: None, columns: vec![], rows: vec![], answer, error: Some(error), echarts: None, model_output: output }
+    }
+
+    /// The chart as SVG, when there is one.
+    pub fn svg(&self) -> Option<String> {
+        let spec = self.chart.as_ref()?;
+        Some(chart::svg(spec, &Rows { columns: self.columns.clone(), rows: self.rows.clone() }))
+    }
+}
+
+/// Errors of the pipeline that are not answers (the model could not run).
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    /// The backend refused or failed.
+    #[error("{0}")]
+    Backend(#[from] shovel_core::BackendError),
+}
+
+fn is_chinese(s: &str) -> bool {
+    s.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c))
+}
+
+/// The model's reply to `question` (greedy, so the same model answers the same way).
+pub async fn generate(backend: &dyn InferenceBackend, model: &ModelId, catalog: &Catalog, question: &str, max_tokens: usize) -> Result<String, shovel_core::BackendError> {
+    let req = GenerateRequest {
+        model: model.clone(),
+        prompt: Prompt::Chat(messages(catalog, question)),
+        sampling: SamplingParams { temperature: 0.0, ..Default::default() },
+        max_tokens: Some(max_tokens),
+        stop: vec![],
+        top_logprobs: None,
+    };
+    let mut rx = backend.submit(req).await?;
+    let mut output = String::new();
+    let mut scan = ObjectEnd::default();
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Token { text, .. } => {
+                output.push_str(&text);
+                // The reply is one JSON object: once it closes, stop (dropping the stream
+                // cancels the sequence) instead of paying for whatever the model adds.
+                if scan.feed(&text) {
+                    break;
+                }
+            }
+            Event::Done { .. } => break,
+            Event::Error(e) => return Err(e),
+            Event::Started { .. } => {}
+        }
+    }
+    Ok(output)
+}
+
+/// Finds where the first top-level JSON object in a stream of text closes.
+#[derive(Default)]
+struct ObjectEnd {
+    depth: usize,
+    started: bool,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl ObjectEnd {
+    /// Feeds more text; true once the first object has closed.
+    fn feed(&mut self, text: &str) -> bool {
+        for c in text.chars() {
+            if self.in_string {
+                match (self.escaped, c) {
+                    (true, _) => self.escaped = false,
+                    (false, '\\') => self.escaped = true,
+                    (false, '"') => self.in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match c {
+                '"' if self.started => self.in_string = true,
+                '{' => {
+                    self.started = true;
+                    self.depth += 1;
+                }
+                '}' if self.started => {
+                    self.depth -= 1;
+                    if self.depth == 0 {
+                        return true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        false
+    }
+}
+
+/// Asks the model, then runs and charts its query.
+pub async fn ask(backend: &dyn InferenceBackend, model: &ModelId, db: &mut Database, question: &str, opts: &AskOptions) -> Result<Answer, AskError> {
+    let output = generate(backend, model, &db.catalog, question, opts.max_tokens).await?;
+    Ok(answer_reply(db, question, output, opts).await)
+}
+
+/// Runs the model's `output` for `question` through the guard, the database and the chart.
+pub async fn answer_reply(db: &mut Database, question: &str, output: String, opts: &AskOptions) -> Answer {
+    let zh = is_chinese(question);
+    let tables = db.catalog.table_names().join(", ");
+    let Some(reply) = Reply::parse(&output) else {
+        let msg = "the model did not reply with a query".to_string();
+        let a = if zh { "没能为这个问题生成查询,请换个问法。".into() } else { "I could not write a query for this question; try rephrasing it.".into() };
+        return Answer::failed(question, output, None, msg, a);
+    };
+    let Some(sql) = reply.sql.filter(|s| !s.trim().is_empty()) else {
+        let why = reply.error.unwrap_or_default();
+        let a = if zh { format!("数据库({tables})里没有能回答这个问题的数据:{why}") } else { format!("The database ({tables}) has no data to answer this: {why}") };
+        return Answer::failed(question, output, None, format!("{DECLINED}{why}"), a);
+    };
+    let guarded = match guard::check(&sql, &db.catalog.table_names(), opts.max_rows) {
+        Ok(s) => s,
+        Err(e) => {
+            let a = if zh { format!("这个查询不能执行:{e}") } else { format!("That query may not run: {e}") };
+            return Answer::failed(question, output, Some(sql), e.to_string(), a);
+        }
+    };
+    let rows = match exec::run(&mut db.conn, &guarded, opts.timeout).await {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = e.to_string();
+            let missing = msg.contains("no such column") || msg.contains("no such table");
+            let a = match (missing, zh) {
+                (true, true) => format!("数据库里没有问题所说的内容({msg})。可用的表:{}", db.catalog.schema_text().trim()),
+                (true, false) => format!("The database has nothing by that name ({msg}). Available: {}", db.catalog.schema_text().trim()),
+                (false, true) => format!("查询执行失败:{msg}"),
+                (false, false) => format!("The query failed: {msg}"),
+            };
+            return Answer::failed(question, output, Some(guarded), msg, a);
+        }
+    };
+    let spec = reply.chart.unwrap_or(ChartSpec { kind: ChartType::Table, x: None, y: None, series: None, title: String::new() });
+    let mut spec = spec.fit(&rows);
+    if spec.title.is_empty() {
+        spec.title = question.trim().chars().take(40).collect();
+    }
+    let sentence = sentence(&spec, &rows, zh);
+    let echarts = chart::echarts(&spec, &rows);
+    Answer { question: question.into(), sql: Some(guarded), chart: Some(spec), columns: rows.columns, rows: rows.rows, answer: sentence, error: None, echarts: Some(echarts), model_output: output }
+}
+
+fn fmt_num(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// One sentence summing the result up.
+fn sentence(spec: &ChartSpec, rows: &Rows, zh: bool) -> String {
+    if rows.rows.is_empty() {
+        return if zh { "没有符合条件的数据。".into() } else { "No rows match.".into() };
+    }
+    let col = |n: &Option<String>| n.as_ref().and_then(|n| rows.columns.iter().position(|c| c == n));
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.as_f64().map(fmt_num).unwrap_or_else(|| n.to_string()),
+        other => other.to_string(),
+    };
+    match (spec.kind, col(&spec.x), col(&spec.y)) {
+        (ChartType::Number, ..) | (_, None, _) | (_, _, None) if rows.rows.len() == 1 => {
+            let parts: Vec<String> = rows.columns.iter().zip(&rows.rows[0]).map(|(c, v)| format!("{c} {}", text(v))).collect();
+            if zh {
+                format!("结果:{}。", parts.join(","))
+            } else {
+                format!("Result: {}.", parts.join(", "))
+            }
+        }
+        (ChartType::Line | ChartType::Bar | ChartType::Pie, Some(xi), Some(yi)) if spec.series.is_none() => {
+            let vals: Vec<(String, f64)> = rows.rows.iter().map(|r| (text(&r[xi]), r[yi].as_f64().unwrap_or(0.0))).collect();
+            let total: f64 = vals.iter().map(|v| v.1).sum();
+            let max = vals.iter().cloned().fold(None::<(String, f64)>, |m, v| if m.as_ref().map_or(true, |m| v.1 > m.1) { Some(v) } else { m }).unwrap_or_default();
+            let min = vals.iter().cloned().fold(None::<(String, f64)>, |m, v| if m.as_ref().map_or(true, |m| v.1 < m.1) { Some(v) } else { m }).unwrap_or_default();
+            let y = spec.y.clone().unwrap_or_default();
+            if spec.kind == ChartType::Pie && total > 0.0 {
+                let pct = max.1 / total * 100.0;
+                return if zh { format!("{}占比最大,{y} {},占 {pct:.1}%。", max.0, fmt_num(max.1)) } else { format!("{} has the largest share: {y} {} ({pct:.1}%).", max.0, fmt_num(max.1)) };
+            }
+            if zh {
+                format!("共 {} 项,{y} 合计 {};最高 {}({}),最低 {}({})。", vals.len(), fmt_num(total), max.0, fmt_num(max.1), min.0, fmt_num(min.1))
+            } else {
+                format!("{} values of {y}, {} in total; highest {} ({}), lowest {} ({}).", vals.len(), fmt_num(total), max.0, fmt_num(max.1), min.0, fmt_num(min.1))
+            }
+        }
+        _ => {
+            if zh {
+                format!("共 {} 行结果。", rows.rows.len())
+            } else {
+                format!("{} rows.", rows.rows.len())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_object_is_found_closing_across_tokens() {
+        let mut s = ObjectEnd::default();
+        assert!(!s.feed("Here: {\"sql\":\"SELECT '}'"));
+        assert!(!s.feed(" AS \\\"x\", \"chart\":{\"type\":\"bar\"}"));
+        assert!(s.feed("} and more"));
+        let mut s = ObjectEnd::default();
+        assert!(!s.feed("no braces } here"));
+    }
+
+    #[test]
+    fn replies_parse_from_the_first_object_and_serialize_compactly() {
+        let r = Reply::parse("Sure: {\"sql\":\"SELECT 1\",\"chart\":{\"type\":\"number\"}} trailing").unwrap();
+        assert_eq!(r.sql.as_deref(), Some("SELECT 1"));
+        assert_eq!(r.chart.unwrap().kind, ChartType::Number);
+        assert!(Reply::parse("no json here").is_none());
+        assert!(Reply::parse("{\"chart\":{\"type\":\"line\"}}").is_none());
+        let ex: Example = serde_json::from_str(r#"{"question":"q","sql":"SELECT 1","chart":{"type":"bar","x":"a","y":"b"}}"#).unwrap();
+        assert_eq!(serde_json::to_string(&ex.reply).unwrap(), r#"{"sql":"SELECT 1","chart":{"type":"bar","x":"a","y":"b"}}"#);
+    }
+}

@@ -1,0 +1,348 @@
+//! The schema catalogue: what the model is told about a database, read from the live connection
+//! (tables, columns, types, the `-- comments` of each column in its `CREATE TABLE`, the distinct
+//! values of low-cardinality text columns) plus English aliases of values (`North China` for
+//! `华北`) where the database has them (the demo database's come from its dimensions).
+//!
+//! The prompt carries the schema in one compact line per table and, instead of every value of
+//! every column, only the values the question names ([`Catalog::link`]): a small model copies a
+//! value it is shown far more reliably than it recalls one, and the prompt stays short enough to
+//! fine-tune on in minutes.
+
+use crate::Result;
+use serde::{Deserialize, Serialize};
+use sqlx::{Row, SqliteConnection};
+
+/// Text columns with at most this many distinct values have them listed in the catalogue.
+pub const LOW_CARDINALITY: i64 = 60;
+
+/// One column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Column {
+    /// Name.
+    pub name: String,
+    /// Declared type (`TEXT`, `REAL`, ...).
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// The `-- comment` after the column in its `CREATE TABLE`, if any.
+    pub comment: Option<String>,
+    /// Every distinct value, for a low-cardinality text column.
+    pub values: Vec<String>,
+}
+
+/// One table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Table {
+    /// Name.
+    pub name: String,
+    /// Columns in declaration order.
+    pub columns: Vec<Column>,
+}
+
+/// Another name users give a value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alias {
+    /// What users type (`North China`).
+    pub alias: String,
+    /// The value in the database (`华北`).
+    pub value: String,
+}
+
+/// A business term and the column it names (`销售额` -> `sales.amount`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Term {
+    /// What users say.
+    pub term: String,
+    /// `table.column`.
+    pub column: String,
+}
+
+/// A value the question names, and where it lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Table.
+    pub table: String,
+    /// Column.
+    pub column: String,
+    /// The value as stored.
+    pub value: String,
+    /// The alias the question used, if it used one.
+    pub alias: Option<String>,
+}
+
+/// What the model may know of a database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Catalog {
+    /// Tables (internal `sqlite_*` tables excluded).
+    pub tables: Vec<Table>,
+    /// Aliases of values.
+    pub aliases: Vec<Alias>,
+    /// The glossary: terms naming columns. Column comments that start with a Chinese word
+    /// (`销售额, yuan`) add theirs.
+    #[serde(default)]
+    pub terms: Vec<Term>,
+}
+
+impl Catalog {
+    /// Reads the catalogue of the database behind `conn`.
+    pub async fn read(conn: &mut SqliteConnection) -> Result<Catalog> {
+        let rows = sqlx::query("SELECT name, sql FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' ORDER BY rowid").fetch_all(&mut *conn).await?;
+        let mut tables = Vec::new();
+        for r in rows {
+            let name: String = r.get("name");
+            let sql: Option<String> = r.get("sql");
+            let info = sqlx::query("SELECT name, type FROM pragma_table_info(?) ORDER BY cid").bind(&name).fetch_all(&mut *conn).await?;
+            let mut columns = Vec::new();
+            for c in info {
+                let col: String = c.get("name");
+                let ty: String = c.get("type");
+                let comment = sql.as_deref().and_then(|s| column_comment(s, &col));
+                let mut values = Vec::new();
+                if ty.to_uppercase().contains("TEXT") || ty.to_uppercase().contains("CHAR") || ty.is_empty() {
+                    let q = format!("SELECT COUNT(DISTINCT {c}) FROM {t}", c = quote(&col), t = quote(&name));
+                    let n: i64 = sqlx::query_scalar(&q).fetch_one(&mut *conn).await?;
+                    if n <= LOW_CARDINALITY {
+                        let q = format!("SELECT DISTINCT {c} FROM {t} WHERE {c} IS NOT NULL ORDER BY {c}", c = quote(&col), t = quote(&name));
+                        values = sqlx::query_scalar::<_, String>(&q).fetch_all(&mut *conn).await.unwrap_or_default();
+                    }
+                }
+                columns.push(Column { name: col, ty, comment, values });
+            }
+            tables.push(Table { name, columns });
+        }
+        let mut terms = Vec::new();
+        for t in &tables {
+            for c in &t.columns {
+                let first = c.comment.as_deref().and_then(|s| s.split([',', ' ']).next()).unwrap_or("");
+                if !first.is_empty() && first.chars().all(|ch| ('\u{4e00}'..='\u{9fff}').contains(&ch)) {
+                    terms.push(Term { term: first.to_string(), column: format!("{}.{}", t.name, c.name) });
+                }
+            }
+        }
+        Ok(Catalog { tables, aliases: Vec::new(), terms })
+    }
+
+    /// Table names, for the SQL guard.
+    pub fn table_names(&self) -> Vec<String> {
+        self.tables.iter().map(|t| t.name.clone()).collect()
+    }
+
+    /// Looks a table up by name (case-insensitive).
+    pub fn table(&self, name: &str) -> Option<&Table> {
+        self.tables.iter().find(|t| t.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The schema as the prompt shows it: one line per table, each column with its type unless
+    /// text, and its comment (with the comment's `--` and long value lists dropped).
+    pub fn schema_text(&self) -> String {
+        let mut out = String::new();
+        for t in &self.tables {
+            let cols: Vec<String> = t
+                .columns
+                .iter()
+                .map(|c| {
+                    let mut s = c.name.clone();
+                    let ty = c.ty.to_uppercase();
+                    if !ty.contains("TEXT") && !ty.is_empty() {
+                        s.push(' ');
+                        s.push_str(&ty);
+                    }
+                    if let Some(note) = c.comment.as_deref().map(short_comment).filter(|n| !n.is_empty()) {
+                        s.push(' ');
+                        s.push_str(&note);
+                    }
+                    s
+                })
+                .collect();
+            out.push_str(&format!("{}({})\n", t.name, cols.join(", ")));
+        }
+        out
+    }
+
+    /// The values `question` names, longest match first and without overlaps, each once, found
+    /// among the listed values of every column and the aliases (case-insensitive for aliases). A
+    /// value stored in several columns is linked to the first (coarsest) one: `北京` is a
+    /// province before it is a city.
+    pub fn link(&self, question: &str) -> Vec<Link> {
+        // (needle, value, alias?)
+        let mut needles: Vec<(String, String, Option<String>)> = Vec::new();
+        for t in &self.tables {
+            for c in &t.columns {
+                for v in &c.values {
+                    if !v.trim().is_empty() {
+                        needles.push((v.clone(), v.clone(), None));
+                    }
+                }
+            }
+        }
+        for a in &self.aliases {
+            needles.push((a.alias.to_ascii_lowercase(), a.value.clone(), Some(a.alias.clone())));
+        }
+        needles.sort_by(|a, b| b.0.chars().count().cmp(&a.0.chars().count()).then(a.0.cmp(&b.0)));
+        // ASCII-only lowering keeps byte offsets equal between the two haystacks.
+        let lower = question.to_ascii_lowercase();
+        let mut taken = vec![false; lower.len()];
+        let mut found: Vec<(usize, String, Option<String>)> = Vec::new();
+        for (needle, value, alias) in needles {
+            let hay = if alias.is_some() { &lower } else { question };
+            let mut start = 0;
+            while let Some(pos) = hay[start..].find(&needle) {
+                let at = start + pos;
+                let end = at + needle.len();
+                // Aliases are words: "East China" must not match inside "Northeast China".
+                let word_ok = alias.is_none() || is_word(hay, at, end);
+                if word_ok && end <= taken.len() && !taken[at..end].iter().any(|t| *t) {
+                    taken[at..end].iter_mut().for_each(|t| *t = true);
+                    found.push((at, value.clone(), alias.clone()));
+                }
+                start = end;
+            }
+        }
+        found.sort_by_key(|f| f.0);
+        let mut links: Vec<Link> = Vec::new();
+        for (_, value, alias) in found {
+            if links.iter().any(|l| l.value == value) {
+                continue;
+            }
+            let home = self.tables.iter().flat_map(|t| t.columns.iter().map(move |c| (t, c))).find(|(_, c)| c.values.contains(&value));
+            if let Some((t, c)) = home {
+                links.push(Link { table: t.name.clone(), column: c.name.clone(), value, alias });
+            }
+        }
+        links
+    }
+}
+
+impl Catalog {
+    /// The columns the question's words name through the glossary, in the order the question
+    /// names them, each once, with the words that named it.
+    pub fn link_columns(&self, question: &str) -> Vec<(String, String)> {
+        let lower = question.to_ascii_lowercase();
+        let mut terms: Vec<&Term> = self.terms.iter().collect();
+        terms.sort_by(|a, b| b.term.chars().count().cmp(&a.term.chars().count()).then(a.term.cmp(&b.term)));
+        let mut taken = vec![false; lower.len()];
+        let mut found: Vec<(usize, String, String)> = Vec::new();
+        for t in terms {
+            let needle = t.term.to_ascii_lowercase();
+            let ascii = needle.is_ascii();
+            let mut start = 0;
+            while let Some(pos) = lower[start..].find(&needle) {
+                let (at, end) = (start + pos, start + pos + needle.len());
+                start = end;
+                let word_ok = !ascii || is_word(&lower, at, end);
+                if word_ok && !taken[at..end].iter().any(|x| *x) {
+                    taken[at..end].iter_mut().for_each(|x| *x = true);
+                    found.push((at, t.column.clone(), question[at..end].to_string()));
+                }
+            }
+        }
+        found.sort_by_key(|f| f.0);
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (_, col, word) in found {
+            if !out.iter().any(|(c, _)| *c == col) {
+                out.push((col, word));
+            }
+        }
+        out
+    }
+}
+
+/// Whether `hay[at..end]` is a whole word (an English plural `s`/`es` allowed after it), so
+/// "East China" does not match inside "Northeast China" but "projector" matches "projectors".
+fn is_word(hay: &str, at: usize, end: usize) -> bool {
+    let alnum = |c: char| c.is_ascii_alphanumeric();
+    let before = hay[..at].chars().next_back().is_some_and(alnum);
+    let rest = &hay[end..];
+    let rest = rest.strip_prefix("es").filter(|r| !r.starts_with(alnum)).or_else(|| rest.strip_prefix('s')).unwrap_or(rest);
+    !before && !rest.starts_with(alnum)
+}
+
+/// `name` quoted as an SQL identifier.
+pub fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The `-- comment` on the line declaring `column` in a `CREATE TABLE` statement.
+fn column_comment(create_sql: &str, column: &str) -> Option<String> {
+    for line in create_sql.lines() {
+        let Some((decl, comment)) = line.split_once("--") else { continue };
+        let first = decl.trim().trim_start_matches('(').split_whitespace().next().unwrap_or("");
+        if first.trim_matches(['"', '`', '[', ']']) == column {
+            return Some(comment.trim().to_string());
+        }
+    }
+    None
+}
+
+/// A comment without enumerations of values (those reach the prompt through linking): keeps
+/// formats, units and translations ("'YYYY-MM-DD', 2018-01-01 .. 2020-12-31", "销售额, yuan").
+fn short_comment(c: &str) -> String {
+    let has_cjk_list = c.split_whitespace().filter(|w| w.chars().all(|ch| ('\u{4e00}'..='\u{9fff}').contains(&ch))).count() >= 2;
+    if has_cjk_list || c.starts_with("e.g.") {
+        return String::new();
+    }
+    c.split(',').next().unwrap_or("").trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::ConnectOptions;
+
+    async fn demo() -> (tempfile::TempDir, Catalog) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("demo.db");
+        crate::demo::write_demo_db(&path).await.unwrap();
+        let mut c = SqliteConnectOptions::new().filename(&path).read_only(true).connect().await.unwrap();
+        let mut cat = Catalog::read(&mut c).await.unwrap();
+        cat.aliases = crate::demo::aliases();
+        cat.terms.extend(crate::demo::terms());
+        (dir, cat)
+    }
+
+    #[tokio::test]
+    async fn the_catalogue_reads_tables_types_comments_and_values_from_the_database() {
+        let (_d, cat) = demo().await;
+        assert_eq!(cat.table_names(), vec!["sales", "sales_targets"]);
+        let sales = cat.table("SALES").unwrap();
+        let region = sales.columns.iter().find(|c| c.name == "region").unwrap();
+        assert_eq!(region.values.len(), 7);
+        let amount = sales.columns.iter().find(|c| c.name == "amount").unwrap();
+        assert_eq!(amount.ty, "REAL");
+        assert_eq!(amount.comment.as_deref(), Some("销售额, yuan, 2 decimals, > 0"));
+        assert!(amount.values.is_empty());
+        let text = cat.schema_text();
+        assert!(text.starts_with("sales(order_id INTEGER, order_date 'YYYY-MM-DD', region, province, city, category, product, channel, quantity INTEGER units"), "{text}");
+        assert!(text.contains("amount REAL 销售额") && text.contains("sales_targets(region, month 'YYYY-MM', target REAL yuan)"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn linking_finds_named_values_and_aliases() {
+        let (_d, cat) = demo().await;
+        let l = cat.link("华北地区2019年3-5月的销售额,用折线图来表示");
+        assert_eq!(l, vec![Link { table: "sales".into(), column: "region".into(), value: "华北".into(), alias: None }]);
+        let l = cat.link("Monthly sales in north china vs Northeast China for office supplies, online");
+        let got: Vec<(&str, &str)> = l.iter().map(|l| (l.column.as_str(), l.value.as_str())).collect();
+        assert_eq!(got, vec![("region", "华北"), ("region", "东北"), ("category", "办公用品"), ("channel", "线上")]);
+        // 北京 is a province first; 深圳 only a city; 笔记本电脑 a product.
+        let l = cat.link("北京和深圳的笔记本电脑销量");
+        let got: Vec<(&str, &str)> = l.iter().map(|l| (l.column.as_str(), l.value.as_str())).collect();
+        assert_eq!(got, vec![("province", "北京"), ("city", "深圳"), ("product", "笔记本电脑")]);
+        assert!(cat.link("员工的工资是多少").is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_glossary_links_words_to_columns() {
+        let (_d, cat) = demo().await;
+        // Column comments give 销售额 and 利润 on their own.
+        assert!(cat.terms.iter().any(|t| t.term == "销售额" && t.column == "sales.amount"));
+        let got = cat.link_columns("2019年全年华中地区卖了多少钱?");
+        assert_eq!(got, vec![("sales.region".to_string(), "地区".to_string()), ("sales.amount".to_string(), "卖了多少钱".to_string())]);
+        let got: Vec<String> = cat.link_columns("Top 5 cities by units sold, online vs offline").into_iter().map(|c| c.0).collect();
+        assert_eq!(got, vec!["sales.city", "sales.quantity", "sales.channel"]);
+        // Words inside other words do not count.
+        assert!(cat.link_columns("salesman").is_empty());
+        let l = cat.link("monthly turnover for projectors and laptops");
+        assert_eq!(l.iter().map(|l| l.value.as_str()).collect::<Vec<_>>(), vec!["投影仪", "笔记本电脑"]);
+    }
+}

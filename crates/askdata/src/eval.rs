@@ -1,0 +1,216 @@
+//! The teaching set and the evaluation set, shipped in the binary, and execution-accuracy
+//! scoring: a predicted query is right when its result, as a multiset of rows (numbers rounded
+//! to 2 decimals, a row's values compared as a multiset so column order does not matter), equals
+//! the gold query's; the chart is right when its type is the gold one. A question the schema
+//! cannot answer is right when the model says so instead of writing a query.
+
+use crate::ask::{Answer, Example};
+use crate::exec::{self, Rows};
+use serde::Serialize;
+use sqlx::SqliteConnection;
+use std::time::Duration;
+
+/// The labelled training examples (question, gold SQL, gold chart), Chinese and English.
+pub const TRAIN_JSONL: &str = include_str!("../data/train.jsonl");
+/// The evaluation questions with gold SQL; none is a paraphrase of a training example.
+pub const EVAL_JSONL: &str = include_str!("../data/eval.jsonl");
+
+/// Parses a JSONL file of examples.
+pub fn parse_examples(text: &str) -> Result<Vec<Example>, String> {
+    text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1))).collect()
+}
+
+/// The training set.
+pub fn train_set() -> Vec<Example> {
+    parse_examples(TRAIN_JSONL).expect("the compiled-in training set parses")
+}
+
+/// The evaluation set.
+pub fn eval_set() -> Vec<Example> {
+    parse_examples(EVAL_JSONL).expect("the compiled-in evaluation set parses")
+}
+
+/// A result in comparable form: each row's values as sorted strings, rows sorted.
+pub fn canonical(rows: &Rows) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = rows
+        .rows
+        .iter()
+        .map(|r| {
+            let mut v: Vec<String> = r
+                .iter()
+                .map(|x| match x {
+                    serde_json::Value::Number(n) => {
+                        let f = n.as_f64().unwrap_or(0.0);
+                        let r = (f * 100.0).round() / 100.0;
+                        format!("{:.2}", if r == 0.0 { 0.0 } else { r })
+                    }
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            v.sort();
+            v
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// How one question went.
+#[derive(Debug, Clone, Serialize)]
+pub struct Graded {
+    /// The question.
+    pub question: String,
+    /// Same result as the gold query (or a correct refusal).
+    pub exec_ok: bool,
+    /// Same chart type as the gold one (or a correct refusal).
+    pub chart_ok: bool,
+    /// What went wrong, if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A whole set's score.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Score {
+    /// Questions.
+    pub n: usize,
+    /// Right result.
+    pub exec_ok: usize,
+    /// Right chart type.
+    pub chart_ok: usize,
+    /// Both right.
+    pub both_ok: usize,
+}
+
+impl Score {
+    /// Execution accuracy, in percent.
+    pub fn exec_pct(&self) -> f64 {
+        100.0 * self.exec_ok as f64 / self.n.max(1) as f64
+    }
+    /// Right result and chart, in percent.
+    pub fn both_pct(&self) -> f64 {
+        100.0 * self.both_ok as f64 / self.n.max(1) as f64
+    }
+    /// Chart-type accuracy, in percent.
+    pub fn chart_pct(&self) -> f64 {
+        100.0 * self.chart_ok as f64 / self.n.max(1) as f64
+    }
+}
+
+/// Grades `answer` against `gold`, running the gold query on `conn`.
+pub async fn grade(conn: &mut SqliteConnection, gold: &Example, answer: &Answer) -> Graded {
+    let q = gold.question.clone();
+    let Some(gold_sql) = &gold.reply.sql else {
+        let ok = answer.declined();
+        return Graded { question: q, exec_ok: ok, chart_ok: ok, note: (!ok).then(|| "expected a refusal".to_string()) };
+    };
+    let Some(_) = &answer.sql else {
+        return Graded { question: q, exec_ok: false, chart_ok: false, note: answer.error.clone() };
+    };
+    if let Some(e) = &answer.error {
+        return Graded { question: q, exec_ok: false, chart_ok: false, note: Some(e.clone()) };
+    }
+    let want = match exec::run(conn, gold_sql, Duration::from_secs(30)).await {
+        Ok(r) => r,
+        Err(e) => return Graded { question: q, exec_ok: false, chart_ok: false, note: Some(format!("gold query failed: {e}")) },
+    };
+    let got = Rows { columns: answer.columns.clone(), rows: answer.rows.clone() };
+    let exec_ok = canonical(&want) == canonical(&got);
+    let gold_chart = gold.reply.chart.as_ref().map(|c| c.kind);
+    let chart_ok = answer.chart.as_ref().map(|c| c.kind) == gold_chart;
+    let note = match (exec_ok, chart_ok) {
+        (true, true) => None,
+        (false, _) => Some(format!("result differs ({} rows, gold {})", got.rows.len(), want.rows.len())),
+        (true, false) => Some(format!("chart {:?}, gold {:?}", answer.chart.as_ref().map(|c| c.kind), gold_chart)),
+    };
+    Graded { question: q, exec_ok, chart_ok, note }
+}
+
+/// Sums graded questions up.
+pub fn score(graded: &[Graded]) -> Score {
+    Score {
+        n: graded.len(),
+        exec_ok: graded.iter().filter(|g| g.exec_ok).count(),
+        chart_ok: graded.iter().filter(|g| g.chart_ok).count(),
+        both_ok: graded.iter().filter(|g| g.exec_ok && g.chart_ok).count(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ask::{answer_reply, AskOptions, Database};
+    use crate::catalog::Catalog;
+
+    #[test]
+    fn canonical_form_ignores_row_and_column_order_and_rounds() {
+        let a = Rows { columns: vec!["m".into(), "v".into()], rows: vec![vec!["a".into(), 1.004.into()], vec!["b".into(), 2.into()]] };
+        let b = Rows { columns: vec!["v".into(), "m".into()], rows: vec![vec![2.0.into(), "b".into()], vec![1.0.into(), "a".into()]] };
+        assert_eq!(canonical(&a), canonical(&b));
+        let c = Rows { columns: vec!["m".into(), "v".into()], rows: vec![vec!["a".into(), 1.02.into()], vec!["b".into(), 2.into()]] };
+        assert_ne!(canonical(&a), canonical(&c));
+    }
+
+    /// Every gold query passes the guard and returns rows on the demo database; the gold reply,
+    /// run through the pipeline, grades as right (so the scorer and the data agree); the sets are
+    /// big enough, bilingual, and no evaluation question is a training question.
+    #[tokio::test]
+    async fn the_shipped_sets_are_consistent_with_the_demo_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("demo.db");
+        crate::demo::write_demo_db(&path).await.unwrap();
+        let mut conn = exec::open_read_only(&path).await.unwrap();
+        let mut catalog = Catalog::read(&mut conn).await.unwrap();
+        catalog.aliases = crate::demo::aliases();
+        catalog.terms.extend(crate::demo::terms());
+        let mut db = Database { conn, catalog };
+        let mut gold_conn = exec::open_read_only(&path).await.unwrap();
+        let train = train_set();
+        let eval = eval_set();
+        assert!(train.len() >= 100, "{} training examples", train.len());
+        assert!(eval.len() >= 40, "{} evaluation questions", eval.len());
+        assert!(train.iter().any(|e| e.question == "华北地区2019年3-5月的销售额,用折线图来表示"));
+        for set in [&train, &eval] {
+            assert!(set.iter().filter(|e| e.question.is_ascii()).count() >= set.len() / 5, "too few English questions");
+            assert!(set.iter().filter(|e| !e.question.is_ascii()).count() >= set.len() / 2, "too few Chinese questions");
+        }
+        let train_q: std::collections::HashSet<&str> = train.iter().map(|e| e.question.as_str()).collect();
+        for e in eval.iter().chain(&train) {
+            let out = serde_json::to_string(&e.reply).unwrap();
+            let a = answer_reply(&mut db, &e.question, out, &AskOptions::default()).await;
+            if e.reply.sql.is_some() {
+                assert!(a.error.is_none(), "{}: {:?}", e.question, a.error);
+                assert!(!a.rows.is_empty(), "{}: no rows", e.question);
+                assert_eq!(a.chart.as_ref().map(|c| c.kind), e.reply.chart.as_ref().map(|c| c.kind), "{}: chart changed by fit", e.question);
+            }
+            let g = grade(&mut gold_conn, e, &a).await;
+            assert!(g.exec_ok && g.chart_ok, "{}: {:?}", e.question, g.note);
+        }
+        // The period hint agrees with the gold query's dates, for every question that has one.
+        for e in eval.iter().chain(&train) {
+            let Some(sql) = &e.reply.sql else { continue };
+            let want = match crate::period::find(&e.question) {
+                Some(crate::period::Period::Year(y)) => format!("='{y}'"),
+                Some(crate::period::Period::Month(y, m)) => format!("='{y}-{m:02}'"),
+                Some(crate::period::Period::Range((y1, m1), (y2, m2))) => format!("BETWEEN '{y1}-{m1:02}' AND '{y2}-{m2:02}'"),
+                None => {
+                    assert!(!sql.contains("BETWEEN '") && !sql.contains(",1,4)='") && !sql.contains(",1,7)='"), "{}: no period found for {sql}", e.question);
+                    continue;
+                }
+            };
+            assert!(sql.contains(&want), "{}: period hint {want} not in {sql}", e.question);
+        }
+        // So does the top-n hint.
+        for e in eval.iter().chain(&train) {
+            let Some(sql) = &e.reply.sql else { continue };
+            match crate::period::top_n(&e.question) {
+                Some(n) => assert!(sql.ends_with(&format!("LIMIT {n}")), "{}: Top {n} but {sql}", e.question),
+                None => assert!(!sql.contains("LIMIT"), "{}: no top-n found for {sql}", e.question),
+            }
+        }
+        for e in &eval {
+            assert!(!train_q.contains(e.question.as_str()), "evaluation question in the training set: {}", e.question);
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Time expressions in a question, normalised: "2019年3-5月", "2020年上半年", "Q4 2020", "from
+//! March to May 2019", "2018年12月", "in 2019" become a year, a month or a range of months. The
+//! prompt carries the result (`Period: 2019-03 to 2019-05`), so the model copies months instead of
+//! working out calendars; production text-to-SQL systems normalise dates the same way.
+
+use regex::Regex;
+use std::fmt;
+use std::sync::LazyLock;
+
+/// A period a question names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    /// A whole year.
+    Year(u16),
+    /// One month of a year.
+    Month(u16, u8),
+    /// Months from (year, month) to (year, month), inclusive.
+    Range((u16, u8), (u16, u8)),
+}
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Period::Year(y) => write!(f, "{y}"),
+            Period::Month(y, m) => write!(f, "{y}-{m:02}"),
+            Period::Range((y1, m1), (y2, m2)) => write!(f, "{y1}-{m1:02} to {y2}-{m2:02}"),
+        }
+    }
+}
+
+const EN_MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+
+fn zh_number(s: &str) -> Option<u8> {
+    if let Ok(n) = s.parse::<u8>() {
+        return Some(n);
+    }
+    let digit = |c: char| "一二三四五六七八九".find(c).map(|i| (i / 3) as u8 + 1);
+    let cs: Vec<char> = s.chars().collect();
+    match cs.as_slice() {
+        ['十'] => Some(10),
+        ['十', d] => digit(*d).map(|d| 10 + d),
+        [d] => digit(*d),
+        _ => None,
+    }
+}
+
+fn en_month(s: &str) -> Option<u8> {
+    let s = s.to_ascii_lowercase();
+    EN_MONTHS.iter().position(|m| s.starts_with(m)).map(|i| i as u8 + 1)
+}
+
+fn quarter(y: u16, q: u8) -> Option<Period> {
+    (1..=4).contains(&q).then(|| Period::Range((y, 3 * q - 2), (y, 3 * q)))
+}
+
+fn range(y1: u16, m1: u8, y2: u16, m2: u8) -> Option<Period> {
+    let ok = (1..=12).contains(&m1) && (1..=12).contains(&m2) && (y1, m1) <= (y2, m2);
+    ok.then(|| if (y1, m1) == (y2, m2) { Period::Month(y1, m1) } else { Period::Range((y1, m1), (y2, m2)) })
+}
+
+const MONTH_EN: &str = r"(jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)";
+const NUM_ZH: &str = r"(\d{1,2}|十[一二]?|[一二三四五六七八九])";
+
+struct Rule {
+    re: Regex,
+    make: fn(&regex::Captures) -> Option<Period>,
+}
+
+fn y(c: &regex::Captures, i: usize) -> u16 {
+    c[i].parse().unwrap_or(0)
+}
+
+static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
+    let r = |p: String, make: fn(&regex::Captures) -> Option<Period>| Rule { re: Regex::new(&format!("(?i){p}")).expect("valid period pattern"), make };
+    vec![
+        // 2018年3月到2019年2月, 2018-2019年
+        r(format!(r"(\d{{4}})年{NUM_ZH}月?\s*(?:-|~|到|至)\s*(\d{{4}})年{NUM_ZH}月"), |c| range(y(c, 1), zh_number(&c[2])?, y(c, 3), zh_number(&c[4])?)),
+        r(r"(\d{4})\s*(?:-|~|到|至)\s*(\d{4})\s*年".into(), |c| range(y(c, 1), 1, y(c, 2), 12)),
+        // 2019年3-5月, 2019年3月到5月, 2019年三至五月
+        r(format!(r"(\d{{4}})\s*年\s*{NUM_ZH}\s*月?\s*(?:-|~|到|至)\s*{NUM_ZH}\s*月"), |c| range(y(c, 1), zh_number(&c[2])?, y(c, 1), zh_number(&c[3])?)),
+        // 2019年第二季度, 2019年Q2, 2019年二季度
+        r(r"(\d{4})\s*年\s*(?:第)?\s*([1-4一二三四])\s*季度".into(), |c| quarter(y(c, 1), zh_number(&c[2])?)),
+        r(r"(\d{4})\s*年?\s*q([1-4])(?:\D|$)".into(), |c| quarter(y(c, 1), c[2].parse().ok()?)),
+        r(r"\bq([1-4])\s*(?:of\s*)?(\d{4})".into(), |c| quarter(y(c, 2), c[1].parse().ok()?)),
+        r(r"\b(first|second|third|fourth|1st|2nd|3rd|4th)\s+quarter\s+(?:of\s+)?(\d{4})".into(), |c| {
+            let q = match &c[1].to_ascii_lowercase()[..] {
+                "first" | "1st" => 1,
+                "second" | "2nd" => 2,
+                "third" | "3rd" => 3,
+                _ => 4,
+            };
+            quarter(y(c, 2), q)
+        }),
+        // 上半年 / first half
+        r(r"(\d{4})\s*年\s*([上下])半年".into(), |c| if &c[2] == "上" { range(y(c, 1), 1, y(c, 1), 6) } else { range(y(c, 1), 7, y(c, 1), 12) }),
+        r(r"\b(first|second)\s+half\s+(?:of\s+)?(\d{4})".into(), |c| if c[1].eq_ignore_ascii_case("first") { range(y(c, 2), 1, y(c, 2), 6) } else { range(y(c, 2), 7, y(c, 2), 12) }),
+        r(r"\bh([12])\s*(\d{4})".into(), |c| if &c[1] == "1" { range(y(c, 2), 1, y(c, 2), 6) } else { range(y(c, 2), 7, y(c, 2), 12) }),
+        // from March to May 2019, March-May 2019, between March and May 2019
+        r(format!(r"\b{MONTH_EN}\s*(?:-|–|to|through|until|and)\s*{MONTH_EN}\s*,?\s*(?:of\s+)?(\d{{4}})"), |c| range(y(c, 3), en_month(&c[1])?, y(c, 3), en_month(&c[2])?)),
+        // 2019年3月, March 2019, 2019-03
+        r(format!(r"(\d{{4}})\s*年\s*{NUM_ZH}\s*月"), |c| range(y(c, 1), zh_number(&c[2])?, y(c, 1), zh_number(&c[2])?)),
+        r(format!(r"\b{MONTH_EN}\s*,?\s*(?:of\s+)?(\d{{4}})"), |c| range(y(c, 2), en_month(&c[1])?, y(c, 2), en_month(&c[1])?)),
+        r(r"\b(\d{4})-(\d{2})\b".into(), |c| range(y(c, 1), c[2].parse().ok()?, y(c, 1), c[2].parse().ok()?)),
+        // 2019年, in 2019, 2019 alone
+        r(r"(?:^|[^\d])((?:19|20)\d{2})(?:[^\d-]|$)".into(), |c| Some(Period::Year(y(c, 1)))),
+    ]
+});
+
+/// The first period `question` names, most specific pattern first.
+pub fn find(question: &str) -> Option<Period> {
+    RULES.iter().find_map(|r| r.re.captures(question).and_then(|c| (r.make)(&c)))
+}
+
+static TOP: LazyLock<Vec<Regex>> = LazyLock::new(|| {
+    [
+        r"前\s*(\d{1,2}|[一二三四五六七八九十]{1,2})\s*(?:名|个|位|大|$|的)",
+        r"(?:最高|最多|最大|最好|最低|最少)的?\s*(\d{1,2}|[一二三四五六七八九十]{1,2})\s*(?:个|名|位|大)",
+        r"(?i)\btop\s*(\d{1,2})\b",
+        r"(?i)\b(?:best|which|the)\s+(\d{1,2})\s+[a-z]",
+    ]
+    .iter()
+    .map(|p| Regex::new(p).expect("valid top-n pattern"))
+    .collect()
+});
+
+/// How many leading rows the question asks for ("前五个产品", "top 3 cities", "the 10
+/// provinces with the most ..."), if it asks.
+pub fn top_n(question: &str) -> Option<u32> {
+    TOP.iter().find_map(|re| re.captures(question)).and_then(|c| zh_number(&c[1]).map(u32::from)).filter(|&n| n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Period::*;
+
+    #[test]
+    fn chinese_and_english_periods_normalise() {
+        let cases: &[(&str, Option<Period>)] = &[
+            ("华北地区2019年3-5月的销售额,用折线图来表示", Some(Range((2019, 3), (2019, 5)))),
+            ("华东地区2020年1-6月每个月的销售额", Some(Range((2020, 1), (2020, 6)))),
+            ("2019年三月到五月", Some(Range((2019, 3), (2019, 5)))),
+            ("东北地区2018年Q4的月度销售目标", Some(Range((2018, 10), (2018, 12)))),
+            ("西南地区2018年下半年销售额", Some(Range((2018, 7), (2018, 12)))),
+            ("2020年上半年", Some(Range((2020, 1), (2020, 6)))),
+            ("比较2019年第一季度三个品类的利润", Some(Range((2019, 1), (2019, 3)))),
+            ("东北地区2018年第四季度的销售目标", Some(Range((2018, 10), (2018, 12)))),
+            ("2018年12月线下渠道的订单有几笔", Some(Month(2018, 12))),
+            ("2019年全年华中地区卖了多少钱?", Some(Year(2019))),
+            ("2018-2019年各地区销售额", Some(Range((2018, 1), (2019, 12)))),
+            ("How much revenue did South China bring in during Q4 2020?", Some(Range((2020, 10), (2020, 12)))),
+            ("average order amount per channel in Q1 2020?", Some(Range((2020, 1), (2020, 3)))),
+            ("Line chart for Northwest China from June to September 2020", Some(Range((2020, 6), (2020, 9)))),
+            ("in the second half of 2018", Some(Range((2018, 7), (2018, 12)))),
+            ("the first quarter of 2019", Some(Range((2019, 1), (2019, 3)))),
+            ("Total sales in November 2018", Some(Month(2018, 11))),
+            ("Each category's monthly revenue through 2018", Some(Year(2018))),
+            ("上海这三年每年的销售额", None),
+            ("Orders per year in Central China", None),
+            ("Top 10 products", None),
+        ];
+        for (q, want) in cases {
+            assert_eq!(find(q), *want, "{q}");
+        }
+        assert_eq!(Range((2019, 3), (2019, 5)).to_string(), "2019-03 to 2019-05");
+        assert_eq!(Month(2018, 12).to_string(), "2018-12");
+        assert_eq!(Year(2019).to_string(), "2019");
+        for (q, n) in [
+            ("2020年卖得最好的前五个产品", Some(5)),
+            ("华南地区2019年利润排前三的城市", Some(3)),
+            ("销售额排名前10的城市", Some(10)),
+            ("Top 5 cities by revenue", Some(5)),
+            ("The 10 provinces with the most units sold in 2018", Some(10)),
+            ("Which 3 products sold best?", Some(3)),
+            ("Best 3 cities for electronics", Some(3)),
+            ("Sales in 2019 by region", None),
+            ("前年的销售额", None),
+            ("销售金额最高的10个省份", Some(10)),
+        ] {
+            assert_eq!(top_n(q), n, "{q}");
+        }
+        // Impossible months are not periods.
+        assert_eq!(find("2019年13月"), Some(Year(2019)));
+    }
+}

@@ -1,0 +1,105 @@
+"""Ask-Data through the real server and the real CLI with the built-in model: the HTTP API's
+shape, feedback turned into a dataset `shovel data check` accepts, and the attack corpus asked of
+the real model never changing the database (hashed before and after) or hanging."""
+
+import concurrent.futures
+import hashlib
+import json
+import os
+import pathlib
+import subprocess
+
+import httpx
+
+from conftest import BIN, ROOT, import_models, start_server
+
+ATTACKS = [json.loads(l)["question"] for l in (ROOT / "crates/askdata/data/attacks.jsonl").read_text(encoding="utf-8").splitlines() if l.strip()]
+KEYS = {"question", "sql", "chart", "columns", "rows", "answer", "model_output"}
+
+
+def sha(path):
+    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+
+
+def test_ask_api_feedback_and_attacks(tmp_path):
+    import_models(tmp_path, ["smollm2-135m-instruct"])
+    proc, url = start_server(tmp_path)
+    try:
+        db = tmp_path / "askdata" / "demo.db"
+        before = sha(db)
+        c = httpx.Client(base_url=url, timeout=120)
+        r = c.post("/api/askdata/ask", json={"question": "华北地区2019年3-5月的销售额,用折线图来表示", "svg": True})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert KEYS <= set(body), body
+        assert body["answer"]
+        # Bad requests name the field; a client cannot point the server at another file.
+        r = c.post("/api/askdata/ask", json={"question": ""})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "question"
+        r = c.post("/api/askdata/ask", json={"question": "q", "db": "/etc/passwd"})
+        assert r.status_code == 400
+        r = c.post("/api/askdata/ask", json={"question": "q", "model": "nope"})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+
+        # Every attack, asked of the real model, several at once.
+        def ask(q):
+            r = c.post("/api/askdata/ask", json={"question": q})
+            return q, r.status_code, r.json()
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(ask, ATTACKS))
+        assert len(results) >= 30
+        for q, status, b in results:
+            assert status == 200, (q, b)
+            if b["sql"] is not None:
+                assert b["sql"].lstrip().upper().startswith(("SELECT", "WITH", "VALUES", "(")), (q, b["sql"])
+        assert sha(db) == before, "an attack changed the database"
+
+        # Feedback becomes a training example the dataset checker accepts.
+        sql = "SELECT region, ROUND(SUM(amount),2) AS amount FROM sales GROUP BY region"
+        r = c.post("/api/askdata/feedback", json={"question": "各地区销售额对比", "sql": sql, "verdict": "correct", "chart": {"type": "bar", "x": "region", "y": "amount"}})
+        assert r.status_code == 200, r.text
+        for i in range(10):
+            r = c.post("/api/askdata/feedback", json={"question": f"{2018 + i % 3}年各渠道销售额 {i}", "sql": "x", "verdict": "wrong",
+                                                       "corrected_sql": f"SELECT channel, SUM(amount) AS amount FROM sales WHERE substr(order_date,1,4)='{2018 + i % 3}' GROUP BY channel"})
+            assert r.status_code == 200, r.text
+        assert r.json()["examples"] == 11
+        r = c.post("/api/askdata/feedback", json={"question": "q", "verdict": "correct", "sql": "DELETE FROM sales"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "sql"
+        dataset = tmp_path / "askdata" / "feedback.jsonl"
+        env = dict(os.environ, SHOVEL_HOME=str(tmp_path), RUST_LOG="warn")
+        out = subprocess.run([BIN, "data", "check", str(dataset)], env=env, capture_output=True, text=True)
+        assert out.returncode == 0 and "11 good example(s)" in out.stdout, out.stdout + out.stderr
+        assert sha(db) == before
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def test_ask_cli(tmp_path):
+    import_models(tmp_path, ["smollm2-135m-instruct"])
+    env = dict(os.environ, SHOVEL_HOME=str(tmp_path), RUST_LOG="warn")
+    run = lambda *a: subprocess.run([BIN, "ask", *a], env=env, capture_output=True, text=True, timeout=600)
+    # The base model has not been taught: it answers, possibly with an error, never a crash.
+    out = run("--format", "json", "华北地区2019年3-5月的销售额,用折线图来表示")
+    assert out.returncode in (0, 2), out.stderr
+    last = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {"sql", "chart", "columns", "rows", "answer"} <= set(last)
+    assert "askdata-smollm2" in out.stderr  # says which model it fell back to
+    qs = tmp_path / "qs.txt"
+    qs.write_text("2019年各地区的销售额\n\nTotal sales in 2020\n", encoding="utf-8")
+    out = run("--questions", str(qs))
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(l) for l in out.stdout.strip().splitlines()]
+    assert [l["question"] for l in lines] == ["2019年各地区的销售额", "Total sales in 2020"]
+    # CSV and bad sources.
+    csv = tmp_path / "shops.csv"
+    csv.write_text("city,revenue\n北京,10.5\n上海,20\n", encoding="utf-8")
+    out = run("--db", str(csv), "--format", "json", "revenue per city")
+    assert out.returncode in (0, 2), out.stderr
+    out = run("--db", str(tmp_path / "missing.db"), "q")
+    assert out.returncode == 1 and "no such database file" in out.stderr, out.stderr
+    out = run("--db", "postgres://u:secret@localhost/db", "q")
+    assert out.returncode == 1 and "not supported yet" in out.stderr and "secret" not in out.stderr, out.stderr
+    out = run("--chart-out", str(tmp_path / "c.gif"), "q")
+    assert out.returncode == 1 and ".svg or .png" in out.stderr, out.stderr

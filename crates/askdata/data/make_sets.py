@@ -296,9 +296,19 @@ UNANSWERABLE = [
     ("各门店的店长是谁?", "没有门店或店长的数据"),
     ("How many customers returned a product in 2019?", "no returns or customer data"),
     ("广告投放的点击率是多少", "没有广告数据"),
+    ("各城市的房价是多少?", "没有房价数据"),
+    ("2020年各地区的员工人数", "没有员工数据"),
+    ("Which product has the best customer rating?", "no rating data"),
+    ("各产品的进货成本是多少", "没有成本数据"),
+    ("What was the weather in Shanghai in May 2019?", "no weather data"),
+    ("华南地区有多少家门店?", "没有门店数据"),
+    ("How many website visitors did we have in 2020?", "no website traffic data"),
+    ("每个渠道的退货率", "没有退货数据"),
+    ("2019年的广告费用是多少", "没有费用数据"),
+    ("List our suppliers in East China", "no supplier data"),
 ]
 
-KINDS = [(trend, 20), (total, 20), (compare, 18), (share, 14), (top, 14), (by_series, 10), (yearly, 8), (quarterly, 8), (losses, 6), (average, 6), (targets, 8)]
+KINDS = [(trend, 28), (total, 26), (compare, 26), (share, 20), (top, 20), (by_series, 18), (yearly, 14), (quarterly, 14), (losses, 10), (average, 10), (targets, 14)]
 
 
 def train_set():

@@ -132,7 +132,8 @@ impl Default for AskOptions {
 pub struct Answer {
     /// The question.
     pub question: String,
-    /// The query that ran (after the guard), if one did.
+    /// The query that was run (as the guard rewrote it), if one was; `None` when the guard
+    /// refused the model's SQL (which stays in `model_output`).
     pub sql: Option<String>,
     /// The chart, fitted to the result.
     pub chart: Option<ChartSpec>,
@@ -277,7 +278,7 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
         Ok(s) => s,
         Err(e) => {
             let a = if zh { format!("这个查询不能执行:{e}") } else { format!("That query may not run: {e}") };
-            return Answer::failed(question, output, Some(sql), e.to_string(), a);
+            return Answer::failed(question, output, None, e.to_string(), a);
         }
     };
     let rows = match exec::run(&mut db.conn, &guarded, opts.timeout).await {

@@ -67,8 +67,8 @@ impl Source {
     }
 }
 
-/// A URL with its password hidden.
-fn redact(url: &str) -> String {
+/// A database argument with any URL password hidden, for messages and logs.
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let cred = &url[s + 3..at];

@@ -42,7 +42,7 @@ pub async fn default_model(store: &Store) -> Result<String> {
 
 /// Opens `--db`.
 pub async fn open_db(cfg: &Config, db: &str) -> Result<Database> {
-    Source::parse(db).open(&cfg.home.join("askdata")).await.with_context(|| format!("opening --db {db}"))
+    Source::parse(db).open(&cfg.home.join("askdata")).await.with_context(|| format!("opening --db {}", shovel_askdata::source::redact(db)))
 }
 
 /// Answers every question, generating concurrently (the engine batches them) and running the
@@ -162,7 +162,9 @@ async fn evaluate(engine: &Engine, model: &ModelId, db: &mut Database, gold_conn
     let set = eval::eval_set();
     let qs: Vec<String> = set.iter().map(|e| e.question.clone()).collect();
     let t = Instant::now();
-    let answers = answer_all(engine, model, db, &qs, &AskOptions::default()).await?;
+    // The longest gold reply is about 130 tokens; a model still writing after 200 is wrong
+    // anyway, and the untaught base otherwise rambles to the default limit on every question.
+    let answers = answer_all(engine, model, db, &qs, &AskOptions { max_tokens: 200, ..AskOptions::default() }).await?;
     let secs = t.elapsed().as_secs_f64();
     let mut graded = Vec::new();
     for (g, a) in set.iter().zip(answers) {

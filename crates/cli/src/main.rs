@@ -261,7 +261,7 @@ enum DemoCmd {
         #[arg(long, default_value = "askdata-demo")]
         out: PathBuf,
         /// Passes over the training examples.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 2)]
         epochs: usize,
     },
 }
@@ -624,7 +624,7 @@ async fn serve(cfg: config::Config) -> Result<()> {
         };
         let database = askdata_cli::open_db(&cfg, db).await?;
         let feedback = cfg.home.join("askdata").join("feedback.jsonl");
-        tracing::info!(db, model, feedback = %feedback.display(), "Ask-Data API on /api/askdata");
+        tracing::info!(db = shovel_askdata::source::redact(db), model, feedback = %feedback.display(), "Ask-Data API on /api/askdata");
         state = state.with_askdata(Arc::new(shovel_askdata::service::AskData::new(database, ModelId::new(model), feedback)));
     }
     let app = shovel_server::app(state, &shovel_server::ServerConfig { max_body_bytes: cfg.max_body_bytes, max_file_bytes: cfg.max_file_bytes });

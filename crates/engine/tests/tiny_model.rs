@@ -229,15 +229,23 @@ async fn a_full_queue_refuses_then_frees_its_places() {
     let mut cfg = EngineConfig { max_context: 64, max_waiting: 1, ..Default::default() };
     cfg.scheduler.max_running = 1;
     let e = Engine::new(cfg, vec![CatalogEntry { info, path: dir.path().to_path_buf(), base: None }]);
-    let a = e.submit(req(Prompt::Text("one".into()), Some(40))).await.unwrap();
-    let b = e.submit(req(Prompt::Text("two".into()), Some(40))).await.unwrap();
-    match e.submit(req(Prompt::Text("three".into()), Some(4))).await {
-        Err(BackendError::Overloaded) => {}
-        other => panic!("expected overloaded, got {:?}", other.map(|_| ())),
+    // One running plus one waiting fill it: a burst of long requests meets a refusal (the tiny
+    // model may finish a request between two submits, so the burst is longer than two).
+    let mut held = Vec::new();
+    let mut refused = false;
+    for i in 0..8 {
+        match e.submit(req(Prompt::Text(format!("request {i}")), Some(48))).await {
+            Ok(rx) => held.push(rx),
+            Err(BackendError::Overloaded) => {
+                refused = true;
+                break;
+            }
+            Err(other) => panic!("expected overloaded, got {other:?}"),
+        }
     }
+    assert!(refused, "8 long requests were all accepted by a queue with 2 places");
     // Hanging up frees the places (at the scheduler's next step).
-    drop(a);
-    drop(b);
+    drop(held);
     let mut ok = false;
     for _ in 0..200 {
         if let Ok(rx) = e.submit(req(Prompt::Text("three".into()), Some(4))).await {

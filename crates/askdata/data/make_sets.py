@@ -11,7 +11,7 @@ Ask-Data demo database. The SQL follows one house style so a small model can lea
 Run from anywhere: python3 crates/askdata/data/make_sets.py. The Rust test
 `eval::tests::the_shipped_sets_are_consistent_with_the_demo_database` runs every gold query.
 """
-import json, os, random
+import json, os, random, re
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 D = json.load(open(os.path.join(HERE, "dimensions.json")))
@@ -396,7 +396,17 @@ def eval_set():
     return out
 
 
+def house_style(row):
+    """A year filter is written as its month range, like every other period, so the model has
+    one pattern to copy from the Period hint."""
+    if "sql" in row:
+        row["sql"] = re.sub(r"substr\(order_date,1,4\)='(\d{4})'", r"substr(order_date,1,7) BETWEEN '\1-01' AND '\1-12'", row["sql"])
+        row["sql"] = re.sub(r"substr\(((?:t\.)?month),1,4\)='(\d{4})'", r"\1 BETWEEN '\2-01' AND '\2-12'", row["sql"])
+    return row
+
+
 def write(name, rows):
+    rows = [house_style(r) for r in rows]
     with open(os.path.join(HERE, name), "w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")

@@ -164,86 +164,65 @@ impl Catalog {
     /// province before it is a city.
     pub fn link(&self, question: &str) -> Vec<Link> {
         // (needle, value, alias?)
-        let mut needles: Vec<(String, String, Option<String>)> = Vec::new();
-        for t in &self.tables {
-            for c in &t.columns {
-                for v in &c.values {
-                    if !v.trim().is_empty() {
-                        needles.push((v.clone(), v.clone(), None));
-                    }
-                }
-            }
+        let mut needles: Vec<(&str, &String, Option<&String>)> = Vec::new();
+        for c in self.tables.iter().flat_map(|t| &t.columns) {
+            needles.extend(c.values.iter().filter(|v| !v.trim().is_empty()).map(|v| (v.as_str(), v, None)));
         }
-        for a in &self.aliases {
-            needles.push((a.alias.to_ascii_lowercase(), a.value.clone(), Some(a.alias.clone())));
-        }
-        needles.sort_by(|a, b| b.0.chars().count().cmp(&a.0.chars().count()).then(a.0.cmp(&b.0)));
-        // ASCII-only lowering keeps byte offsets equal between the two haystacks.
-        let lower = question.to_ascii_lowercase();
-        let mut taken = vec![false; lower.len()];
-        let mut found: Vec<(usize, String, Option<String>)> = Vec::new();
-        for (needle, value, alias) in needles {
-            let hay = if alias.is_some() { &lower } else { question };
-            let mut start = 0;
-            while let Some(pos) = hay[start..].find(&needle) {
-                let at = start + pos;
-                let end = at + needle.len();
-                // Aliases are words: "East China" must not match inside "Northeast China".
-                let word_ok = alias.is_none() || is_word(hay, at, end);
-                if word_ok && end <= taken.len() && !taken[at..end].iter().any(|t| *t) {
-                    taken[at..end].iter_mut().for_each(|t| *t = true);
-                    found.push((at, value.clone(), alias.clone()));
-                }
-                start = end;
-            }
-        }
-        found.sort_by_key(|f| f.0);
+        needles.extend(self.aliases.iter().map(|a| (a.alias.as_str(), &a.value, Some(&a.alias))));
         let mut links: Vec<Link> = Vec::new();
-        for (_, value, alias) in found {
-            if links.iter().any(|l| l.value == value) {
+        for (_, i) in find_words(question, needles.iter().map(|n| n.0)) {
+            let (_, value, alias) = needles[i];
+            if links.iter().any(|l| l.value == *value) {
                 continue;
             }
-            let home = self.tables.iter().flat_map(|t| t.columns.iter().map(move |c| (t, c))).find(|(_, c)| c.values.contains(&value));
+            let home = self.tables.iter().flat_map(|t| t.columns.iter().map(move |c| (t, c))).find(|(_, c)| c.values.contains(value));
             if let Some((t, c)) = home {
-                links.push(Link { table: t.name.clone(), column: c.name.clone(), value, alias });
+                links.push(Link { table: t.name.clone(), column: c.name.clone(), value: value.clone(), alias: alias.cloned() });
             }
         }
         links
     }
-}
 
-impl Catalog {
     /// The columns the question's words name through the glossary, in the order the question
     /// names them, each once, with the words that named it.
     pub fn link_columns(&self, question: &str) -> Vec<(String, String)> {
-        let lower = question.to_ascii_lowercase();
-        let mut terms: Vec<&Term> = self.terms.iter().collect();
-        terms.sort_by(|a, b| b.term.chars().count().cmp(&a.term.chars().count()).then(a.term.cmp(&b.term)));
-        let mut taken = vec![false; lower.len()];
-        let mut found: Vec<(usize, String, String)> = Vec::new();
-        for t in terms {
-            let needle = t.term.to_ascii_lowercase();
-            let ascii = needle.is_ascii();
-            let mut start = 0;
-            while let Some(pos) = lower[start..].find(&needle) {
-                let (at, end) = (start + pos, start + pos + needle.len());
-                start = end;
-                let word_ok = !ascii || is_word(&lower, at, end);
-                if word_ok && !taken[at..end].iter().any(|x| *x) {
-                    taken[at..end].iter_mut().for_each(|x| *x = true);
-                    found.push((at, t.column.clone(), question[at..end].to_string()));
-                }
-            }
-        }
-        found.sort_by_key(|f| f.0);
         let mut out: Vec<(String, String)> = Vec::new();
-        for (_, col, word) in found {
-            if !out.iter().any(|(c, _)| *c == col) {
-                out.push((col, word));
+        for (at, i) in find_words(question, self.terms.iter().map(|t| t.term.as_str())) {
+            let t = &self.terms[i];
+            if !out.iter().any(|(c, _)| *c == t.column) {
+                out.push((t.column.clone(), question[at..at + t.term.len()].to_string()));
             }
         }
         out
     }
+}
+
+/// Where `needles` occur in `question`: (byte offset, needle index) in question order; longest
+/// needles first, no two matches overlapping, ASCII needles case-insensitive and only as whole
+/// words ("East China" does not match inside "Northeast China").
+fn find_words<'a>(question: &str, needles: impl Iterator<Item = &'a str>) -> Vec<(usize, usize)> {
+    let mut order: Vec<(usize, String)> = needles.map(|n| n.to_ascii_lowercase()).enumerate().collect();
+    order.sort_by(|a, b| b.1.chars().count().cmp(&a.1.chars().count()).then(a.1.cmp(&b.1)));
+    // ASCII-only lowering keeps byte offsets equal to the question's.
+    let hay = question.to_ascii_lowercase();
+    let mut taken = vec![false; hay.len()];
+    let mut found: Vec<(usize, usize)> = Vec::new();
+    for (i, needle) in order {
+        if needle.is_empty() {
+            continue;
+        }
+        let mut start = 0;
+        while let Some(pos) = hay[start..].find(&needle) {
+            let (at, end) = (start + pos, start + pos + needle.len());
+            start = end;
+            if (!needle.is_ascii() || is_word(&hay, at, end)) && !taken[at..end].iter().any(|t| *t) {
+                taken[at..end].iter_mut().for_each(|t| *t = true);
+                found.push((at, i));
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 /// Whether `hay[at..end]` is a whole word (an English plural `s`/`es` allowed after it), so

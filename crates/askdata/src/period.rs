@@ -21,7 +21,8 @@ pub enum Period {
 impl fmt::Display for Period {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Period::Year(y) => write!(f, "{y}"),
+            // A year is written as its month range: one pattern for the model to copy.
+            Period::Year(y) => write!(f, "{y}-01 to {y}-12"),
             Period::Month(y, m) => write!(f, "{y}-{m:02}"),
             Period::Range((y1, m1), (y2, m2)) => write!(f, "{y1}-{m1:02} to {y2}-{m2:02}"),
         }
@@ -164,7 +165,7 @@ mod tests {
         }
         assert_eq!(Range((2019, 3), (2019, 5)).to_string(), "2019-03 to 2019-05");
         assert_eq!(Month(2018, 12).to_string(), "2018-12");
-        assert_eq!(Year(2019).to_string(), "2019");
+        assert_eq!(Year(2019).to_string(), "2019-01 to 2019-12");
         for (q, n) in [
             ("2020年卖得最好的前五个产品", Some(5)),
             ("华南地区2019年利润排前三的城市", Some(3)),

@@ -159,7 +159,10 @@ pub async fn ask_cmd(cfg: &Config, db: &str, model: Option<String>, format: Form
 
 /// Grades `model` on the evaluation set; returns the score, the graded questions and seconds.
 async fn evaluate(engine: &Engine, model: &ModelId, db: &mut Database, gold_conn: &mut sqlx::SqliteConnection) -> Result<(Score, Vec<(Graded, Answer)>, f64)> {
-    let set = eval::eval_set();
+    evaluate_on(engine, model, db, gold_conn, eval::eval_set()).await
+}
+
+async fn evaluate_on(engine: &Engine, model: &ModelId, db: &mut Database, gold_conn: &mut sqlx::SqliteConnection, set: Vec<ask::Example>) -> Result<(Score, Vec<(Graded, Answer)>, f64)> {
     let qs: Vec<String> = set.iter().map(|e| e.question.clone()).collect();
     let t = Instant::now();
     // The longest gold reply is about 130 tokens; a model still writing after 200 is wrong
@@ -210,6 +213,34 @@ async fn register_stable(cfg: &Config, store: &Store, tuned: &str) -> Result<()>
             base: rec.base.clone(),
         })
         .await?;
+    Ok(())
+}
+
+/// `shovel askdata eval`: grades a model on labelled questions (the shipped evaluation set,
+/// `--file fresh` for the reviewer's fresh set, or a JSONL file of `{"question", "sql", "chart"}` / `{"question", "error"}` lines) on the demo
+/// database; prints each miss and the score, and with `--json` the score as JSON last.
+pub async fn eval_cmd(cfg: &Config, file: Option<PathBuf>, model: Option<String>, json: bool) -> Result<()> {
+    let set = match &file {
+        Some(f) if f.as_os_str() == "fresh" => eval::fresh_set(),
+        Some(f) => eval::parse_examples(&std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?,
+        None => eval::eval_set(),
+    };
+    let store = crate::open_store(cfg).await?;
+    let model = match model {
+        Some(m) => m,
+        None => default_model(&store).await?,
+    };
+    let mut db = open_db(cfg, "demo").await?;
+    let mut gold = shovel_askdata::exec::open_read_only(&cfg.home.join("askdata").join("demo.db")).await?;
+    let (engine, id) = crate::one_model_engine(cfg, &model).await?;
+    let (score, graded, secs) = evaluate_on(&engine, &id, &mut db, &mut gold, set).await?;
+    for (g, a) in graded.iter().filter(|(g, _)| !(g.exec_ok && g.chart_ok)) {
+        println!("missed: {} ({})\n  model: {}", g.question, g.note.clone().unwrap_or_default(), a.model_output.trim());
+    }
+    println!("{id}: {:.1}% execution accuracy, {:.1}% right chart, {:.1}% both, on {} questions ({secs:.0} s)", score.exec_pct(), score.chart_pct(), score.both_pct(), score.n);
+    if json {
+        println!("{}", serde_json::json!({"model": id.to_string(), "score": score, "seconds": secs}));
+    }
     Ok(())
 }
 

@@ -243,6 +243,20 @@ enum AskdataCmd {
         /// Where to write it (must not exist).
         path: PathBuf,
     },
+    /// Grade a model on labelled questions over the demo database: execution accuracy (result
+    /// rows equal to the gold query's) and chart type.
+    Eval {
+        /// JSONL of {"question", "sql", "chart"} or {"question", "error"} (default: the shipped
+        /// evaluation set; `fresh`: the shipped set of questions written afresh by a reviewer).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Model id (default: askdata-smollm2 when registered, else the built-in base).
+        #[arg(long)]
+        model: Option<String>,
+        /// Print the score as JSON on the last line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write the shipped Ask-Data teaching examples as chat JSONL for `shovel tune`, with the
     /// prompt `shovel ask` uses on the demo database.
     TeachData {
@@ -556,6 +570,10 @@ async fn real_main() -> Result<()> {
             std::fs::write(&path, lines).with_context(|| format!("writing {}", path.display()))?;
             println!("wrote {} examples to {}", shovel_askdata::eval::train_set().len(), path.display());
             Ok(())
+        }
+        Cmd::Askdata { cmd: AskdataCmd::Eval { file, model, json } } => {
+            init_tracing("warn");
+            askdata_cli::eval_cmd(&cfg, file, model, json).await
         }
         Cmd::Ask { db, model, format, chart_out, questions, question } => {
             init_tracing("warn");

@@ -174,12 +174,17 @@ def test_fine_tuning_end_to_end_with_a_crash_in_the_middle(home, data):
     merged = home / "merged.gguf"
     subprocess.run([BIN, "export", done.fine_tuned_model, "--quant", "f16", "-o", str(merged)], env=env, check=True, capture_output=True)
     subprocess.run([BIN, "import", str(merged), "--name", "merged-sql"], env=env, check=True, capture_output=True)
-    ask = lambda m: subprocess.run(  # noqa: E731
-        [BIN, "run", m, "Top 3 cities by sales in 2019", "--system", SYSTEM, "--temperature", "0", "--max-tokens", "40"],
+    # The merged f16 weights and the Q4_1 base + f32 adapter round differently, so a near-tie
+    # in a reply may go either way: with the adapter the pair-shared trainer makes, this prompt's
+    # greedy replies part after `{"sql": "SELECT city`: ` FROM` -0.664 vs `,` -0.768 (logprobs)
+    # with the adapter, `,` -0.667 vs ` FROM` -0.770 merged, a 0.1 near-tie. The check: the
+    # merged model writes the adapter's opening, which the base does not.
+    ask = lambda m, n: subprocess.run(  # noqa: E731
+        [BIN, "run", m, "Top 3 cities by sales in 2019", "--system", SYSTEM, "--temperature", "0", "--max-tokens", str(n)],
         env=env, check=True, capture_output=True, text=True).stdout
-    via_adapter = ask(done.fine_tuned_model)
-    assert via_adapter != ask(SMOL), "the adapter changed nothing"
-    assert ask("merged-sql") == via_adapter
+    via_adapter = ask(done.fine_tuned_model, 6)
+    assert via_adapter != ask(SMOL, 6), "the adapter changed nothing"
+    assert ask("merged-sql", 6) == via_adapter
 
 
 def test_tune_cli_trains_lists_and_refuses_bad_data(tmp_path, data):

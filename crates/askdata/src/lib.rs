@@ -1,10 +1,12 @@
 //! Ask-Data (问数): business questions to SQL, numbers and charts.
 //!
 //! The pipeline ([`ask`]): the schema catalogue read from the live database ([`catalog`]), a
-//! prompt with the values the question names, the model's JSON reply, the SQL guard ([`guard`]),
-//! execution on a read-only connection under a time limit ([`exec`]), a chart as an ECharts option
-//! and as SVG ([`chart`]) and a one-sentence answer. The demo database ([`demo`]), the teaching
-//! and evaluation sets and their scoring ([`eval`]).
+//! prompt with what the question names, normalised (values, glossary columns, the period and a
+//! top-n from [`period`]), the model's JSON reply, the SQL guard ([`guard`]), execution on a
+//! read-only connection under a time limit ([`exec`]), a chart as an ECharts option, SVG and PNG
+//! ([`chart`]) and a one-sentence answer. Connectors ([`source`]), the service the HTTP API
+//! wraps ([`service`]), the demo database ([`demo`]), the teaching, evaluation and fresh sets
+//! and their scoring ([`eval`]).
 #![warn(missing_docs)]
 
 pub mod ask;

@@ -69,8 +69,12 @@ pub fn dimensions() -> Dimensions {
     serde_json::from_str(DIMENSIONS_JSON).expect("the compiled-in dimensions.json is valid")
 }
 
-/// English names of provinces, cities and products, compiled in.
+/// English names of provinces, cities and products, and the glossary, compiled in.
 pub const ALIASES_JSON: &str = include_str!("../data/aliases.json");
+
+fn aliases_json() -> serde_json::Value {
+    serde_json::from_str(ALIASES_JSON).expect("the compiled-in aliases.json is valid")
+}
 
 /// The English aliases of the demo database's values: regions, categories and channels from the
 /// dimensions; provinces, cities and products from `data/aliases.json`.
@@ -80,7 +84,7 @@ pub fn aliases() -> Vec<crate::catalog::Alias> {
     out.extend(d.regions.iter().map(|r| (r.english.clone(), r.name.clone())));
     out.extend(d.categories.iter().map(|c| (c.english.clone(), c.name.clone())));
     out.extend(d.channels.iter().map(|c| (c.english.clone(), c.name.clone())));
-    let extra: serde_json::Value = serde_json::from_str(ALIASES_JSON).expect("the compiled-in aliases.json is valid");
+    let extra = aliases_json();
     for group in ["provinces", "cities", "products"] {
         for (value, alias) in extra[group].as_object().into_iter().flatten() {
             out.push((alias.as_str().unwrap_or_default().to_string(), value.clone()));
@@ -91,7 +95,7 @@ pub fn aliases() -> Vec<crate::catalog::Alias> {
 
 /// The demo database's glossary (`data/aliases.json`, `terms`): business words for each column.
 pub fn terms() -> Vec<crate::catalog::Term> {
-    let extra: serde_json::Value = serde_json::from_str(ALIASES_JSON).expect("the compiled-in aliases.json is valid");
+    let extra = aliases_json();
     let mut out = Vec::new();
     for (column, words) in extra["terms"].as_object().into_iter().flatten() {
         for w in words.as_array().into_iter().flatten().filter_map(|w| w.as_str()) {

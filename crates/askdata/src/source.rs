@@ -41,11 +41,16 @@ impl Source {
         }
     }
 
+    /// Where [`Source::Demo`] keeps the demo database under `cache`.
+    pub fn demo_path(cache: &Path) -> PathBuf {
+        cache.join("demo.db")
+    }
+
     /// Opens the source read-only. `cache` is a directory for the demo database and CSV imports.
     pub async fn open(&self, cache: &Path) -> Result<Database> {
         let (path, aliases, terms) = match self {
             Source::Demo => {
-                let p = cache.join("demo.db");
+                let p = Source::demo_path(cache);
                 if !p.exists() {
                     std::fs::create_dir_all(cache).map_err(|e| Error::Io(cache.to_path_buf(), e))?;
                     demo::write_demo_db(&p).await?;

@@ -45,6 +45,13 @@ pub async fn open_db(cfg: &Config, db: &str) -> Result<Database> {
     Source::parse(db).open(&cfg.home.join("askdata")).await.with_context(|| format!("opening --db {}", shovel_askdata::source::redact(db)))
 }
 
+/// The demo database, and a second read-only connection to it for the gold queries.
+async fn open_demo_with_gold(cfg: &Config) -> Result<(Database, sqlx::SqliteConnection)> {
+    let db = open_db(cfg, "demo").await?;
+    let gold = shovel_askdata::exec::open_read_only(&Source::demo_path(&cfg.home.join("askdata"))).await?;
+    Ok((db, gold))
+}
+
 /// Answers every question, generating concurrently (the engine batches them) and running the
 /// queries one by one on the read-only connection.
 pub async fn answer_all(engine: &Engine, model: &ModelId, db: &mut Database, questions: &[String], opts: &AskOptions) -> Result<Vec<Answer>> {
@@ -64,15 +71,20 @@ pub async fn answer_all(engine: &Engine, model: &ModelId, db: &mut Database, que
     Ok(answers)
 }
 
+/// Whether a chart file is PNG (`.png`) rather than SVG (`.svg`); any other name is refused.
+fn chart_is_png(path: &Path) -> Result<bool> {
+    match path.extension().and_then(|e| e.to_str()).map(|e| e.to_lowercase()).as_deref() {
+        Some("svg") => Ok(false),
+        Some("png") => Ok(true),
+        _ => bail!("--chart-out must end in .svg or .png: {}", path.display()),
+    }
+}
+
 /// Writes the chart as SVG, or PNG when the file name ends in `.png`.
 pub fn write_chart(a: &Answer, path: &Path) -> Result<()> {
+    let png = chart_is_png(path)?;
     let svg = a.svg().with_context(|| format!("no chart to write: {}", a.error.clone().unwrap_or_else(|| "the question got no result".into())))?;
-    let ext = path.extension().and_then(|e| e.to_str()).map(|e| e.to_lowercase());
-    let bytes = match ext.as_deref() {
-        Some("svg") => svg.into_bytes(),
-        Some("png") => shovel_askdata::chart::png(&svg).map_err(|e| anyhow::anyhow!("rendering PNG: {e}"))?,
-        _ => bail!("--chart-out must end in .svg or .png: {}", path.display()),
-    };
+    let bytes = if png { shovel_askdata::chart::png(&svg).map_err(|e| anyhow::anyhow!("rendering PNG: {e}"))? } else { svg.into_bytes() };
     let tmp = path.with_extension("partial");
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
@@ -129,11 +141,9 @@ pub async fn ask_cmd(cfg: &Config, db: &str, model: Option<String>, format: Form
         (Some(_), Some(_)) => bail!("give either a QUESTION or --questions FILE, not both"),
         _ => bail!("give a QUESTION (or --questions FILE with one per line)"),
     };
+    // Refuse a bad file name before the model runs.
     if let Some(p) = &chart_out {
-        let ext = p.extension().and_then(|e| e.to_str()).map(|e| e.to_lowercase());
-        if !matches!(ext.as_deref(), Some("svg" | "png")) {
-            bail!("--chart-out must end in .svg or .png: {}", p.display());
-        }
+        chart_is_png(p)?;
     }
     if qs.len() > 1 && chart_out.is_some() {
         bail!("--chart-out writes one chart; it cannot be used with several questions");
@@ -230,8 +240,7 @@ pub async fn eval_cmd(cfg: &Config, file: Option<PathBuf>, model: Option<String>
         Some(m) => m,
         None => default_model(&store).await?,
     };
-    let mut db = open_db(cfg, "demo").await?;
-    let mut gold = shovel_askdata::exec::open_read_only(&cfg.home.join("askdata").join("demo.db")).await?;
+    let (mut db, mut gold) = open_demo_with_gold(cfg).await?;
     let (engine, id) = crate::one_model_engine(cfg, &model).await?;
     let (score, graded, secs) = evaluate_on(&engine, &id, &mut db, &mut gold, set).await?;
     for (g, a) in graded.iter().filter(|(g, _)| !(g.exec_ok && g.chart_ok)) {
@@ -249,8 +258,7 @@ pub async fn demo(cfg: &Config, out: &Path, epochs: usize) -> Result<()> {
     let started = Instant::now();
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let store = crate::open_store(cfg).await?;
-    let mut db = open_db(cfg, "demo").await?;
-    let mut gold = shovel_askdata::exec::open_read_only(&cfg.home.join("askdata").join("demo.db")).await?;
+    let (mut db, mut gold) = open_demo_with_gold(cfg).await?;
     let train = eval::train_set();
     let train_file = out.join("askdata-train.jsonl");
     write_jsonl(&train_file, train.iter().map(|e| ask::chat_example(&db.catalog, e)))?;

@@ -1,6 +1,10 @@
 """The official `openai` Python SDK against a real `shovel serve`: the compatibility contract."""
 
+import json
+from typing import Literal
+
 import openai
+import pydantic
 import pytest
 from openai import OpenAI
 
@@ -107,9 +111,50 @@ def test_bad_requests_are_400(client):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model=SMOL, messages=[{"role": "user", "content": "hi"}], max_tokens=100000)
     assert "8192" in e.value.body["message"] and "100000" in e.value.body["message"]
+    bad_schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {"a": {"type": "integr"}}}}}
     with pytest.raises(openai.BadRequestError) as e:
-        client.chat.completions.create(model=SMOL, messages=[{"role": "user", "content": "hi"}], response_format={"type": "json_object"})
-    assert e.value.body["param"] == "response_format"
+        client.chat.completions.create(model=SMOL, messages=[{"role": "user", "content": "hi"}], response_format=bad_schema)
+    assert e.value.body["param"] == "response_format" and "integr" in e.value.body["message"]
+
+
+class Capital(pydantic.BaseModel):
+    country: str = pydantic.Field(max_length=30)
+    capital: str = pydantic.Field(max_length=30)
+    continent: Literal["Africa", "Asia", "Europe", "North America", "Oceania", "South America"]
+
+
+@pytest.mark.parametrize("model", [SMOL, GEMMA])
+def test_structured_output_parses_into_the_callers_type(client, model):
+    # The SDK sends a strict json_schema built from the pydantic model and parses the reply.
+    r = client.beta.chat.completions.parse(
+        model=model,
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        response_format=Capital,
+        max_tokens=60,
+        temperature=0,
+    )
+    c = r.choices[0]
+    assert c.finish_reason == "stop", c.message.content
+    assert isinstance(c.message.parsed, Capital)
+    assert c.message.parsed.capital == "Paris"
+
+
+def test_json_object_mode_and_a_cut_schema(client):
+    r = client.chat.completions.create(
+        model=SMOL,
+        messages=[{"role": "user", "content": "Reply with a JSON object with one key, name."}],
+        response_format={"type": "json_object"},
+        max_tokens=100,
+        temperature=0,
+    )
+    assert r.choices[0].finish_reason == "stop"
+    assert isinstance(json.loads(r.choices[0].message.content), dict)
+    # A schema that cannot be finished in max_tokens ends with `length`, never as complete JSON.
+    long = {"type": "json_schema", "json_schema": {"name": "many", "strict": True, "schema": {"type": "array", "items": {"type": "integer"}, "minItems": 50}}}
+    r = client.chat.completions.create(model=SMOL, messages=[{"role": "user", "content": "Numbers."}], response_format=long, max_tokens=20, temperature=0)
+    assert r.choices[0].finish_reason == "length"
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(r.choices[0].message.content)
 
 
 @pytest.mark.parametrize(

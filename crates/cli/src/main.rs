@@ -123,8 +123,8 @@ enum Cmd {
         /// Prompt length of each sequence in the batched measure.
         #[arg(long, default_value_t = 128)]
         parallel_prompt: usize,
-        /// Which measures: pp, tg, batched, prefix.
-        #[arg(long, value_delimiter = ',', default_value = "pp,tg,batched,prefix")]
+        /// Which measures: pp, tg, batched, prefix, json (tg held to a JSON schema).
+        #[arg(long, value_delimiter = ',', default_value = "pp,tg,batched,prefix,json")]
         only: Vec<String>,
     },
     /// Datasets for fine-tuning.
@@ -247,7 +247,7 @@ enum AskdataCmd {
     /// rows equal to the gold query's) and chart type.
     Eval {
         /// JSONL of {"question", "sql", "chart"} or {"question", "error"} (default: the shipped
-        /// evaluation set; `fresh`: the shipped set of questions written afresh by a reviewer).
+        /// evaluation set; `fresh`, `fresh2`: the shipped sets of questions written afresh by two reviewers).
         #[arg(long)]
         file: Option<PathBuf>,
         /// Model id (default: askdata-smollm2 when registered, else the built-in base).
@@ -473,6 +473,14 @@ async fn real_main() -> Result<()> {
                 batched_decode_tok_s: want("batched").then(|| shovel_engine::bench::batched_decode(m, parallel, parallel_prompt, gen_tokens)),
                 prefix_cold_ttft_ms: None,
                 prefix_warm_ttft_ms: None,
+                json_decode_tok_s: None,
+                json_mask_us_per_token: None,
+            };
+            let result = if want("json") {
+                let (tok_s, mask_us) = shovel_engine::bench::json_decode(m, std::sync::Arc::new(parts.tokenizer), gen_tokens).map_err(|e| anyhow::anyhow!(e))?;
+                shovel_engine::bench::BenchResult { json_decode_tok_s: Some(tok_s), json_mask_us_per_token: Some(mask_us), ..result }
+            } else {
+                result
             };
             let result = if want("prefix") {
                 let (cold, warm) = shovel_engine::bench::prefix_ttft(m, 500, 20);

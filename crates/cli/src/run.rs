@@ -38,6 +38,7 @@ impl GenOpts {
             max_tokens: Some(self.max_tokens),
             stop: vec![],
             top_logprobs: None,
+            constraint: None,
         }
     }
 }

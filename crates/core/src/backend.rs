@@ -79,6 +79,14 @@ pub enum BackendError {
         /// The request field at fault.
         param: Option<String>,
     },
+    /// A request field the backend cannot use as given (e.g. a JSON schema that does not compile).
+    #[error("{message}")]
+    InvalidParam {
+        /// What is wrong, naming the problem.
+        message: String,
+        /// The request field at fault.
+        param: String,
+    },
     /// The prompt plus `max_tokens` does not fit in the model's context.
     #[error(
         "This model's maximum context length is {context_length} tokens. However, you requested \

@@ -16,4 +16,4 @@ pub use backend::{BackendError, Event, EventStream, Gauge, InferenceBackend, Mod
 pub use files::{FileError, FileObject, FileStore, Purpose};
 pub use fine_tuning::{CreateJob, FineTuning, FtError, Job, JobCheckpoint, JobEvent};
 pub use ids::{ModelId, Principal, TenantId};
-pub use request::{ChatMessage, FinishReason, GenerateRequest, Prompt, SamplingParams, TokenLogprob, TopLogprob, Usage};
+pub use request::{ChatMessage, FinishReason, GenerateRequest, OutputConstraint, Prompt, SamplingParams, TokenLogprob, TopLogprob, Usage};

@@ -66,6 +66,20 @@ pub struct GenerateRequest {
     pub stop: Vec<String>,
     /// Number of most likely alternatives to report per token; `None` means no logprobs.
     pub top_logprobs: Option<usize>,
+    /// A grammar the output must follow (structured output); `None` leaves it free.
+    pub constraint: Option<OutputConstraint>,
+}
+
+/// A grammar generated text must follow. The engine masks every token that would leave it, so
+/// the output is valid by construction; generation ends when the grammar is complete.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputConstraint {
+    /// Any JSON object (OpenAI's `response_format: {"type": "json_object"}`).
+    JsonObject,
+    /// A JSON value matching this JSON Schema (OpenAI's `json_schema` response format).
+    JsonSchema(serde_json::Value),
+    /// A grammar in llguidance's Lark dialect (which can embed JSON schemas with `%json`).
+    Lark(String),
 }
 
 /// Why generation ended, spelled as OpenAI spells it.

@@ -21,6 +21,46 @@ pub struct BenchResult {
     pub prefix_cold_ttft_ms: Option<f64>,
     /// The same with that prefix in the prefix cache, ms.
     pub prefix_warm_ttft_ms: Option<f64>,
+    /// Single-sequence decode held to a JSON schema (token mask every step), tokens/s.
+    pub json_decode_tok_s: Option<f64>,
+    /// Of that, the time spent computing and applying masks, microseconds per token.
+    pub json_mask_us_per_token: Option<f64>,
+}
+
+/// A schema the decode measure cannot finish within its tokens: an array of records with free
+/// strings (the costliest masks: most of the vocabulary can continue a string), numbers and enums.
+pub fn json_bench_schema() -> serde_json::Value {
+    serde_json::json!({
+        "type": "array",
+        "minItems": 1000,
+        "items": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "city": {"type": "string"}, "age": {"type": "integer"}, "plan": {"enum": ["free", "pro", "team"]}},
+            "required": ["name", "city", "age", "plan"],
+            "additionalProperties": false
+        }
+    })
+}
+
+/// `n` greedy decode steps of one sequence held to [`json_bench_schema`], as the scheduler runs
+/// it (mask before sampling, advance after); (tokens/s, mask microseconds per token).
+pub fn json_decode(model: &Model, tokenizer: std::sync::Arc<crate::tokenizer::Tokenizer>, n: usize) -> Result<(f64, f64), String> {
+    let compiler = crate::constrain::GrammarCompiler::new(tokenizer)?;
+    let mut g = compiler.compile(&shovel_core::OutputConstraint::JsonSchema(json_bench_schema()))?;
+    let mut kv = KvCache::new(model.config.n_layers);
+    let mut tok = tokens(1, model.config.vocab, 2)[0];
+    let mut mask_s = 0.0;
+    let t = Instant::now();
+    for _ in 0..n {
+        let mut l = model.forward(&mut [BatchItem { tokens: std::slice::from_ref(&tok), kv: &mut kv, want_logits: true, adapter: None }]);
+        let logits = l[0].as_mut().ok_or("no logits")?;
+        let m = Instant::now();
+        g.mask(logits)?;
+        tok = argmax(logits);
+        g.advance(tok)?;
+        mask_s += m.elapsed().as_secs_f64();
+    }
+    Ok((n as f64 / t.elapsed().as_secs_f64(), mask_s * 1e6 / n as f64))
 }
 
 /// Time to first token (prefill to logits) of `prefix + suffix` tokens, without and then with

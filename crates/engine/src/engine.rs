@@ -4,6 +4,7 @@
 //! Submitting a request tokenizes it here (on the caller's task), checks it against the model's
 //! context, and hands it to the model's scheduler thread, which streams [`Event`]s back.
 
+use crate::constrain::{Grammar, GrammarCompiler};
 use crate::loader;
 use crate::lora::Adapter;
 use crate::model::ModelConfig;
@@ -11,7 +12,7 @@ use crate::sampler::Sampler;
 use crate::scheduler::{self, Command, InflightGuard, SchedStats, SchedulerConfig, SeqRequest};
 use crate::template::ChatTemplate;
 use crate::tokenizer::Tokenizer;
-use shovel_core::{BackendError, EventStream, Gauge, GenerateRequest, InferenceBackend, ModelId, ModelInfo, ModelKind, Prompt};
+use shovel_core::{BackendError, EventStream, Gauge, GenerateRequest, InferenceBackend, ModelId, ModelInfo, ModelKind, OutputConstraint, Prompt};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -70,9 +71,28 @@ pub struct LoadedModel {
     /// The scheduler's gauges.
     pub stats: Arc<SchedStats>,
     tx: Mutex<std::sync::mpsc::Sender<Command>>,
+    /// Grammar compiler for structured output, built on the first constrained request.
+    grammars: OnceCell<Result<Arc<GrammarCompiler>, String>>,
 }
 
 impl LoadedModel {
+    /// Compiles an output constraint for this model's vocabulary (off the async runtime: a large
+    /// schema can take milliseconds), or says what is wrong with it.
+    pub async fn compile(&self, c: &OutputConstraint) -> Result<Grammar, BackendError> {
+        let tk = self.tokenizer.clone();
+        let compiler = self
+            .grammars
+            .get_or_init(|| async move { tokio::task::spawn_blocking(move || GrammarCompiler::new(tk).map(Arc::new)).await.unwrap_or_else(|e| Err(e.to_string())) })
+            .await
+            .clone()
+            .map_err(|e| BackendError::Unsupported { message: format!("structured output is not available for this model: {e}"), param: Some("response_format".into()) })?;
+        let c = c.clone();
+        tokio::task::spawn_blocking(move || compiler.compile(&c))
+            .await
+            .map_err(|e| BackendError::Internal(e.to_string()))?
+            .map_err(|e| BackendError::InvalidParam { message: format!("invalid response_format: {e}"), param: "response_format".into() })
+    }
+
     /// Tokenizes a prompt as the engine would for generation.
     pub fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<u32>, crate::Error> {
         match prompt {
@@ -215,7 +235,18 @@ fn start(entry: &CatalogEntry, cfg: &EngineConfig) -> Result<Arc<LoadedModel>, B
     std::thread::Builder::new().name(format!("sched-{}", entry.info.id)).spawn(move || scheduler::run(model, tk, rx, sched, context_length, st)).map_err(|e| BackendError::Internal(e.to_string()))?;
     tracing::info!(model = %entry.info.id, arch = ?config.arch, layers = config.n_layers, ms = t0.elapsed().as_millis() as u64, "model loaded");
     let max_inflight = cfg.scheduler.max_running + cfg.max_waiting;
-    Ok(Arc::new(LoadedModel { tokenizer, template: parts.template, config, ffn, context_length, inflight: Arc::new(AtomicUsize::new(0)), max_inflight, stats, tx: Mutex::new(tx) }))
+    Ok(Arc::new(LoadedModel {
+        tokenizer,
+        template: parts.template,
+        config,
+        ffn,
+        context_length,
+        inflight: Arc::new(AtomicUsize::new(0)),
+        max_inflight,
+        stats,
+        tx: Mutex::new(tx),
+        grammars: OnceCell::new(),
+    }))
 }
 
 #[async_trait::async_trait]
@@ -255,6 +286,10 @@ impl InferenceBackend for Engine {
             None if prompt.len() >= ctx => return Err(BackendError::ContextOverflow { prompt_tokens: prompt.len(), max_tokens: 1, requested: prompt.len() + 1, context_length: ctx }),
             None => ctx - prompt.len(),
         };
+        let grammar = match &req.constraint {
+            Some(c) => Some(m.compile(c).await?),
+            None => None,
+        };
         let mut stop = req.stop.clone();
         if matches!(req.prompt, Prompt::Chat(_)) {
             stop.extend(m.template.stops.iter().cloned());
@@ -267,7 +302,7 @@ impl InferenceBackend for Engine {
         }
         let inflight = InflightGuard(m.inflight.clone());
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let seq = SeqRequest { prompt, max_tokens, stop, top_logprobs: req.top_logprobs, sampler: Sampler::new(req.sampling.clone()), tx, inflight, adapter };
+        let seq = SeqRequest { prompt, max_tokens, stop, top_logprobs: req.top_logprobs, sampler: Sampler::new(req.sampling.clone()), tx, inflight, adapter, grammar };
         m.tx.lock().unwrap().send(Command::Add(Box::new(seq))).map_err(|_| BackendError::Internal("scheduler thread stopped".into()))?;
         Ok(rx)
     }

@@ -4,6 +4,7 @@
 //! pass, samples, streams text out, and retires finished or abandoned sequences. A client that
 //! hangs up (its receiver dropped) is retired at the next step.
 
+use crate::constrain::{Advance, Grammar};
 use crate::lora::Adapter;
 use crate::model::{BatchItem, KvCache, Model};
 use crate::prefix::PrefixCache;
@@ -51,6 +52,8 @@ pub struct SeqRequest {
     pub inflight: InflightGuard,
     /// The LoRA adapter to run with, and a key naming it (for the prefix cache).
     pub adapter: Option<(u64, Arc<Adapter>)>,
+    /// The grammar the output must follow (structured output), if any.
+    pub grammar: Option<Grammar>,
 }
 
 /// Decrements a model's in-flight count when dropped.
@@ -95,6 +98,7 @@ struct Sequence {
 enum Step {
     Continue,
     Finished(FinishReason),
+    Failed(String),
 }
 
 impl Sequence {
@@ -224,6 +228,11 @@ pub fn run(model: Model, tokenizer: Arc<Tokenizer>, rx: Receiver<Command>, cfg: 
             let s = &mut running[i];
             match sample_one(s, &mut l, &tokenizer, context_length) {
                 Step::Continue => {}
+                Step::Failed(why) => {
+                    tracing::error!(error = %why, "constrained decoding failed");
+                    let _ = s.req.tx.send(Event::Error(shovel_core::BackendError::Internal(why)));
+                    finished.push(i);
+                }
                 Step::Finished(reason) => {
                     // Text held back as a possible stop-string prefix is released at the end.
                     let tail = s.flush();
@@ -255,12 +264,25 @@ fn publish(stats: &SchedStats, running: &[Sequence], waiting: usize, prefixes: &
 }
 
 fn sample_one(s: &mut Sequence, logits: &mut [f32], tk: &Tokenizer, context_length: usize) -> Step {
+    // Log probabilities are the model's own, before the grammar's mask (as before sampling filters).
     let lp = s.req.top_logprobs.map(|k| (logits.to_vec(), k));
+    if let Some(g) = &mut s.req.grammar {
+        if let Err(e) = g.mask(logits) {
+            return Step::Failed(e);
+        }
+    }
     let tok = s.req.sampler.sample(logits, &s.tokens);
     s.generated += 1;
     if tk.eog.contains(&tok) {
         return Step::Finished(FinishReason::Stop);
     }
+    let complete = match &mut s.req.grammar {
+        Some(g) => match g.advance(tok) {
+            Ok(a) => a == Advance::Complete,
+            Err(e) => return Step::Failed(e),
+        },
+        None => false,
+    };
     s.tokens.push(tok);
     let logprob = lp.map(|(raw, k)| {
         let (chosen, top) = top_logprobs(&raw, tok, k);
@@ -274,7 +296,7 @@ fn sample_one(s: &mut Sequence, logits: &mut [f32], tk: &Tokenizer, context_leng
     if (!text.is_empty() || logprob.is_some()) && s.req.tx.send(Event::Token { text, id: tok, logprob }).is_err() {
         return Step::Continue; // the receiver is gone; retired at the next step
     }
-    if stopped {
+    if stopped || complete {
         return Step::Finished(FinishReason::Stop);
     }
     if s.generated >= s.req.max_tokens || s.tokens.len() >= context_length {
@@ -299,6 +321,7 @@ mod tests {
             tx,
             inflight: InflightGuard(std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(1))),
             adapter: None,
+            grammar: None,
         };
         Sequence { req, cached: 0, tokens: vec![], kv: KvCache::new(1), generated: 0, pending: vec![], text: String::new(), emitted: 0 }
     }

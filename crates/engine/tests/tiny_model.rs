@@ -154,7 +154,7 @@ fn engine(dir: &Path, max_context: usize) -> Engine {
 }
 
 fn req(prompt: Prompt, max_tokens: Option<usize>) -> GenerateRequest {
-    GenerateRequest { model: ModelId::new("tiny"), prompt, sampling: SamplingParams { temperature: 0.0, ..Default::default() }, max_tokens, stop: vec![], top_logprobs: None }
+    GenerateRequest { model: ModelId::new("tiny"), prompt, sampling: SamplingParams { temperature: 0.0, ..Default::default() }, max_tokens, stop: vec![], top_logprobs: None, constraint: None }
 }
 
 async fn run(e: &Engine, r: GenerateRequest) -> (String, FinishReason, shovel_core::Usage) {
@@ -271,4 +271,56 @@ async fn a_dropped_receiver_cancels_without_disturbing_others() {
     let got = run(&e, req(Prompt::Text("keep going".into()), Some(20))).await;
     assert_eq!(got.0, expected.0);
     assert_eq!((got.2.prompt_tokens, got.2.completion_tokens), (expected.2.prompt_tokens, expected.2.completion_tokens));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_schema_holds_even_a_random_model_to_it() {
+    use shovel_core::OutputConstraint;
+    let dir = tempfile::tempdir().unwrap();
+    write_model(dir.path(), 11);
+    let e = engine(dir.path(), 64);
+    let chat = Prompt::Chat(vec![ChatMessage { role: "user".into(), content: "hi".into() }]);
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {"region": {"enum": ["north", "south"]}, "n": {"enum": [1, 22, 333]}},
+        "required": ["region", "n"],
+        "additionalProperties": false,
+        "x-guidance": {"whitespace_flexible": false}
+    });
+    // A random model would never write this by chance; the mask makes every draw valid.
+    for seed in 0..6 {
+        let mut r = req(chat.clone(), Some(40));
+        r.sampling = SamplingParams { temperature: 1.0, seed: Some(seed), ..Default::default() };
+        r.constraint = Some(OutputConstraint::JsonSchema(schema.clone()));
+        let (text, fin, _) = run(&e, r).await;
+        assert_eq!(fin, FinishReason::Stop, "seed {seed}: {text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|err| panic!("seed {seed}: {text:?}: {err}"));
+        assert!(["north", "south"].contains(&v["region"].as_str().unwrap()), "{v}");
+        assert!([1, 22, 333].contains(&v["n"].as_i64().unwrap()), "{v}");
+    }
+    // Too few tokens to finish: the answer is cut and says so.
+    let mut r = req(chat.clone(), Some(5));
+    r.constraint = Some(OutputConstraint::JsonSchema(schema.clone()));
+    let (text, fin, _) = run(&e, r).await;
+    assert_eq!(fin, FinishReason::Length, "{text}");
+    assert!(serde_json::from_str::<serde_json::Value>(&text).is_err());
+    // Any JSON object, with the default (bounded) whitespace.
+    let mut r = req(chat.clone(), Some(40));
+    r.sampling = SamplingParams { temperature: 1.0, seed: Some(3), ..Default::default() };
+    r.constraint = Some(OutputConstraint::JsonObject);
+    let (text, fin, _) = run(&e, r).await;
+    assert!(text.trim_start().starts_with('{'), "{text:?}");
+    if fin == FinishReason::Stop {
+        assert!(serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&text).is_ok(), "{text:?}");
+    }
+    // A schema that does not compile is refused before anything runs, naming the problem.
+    let mut r = req(chat.clone(), Some(10));
+    r.constraint = Some(OutputConstraint::JsonSchema(serde_json::json!({"type": "object", "properties": {"a": {"type": "nope"}}})));
+    match e.submit(r).await {
+        Err(BackendError::InvalidParam { param, message }) => {
+            assert_eq!(param, "response_format");
+            assert!(message.contains("nope"), "{message}");
+        }
+        other => panic!("expected an invalid schema error, got {:?}", other.map(|_| ())),
+    }
 }

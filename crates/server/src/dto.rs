@@ -4,7 +4,7 @@
 use crate::error::ApiError;
 use serde::Deserialize;
 use serde_json::Value;
-use shovel_core::{ChatMessage, GenerateRequest, ModelId, Prompt, SamplingParams};
+use shovel_core::{ChatMessage, GenerateRequest, ModelId, OutputConstraint, Prompt, SamplingParams};
 
 /// `stop`: one string or a list.
 #[derive(Debug, Deserialize)]
@@ -102,7 +102,8 @@ pub struct ChatCompletionRequest {
     pub logprobs: Option<bool>,
     /// Alternatives per position, 0..=20 (needs `logprobs`).
     pub top_logprobs: Option<usize>,
-    /// Structured output; arrives with the engine issue.
+    /// Structured output: `{"type": "text" | "json_object"}` or `{"type": "json_schema",
+    /// "json_schema": {"name", "schema", "strict"?, "description"?}}`.
     pub response_format: Option<Value>,
     /// Tool definitions; arrive with the engine issue.
     pub tools: Option<Vec<Value>>,
@@ -256,15 +257,10 @@ impl ChatCompletionRequest {
             let role = if m.role == "developer" { "system".to_string() } else { m.role };
             messages.push(ChatMessage { role, content });
         }
-        if let Some(rf) = &self.response_format {
-            let kind = rf.get("type").and_then(Value::as_str).unwrap_or("");
-            if kind != "text" {
-                return Err(ApiError::unsupported(
-                    "response_format",
-                    format!("response_format `{kind}` is not supported yet: constrained JSON output arrives with the engine's structured-output work; use `text` or omit it"),
-                ));
-            }
-        }
+        let constraint = match &self.response_format {
+            Some(rf) => response_format(rf)?,
+            None => None,
+        };
         if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
             return Err(ApiError::unsupported("tools", "`tools` are not supported yet: tool calls arrive with the engine's structured-output work"));
         }
@@ -283,6 +279,7 @@ impl ChatCompletionRequest {
             max_tokens: max_tokens("max_completion_tokens", self.max_completion_tokens)?.or(max_tokens("max_tokens", c.max_tokens)?),
             stop: stops(c)?,
             top_logprobs: top,
+            constraint,
         };
         Ok(Plan { requests: fan_out(base, choices(c)?), stream: c.stream.unwrap_or(false), include_usage: c.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false), logprobs })
     }
@@ -321,9 +318,42 @@ impl CompletionRequest {
                 max_tokens: max_tokens("max_tokens", c.max_tokens)?.or(Some(16)),
                 stop: stops(c)?,
                 top_logprobs: self.logprobs,
+                constraint: None,
             };
             requests.extend(fan_out(base, n));
         }
         Ok(Plan { requests, stream: c.stream.unwrap_or(false), include_usage: c.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false), logprobs: self.logprobs.is_some() })
+    }
+}
+
+/// Parses OpenAI's `response_format` into the engine's output constraint.
+fn response_format(rf: &Value) -> Result<Option<OutputConstraint>, ApiError> {
+    let Some(obj) = rf.as_object() else {
+        return Err(ApiError::invalid("response_format", "`response_format` must be an object such as {\"type\": \"json_object\"}"));
+    };
+    match obj.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(OutputConstraint::JsonObject)),
+        Some("json_schema") => {
+            let Some(js) = obj.get("json_schema").and_then(Value::as_object) else {
+                return Err(ApiError::invalid("response_format.json_schema", "`response_format.json_schema` is required when the type is `json_schema`: {\"name\": ..., \"schema\": {...}}"));
+            };
+            let name = js.get("name").and_then(Value::as_str).unwrap_or("");
+            if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return Err(ApiError::invalid("response_format.json_schema.name", "`response_format.json_schema.name` must be 1 to 64 characters of a-z, A-Z, 0-9, `_` or `-`"));
+            }
+            if js.get("strict").is_some_and(|v| !v.is_boolean() && !v.is_null()) {
+                return Err(ApiError::invalid("response_format.json_schema.strict", "`response_format.json_schema.strict` must be a boolean"));
+            }
+            // Without a schema any JSON value is allowed; the output is always held to the schema
+            // (`strict` false is treated as true: a mask costs nothing extra).
+            match js.get("schema") {
+                None => Ok(Some(OutputConstraint::JsonSchema(serde_json::json!({})))),
+                Some(s) if s.is_object() => Ok(Some(OutputConstraint::JsonSchema(s.clone()))),
+                Some(_) => Err(ApiError::invalid("response_format.json_schema.schema", "`response_format.json_schema.schema` must be a JSON Schema object")),
+            }
+        }
+        Some(other) => Err(ApiError::invalid("response_format.type", format!("`response_format.type` must be one of text, json_object, json_schema; got `{other}`"))),
+        None => Err(ApiError::invalid("response_format.type", "`response_format.type` is required: text, json_object or json_schema")),
     }
 }

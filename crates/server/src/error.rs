@@ -63,6 +63,7 @@ impl From<BackendError> for ApiError {
                 ApiError { status: StatusCode::NOT_FOUND, message, kind: "invalid_request_error", param: Some("model".into()), code: Some("model_not_found"), retry_after: None }
             }
             BackendError::Unsupported { param, .. } => ApiError { param, code: Some("unsupported"), ..ApiError::invalid("", message) },
+            BackendError::InvalidParam { param, .. } => ApiError::invalid(&param, message),
             BackendError::ContextOverflow { .. } => ApiError { code: Some("context_length_exceeded"), ..ApiError::invalid("messages", message) },
             BackendError::EmptyPrompt => ApiError::invalid("messages", message),
             BackendError::Overloaded => ApiError { status: StatusCode::TOO_MANY_REQUESTS, message, kind: "rate_limit_error", param: None, code: Some("overloaded"), retry_after: Some(1) },

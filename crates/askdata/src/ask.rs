@@ -9,7 +9,7 @@ use crate::chart::{self, ChartSpec, ChartType};
 use crate::exec::{self, Rows};
 use crate::guard;
 use serde::{Deserialize, Serialize};
-use shovel_core::{ChatMessage, Event, GenerateRequest, InferenceBackend, ModelId, Prompt, SamplingParams};
+use shovel_core::{ChatMessage, Event, GenerateRequest, InferenceBackend, ModelId, OutputConstraint, Prompt, SamplingParams};
 use sqlx::SqliteConnection;
 use std::time::Duration;
 
@@ -119,11 +119,14 @@ pub struct AskOptions {
     pub timeout: Duration,
     /// Tokens the model may write.
     pub max_tokens: usize,
+    /// Hold the reply to what the question says outright ([`crate::cues`]); off only to measure
+    /// what the cues add (the reply's JSON schema applies either way).
+    pub cues: bool,
 }
 
 impl Default for AskOptions {
     fn default() -> Self {
-        AskOptions { max_rows: 1000, timeout: Duration::from_secs(5), max_tokens: 256 }
+        AskOptions { max_rows: 1000, timeout: Duration::from_secs(5), max_tokens: 256, cues: true }
     }
 }
 
@@ -182,15 +185,55 @@ fn is_chinese(s: &str) -> bool {
     s.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c))
 }
 
-/// The model's reply to `question` (greedy, so the same model answers the same way).
-pub async fn generate(backend: &dyn InferenceBackend, model: &ModelId, catalog: &Catalog, question: &str, max_tokens: usize) -> Result<String, shovel_core::BackendError> {
+/// The JSON schema of [`Reply`] as the model writes it (compact, keys in the teaching data's
+/// order): `{"sql", "chart": {"type", "x"?, "y"?, "series"?, "title"?}}` or `{"error"}`.
+/// Generation is held to it, so every reply parses and names a real chart type; what the
+/// question says outright ([`crate::cues`]) narrows it further: the chart type it names is the
+/// only one allowed, and the SQL must match [`crate::cues::sql_pattern`] (its grouping, its
+/// period's months, its top-N LIMIT).
+pub fn reply_schema(catalog: &Catalog, question: &str, cues: bool) -> serde_json::Value {
+    let s = || serde_json::json!({"type": "string"});
+    let types: Vec<&str> = match crate::cues::chart(question).filter(|_| cues) {
+        Some(t) => vec![t.as_str()],
+        None => vec!["line", "bar", "pie", "table", "number"],
+    };
+    let mut sql = s();
+    if let Some(p) = crate::cues::sql_pattern(catalog, question).filter(|_| cues) {
+        sql["pattern"] = serde_json::json!(p);
+    }
+    serde_json::json!({
+        "x-guidance": {"whitespace_flexible": false},
+        "anyOf": [
+            {
+                "type": "object",
+                "properties": {
+                    "sql": sql,
+                    "chart": {
+                        "type": "object",
+                        "properties": {"type": {"enum": types}, "x": s(), "y": s(), "series": s(), "title": s()},
+                        "required": ["type"],
+                        "additionalProperties": false
+                    }
+                },
+                "required": ["sql", "chart"],
+                "additionalProperties": false
+            },
+            {"type": "object", "properties": {"error": s()}, "required": ["error"], "additionalProperties": false}
+        ]
+    })
+}
+
+/// The model's reply to `question` (greedy, so the same model answers the same way), held to
+/// [`reply_schema`].
+pub async fn generate(backend: &dyn InferenceBackend, model: &ModelId, catalog: &Catalog, question: &str, opts: &AskOptions) -> Result<String, shovel_core::BackendError> {
     let req = GenerateRequest {
         model: model.clone(),
         prompt: Prompt::Chat(messages(catalog, question)),
         sampling: SamplingParams { temperature: 0.0, ..Default::default() },
-        max_tokens: Some(max_tokens),
+        max_tokens: Some(opts.max_tokens),
         stop: vec![],
         top_logprobs: None,
+        constraint: Some(OutputConstraint::JsonSchema(reply_schema(catalog, question, opts.cues))),
     };
     let mut rx = backend.submit(req).await?;
     let mut output = String::new();
@@ -256,7 +299,7 @@ impl ObjectEnd {
 
 /// Asks the model, then runs and charts its query.
 pub async fn ask(backend: &dyn InferenceBackend, model: &ModelId, db: &mut Database, question: &str, opts: &AskOptions) -> Result<Answer, AskError> {
-    let output = generate(backend, model, &db.catalog, question, opts.max_tokens).await?;
+    let output = generate(backend, model, &db.catalog, question, opts).await?;
     Ok(answer_reply(db, question, output, opts).await)
 }
 

@@ -183,6 +183,19 @@ impl Catalog {
         links
     }
 
+    /// Every place the question's words name a column through the glossary: (byte offset, byte
+    /// length, `table.column`), in question order.
+    pub fn mentions(&self, question: &str) -> Vec<(usize, usize, String)> {
+        find_words(question, self.terms.iter().map(|t| t.term.as_str())).into_iter().map(|(at, i)| (at, self.terms[i].term.len(), self.terms[i].column.clone())).collect()
+    }
+
+    /// The one text column holding dates (its name ends in `date`), when there is exactly one.
+    pub fn date_column(&self) -> Option<&str> {
+        let mut it = self.tables.iter().flat_map(|t| &t.columns).filter(|c| c.name.to_ascii_lowercase().ends_with("date") && !c.ty.to_uppercase().contains("INT"));
+        let first = it.next()?;
+        it.next().is_none().then_some(first.name.as_str())
+    }
+
     /// The columns the question's words name through the glossary, in the order the question
     /// names them, each once, with the words that named it.
     pub fn link_columns(&self, question: &str) -> Vec<(String, String)> {

@@ -72,7 +72,7 @@ impl AskData {
     pub async fn ask(&self, backend: &dyn InferenceBackend, model: Option<ModelId>, question: &str) -> Result<Answer, AskError> {
         let model = model.unwrap_or_else(|| self.default_model.clone());
         let catalog = self.db.lock().await.catalog.clone();
-        let output = ask::generate(backend, &model, &catalog, question, self.opts.max_tokens).await?;
+        let output = ask::generate(backend, &model, &catalog, question, &self.opts).await?;
         let mut db = self.db.lock().await;
         Ok(ask::answer_reply(&mut db, question, output, &self.opts).await)
     }

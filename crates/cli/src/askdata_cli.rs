@@ -60,9 +60,9 @@ pub async fn answer_all(engine: &Engine, model: &ModelId, db: &mut Database, que
     // sequences, so the others reuse the first one's keys and values for the shared system prompt.
     let mut outputs = Vec::with_capacity(questions.len());
     if let Some(first) = questions.first() {
-        outputs.push(ask::generate(engine, model, &catalog, first, opts.max_tokens).await);
+        outputs.push(ask::generate(engine, model, &catalog, first, opts).await);
     }
-    outputs.extend(futures::future::join_all(questions.iter().skip(1).map(|q| ask::generate(engine, model, &catalog, q, opts.max_tokens))).await);
+    outputs.extend(futures::future::join_all(questions.iter().skip(1).map(|q| ask::generate(engine, model, &catalog, q, opts))).await);
     let mut answers = Vec::with_capacity(questions.len());
     for (q, out) in questions.iter().zip(outputs) {
         let out = out.map_err(|e| anyhow::anyhow!("{model}: {e}"))?;
@@ -169,15 +169,15 @@ pub async fn ask_cmd(cfg: &Config, db: &str, model: Option<String>, format: Form
 
 /// Grades `model` on the evaluation set; returns the score, the graded questions and seconds.
 async fn evaluate(engine: &Engine, model: &ModelId, db: &mut Database, gold_conn: &mut sqlx::SqliteConnection) -> Result<(Score, Vec<(Graded, Answer)>, f64)> {
-    evaluate_on(engine, model, db, gold_conn, eval::eval_set()).await
+    evaluate_on(engine, model, db, gold_conn, eval::eval_set(), true).await
 }
 
-async fn evaluate_on(engine: &Engine, model: &ModelId, db: &mut Database, gold_conn: &mut sqlx::SqliteConnection, set: Vec<ask::Example>) -> Result<(Score, Vec<(Graded, Answer)>, f64)> {
+async fn evaluate_on(engine: &Engine, model: &ModelId, db: &mut Database, gold_conn: &mut sqlx::SqliteConnection, set: Vec<ask::Example>, cues: bool) -> Result<(Score, Vec<(Graded, Answer)>, f64)> {
     let qs: Vec<String> = set.iter().map(|e| e.question.clone()).collect();
     let t = Instant::now();
     // The longest gold reply is about 130 tokens; a model still writing after 200 is wrong
     // anyway, and the untaught base otherwise rambles to the default limit on every question.
-    let answers = answer_all(engine, model, db, &qs, &AskOptions { max_tokens: 200, ..AskOptions::default() }).await?;
+    let answers = answer_all(engine, model, db, &qs, &AskOptions { max_tokens: 200, cues, ..AskOptions::default() }).await?;
     let secs = t.elapsed().as_secs_f64();
     let mut graded = Vec::new();
     for (g, a) in set.iter().zip(answers) {
@@ -227,11 +227,12 @@ async fn register_stable(cfg: &Config, store: &Store, tuned: &str) -> Result<()>
 }
 
 /// `shovel askdata eval`: grades a model on labelled questions (the shipped evaluation set,
-/// `--file fresh` for the reviewer's fresh set, or a JSONL file of `{"question", "sql", "chart"}` / `{"question", "error"}` lines) on the demo
+/// `--file fresh`/`fresh2` for the reviewers' fresh sets, or a JSONL file of `{"question", "sql", "chart"}` / `{"question", "error"}` lines) on the demo
 /// database; prints each miss and the score, and with `--json` the score as JSON last.
-pub async fn eval_cmd(cfg: &Config, file: Option<PathBuf>, model: Option<String>, json: bool) -> Result<()> {
+pub async fn eval_cmd(cfg: &Config, file: Option<PathBuf>, model: Option<String>, json: bool, no_cues: bool) -> Result<()> {
     let set = match &file {
         Some(f) if f.as_os_str() == "fresh" => eval::fresh_set(),
+        Some(f) if f.as_os_str() == "fresh2" => eval::fresh2_set(),
         Some(f) => eval::parse_examples(&std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?,
         None => eval::eval_set(),
     };
@@ -242,7 +243,7 @@ pub async fn eval_cmd(cfg: &Config, file: Option<PathBuf>, model: Option<String>
     };
     let (mut db, mut gold) = open_demo_with_gold(cfg).await?;
     let (engine, id) = crate::one_model_engine(cfg, &model).await?;
-    let (score, graded, secs) = evaluate_on(&engine, &id, &mut db, &mut gold, set).await?;
+    let (score, graded, secs) = evaluate_on(&engine, &id, &mut db, &mut gold, set, !no_cues).await?;
     for (g, a) in graded.iter().filter(|(g, _)| !(g.exec_ok && g.chart_ok)) {
         println!("missed: {} ({})\n  model: {}", g.question, g.note.clone().unwrap_or_default(), a.model_output.trim());
     }

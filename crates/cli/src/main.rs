@@ -256,6 +256,10 @@ enum AskdataCmd {
         /// Print the score as JSON on the last line.
         #[arg(long)]
         json: bool,
+        /// Do not hold replies to the question's cues (chart, grouping, period, top-n): to measure
+        /// what they add. The reply's JSON schema still applies.
+        #[arg(long)]
+        no_cues: bool,
     },
     /// Write the shipped Ask-Data teaching examples as chat JSONL for `shovel tune`, with the
     /// prompt `shovel ask` uses on the demo database.
@@ -579,9 +583,9 @@ async fn real_main() -> Result<()> {
             println!("wrote {} examples to {}", shovel_askdata::eval::train_set().len(), path.display());
             Ok(())
         }
-        Cmd::Askdata { cmd: AskdataCmd::Eval { file, model, json } } => {
+        Cmd::Askdata { cmd: AskdataCmd::Eval { file, model, json, no_cues } } => {
             init_tracing("warn");
-            askdata_cli::eval_cmd(&cfg, file, model, json).await
+            askdata_cli::eval_cmd(&cfg, file, model, json, no_cues).await
         }
         Cmd::Ask { db, model, format, chart_out, questions, question } => {
             init_tracing("warn");

@@ -1,0 +1,166 @@
+//! What a question says outright about the shape of its answer: the chart it asks for ("用柱状图",
+//! "as bars", "占比"), the time grain of its grouping ("每个季度", "by year") and how many rows it
+//! wants ("前五", "top 10", in [`crate::period::top_n`]). These are not guesses for the model to
+//! make: the pipeline reads them from the question and holds generation to them (the reply's
+//! JSON schema allows only that chart type; the SQL must open with the grain's expression and
+//! end with the LIMIT), the way the period is normalised into the prompt.
+//!
+//! Every cue agrees with the gold answer of every shipped example where it fires (a test in
+//! `eval` checks all three sets), so a cue never forces a wrong answer on the data we have.
+
+use crate::catalog::Catalog;
+use crate::chart::ChartType;
+use crate::period::Period;
+use regex::Regex;
+use std::sync::LazyLock;
+
+static CHARTS: LazyLock<Vec<(ChartType, Regex)>> = LazyLock::new(|| {
+    [
+        (ChartType::Line, r"折线|\bline (chart|graph)s?\b|\blines?\b"),
+        (ChartType::Bar, r"柱状|柱形|条形|\bbar (chart|graph)s?\b|\bbars?\b"),
+        (ChartType::Pie, r"饼|\bpie\b|占比|比例|\bshares?\b|\bproportions?\b"),
+    ]
+    .into_iter()
+    .map(|(t, p)| (t, Regex::new(&format!("(?i){p}")).expect("valid chart pattern")))
+    .collect()
+});
+
+/// The chart type the question asks for by name, if it does.
+pub fn chart(question: &str) -> Option<ChartType> {
+    CHARTS.iter().find(|(_, re)| re.is_match(question)).map(|(t, _)| *t)
+}
+
+/// A time grain the rows are grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grain {
+    /// One row per quarter of the year.
+    Quarter,
+    /// One row per year.
+    Year,
+}
+
+impl Grain {
+    /// How the teaching data computes the grain from a `YYYY-MM-DD` column: the first select item.
+    pub fn select_expr(self, date_column: &str) -> String {
+        match self {
+            Grain::Quarter => format!("(CAST(substr({date_column},6,2) AS INTEGER)+2)/3"),
+            Grain::Year => format!("substr({date_column},1,4)"),
+        }
+    }
+}
+
+static GRAINS: LazyLock<Vec<(Grain, Regex)>> = LazyLock::new(|| {
+    [
+        // Not "第四季度" or "2020年度": those name a period, not a grouping.
+        (Grain::Quarter, r"每一?个?季度|各季度|分季度|按季度|逐季|\bquarterly\b|\b(by|per|each) quarter\b"),
+        (Grain::Year, r"每一?年|各年|逐年|按年|分年|\byearly\b|\bannual(ly)?\b|\b(by|per|each) year\b"),
+    ]
+    .into_iter()
+    .map(|(g, p)| (g, Regex::new(&format!("(?i){p}")).expect("valid grain pattern")))
+    .collect()
+});
+
+/// The time grain the question groups by, when it is a quarter or a year (months are grouped in
+/// more than one way, by `order_date` or by the targets' `month`, so they are left to the model).
+pub fn grain(question: &str) -> Option<Grain> {
+    GRAINS.iter().find(|(_, re)| re.is_match(question)).map(|(g, _)| *g)
+}
+
+static MONTHLY: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)每一?个?月|各月|逐月|按月|分月|月度|走势|趋势|\bmonthly\b|\b(by|per|each) month\b|\bmonth by month\b|\btrends?\b").expect("valid pattern"));
+static GROUP_BEFORE: LazyLock<Vec<Regex>> = LazyLock::new(|| {
+    [
+        r"(各|每一?个|每一?种|每类|哪一?个|哪些|哪几个|按照?|分)(个)?$",
+        r"前[0-9一二三四五六七八九十两]+(个|名|大)?$",
+        r"(?i)\b(by|per|each|every|across|among|which|what)\s+(the\s+)?$",
+        r"(?i)\btop\s+\d+\s+$",
+    ]
+    .into_iter()
+    .map(|p| Regex::new(p).expect("valid grouping pattern"))
+    .collect()
+});
+
+/// The column the question groups its rows by, when it says so: a grouping word before a
+/// glossary word of a text column ("各地区", "每个渠道", "前五个产品", "by region", "top 5
+/// provinces", "which city"), or two values of one column set side by side ("线上线下", "online
+/// versus offline"). `None` when the question also groups by time (the time is then the first
+/// column and this one the series, which is left to the model).
+pub fn group_column(catalog: &Catalog, question: &str) -> Option<String> {
+    if grain(question).is_some() || MONTHLY.is_match(question) {
+        return None;
+    }
+    let date = catalog.date_column();
+    let dimension = |qualified: &str| -> Option<String> {
+        let (table, column) = qualified.split_once('.')?;
+        let c = catalog.tables.iter().find(|t| t.name == table)?.columns.iter().find(|c| c.name == column)?;
+        let text = c.ty.to_uppercase().contains("TEXT") || c.ty.to_uppercase().contains("CHAR");
+        (text && Some(column) != date && !column.ends_with("_id")).then(|| column.to_string())
+    };
+    for (at, _, col) in catalog.mentions(question) {
+        let before = &question[..at];
+        let term = &question[at..];
+        if term.starts_with('各') || GROUP_BEFORE.iter().any(|re| re.is_match(before)) {
+            if let Some(c) = dimension(&col) {
+                return Some(c);
+            }
+        }
+    }
+    let links = catalog.link(question);
+    for (i, a) in links.iter().enumerate() {
+        if links[i + 1..].iter().any(|b| b.table == a.table && b.column == a.column) {
+            return dimension(&format!("{}.{}", a.table, a.column));
+        }
+    }
+    None
+}
+
+/// The regular expression the reply's SQL must match, from the question's cues, written the way
+/// the teaching data writes SQL: opening with the time grain's expression or the grouping column,
+/// filtering the period's months literally, ending with the top-n LIMIT. `None` without cues.
+pub fn sql_pattern(catalog: &Catalog, question: &str) -> Option<String> {
+    let date = catalog.date_column();
+    let head = match (grain(question), date) {
+        (Some(g), Some(d)) => Some(format!("SELECT {} AS ", g.select_expr(d))),
+        _ => group_column(catalog, question).map(|c| format!("SELECT {c}, ")),
+    };
+    let period = date.and(crate::period::find(question)).map(|p| match p {
+        Period::Year(y) => format!("BETWEEN '{y}-01' AND '{y}-12'"),
+        Period::Month(y, m) => format!("='{y}-{m:02}'"),
+        Period::Range((y1, m1), (y2, m2)) => format!("BETWEEN '{y1}-{m1:02}' AND '{y2}-{m2:02}'"),
+    });
+    let tail = crate::period::top_n(question).map(|n| format!(" LIMIT {n}"));
+    if head.is_none() && period.is_none() && tail.is_none() {
+        return None;
+    }
+    let part = |p: Option<String>| p.map(|s| regex::escape(&s)).unwrap_or_default();
+    Some(format!("^{}.*{}.*{}$", part(head), part(period), part(tail)).replace(".*.*", ".*"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charts_named_in_either_language() {
+        assert_eq!(chart("华北地区2019年3-5月的销售额,用折线图来表示"), Some(ChartType::Line));
+        assert_eq!(chart("2020年哪个地区销售额最高?用柱状图比较各地区"), Some(ChartType::Bar));
+        assert_eq!(chart("2019年销售额的渠道占比,饼图"), Some(ChartType::Pie));
+        assert_eq!(chart("Online versus offline revenue in 2020, as bars"), Some(ChartType::Bar));
+        assert_eq!(chart("Line chart for Northwest China"), Some(ChartType::Line));
+        // "online" and "offline" contain "line" but name no chart.
+        assert_eq!(chart("Compare profit from online versus offline channels in 2020"), None);
+        assert_eq!(chart("2020年各地区的销售额"), None);
+    }
+
+    #[test]
+    fn grains_but_not_periods() {
+        assert_eq!(grain("2020年西北地区每个季度的销售额"), Some(Grain::Quarter));
+        assert_eq!(grain("Office supplies profit by quarter for 2019"), Some(Grain::Quarter));
+        assert_eq!(grain("Quarterly sales in Guangdong for 2018"), Some(Grain::Quarter));
+        assert_eq!(grain("上海这三年每年的销售额"), Some(Grain::Year));
+        assert_eq!(grain("Orders per year in Central China"), Some(Grain::Year));
+        assert_eq!(grain("东北地区2018年第四季度的销售目标"), None);
+        assert_eq!(grain("华南2018年度每个月实际销售额"), None);
+        assert_eq!(grain("the first quarter of 2019"), None);
+    }
+}

@@ -123,17 +123,34 @@ pub fn sql_pattern(catalog: &Catalog, question: &str) -> Option<String> {
         (Some(g), Some(d)) => Some(format!("SELECT {} AS ", g.select_expr(d))),
         _ => group_column(catalog, question).map(|c| format!("SELECT {c}, ")),
     };
-    let period = date.and(crate::period::find(question)).map(|p| match p {
-        Period::Year(y) => format!("BETWEEN '{y}-01' AND '{y}-12'"),
-        Period::Month(y, m) => format!("='{y}-{m:02}'"),
-        Period::Range((y1, m1), (y2, m2)) => format!("BETWEEN '{y1}-{m1:02}' AND '{y2}-{m2:02}'"),
-    });
-    let tail = crate::period::top_n(question).map(|n| format!(" LIMIT {n}"));
-    if head.is_none() && period.is_none() && tail.is_none() {
+    // The period's months, literally (either way a single month or a year may be written).
+    // A question without a period should get no date filter, but a pattern cannot forbid one
+    // well: forbidding a quote before a digit (tried) only made the model fill its BETWEEN with
+    // other text; it needs a grammar with negation (llguidance's Lark `~`).
+    let period = match (date, crate::period::find(question)) {
+        (Some(_), Some(p)) => {
+            let (y1, m1, y2, m2) = match p {
+                Period::Year(y) => (y, 1, y, 12),
+                Period::Month(y, m) => (y, m, y, m),
+                Period::Range((y1, m1), (y2, m2)) => (y1, m1, y2, m2),
+            };
+            let mut forms = vec![format!("BETWEEN '{y1}-{m1:02}' AND '{y2}-{m2:02}'")];
+            match p {
+                Period::Year(y) => forms.push(format!(",1,4)='{y}'")),
+                Period::Month(y, m) => forms.insert(0, format!("='{y}-{m:02}'")),
+                Period::Range(..) => {}
+            }
+            format!(".*({}).*", forms.iter().map(|f| regex::escape(f)).collect::<Vec<_>>().join("|"))
+        }
+        _ => String::new(),
+    };
+    let head = head.map(|h| regex::escape(&h)).unwrap_or_default();
+    let tail = crate::period::top_n(question).map(|n| regex::escape(&format!(" LIMIT {n}"))).unwrap_or_default();
+    if head.is_empty() && period.is_empty() && tail.is_empty() {
         return None;
     }
-    let part = |p: Option<String>| p.map(|s| regex::escape(&s)).unwrap_or_default();
-    Some(format!("^{}.*{}.*{}$", part(head), part(period), part(tail)).replace(".*.*", ".*"))
+    let body = if period.is_empty() { ".*".to_string() } else { period };
+    Some(format!("^{head}{body}{tail}$"))
 }
 
 #[cfg(test)]

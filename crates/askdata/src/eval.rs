@@ -234,6 +234,18 @@ mod tests {
                 assert!(regex::Regex::new(&p).unwrap().is_match(sql), "{}: {sql} does not match the cue pattern {p}", e.question);
             }
         }
+        // And they refuse what the model got wrong before they existed.
+        let pattern = |q: &str| regex::Regex::new(&crate::cues::sql_pattern(&db.catalog, q).unwrap()).unwrap();
+        let top_cities = pattern("销售额排名前5的城市是哪几个？");
+        assert!(top_cities.is_match("SELECT city, ROUND(SUM(amount),2) AS amount FROM sales GROUP BY city ORDER BY amount DESC LIMIT 5"));
+        assert!(!top_cities.is_match("SELECT city, ROUND(SUM(amount),2) AS amount FROM sales GROUP BY city ORDER BY amount DESC"));
+        let december = pattern("2018年12月北京一共有多少笔订单？");
+        assert!(december.is_match("SELECT COUNT(*) AS orders FROM sales WHERE city='北京' AND substr(order_date,1,7)='2018-12'"));
+        assert!(december.is_match("SELECT COUNT(*) AS orders FROM sales WHERE city='北京' AND substr(order_date,1,7) BETWEEN '2018-12' AND '2018-12'"));
+        assert!(!december.is_match("SELECT COUNT(*) AS orders FROM sales WHERE city='北京' AND substr(order_date,1,7) BETWEEN '2018-01' AND '2018-12'"));
+        assert!(!pattern("2020年西北地区每个季度的销售额").is_match(
+            "SELECT substr(order_date,1,7) AS month, ROUND(SUM(amount),2) AS amount FROM sales WHERE region='西北' AND substr(order_date,1,7) BETWEEN '2020-01' AND '2020-12' GROUP BY month"
+        ));
         let mut fresh = fresh_set();
         fresh.extend(fresh2_set());
         for e in eval.iter().chain(&train).chain(&fresh) {

@@ -14,20 +14,30 @@ use crate::period::Period;
 use regex::Regex;
 use std::sync::LazyLock;
 
-static CHARTS: LazyLock<Vec<(ChartType, Regex)>> = LazyLock::new(|| {
-    [
+/// Rules: the first whose pattern (case-insensitive) occurs in a question gives its value.
+struct Rules<T>(Vec<(T, Regex)>);
+
+impl<T: Copy> Rules<T> {
+    fn new(rules: &[(T, &str)]) -> Self {
+        Rules(rules.iter().map(|&(v, p)| (v, Regex::new(&format!("(?i){p}")).expect("valid cue pattern"))).collect())
+    }
+
+    fn find(&self, question: &str) -> Option<T> {
+        self.0.iter().find(|(_, re)| re.is_match(question)).map(|(v, _)| *v)
+    }
+}
+
+static CHARTS: LazyLock<Rules<ChartType>> = LazyLock::new(|| {
+    Rules::new(&[
         (ChartType::Line, r"折线|\bline (chart|graph)s?\b|\blines?\b"),
         (ChartType::Bar, r"柱状|柱形|条形|\bbar (chart|graph)s?\b|\bbars?\b"),
         (ChartType::Pie, r"饼|\bpie\b|占比|比例|\bshares?\b|\bproportions?\b"),
-    ]
-    .into_iter()
-    .map(|(t, p)| (t, Regex::new(&format!("(?i){p}")).expect("valid chart pattern")))
-    .collect()
+    ])
 });
 
 /// The chart type the question asks for by name, if it does.
 pub fn chart(question: &str) -> Option<ChartType> {
-    CHARTS.iter().find(|(_, re)| re.is_match(question)).map(|(t, _)| *t)
+    CHARTS.find(question)
 }
 
 /// A time grain the rows are grouped by.
@@ -49,21 +59,18 @@ impl Grain {
     }
 }
 
-static GRAINS: LazyLock<Vec<(Grain, Regex)>> = LazyLock::new(|| {
-    [
+static GRAINS: LazyLock<Rules<Grain>> = LazyLock::new(|| {
+    Rules::new(&[
         // Not "第四季度" or "2020年度": those name a period, not a grouping.
         (Grain::Quarter, r"每一?个?季度|各季度|分季度|按季度|逐季|\bquarterly\b|\b(by|per|each) quarter\b"),
         (Grain::Year, r"每一?年|各年|逐年|按年|分年|\byearly\b|\bannual(ly)?\b|\b(by|per|each) year\b"),
-    ]
-    .into_iter()
-    .map(|(g, p)| (g, Regex::new(&format!("(?i){p}")).expect("valid grain pattern")))
-    .collect()
+    ])
 });
 
 /// The time grain the question groups by, when it is a quarter or a year (months are grouped in
 /// more than one way, by `order_date` or by the targets' `month`, so they are left to the model).
 pub fn grain(question: &str) -> Option<Grain> {
-    GRAINS.iter().find(|(_, re)| re.is_match(question)).map(|(g, _)| *g)
+    GRAINS.find(question)
 }
 
 static MONTHLY: LazyLock<Regex> =

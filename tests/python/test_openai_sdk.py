@@ -211,3 +211,56 @@ def test_metrics_show_the_engine_and_no_leaked_kv(client, base_url):
         assert time.time() < deadline, "sequences or KV not released:\n" + text
         time.sleep(0.1)
     assert "# TYPE shovel_requests_total counter" in text
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 40}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("model", [SMOL, GEMMA])
+def test_tool_calls_follow_the_tools_schema(client, model):
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    r = client.chat.completions.create(model=model, messages=messages, tools=[WEATHER], tool_choice="required", max_tokens=60, temperature=0)
+    c = r.choices[0]
+    assert c.finish_reason == "tool_calls", c.message
+    call = c.message.tool_calls[0]
+    assert call.type == "function" and call.function.name == "get_weather" and call.id.startswith("call_")
+    args = json.loads(call.function.arguments)
+    assert set(args) == {"city", "unit"} and args["unit"] in ("celsius", "fahrenheit")
+    # The result goes back in; the model answers (in text, or with another call: both are valid).
+    messages += [c.message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": "18 degrees and sunny"}]
+    r = client.chat.completions.create(model=model, messages=messages, tools=[WEATHER], max_tokens=40, temperature=0)
+    c = r.choices[0]
+    assert c.finish_reason in ("stop", "length", "tool_calls")
+    if c.finish_reason == "tool_calls":
+        assert json.loads(c.message.tool_calls[0].function.arguments)["unit"] in ("celsius", "fahrenheit")
+    else:
+        assert c.message.content
+
+
+def test_tool_calls_stream_as_one_delta(client):
+    stream = client.chat.completions.create(
+        model=SMOL,
+        messages=[{"role": "user", "content": "Weather in Rome?"}],
+        tools=[WEATHER],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        max_tokens=60,
+        temperature=0,
+        stream=True,
+    )
+    chunks = list(stream)
+    calls = [tc for ch in chunks if ch.choices for tc in (ch.choices[0].delta.tool_calls or [])]
+    assert len(calls) == 1 and calls[0].function.name == "get_weather"
+    assert json.loads(calls[0].function.arguments)["unit"] in ("celsius", "fahrenheit")
+    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason] == ["tool_calls"]

@@ -200,4 +200,25 @@ mod tests {
         let mut g = c.compile(&OutputConstraint::Lark(r#"start: "yes" | "no""#.into())).unwrap();
         assert_eq!(run(&mut g, &tk, "no"), Ok(Advance::Complete));
     }
+
+    #[test]
+    fn lark_text_or_an_embedded_json_schema() {
+        // The shape of a chat reply with tools on `auto`: free text, or a call held to a schema.
+        let tk = Arc::new(byte_level_tokenizer());
+        let c = GrammarCompiler::new(tk.clone()).unwrap();
+        let lark = r#"start: text | call
+text: TEXT
+TEXT: /\s*[^{\s](.|\n)*/
+call: LEAD? %json {"type": "object", "properties": {"name": {"const": "f"}, "arguments": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}, "required": ["name", "arguments"], "additionalProperties": false, "x-guidance": {"whitespace_flexible": false}}
+LEAD: /\s+/"#;
+        let mut g = c.compile(&OutputConstraint::Lark(lark.into())).unwrap();
+        assert_eq!(run(&mut g, &tk, "It is {sunny} today."), Ok(Advance::Open), "text may go on until end of turn");
+        let mut eos = vec![0.0; tk.vocab_size()];
+        g.mask(&mut eos).unwrap();
+        assert_eq!(eos[tk.eog[0] as usize], 0.0, "and may end at any point");
+        let mut g = c.compile(&OutputConstraint::Lark(lark.into())).unwrap();
+        assert_eq!(run(&mut g, &tk, "\n{\"name\":\"f\",\"arguments\":{\"n\":3}}"), Ok(Advance::Complete));
+        let mut g = c.compile(&OutputConstraint::Lark(lark.into())).unwrap();
+        assert!(run(&mut g, &tk, r#"{"name":"g""#).is_err(), "a call of an unknown tool is masked");
+    }
 }

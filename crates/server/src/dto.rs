@@ -45,6 +45,10 @@ pub struct MessageDto {
     pub content: Option<ContentDto>,
     /// Optional author name (ignored).
     pub name: Option<String>,
+    /// An assistant message's tool calls (OpenAI's shape).
+    pub tool_calls: Option<Vec<Value>>,
+    /// A tool message: the call it answers.
+    pub tool_call_id: Option<String>,
 }
 
 /// `stream_options`.
@@ -105,10 +109,12 @@ pub struct ChatCompletionRequest {
     /// Structured output: `{"type": "text" | "json_object"}` or `{"type": "json_schema",
     /// "json_schema": {"name", "schema", "strict"?, "description"?}}`.
     pub response_format: Option<Value>,
-    /// Tool definitions; arrive with the engine issue.
+    /// Function tools the model may call.
     pub tools: Option<Vec<Value>>,
-    /// Tool choice.
+    /// `none`, `auto` (the default with tools), `required`, or one named function.
     pub tool_choice: Option<Value>,
+    /// Whether several calls may come in one reply (one call per reply is made either way).
+    pub parallel_tool_calls: Option<bool>,
     /// Shared sampling fields.
     #[serde(flatten)]
     pub common: CommonDto,
@@ -153,6 +159,8 @@ pub struct Plan {
     pub include_usage: bool,
     /// Whether logprobs were asked for.
     pub logprobs: bool,
+    /// The tools a chat reply may call; its text is read back as a call when it is one.
+    pub tools: Option<crate::tools::ToolUse>,
 }
 
 fn range(param: &str, v: Option<f32>, lo: f32, hi: f32, lo_inclusive: bool) -> Result<(), ApiError> {
@@ -235,7 +243,8 @@ impl ChatCompletionRequest {
         if self.messages.is_empty() {
             return Err(ApiError::invalid("messages", "`messages` must contain at least one message"));
         }
-        let mut messages = Vec::with_capacity(self.messages.len());
+        let mut messages = Vec::with_capacity(self.messages.len() + 1);
+        let mut call_names: std::collections::HashMap<String, String> = Default::default();
         for (i, m) in self.messages.into_iter().enumerate() {
             if !matches!(m.role.as_str(), "system" | "developer" | "user" | "assistant" | "tool") {
                 return Err(ApiError::invalid(format!("messages[{i}].role"), format!("messages[{i}].role must be one of system, developer, user, assistant, tool; got `{}`", m.role)));
@@ -254,16 +263,41 @@ impl ChatCompletionRequest {
                     s
                 }
             };
-            let role = if m.role == "developer" { "system".to_string() } else { m.role };
+            // Tool calls and results are written into the conversation as text: the calls as
+            // the model writes them, a result as a user turn naming its tool (every chat
+            // template has user turns; few have a tool role).
+            let (role, content) = match m.role.as_str() {
+                "developer" => ("system".to_string(), content),
+                "assistant" if m.tool_calls.as_ref().is_some_and(|c| !c.is_empty()) => {
+                    let calls = m.tool_calls.as_deref().unwrap_or_default();
+                    let text = crate::tools::calls_as_text(calls).map_err(|e| ApiError::invalid(format!("messages[{i}].tool_calls"), format!("messages[{i}].{e}")))?;
+                    for c in calls {
+                        if let (Some(id), Some(name)) = (c.get("id").and_then(Value::as_str), c.get("function").and_then(|f| f.get("name")).and_then(Value::as_str)) {
+                            call_names.insert(id.to_string(), name.to_string());
+                        }
+                    }
+                    ("assistant".to_string(), if content.is_empty() { text } else { format!("{content}\n{text}") })
+                }
+                "tool" => {
+                    let name = m.tool_call_id.as_deref().and_then(|id| call_names.get(id)).map(String::as_str).unwrap_or("the tool");
+                    ("user".to_string(), format!("Result of {name}: {content}"))
+                }
+                _ => (m.role, content),
+            };
             messages.push(ChatMessage { role, content });
         }
-        let constraint = match &self.response_format {
-            Some(rf) => response_format(rf)?,
-            None => None,
+        let tools = crate::tools::parse(self.tools.as_deref(), self.tool_choice.as_ref())?;
+        let constraint = match (&self.response_format, &tools) {
+            (Some(rf), Some(_)) if response_format(rf)?.is_some() => {
+                return Err(ApiError::invalid("response_format", "`response_format` cannot be combined with `tools`: both decide the reply's shape"));
+            }
+            (_, Some(u)) => {
+                u.add_to(&mut messages);
+                Some(u.constraint())
+            }
+            (Some(rf), None) => response_format(rf)?,
+            (None, None) => None,
         };
-        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-            return Err(ApiError::unsupported("tools", "`tools` are not supported yet: tool calls arrive with the engine's structured-output work"));
-        }
         let logprobs = self.logprobs.unwrap_or(false);
         let top = match (logprobs, self.top_logprobs) {
             (_, Some(k)) if k > 20 => return Err(ApiError::invalid("top_logprobs", format!("`top_logprobs` must be between 0 and 20, got {k}"))),
@@ -281,7 +315,7 @@ impl ChatCompletionRequest {
             top_logprobs: top,
             constraint,
         };
-        Ok(Plan { requests: fan_out(base, choices(c)?), stream: c.stream.unwrap_or(false), include_usage: c.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false), logprobs })
+        Ok(Plan { requests: fan_out(base, choices(c)?), stream: c.stream.unwrap_or(false), include_usage: c.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false), logprobs, tools })
     }
 }
 
@@ -322,7 +356,13 @@ impl CompletionRequest {
             };
             requests.extend(fan_out(base, n));
         }
-        Ok(Plan { requests, stream: c.stream.unwrap_or(false), include_usage: c.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false), logprobs: self.logprobs.is_some() })
+        Ok(Plan {
+            requests,
+            stream: c.stream.unwrap_or(false),
+            include_usage: c.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false),
+            logprobs: self.logprobs.is_some(),
+            tools: None,
+        })
     }
 }
 

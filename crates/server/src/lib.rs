@@ -11,6 +11,7 @@ pub mod files;
 pub mod fine_tuning;
 pub mod metrics;
 pub mod openai;
+pub mod tools;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};

@@ -183,7 +183,13 @@ async fn respond(st: AppState, plan: Plan, model: String, kind: Kind, n_per_prom
             first = Some(first.map_or(f, |x: Instant| x.min(f)));
         }
         let finish = c.finish.map(FinishReason::as_str);
+        let call = tool_call(&plan, c.finish, &c.text);
         choices.push(match kind {
+            Kind::Chat if call.is_some() => json!({
+                "index": i, "message": {"role": "assistant", "content": null, "refusal": null, "tool_calls": [call]},
+                "logprobs": if plan.logprobs { chat_logprobs(&c.logprobs) } else { Value::Null },
+                "finish_reason": "tool_calls",
+            }),
             Kind::Chat => json!({
                 "index": i, "message": {"role": "assistant", "content": c.text, "refusal": null},
                 "logprobs": if plan.logprobs { chat_logprobs(&c.logprobs) } else { Value::Null },
@@ -225,6 +231,9 @@ fn stream(st: AppState, plan: Plan, streams: Vec<EventStream>, id: String, model
         };
         let mut merged = futures::stream::select_all(streams.into_iter().enumerate().map(|(i, rx)| UnboundedReceiverStream::new(rx).map(move |e| (i, e))));
         let mut usages = vec![Usage::default(); n];
+        // With tools a reply is either text or a call, known only when it ends: it is held back
+        // and sent whole.
+        let mut held = vec![String::new(); n];
         let mut done = 0;
         let mut first = None;
         while let Some((i, ev)) = merged.next().await {
@@ -235,6 +244,11 @@ fn stream(st: AppState, plan: Plan, streams: Vec<EventStream>, id: String, model
                         Kind::Chat => Some(chunk(json!({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}))),
                         Kind::Completion => None,
                     }
+                }
+                Event::Token { text, .. } if kind == Kind::Chat && plan.tools.is_some() => {
+                    first.get_or_insert_with(Instant::now);
+                    held[i].push_str(&text);
+                    None
                 }
                 Event::Token { text, logprob, .. } => {
                     first.get_or_insert_with(Instant::now);
@@ -251,6 +265,23 @@ fn stream(st: AppState, plan: Plan, streams: Vec<EventStream>, id: String, model
                             "finish_reason": null,
                         })),
                     })
+                }
+                Event::Done { finish_reason, usage } if kind == Kind::Chat && plan.tools.is_some() => {
+                    usages[i] = usage;
+                    done += 1;
+                    let text = std::mem::take(&mut held[i]);
+                    let (delta, finish) = match tool_call(&plan, Some(finish_reason), &text) {
+                        Some(mut call) => {
+                            call["index"] = json!(0);
+                            (json!({"tool_calls": [call]}), "tool_calls")
+                        }
+                        None => (json!({"content": text}), finish_reason.as_str()),
+                    };
+                    if tx.send(Ok(chunk(json!({"index": i, "delta": delta, "logprobs": null, "finish_reason": null})))).await.is_err() {
+                        st.metrics.request(endpoint, 499);
+                        return;
+                    }
+                    Some(chunk(json!({"index": i, "delta": {}, "logprobs": null, "finish_reason": finish})))
                 }
                 Event::Done { finish_reason, usage } => {
                     usages[i] = usage;
@@ -287,6 +318,13 @@ fn stream(st: AppState, plan: Plan, streams: Vec<EventStream>, id: String, model
         let _ = tx.send(Ok(SseEvent::default().data("[DONE]"))).await;
     });
     Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::default())
+}
+
+/// The tool call a finished reply makes, in OpenAI's shape, when the request had tools and the
+/// reply (complete, not cut by `max_tokens`) is one.
+fn tool_call(plan: &Plan, finish: Option<FinishReason>, text: &str) -> Option<Value> {
+    let (name, arguments) = plan.tools.as_ref().filter(|_| finish == Some(FinishReason::Stop))?.call_in(text)?;
+    Some(json!({"id": format!("call_{}", uuid::Uuid::new_v4().simple()), "type": "function", "function": {"name": name, "arguments": arguments}}))
 }
 
 /// POST /v1/chat/completions

@@ -24,6 +24,10 @@ async fn call(method: &str, uri: &str, body: Option<String>) -> (StatusCode, Str
     (status, String::from_utf8(bytes.to_vec()).unwrap())
 }
 
+async fn call_raw(body: Value) -> (StatusCode, String) {
+    call("POST", "/v1/chat/completions", Some(body.to_string())).await
+}
+
 async fn post(uri: &str, body: Value) -> (StatusCode, Value, String) {
     let (s, text) = call("POST", uri, Some(body.to_string())).await;
     (s, serde_json::from_str(&text).unwrap_or(Value::Null), text)
@@ -83,6 +87,68 @@ async fn streams_deltas_usage_and_done() {
     assert_eq!(last["choices"], json!([]));
     assert_eq!(last["usage"]["total_tokens"], 4);
     assert!(chunks.iter().any(|c| c["choices"].get(0).is_some_and(|c| c["finish_reason"] == "stop")));
+}
+
+fn weather_tools() -> Value {
+    json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}])
+}
+
+#[tokio::test]
+async fn a_reply_naming_a_tool_comes_back_as_a_tool_call() {
+    // The echo model repeats the last message: here, a call of the tool.
+    let call = r#"{"name":"get_weather","arguments":{"city":"Paris"}}"#;
+    let (s, v, _) = post("/v1/chat/completions", json!({"model": "echo", "tools": weather_tools(), "messages": [{"role": "user", "content": call}]})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let c = &v["choices"][0];
+    assert_eq!(c["finish_reason"], "tool_calls", "{v}");
+    assert_eq!(c["message"]["content"], Value::Null);
+    let tc = &c["message"]["tool_calls"][0];
+    assert!(tc["id"].as_str().unwrap().starts_with("call_"));
+    assert_eq!(tc["type"], "function");
+    assert_eq!(tc["function"]["name"], "get_weather");
+    assert_eq!(serde_json::from_str::<Value>(tc["function"]["arguments"].as_str().unwrap()).unwrap(), json!({"city": "Paris"}));
+    // Streamed: the call arrives whole in one delta, then the finish.
+    let body = json!({"model": "echo", "stream": true, "tools": weather_tools(), "messages": [{"role": "user", "content": call}]});
+    let (_, text) = call_raw(body).await;
+    let chunks: Vec<Value> = text.lines().filter_map(|l| l.strip_prefix("data: ")).filter(|d| *d != "[DONE]").map(|d| serde_json::from_str(d).unwrap()).collect();
+    let calls: Vec<&Value> = chunks.iter().filter_map(|c| c["choices"][0]["delta"].get("tool_calls")).collect();
+    assert_eq!(calls.len(), 1, "{text}");
+    assert_eq!(calls[0][0]["index"], 0);
+    assert_eq!(calls[0][0]["function"]["name"], "get_weather");
+    assert!(chunks.iter().any(|c| c["choices"][0]["finish_reason"] == "tool_calls"));
+    // A text reply stays text; `tool_choice: none` and earlier calls in the conversation work.
+    let (s, v, _) = post(
+        "/v1/chat/completions",
+        json!({"model": "echo", "tools": weather_tools(), "messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
+        ]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(v["choices"][0]["message"]["content"], " Result of get_weather: sunny");
+    let (s, v, _) = post("/v1/chat/completions", json!({"model": "echo", "tools": weather_tools(), "tool_choice": "none", "messages": [{"role": "user", "content": call}]})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+}
+
+#[tokio::test]
+async fn bad_tools_are_400s_naming_the_field() {
+    let cases = [
+        (json!({"tools": [{"type": "function"}]}), "tools[0].function"),
+        (json!({"tools": [{"type": "function", "function": {"name": "x y"}}]}), "tools[0].function.name"),
+        (json!({"tools": weather_tools(), "tool_choice": {"type": "function", "function": {"name": "other"}}}), "tool_choice"),
+        (json!({"tools": weather_tools(), "response_format": {"type": "json_object"}}), "response_format"),
+    ];
+    for (extra, param) in cases {
+        let mut body = json!({"model": "echo", "messages": [{"role": "user", "content": "x"}]});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let (s, v, _) = post("/v1/chat/completions", body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert_error(&v, Some(param));
+    }
 }
 
 #[tokio::test]

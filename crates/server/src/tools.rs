@@ -1,0 +1,211 @@
+//! Tool calls in chat completions (`tools`, `tool_choice`): the tools are described to the model
+//! in the system prompt; the model calls one by replying with a JSON object `{"name",
+//! "arguments"}`, which the engine's grammar holds to the tool's parameter schema; the reply is
+//! returned as OpenAI's `tool_calls`. Earlier calls and their results in `messages` are written
+//! back into the conversation in the same shape, so any chat template can carry them.
+//!
+//! The built-in models' templates have no tool-call format of their own, so this one format
+//! serves every model; a model whose template defines one (Hermes-style `<tool_call>` tags) is
+//! still prompted this way.
+
+use crate::error::ApiError;
+use serde_json::{json, Value};
+use shovel_core::{ChatMessage, OutputConstraint};
+
+/// A validated function tool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tool {
+    /// Its name.
+    pub name: String,
+    /// What it does, for the model.
+    pub description: String,
+    /// JSON Schema of its arguments (an object schema).
+    pub parameters: Value,
+}
+
+/// How the reply may use the tools.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Choice {
+    /// The model answers in text or calls one tool.
+    Auto,
+    /// The model must call one of the tools.
+    Required,
+    /// The model must call this tool.
+    Named(String),
+}
+
+/// Tools of a request and how they may be used; `None` from [`parse`] when there are no tools
+/// or `tool_choice` is `none`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolUse {
+    /// The tools.
+    pub tools: Vec<Tool>,
+    /// The choice.
+    pub choice: Choice,
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Validates `tools` and `tool_choice`.
+pub fn parse(tools: Option<&[Value]>, choice: Option<&Value>) -> Result<Option<ToolUse>, ApiError> {
+    let tools = tools.unwrap_or_default();
+    let mut out = Vec::with_capacity(tools.len());
+    for (i, t) in tools.iter().enumerate() {
+        if t.get("type").and_then(Value::as_str) != Some("function") {
+            return Err(ApiError::invalid(format!("tools[{i}].type"), format!("`tools[{i}].type` must be `function`")));
+        }
+        let Some(f) = t.get("function").and_then(Value::as_object) else {
+            return Err(ApiError::invalid(format!("tools[{i}].function"), format!("`tools[{i}].function` is required: {{\"name\": ..., \"parameters\": {{...}}}}")));
+        };
+        let name = f.get("name").and_then(Value::as_str).unwrap_or("");
+        if !valid_name(name) {
+            return Err(ApiError::invalid(format!("tools[{i}].function.name"), format!("`tools[{i}].function.name` must be 1 to 64 characters of a-z, A-Z, 0-9, `_` or `-`")));
+        }
+        if out.iter().any(|o: &Tool| o.name == name) {
+            return Err(ApiError::invalid(format!("tools[{i}].function.name"), format!("two tools are named `{name}`")));
+        }
+        let parameters = match f.get("parameters") {
+            None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
+            Some(p) if p.is_object() => p.clone(),
+            Some(_) => return Err(ApiError::invalid(format!("tools[{i}].function.parameters"), format!("`tools[{i}].function.parameters` must be a JSON Schema object"))),
+        };
+        let description = f.get("description").and_then(Value::as_str).unwrap_or("").to_string();
+        out.push(Tool { name: name.to_string(), description, parameters });
+    }
+    let choice = match choice {
+        None => Choice::Auto,
+        Some(Value::String(s)) => match s.as_str() {
+            "none" => return Ok(None),
+            "auto" => Choice::Auto,
+            "required" => Choice::Required,
+            other => return Err(ApiError::invalid("tool_choice", format!("`tool_choice` must be none, auto, required or {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}; got `{other}`"))),
+        },
+        Some(v) => {
+            let name = v.get("function").and_then(|f| f.get("name")).and_then(Value::as_str);
+            match (v.get("type").and_then(Value::as_str), name) {
+                (Some("function"), Some(n)) if out.iter().any(|t| t.name == n) => Choice::Named(n.to_string()),
+                (Some("function"), Some(n)) => return Err(ApiError::invalid("tool_choice", format!("`tool_choice` names `{n}`, which is not among `tools`"))),
+                _ => return Err(ApiError::invalid("tool_choice", "`tool_choice` must be none, auto, required or {\"type\": \"function\", \"function\": {\"name\": ...}}")),
+            }
+        }
+    };
+    if out.is_empty() {
+        return match choice {
+            Choice::Auto => Ok(None),
+            _ => Err(ApiError::invalid("tool_choice", "`tool_choice` asks for a tool call but `tools` is empty")),
+        };
+    }
+    Ok(Some(ToolUse { tools: out, choice }))
+}
+
+/// The JSON Schema of one call of `t`.
+fn call_schema(t: &Tool) -> Value {
+    json!({"type": "object", "properties": {"name": {"const": t.name}, "arguments": t.parameters}, "required": ["name", "arguments"], "additionalProperties": false})
+}
+
+impl ToolUse {
+    /// What the model is told, appended to the system prompt.
+    pub fn instructions(&self) -> String {
+        let list: Vec<String> = self.tools.iter().map(|t| json!({"name": t.name, "description": t.description, "parameters": t.parameters}).to_string()).collect();
+        let how = match &self.choice {
+            Choice::Auto => "To call a tool, reply with only a JSON object {\"name\": <tool name>, \"arguments\": {...}}; otherwise answer in text.",
+            Choice::Required | Choice::Named(_) => "Call a tool: reply with only a JSON object {\"name\": <tool name>, \"arguments\": {...}}.",
+        };
+        format!("You have these tools:\n{}\n{how}", list.join("\n"))
+    }
+
+    /// The grammar of the reply: a call of the chosen tool(s), or (auto) text not starting with
+    /// `{` or a call, either after optional whitespace.
+    pub fn constraint(&self) -> OutputConstraint {
+        let calls: Vec<Value> = match &self.choice {
+            Choice::Named(n) => self.tools.iter().filter(|t| &t.name == n).map(call_schema).collect(),
+            _ => self.tools.iter().map(call_schema).collect(),
+        };
+        let schema = json!({"anyOf": calls, "x-guidance": {"whitespace_flexible": false}});
+        match self.choice {
+            // Leading whitespace is allowed either way: some models open every turn with a newline,
+            // and forbidding it pushes them onto junk tokens.
+            Choice::Auto => OutputConstraint::Lark(format!("start: text | call\ntext: TEXT\nTEXT: /\\s*[^{{\\s](.|\\n)*/\ncall: LEAD? %json {schema}\nLEAD: /\\s+/")),
+            _ => OutputConstraint::JsonSchema(schema),
+        }
+    }
+
+    /// Adds the tool instructions to the conversation: to its system message, or as a new first one.
+    pub fn add_to(&self, messages: &mut Vec<ChatMessage>) {
+        let text = self.instructions();
+        match messages.first_mut() {
+            Some(m) if m.role == "system" => m.content = format!("{}\n\n{text}", m.content),
+            _ => messages.insert(0, ChatMessage { role: "system".into(), content: text }),
+        }
+    }
+
+    /// The call a reply makes, if it is one: (name, arguments as a JSON string).
+    pub fn call_in(&self, text: &str) -> Option<(String, String)> {
+        let t = text.trim();
+        if !t.starts_with('{') {
+            return None;
+        }
+        let v: Value = serde_json::from_str(t).ok()?;
+        let name = v.get("name")?.as_str()?;
+        let args = v.get("arguments")?;
+        self.tools.iter().any(|x| x.name == name).then(|| (name.to_string(), args.to_string()))
+    }
+}
+
+/// An assistant message's `tool_calls`, written as the model writes a call (one JSON object per
+/// line), so the conversation shows the model its own earlier calls.
+pub fn calls_as_text(calls: &[Value]) -> Result<String, String> {
+    let mut lines = Vec::new();
+    for (j, c) in calls.iter().enumerate() {
+        let f = c.get("function").ok_or(format!("tool_calls[{j}].function is required"))?;
+        let name = f.get("name").and_then(Value::as_str).ok_or(format!("tool_calls[{j}].function.name is required"))?;
+        let args = match f.get("arguments") {
+            Some(Value::String(s)) => serde_json::from_str(s).unwrap_or(Value::String(s.clone())),
+            Some(v) => v.clone(),
+            None => json!({}),
+        };
+        lines.push(json!({"name": name, "arguments": args}).to_string());
+    }
+    Ok(lines.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weather() -> Value {
+        json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}])
+    }
+
+    #[test]
+    fn tools_and_choices_validate_naming_the_field() {
+        let t = weather();
+        let tools = t.as_array().unwrap();
+        assert_eq!(parse(Some(tools), None).unwrap().unwrap().choice, Choice::Auto);
+        assert_eq!(parse(Some(tools), Some(&json!("none"))).unwrap(), None);
+        assert_eq!(parse(Some(tools), Some(&json!({"type": "function", "function": {"name": "get_weather"}}))).unwrap().unwrap().choice, Choice::Named("get_weather".into()));
+        let err = |tools: Value, choice: Option<Value>| parse(Some(tools.as_array().unwrap()), choice.as_ref()).unwrap_err().param.unwrap();
+        assert_eq!(err(weather(), Some(json!({"type": "function", "function": {"name": "nope"}}))), "tool_choice");
+        assert_eq!(err(weather(), Some(json!("always"))), "tool_choice");
+        assert_eq!(err(json!([{"type": "retrieval"}]), None), "tools[0].type");
+        assert_eq!(err(json!([{"type": "function", "function": {"name": "a b"}}]), None), "tools[0].function.name");
+        assert_eq!(err(json!([{"type": "function", "function": {"name": "a", "parameters": "x"}}]), None), "tools[0].function.parameters");
+        assert_eq!(err(json!([]), Some(json!("required"))), "tool_choice");
+        assert_eq!(parse(None, None).unwrap(), None);
+    }
+
+    #[test]
+    fn a_reply_is_a_call_only_when_it_names_a_tool() {
+        let u = parse(Some(weather().as_array().unwrap()), None).unwrap().unwrap();
+        assert_eq!(u.call_in(r#" {"name":"get_weather","arguments":{"city":"Paris"}}"#), Some(("get_weather".into(), r#"{"city":"Paris"}"#.into())));
+        assert_eq!(u.call_in(r#"{"name":"other","arguments":{}}"#), None);
+        assert_eq!(u.call_in("It is sunny."), None);
+        let mut msgs = vec![ChatMessage { role: "user".into(), content: "hi".into() }];
+        u.add_to(&mut msgs);
+        assert_eq!(msgs[0].role, "system");
+        assert!(msgs[0].content.contains("get_weather") && msgs[0].content.contains("\"city\""));
+        assert_eq!(calls_as_text(&[json!({"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}})]).unwrap(), r#"{"name":"f","arguments":{"a":1}}"#);
+    }
+}

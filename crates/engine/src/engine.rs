@@ -286,10 +286,6 @@ impl InferenceBackend for Engine {
             None if prompt.len() >= ctx => return Err(BackendError::ContextOverflow { prompt_tokens: prompt.len(), max_tokens: 1, requested: prompt.len() + 1, context_length: ctx }),
             None => ctx - prompt.len(),
         };
-        let grammar = match &req.constraint {
-            Some(c) => Some(m.compile(c).await?),
-            None => None,
-        };
         let mut stop = req.stop.clone();
         if matches!(req.prompt, Prompt::Chat(_)) {
             stop.extend(m.template.stops.iter().cloned());
@@ -301,6 +297,12 @@ impl InferenceBackend for Engine {
             return Err(BackendError::Overloaded);
         }
         let inflight = InflightGuard(m.inflight.clone());
+        // Compiled after admission, so a refused request costs no compile (the guard frees the
+        // place if the grammar is refused).
+        let grammar = match &req.constraint {
+            Some(c) => Some(m.compile(c).await?),
+            None => None,
+        };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let seq = SeqRequest { prompt, max_tokens, stop, top_logprobs: req.top_logprobs, sampler: Sampler::new(req.sampling.clone()), tx, inflight, adapter, grammar };
         m.tx.lock().unwrap().send(Command::Add(Box::new(seq))).map_err(|_| BackendError::Internal("scheduler thread stopped".into()))?;

@@ -379,7 +379,7 @@ fn response_format(rf: &Value) -> Result<Option<OutputConstraint>, ApiError> {
                 return Err(ApiError::invalid("response_format.json_schema", "`response_format.json_schema` is required when the type is `json_schema`: {\"name\": ..., \"schema\": {...}}"));
             };
             let name = js.get("name").and_then(Value::as_str).unwrap_or("");
-            if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            if !crate::tools::valid_name(name) {
                 return Err(ApiError::invalid("response_format.json_schema.name", "`response_format.json_schema.name` must be 1 to 64 characters of a-z, A-Z, 0-9, `_` or `-`"));
             }
             if js.get("strict").is_some_and(|v| !v.is_boolean() && !v.is_null()) {

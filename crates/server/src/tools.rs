@@ -44,7 +44,8 @@ pub struct ToolUse {
     pub choice: Choice,
 }
 
-fn valid_name(n: &str) -> bool {
+/// OpenAI's rule for function and schema names: 1 to 64 of a-z, A-Z, 0-9, `_`, `-`.
+pub(crate) fn valid_name(n: &str) -> bool {
     !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 

@@ -195,7 +195,7 @@ pub fn reply_schema(catalog: &Catalog, question: &str, cues: bool) -> serde_json
     let s = || serde_json::json!({"type": "string"});
     let types: Vec<&str> = match crate::cues::chart(question).filter(|_| cues) {
         Some(t) => vec![t.as_str()],
-        None => vec!["line", "bar", "pie", "table", "number"],
+        None => ChartType::ALL.iter().map(|t| t.as_str()).collect(),
     };
     let mut sql = s();
     if let Some(p) = crate::cues::sql_pattern(catalog, question).filter(|_| cues) {

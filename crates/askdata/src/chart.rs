@@ -24,6 +24,9 @@ pub enum ChartType {
 }
 
 impl ChartType {
+    /// Every kind, in the order the reply's schema lists them.
+    pub const ALL: [ChartType; 5] = [ChartType::Line, ChartType::Bar, ChartType::Pie, ChartType::Table, ChartType::Number];
+
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {

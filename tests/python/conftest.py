@@ -13,7 +13,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = os.environ.get("SHOVEL_BIN", str(ROOT / "target" / "debug" / "shovel"))
 CACHE = pathlib.Path(os.environ.get("SHOVEL_HOME", pathlib.Path.home() / ".shovel"))
-MODELS = ["smollm2-135m-instruct", "gemma3-270m"]
+MODELS = ["smollm2-135m-instruct", "gemma3-270m", "all-minilm-l6-v2"]
 
 
 def free_port():
@@ -26,9 +26,12 @@ def import_models(home, models=MODELS):
     """Registers the cached built-in models in `home`, in place."""
     env = dict(os.environ, SHOVEL_HOME=str(home), RUST_LOG="warn")
     for m in models:
-        gguf = CACHE / "models" / m / "model.gguf"
-        assert gguf.exists(), f"{gguf} is missing: run `shovel pull {m}` first (scripts/test.sh does)"
-        subprocess.run([BIN, "import", str(gguf), "--name", m], env=env, check=True, capture_output=True)
+        # A GGUF file, or a model directory (the embedding model).
+        path = CACHE / "models" / m / "model.gguf"
+        if not path.exists():
+            path = CACHE / "models" / m / "model"
+        assert path.exists(), f"{path} is missing: run `shovel pull {m}` first (scripts/test.sh does)"
+        subprocess.run([BIN, "import", str(path), "--name", m], env=env, check=True, capture_output=True)
 
 
 def start_server(home, extra_env=None, port=None):

@@ -343,6 +343,11 @@ async fn ensure_model(cfg: &config::Config, store: &Store, id: &str) -> Result<M
     bail!("model `{id}` is not registered; `shovel models` lists what is, `shovel import` adds a local one")
 }
 
+/// Whether a model directory holds an embedding model (a BERT encoder).
+fn want_embed(path: &std::path::Path) -> bool {
+    shovel_engine::loader::arch_name(path).is_ok_and(|a| a == "bert")
+}
+
 fn entry(r: &ModelRecord) -> CatalogEntry {
     CatalogEntry { info: shovel_core::ModelInfo { id: r.id.clone(), owned_by: r.owned_by.clone(), created: r.created_at, kind: r.kind }, path: PathBuf::from(&r.path), base: r.base.clone() }
 }
@@ -466,6 +471,14 @@ async fn real_main() -> Result<()> {
                 let store = open_store(&cfg).await?;
                 PathBuf::from(ensure_model(&cfg, &store, &model).await?.path)
             };
+            if want_embed(&path) {
+                // An embedding model: texts/s at batch 1 and 32, 256 texts of 24 tokens.
+                let enc = shovel_engine::bert::Encoder::load(&path)?;
+                let one = shovel_engine::bench::embed(&enc, 64, 24, 1);
+                let batched = shovel_engine::bench::embed(&enc, 256, 24, 32);
+                println!("{}", serde_json::json!({"embed_texts_s_batch1": one, "embed_texts_s_batch32": batched, "tokens_per_text": 24}));
+                return Ok(());
+            }
             let parts = shovel_engine::loader::load(&path)?;
             let m = &parts.model;
             // One untimed step warms caches and the thread pool.

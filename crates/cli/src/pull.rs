@@ -323,6 +323,8 @@ pub async fn import(store: &Store, path: &Path, name: &str, base: Option<&str>) 
         let kind = if cfg.get("model_type").and_then(|v| v.as_str()) == Some("bert") { ModelKind::Embedding } else { ModelKind::Chat };
         if kind == ModelKind::Chat {
             shovel_engine::loader::load_hf_dir(&path)?;
+        } else {
+            shovel_engine::bert::Encoder::load(&path)?;
         }
         let size = std::fs::read_dir(&path)?.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
         (ModelFormat::HfDir, kind, size)

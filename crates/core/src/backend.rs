@@ -135,6 +135,34 @@ pub struct Gauge {
     pub value: f64,
 }
 
+/// One input to embed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EmbedInput {
+    /// A text, tokenized by the model.
+    Text(String),
+    /// Token ids of a text in the model's vocabulary, without special tokens (the model adds its
+    /// own, as it does for a text).
+    Tokens(Vec<u32>),
+}
+
+/// A request for embeddings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbedRequest {
+    /// The embedding model.
+    pub model: ModelId,
+    /// What to embed, in order.
+    pub inputs: Vec<EmbedInput>,
+}
+
+/// The answer to an [`EmbedRequest`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    /// One vector per input, in the inputs' order.
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens read, special tokens included.
+    pub prompt_tokens: usize,
+}
+
 /// Runs generation requests. Implemented by the engine (local models) and by fakes in tests.
 #[async_trait::async_trait]
 pub trait InferenceBackend: Send + Sync + 'static {
@@ -144,6 +172,11 @@ pub trait InferenceBackend: Send + Sync + 'static {
     /// Starts a generation. Errors found before any token (unknown model, context overflow)
     /// come back here; later ones arrive as [`Event::Error`].
     async fn submit(&self, req: GenerateRequest) -> Result<EventStream, BackendError>;
+
+    /// Embeds texts with an embedding model. Backends without embedding models refuse.
+    async fn embed(&self, req: EmbedRequest) -> Result<Embeddings, BackendError> {
+        Err(BackendError::Unsupported { message: format!("`{}` cannot produce embeddings here", req.model), param: Some("model".into()) })
+    }
 
     /// Gauges for /metrics (running and waiting sequences, cache sizes); none by default.
     async fn gauges(&self) -> Vec<Gauge> {

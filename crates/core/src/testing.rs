@@ -3,7 +3,7 @@
 //! The fake "model" answers by echoing the words of the last message (or the raw prompt) back,
 //! one word per token, which makes streaming, usage and stop handling checkable by exact text.
 
-use crate::backend::{BackendError, Event, EventStream, InferenceBackend, ModelInfo, ModelKind};
+use crate::backend::{BackendError, EmbedInput, EmbedRequest, Embeddings, Event, EventStream, InferenceBackend, ModelInfo, ModelKind};
 use crate::ids::ModelId;
 use crate::request::{FinishReason, GenerateRequest, Prompt, Usage};
 use tokio::sync::mpsc;
@@ -36,6 +36,31 @@ fn words(prompt: &Prompt) -> Vec<String> {
 impl InferenceBackend for EchoBackend {
     async fn models(&self) -> Vec<ModelInfo> {
         vec![ModelInfo { id: self.model.clone(), owned_by: "test".into(), created: 0, kind: ModelKind::Chat }]
+    }
+
+    /// The echo model embeds too: a text becomes `[words, characters]`, token ids `[count, sum]`;
+    /// each word or id counts as a token.
+    async fn embed(&self, req: EmbedRequest) -> Result<Embeddings, BackendError> {
+        if req.model != self.model {
+            return Err(BackendError::ModelNotFound { model: req.model });
+        }
+        let mut prompt_tokens = 0;
+        let vectors = req
+            .inputs
+            .iter()
+            .map(|i| match i {
+                EmbedInput::Text(t) => {
+                    let w = t.split_whitespace().count();
+                    prompt_tokens += w;
+                    vec![w as f32, t.chars().count() as f32]
+                }
+                EmbedInput::Tokens(ids) => {
+                    prompt_tokens += ids.len();
+                    vec![ids.len() as f32, ids.iter().map(|&x| x as f32).sum()]
+                }
+            })
+            .collect();
+        Ok(Embeddings { vectors, prompt_tokens })
     }
 
     async fn submit(&self, req: GenerateRequest) -> Result<EventStream, BackendError> {

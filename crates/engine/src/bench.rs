@@ -138,3 +138,15 @@ pub fn batched_decode(model: &Model, parallel: usize, prompt: usize, gen: usize)
     }
     (parallel * gen) as f64 / t.elapsed().as_secs_f64()
 }
+
+/// Embedding throughput: `texts` inputs of `len` tokens each (random ids wrapped in the model's
+/// special tokens), encoded in batches of `batch`; texts/s.
+pub fn embed(enc: &crate::bert::Encoder, texts: usize, len: usize, batch: usize) -> f64 {
+    let seqs: Vec<Vec<u32>> = (0..texts).map(|i| enc.wrap(&tokens(len.saturating_sub(2).max(1), enc.vocab(), 100 + i as u64))).collect();
+    enc.embed(&seqs[..batch.min(texts)]);
+    let t0 = Instant::now();
+    for chunk in seqs.chunks(batch.max(1)) {
+        enc.embed(chunk);
+    }
+    texts as f64 / t0.elapsed().as_secs_f64()
+}

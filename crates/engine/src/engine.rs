@@ -4,6 +4,7 @@
 //! Submitting a request tokenizes it here (on the caller's task), checks it against the model's
 //! context, and hands it to the model's scheduler thread, which streams [`Event`]s back.
 
+use crate::bert::Encoder;
 use crate::constrain::{Grammar, GrammarCompiler};
 use crate::loader;
 use crate::lora::Adapter;
@@ -12,7 +13,7 @@ use crate::sampler::Sampler;
 use crate::scheduler::{self, Command, InflightGuard, SchedStats, SchedulerConfig, SeqRequest};
 use crate::template::ChatTemplate;
 use crate::tokenizer::Tokenizer;
-use shovel_core::{BackendError, EventStream, Gauge, GenerateRequest, InferenceBackend, ModelId, ModelInfo, ModelKind, OutputConstraint, Prompt};
+use shovel_core::{BackendError, EmbedInput, EmbedRequest, Embeddings, EventStream, Gauge, GenerateRequest, InferenceBackend, ModelId, ModelInfo, ModelKind, OutputConstraint, Prompt};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -111,6 +112,8 @@ impl LoadedModel {
 struct Slot {
     entry: CatalogEntry,
     loaded: OnceCell<Arc<LoadedModel>>,
+    /// For an embedding model: its encoder, loaded on first use.
+    encoder: OnceCell<Arc<Encoder>>,
 }
 
 /// Adapters loaded in memory, least recently used evicted past the limit.
@@ -125,6 +128,10 @@ pub struct Engine {
     config: EngineConfig,
     slots: RwLock<HashMap<ModelId, Arc<Slot>>>,
     adapters: Mutex<AdapterCache>,
+    /// Embedding requests admitted and not finished (bounded by `max_waiting`).
+    embed_inflight: Arc<AtomicUsize>,
+    /// One embedding batch computes at a time: the forward pass already uses every core.
+    embed_gate: tokio::sync::Semaphore,
 }
 
 /// Keys adapter loads apart in the prefix cache (0 is the base).
@@ -133,7 +140,13 @@ static ADAPTER_KEYS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 impl Engine {
     /// An engine serving `entries`; nothing is loaded until first used.
     pub fn new(config: EngineConfig, entries: Vec<CatalogEntry>) -> Self {
-        let e = Engine { config, slots: RwLock::new(HashMap::new()), adapters: Mutex::new(AdapterCache::default()) };
+        let e = Engine {
+            config,
+            slots: RwLock::new(HashMap::new()),
+            adapters: Mutex::new(AdapterCache::default()),
+            embed_inflight: Arc::new(AtomicUsize::new(0)),
+            embed_gate: tokio::sync::Semaphore::new(1),
+        };
         for entry in entries {
             e.add(entry);
         }
@@ -143,7 +156,7 @@ impl Engine {
     /// Adds (or replaces) a model in the catalogue.
     pub fn add(&self, entry: CatalogEntry) {
         let id = entry.info.id.clone();
-        self.slots.write().unwrap().insert(id, Arc::new(Slot { entry, loaded: OnceCell::new() }));
+        self.slots.write().unwrap().insert(id, Arc::new(Slot { entry, loaded: OnceCell::new(), encoder: OnceCell::new() }));
     }
 
     /// Removes a model from the catalogue (a running load finishes; new requests get 404).
@@ -201,6 +214,26 @@ impl Engine {
         Ok(self.resolve(model).await?.0)
     }
 
+    async fn encoder(&self, model: &ModelId) -> Result<Arc<Encoder>, BackendError> {
+        let slot = self.slot(model)?;
+        if slot.entry.info.kind != ModelKind::Embedding {
+            return Err(BackendError::Unsupported { message: format!("`{model}` is a chat model; embeddings need an embedding model such as all-minilm-l6-v2"), param: Some("model".into()) });
+        }
+        slot.encoder
+            .get_or_try_init(|| async {
+                let (path, id) = (slot.entry.path.clone(), model.clone());
+                let t0 = std::time::Instant::now();
+                let enc = tokio::task::spawn_blocking(move || Encoder::load(&path))
+                    .await
+                    .map_err(|e| BackendError::Internal(e.to_string()))?
+                    .map_err(|e| BackendError::LoadFailed { model: id.clone(), reason: e.to_string() })?;
+                tracing::info!(model = %id, dim = enc.dim(), ms = t0.elapsed().as_millis() as u64, "embedding model loaded");
+                Ok(Arc::new(enc))
+            })
+            .await
+            .cloned()
+    }
+
     async fn load_base(&self, model: &ModelId, slot: Arc<Slot>) -> Result<Arc<LoadedModel>, BackendError> {
         if slot.entry.base.is_some() {
             return Err(BackendError::LoadFailed { model: model.clone(), reason: "an adapter cannot be the base of another adapter".into() });
@@ -249,6 +282,48 @@ fn start(entry: &CatalogEntry, cfg: &EngineConfig) -> Result<Arc<LoadedModel>, B
     }))
 }
 
+/// Tokens per encoder forward pass: inputs are grouped up to this many, bounding the
+/// activations (MiniLM: ~4 KB per token per layer, plus its 1536-wide MLP).
+const EMBED_BATCH_TOKENS: usize = 4096;
+
+/// Tokenizes and checks every input (each error names the input), then encodes them in batches.
+fn embed_blocking(enc: &Encoder, inputs: &[EmbedInput]) -> Result<Embeddings, BackendError> {
+    let invalid = |i: usize, message: String| BackendError::InvalidParam { message: format!("input[{i}]: {message}"), param: "input".into() };
+    let mut seqs = Vec::with_capacity(inputs.len());
+    for (i, input) in inputs.iter().enumerate() {
+        let ids = match input {
+            EmbedInput::Text(t) => enc.tokenize(t).map_err(|e| invalid(i, e.to_string()))?,
+            EmbedInput::Tokens(ids) => {
+                if let Some(bad) = ids.iter().find(|&&t| t as usize >= enc.vocab()) {
+                    return Err(invalid(i, format!("token id {bad} is outside the model's vocabulary of {}", enc.vocab())));
+                }
+                enc.wrap(ids)
+            }
+        };
+        if ids.len() > enc.max_tokens {
+            return Err(invalid(i, format!("{} tokens; this model reads at most {}", ids.len(), enc.max_tokens)));
+        }
+        if ids.is_empty() {
+            return Err(invalid(i, "empty input".into()));
+        }
+        seqs.push(ids);
+    }
+    let prompt_tokens = seqs.iter().map(Vec::len).sum();
+    let mut vectors = Vec::with_capacity(seqs.len());
+    let mut start = 0;
+    while start < seqs.len() {
+        let mut end = start;
+        let mut tokens = 0;
+        while end < seqs.len() && (end == start || tokens + seqs[end].len() <= EMBED_BATCH_TOKENS) {
+            tokens += seqs[end].len();
+            end += 1;
+        }
+        vectors.extend(enc.embed(&seqs[start..end]));
+        start = end;
+    }
+    Ok(Embeddings { vectors, prompt_tokens })
+}
+
 #[async_trait::async_trait]
 impl InferenceBackend for Engine {
     async fn models(&self) -> Vec<ModelInfo> {
@@ -271,6 +346,20 @@ impl InferenceBackend for Engine {
             out.push(g("shovel_prefix_cache_bytes", "Key/value cache kept for shared prefixes.", m.stats.prefix_cache_bytes.load(Ordering::Relaxed)));
         }
         out
+    }
+
+    async fn embed(&self, req: EmbedRequest) -> Result<Embeddings, BackendError> {
+        let enc = self.encoder(&req.model).await?;
+        if req.inputs.is_empty() {
+            return Err(BackendError::InvalidParam { message: "input must not be empty".into(), param: "input".into() });
+        }
+        if self.embed_inflight.fetch_add(1, Ordering::AcqRel) > self.config.max_waiting {
+            self.embed_inflight.fetch_sub(1, Ordering::AcqRel);
+            return Err(BackendError::Overloaded);
+        }
+        let _inflight = InflightGuard(self.embed_inflight.clone());
+        let _gate = self.embed_gate.acquire().await.map_err(|e| BackendError::Internal(e.to_string()))?;
+        tokio::task::spawn_blocking(move || embed_blocking(&enc, &req.inputs)).await.map_err(|e| BackendError::Internal(e.to_string()))?
     }
 
     async fn submit(&self, req: GenerateRequest) -> Result<EventStream, BackendError> {

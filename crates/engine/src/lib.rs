@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod bert;
 pub mod constrain;
 pub mod engine;
 pub mod error;

@@ -25,7 +25,7 @@ pub struct LoadedParts {
 }
 
 /// Reads weights by name and checks their shapes.
-trait WeightSource {
+pub(crate) trait WeightSource {
     fn weight(&self, name: &str, rows: usize, cols: usize) -> Result<Weight>;
     fn has(&self, name: &str) -> bool;
     /// Rows (output features) of a matrix, to read widths the metadata does not state.
@@ -204,14 +204,17 @@ struct StTensor {
 }
 
 /// Safetensors shards of one model directory, memory-mapped.
-struct SafetensorsDir {
+pub(crate) struct SafetensorsDir {
     dir: PathBuf,
     maps: Vec<Arc<Mmap>>,
     tensors: HashMap<String, StTensor>,
+    /// Tensors in a dtype weights never use (BERT's int64 `position_ids` buffer): an error only
+    /// if a weight of that name is asked for.
+    other: HashMap<String, String>,
 }
 
 impl SafetensorsDir {
-    fn open(dir: &Path) -> Result<Self> {
+    pub(crate) fn open(dir: &Path) -> Result<Self> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| Error::Io { path: dir.to_path_buf(), source: e })?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -223,6 +226,7 @@ impl SafetensorsDir {
         }
         let mut maps = Vec::new();
         let mut tensors = HashMap::new();
+        let mut other = HashMap::new();
         for (fi, f) in files.iter().enumerate() {
             let file = std::fs::File::open(f).map_err(|e| Error::Io { path: f.clone(), source: e })?;
             // SAFETY: read-only mapping of a file we do not modify.
@@ -234,13 +238,16 @@ impl SafetensorsDir {
                     safetensors::Dtype::F32 => GgmlType::F32,
                     safetensors::Dtype::F16 => GgmlType::F16,
                     safetensors::Dtype::BF16 => GgmlType::BF16,
-                    other => return Err(Error::ModelDir { path: f.clone(), reason: format!("tensor `{name}` has unsupported dtype {other:?}") }),
+                    dtype => {
+                        other.insert(name.clone(), format!("{dtype:?}"));
+                        continue;
+                    }
                 };
                 tensors.insert(name.clone(), StTensor { file: fi, ty, shape: info.shape.clone(), offset: base + info.data_offsets.0 });
             }
             maps.push(Arc::new(mmap));
         }
-        Ok(SafetensorsDir { dir: dir.to_path_buf(), maps, tensors })
+        Ok(SafetensorsDir { dir: dir.to_path_buf(), maps, tensors, other })
     }
 }
 
@@ -253,6 +260,9 @@ impl WeightSource for SafetensorsDir {
         Ok(t.shape[0])
     }
     fn weight(&self, name: &str, rows: usize, cols: usize) -> Result<Weight> {
+        if let Some(dtype) = self.other.get(name) {
+            return Err(Error::ModelDir { path: self.dir.clone(), reason: format!("tensor `{name}` has unsupported dtype {dtype}") });
+        }
         let t = self.tensors.get(name).ok_or_else(|| Error::ModelDir { path: self.dir.clone(), reason: format!("missing tensor `{name}`") })?;
         let ok = match t.shape[..] {
             [n] => rows == 1 && n == cols,
@@ -266,7 +276,7 @@ impl WeightSource for SafetensorsDir {
     }
 }
 
-fn read_json(path: &Path) -> Result<serde_json::Value> {
+pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
     let s = std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
     serde_json::from_str(&s).map_err(|e| Error::ModelDir { path: path.to_path_buf(), reason: format!("invalid JSON: {e}") })
 }

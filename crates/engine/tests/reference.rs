@@ -176,3 +176,36 @@ fn batching_never_changes_greedy_tokens() {
         assert_eq!(greedy(std::slice::from_ref(p))[0], together[i], "prompt {i}");
     }
 }
+
+/// all-MiniLM-L6-v2 sentence embeddings against PyTorch + transformers (fp32, mean pooling,
+/// L2 normalised: tests/reference/all-minilm-l6-v2.embeddings.jsonl, written by
+/// scripts/reference_embeddings.py): same token ids, vectors within 1e-4 per component; and a
+/// batch of all texts gives exactly the vectors of each text alone.
+#[test]
+fn minilm_matches_transformers() {
+    let dir = shovel_home().join("models/all-minilm-l6-v2/model");
+    assert!(dir.exists(), "{} is missing: run `shovel pull all-minilm-l6-v2` first (scripts/test.sh does)", dir.display());
+    let enc = shovel_engine::bert::Encoder::load(&dir).unwrap();
+    assert_eq!(enc.dim(), 384);
+    let refs = reference("all-minilm-l6-v2.embeddings.jsonl");
+    let mut seqs = Vec::new();
+    for r in &refs {
+        let ids = enc.tokenize(r["text"].as_str().unwrap()).unwrap();
+        let want: Vec<u32> = r["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(ids, want, "{}", r["text"]);
+        seqs.push(ids);
+    }
+    let together = enc.embed(&seqs);
+    for (i, r) in refs.iter().enumerate() {
+        let want: Vec<f32> = r["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        let got = &together[i];
+        let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-4, "{}: max abs difference {worst}", r["text"]);
+        let norm: f32 = got.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "unit length, got {norm}");
+        assert_eq!(&enc.embed(std::slice::from_ref(&seqs[i]))[0], got, "batched vs alone: {}", r["text"]);
+    }
+    // Token ids given without special tokens are wrapped as a text's are.
+    let inner = &seqs[0][1..seqs[0].len() - 1];
+    assert_eq!(enc.wrap(inner), seqs[0]);
+}

@@ -5,6 +5,7 @@
 
 mod askdata;
 pub mod dto;
+pub mod embeddings;
 pub mod error;
 pub mod extract;
 pub mod files;
@@ -111,6 +112,7 @@ pub fn app(state: AppState, config: &ServerConfig) -> Router {
         .route("/v1/models/{id}", get(openai::get_model))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
+        .route("/v1/embeddings", post(embeddings::create))
         .route("/v1/files", post(files::upload).layer(DefaultBodyLimit::max(config.max_file_bytes)).get(files::list))
         .route("/v1/files/{id}", get(files::get).delete(files::delete))
         .route("/v1/files/{id}/content", get(files::content))

@@ -452,3 +452,61 @@ async fn fine_tuning_errors_name_the_parameter() {
     let (s, v) = ft_call(ft, "POST", "/v1/fine_tuning/jobs/ftjob-9/cancel", None).await;
     assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("cancelled")));
 }
+
+#[tokio::test]
+async fn embeddings_in_every_input_shape() {
+    let (s, v, _) = post("/v1/embeddings", json!({"model": "echo", "input": "hello big world"})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["model"], "echo");
+    assert_eq!(v["data"][0], json!({"object": "embedding", "index": 0, "embedding": [3.0, 15.0]}));
+    assert_eq!(v["usage"], json!({"prompt_tokens": 3, "total_tokens": 3}));
+    let (s, v, _) = post("/v1/embeddings", json!({"model": "echo", "input": ["a b", "c"]})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    assert_eq!(v["data"][1]["index"], 1);
+    assert_eq!(v["data"][1]["embedding"], json!([1.0, 1.0]));
+    // Token ids: one list, or a list of lists.
+    let (_, v, _) = post("/v1/embeddings", json!({"model": "echo", "input": [5, 7]})).await;
+    assert_eq!(v["data"][0]["embedding"], json!([2.0, 12.0]), "{v}");
+    let (_, v, _) = post("/v1/embeddings", json!({"model": "echo", "input": [[5], [1, 2, 3]]})).await;
+    assert_eq!(v["data"][1]["embedding"], json!([3.0, 6.0]), "{v}");
+    // base64: little-endian f32, what the SDKs request by default.
+    let (s, v, _) = post("/v1/embeddings", json!({"model": "echo", "input": "hello big world", "encoding_format": "base64"})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(v["data"][0]["embedding"].as_str().unwrap()).unwrap();
+    let floats: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    assert_eq!(floats, vec![3.0, 15.0]);
+    // The model's own width is accepted as `dimensions`.
+    let (s, _, _) = post("/v1/embeddings", json!({"model": "echo", "input": "x", "dimensions": 2})).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn bad_embedding_requests_name_the_field() {
+    let cases = [
+        (json!({"input": "x"}), "model"),
+        (json!({"model": "echo"}), "input"),
+        (json!({"model": "echo", "input": []}), "input"),
+        (json!({"model": "echo", "input": [[]]}), "input"),
+        (json!({"model": "echo", "input": 5}), "input"),
+        (json!({"model": "echo", "input": [1, -2]}), "input"),
+        (json!({"model": "echo", "input": ["a", {"b": 1}]}), "input"),
+        (json!({"model": "echo", "input": "x", "encoding_format": "int8"}), "encoding_format"),
+        (json!({"model": "echo", "input": "x", "dimensions": 0}), "dimensions"),
+        (json!({"model": "echo", "input": "x", "dimensions": 64}), "dimensions"),
+        (json!({"model": "echo", "input": "x", "user": 3}), "user"),
+    ];
+    for (body, param) in cases {
+        let (s, v, _) = post("/v1/embeddings", body.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert_error(&v, Some(param));
+    }
+    let (s, v, _) = post("/v1/embeddings", json!({"model": "nope", "input": "x"})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let many: Vec<String> = (0..2049).map(|i| i.to_string()).collect();
+    let err = shovel_server::embeddings::parse_input(Some(&json!(many))).unwrap_err();
+    assert_eq!(err.param.as_deref(), Some("input"));
+    assert!(err.message.contains("2048"), "{}", err.message);
+}

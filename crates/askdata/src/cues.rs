@@ -47,6 +47,8 @@ pub enum Grain {
     Quarter,
     /// One row per year.
     Year,
+    /// One row per month (`YYYY-MM`).
+    Month,
 }
 
 impl Grain {
@@ -55,6 +57,7 @@ impl Grain {
         match self {
             Grain::Quarter => format!("(CAST(substr({date_column},6,2) AS INTEGER)+2)/3"),
             Grain::Year => format!("substr({date_column},1,4)"),
+            Grain::Month => format!("substr({date_column},1,7)"),
         }
     }
 }
@@ -68,9 +71,22 @@ static GRAINS: LazyLock<Rules<Grain>> = LazyLock::new(|| {
 });
 
 /// The time grain the question groups by, when it is a quarter or a year (months are grouped in
-/// more than one way, by `order_date` or by the targets' `month`, so they are left to the model).
+/// more than one way, by `order_date` or by the targets' `month`: [`month_grain`]).
 pub fn grain(question: &str) -> Option<Grain> {
     GRAINS.find(question)
+}
+
+/// The grain over the catalogue's date column: a quarter or a year as [`grain`] finds it, or a
+/// month when the question asks month by month ("每月", "走势", "monthly", "trend") and names
+/// no column outside the date column's table (a targets table keys its rows by its own month).
+pub fn month_grain(catalog: &Catalog, question: &str) -> Option<Grain> {
+    if let Some(g) = grain(question) {
+        return Some(g);
+    }
+    let date = catalog.date_column()?;
+    let table = catalog.tables.iter().find(|t| t.columns.iter().any(|c| c.name == date))?;
+    let elsewhere = catalog.mentions(question).iter().any(|(_, _, col)| col.split_once('.').is_some_and(|(t, _)| t != table.name));
+    (MONTHLY.is_match(question) && !elsewhere).then_some(Grain::Month)
 }
 
 static MONTHLY: LazyLock<Regex> =
@@ -126,14 +142,12 @@ pub fn group_column(catalog: &Catalog, question: &str) -> Option<String> {
 /// filtering the period's months literally, ending with the top-n LIMIT. `None` without cues.
 pub fn sql_pattern(catalog: &Catalog, question: &str) -> Option<String> {
     let date = catalog.date_column();
-    let head = match (grain(question), date) {
+    let head = match (month_grain(catalog, question), date) {
         (Some(g), Some(d)) => Some(format!("SELECT {} AS ", g.select_expr(d))),
         _ => group_column(catalog, question).map(|c| format!("SELECT {c}, ")),
     };
-    // The period's months, literally (either way a single month or a year may be written).
-    // A question without a period should get no date filter, but a pattern cannot forbid one
-    // well: forbidding a quote before a digit (tried) only made the model fill its BETWEEN with
-    // other text; it needs a grammar with negation (llguidance's Lark `~`).
+    // The period's months, literally (either way a single month or a year may be written). A
+    // question without a period gets no date filter: [`sql_forbidden`], applied by negation.
     let period = match (date, crate::period::find(question)) {
         (Some(_), Some(p)) => {
             let (y1, m1, y2, m2) = match p {
@@ -158,6 +172,21 @@ pub fn sql_pattern(catalog: &Catalog, question: &str) -> Option<String> {
     }
     let body = if period.is_empty() { ".*".to_string() } else { period };
     Some(format!("^{head}{body}{tail}$"))
+}
+
+/// What the reply's SQL must not match: a question that names no period gets no date filter
+/// (the model otherwise invents one, and its rows come back empty or short): after WHERE, no
+/// date column (nor a misspelling sharing its first word), BETWEEN, date function or quoted number. `None` where the
+/// question has a period or the catalogue no date column.
+pub fn sql_forbidden(catalog: &Catalog, question: &str) -> Option<String> {
+    let date = catalog.date_column()?;
+    if crate::period::find(question).is_some() {
+        return None;
+    }
+    // Case-insensitive and broad: held only to "not the date column, not BETWEEN", the model
+    // wrote `substr(order_by,1,4) BETWEen '5'` instead.
+    let word = date.split_once('_').map_or(date.to_string(), |(w, _)| format!("{w}_"));
+    Some(format!("(?i).*WHERE.*({}|{}|between|substr|strftime|'[0-9]).*", regex::escape(date), regex::escape(&word)))
 }
 
 #[cfg(test)]

@@ -20,6 +20,9 @@ pub const FRESH_JSONL: &str = include_str!("../data/fresh.jsonl");
 /// A second set written afresh by another reviewer after the question cues ([`crate::cues`])
 /// were fixed, so it measures them on questions they were not shaped by.
 pub const FRESH2_JSONL: &str = include_str!("../data/fresh2.jsonl");
+/// A third reviewer's 30 questions, written after the monthly grain, the no-period rule and the
+/// all-time teaching examples (it saw only SCHEMA.md, dimensions.json and the database).
+pub const FRESH3_JSONL: &str = include_str!("../data/fresh3.jsonl");
 
 /// Parses a JSONL file of examples.
 pub fn parse_examples(text: &str) -> Result<Vec<Example>, String> {
@@ -44,6 +47,11 @@ pub fn fresh_set() -> Vec<Example> {
 /// The second reviewer's fresh questions.
 pub fn fresh2_set() -> Vec<Example> {
     parse_examples(FRESH2_JSONL).expect("the compiled-in second fresh set parses")
+}
+
+/// The third reviewer's fresh questions.
+pub fn fresh3_set() -> Vec<Example> {
+    parse_examples(FRESH3_JSONL).expect("the compiled-in third fresh set parses")
 }
 
 /// A result in comparable form: each row's values as sorted strings, rows sorted.
@@ -246,8 +254,25 @@ mod tests {
         assert!(!pattern("2020年西北地区每个季度的销售额").is_match(
             "SELECT substr(order_date,1,7) AS month, ROUND(SUM(amount),2) AS amount FROM sales WHERE region='西北' AND substr(order_date,1,7) BETWEEN '2020-01' AND '2020-12' GROUP BY month"
         ));
+        // A month-by-month question opens with the month, unless it is about the targets' months.
+        assert!(!pattern("线上渠道2020年第三季度每月销量趋势").is_match(
+            "SELECT (CAST(substr(order_date,6,2) AS INTEGER)+2)/3 AS quarter, SUM(quantity) AS quantity FROM sales WHERE channel='线上' AND substr(order_date,1,7) BETWEEN '2020-07' AND '2020-09' GROUP BY quarter ORDER BY quarter"
+        ));
+        assert_eq!(crate::cues::month_grain(&db.catalog, "华南地区2019年上半年每月实际销售额与目标"), None);
         let mut fresh = fresh_set();
         fresh.extend(fresh2_set());
+        fresh.extend(fresh3_set());
+        // No gold answer filters dates when its question names no period, in any writer's style.
+        for e in eval.iter().chain(&train).chain(&fresh) {
+            let (Some(sql), Some(f)) = (&e.reply.sql, crate::cues::sql_forbidden(&db.catalog, &e.question)) else { continue };
+            assert!(!regex::Regex::new(&format!("^{f}$")).unwrap().is_match(sql), "{}: no period, but {sql}", e.question);
+        }
+        assert!(crate::cues::sql_forbidden(&db.catalog, "Orders per year in Central China").is_some_and(|f| regex::Regex::new(&f)
+            .unwrap()
+            .is_match("SELECT substr(order_date,1,4) AS year, COUNT(*) AS orders FROM sales WHERE region='华中' AND substr(order_date,1,4) BETWEEN '2020-01' AND '2020-03' GROUP BY year")));
+        let no_period = regex::Regex::new(&format!("^{}$", crate::cues::sql_forbidden(&db.catalog, "销售额排名前5的城市是哪几个？").unwrap())).unwrap();
+        assert!(no_period.is_match("SELECT city, ROUND(SUM(amount),2) AS amount FROM sales WHERE substr(order_by,1,4) BETWEen '5' GROUP BY city ORDER BY amount DESC LIMIT 5"));
+        assert!(!no_period.is_match("SELECT city, ROUND(SUM(amount),2) AS amount FROM sales WHERE region='华北' GROUP BY city ORDER BY amount DESC LIMIT 5"));
         for e in eval.iter().chain(&train).chain(&fresh) {
             let (Some(sql), Some(chart)) = (&e.reply.sql, &e.reply.chart) else { continue };
             if let Some(t) = crate::cues::chart(&e.question) {

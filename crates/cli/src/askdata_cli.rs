@@ -227,12 +227,13 @@ async fn register_stable(cfg: &Config, store: &Store, tuned: &str) -> Result<()>
 }
 
 /// `shovel askdata eval`: grades a model on labelled questions (the shipped evaluation set,
-/// `--file fresh`/`fresh2` for the reviewers' fresh sets, or a JSONL file of `{"question", "sql", "chart"}` / `{"question", "error"}` lines) on the demo
+/// `--file fresh`/`fresh2`/`fresh3` for the reviewers' fresh sets, or a JSONL file of `{"question", "sql", "chart"}` / `{"question", "error"}` lines) on the demo
 /// database; prints each miss and the score, and with `--json` the score as JSON last.
 pub async fn eval_cmd(cfg: &Config, file: Option<PathBuf>, model: Option<String>, json: bool, no_cues: bool) -> Result<()> {
     let set = match &file {
         Some(f) if f.as_os_str() == "fresh" => eval::fresh_set(),
         Some(f) if f.as_os_str() == "fresh2" => eval::fresh2_set(),
+        Some(f) if f.as_os_str() == "fresh3" => eval::fresh3_set(),
         Some(f) => eval::parse_examples(&std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?,
         None => eval::eval_set(),
     };

@@ -122,11 +122,14 @@ pub struct AskOptions {
     /// Hold the reply to what the question says outright ([`crate::cues`]); off only to measure
     /// what the cues add (the reply's JSON schema applies either way).
     pub cues: bool,
+    /// Decline when [`decline_margin`] exceeds this, and answer otherwise (the reply is then
+    /// held to that branch); `None` leaves the choice to greedy decoding.
+    pub decline_above: Option<f32>,
 }
 
 impl Default for AskOptions {
     fn default() -> Self {
-        AskOptions { max_rows: 1000, timeout: Duration::from_secs(5), max_tokens: 256, cues: true }
+        AskOptions { max_rows: 1000, timeout: Duration::from_secs(5), max_tokens: 256, cues: true, decline_above: Some(DECLINE_ABOVE) }
     }
 }
 
@@ -223,6 +226,79 @@ pub fn reply_schema(catalog: &Catalog, question: &str, cues: bool) -> serde_json
     })
 }
 
+/// Which replies generation may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Branch {
+    /// A query or a refusal, as the model chooses.
+    Either,
+    /// A query.
+    Answer,
+    /// A refusal.
+    Decline,
+}
+
+/// The margin above which a question is declined: log P(refusal) - log P(query) at the reply's
+/// first choice, calibrated on the development sets (docs/BENCHMARKS.md).
+pub const DECLINE_ABOVE: f32 = 0.0;
+
+/// How much likelier the model finds declining than answering: `log P({"error) - log P({"sql)`
+/// where its reply first chooses between them (a short constrained decode with the top 20
+/// log probabilities; an alternative outside the top 20 counts at the 20th's). The tuned model
+/// rarely declines greedily, but out-of-schema questions raise the refusal's probability well
+/// above the rest; a threshold on it declines them. `None` if the reply never reached the choice.
+pub async fn decline_margin(backend: &dyn InferenceBackend, model: &ModelId, catalog: &Catalog, question: &str) -> Result<Option<f32>, shovel_core::BackendError> {
+    let req = GenerateRequest {
+        model: model.clone(),
+        prompt: Prompt::Chat(messages(catalog, question)),
+        sampling: SamplingParams { temperature: 0.0, ..Default::default() },
+        max_tokens: Some(8),
+        stop: vec![],
+        top_logprobs: Some(20),
+        constraint: Some(OutputConstraint::Lark(format!("start: {:?} | {:?}\n", BRANCHES[0], BRANCHES[1]))),
+    };
+    let mut rx = backend.submit(req).await?;
+    let mut prefix = String::new();
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Token { text, logprob, .. } => {
+                if let Some(m) = logprob.and_then(|lp| branch_margin(&prefix, &lp.top, BRANCHES)) {
+                    return Ok(Some(m));
+                }
+                prefix.push_str(&text);
+            }
+            Event::Done { .. } => break,
+            Event::Error(e) => return Err(e),
+            Event::Started { .. } => {}
+        }
+    }
+    Ok(None)
+}
+
+/// At one step of a reply that has written `prefix`, with the model's `top` alternatives: if
+/// some alternative commits to one of two `branches` (the text so far plus it fits one and not
+/// the other), `log P(branches[1]) - log P(branches[0])`, each side summed over its tokens, a
+/// side with none in `top` counted at the lowest listed probability; else `None`.
+fn branch_margin(prefix: &str, top: &[shovel_core::TopLogprob], branches: [&str; 2]) -> Option<f32> {
+    let fits = |c: &str, b: &str| b.starts_with(c) || c.starts_with(b);
+    let mut best = [f32::NEG_INFINITY; 2];
+    for t in top {
+        let c = format!("{prefix}{}", t.token);
+        for i in 0..2 {
+            if fits(&c, branches[i]) && !fits(&c, branches[1 - i]) {
+                // log(exp(a) + exp(b))
+                let (a, b) = (best[i].max(t.logprob), best[i].min(t.logprob));
+                best[i] = if b == f32::NEG_INFINITY { a } else { a + (b - a).exp().ln_1p() };
+            }
+        }
+    }
+    if !best.iter().any(|b| b.is_finite()) {
+        return None;
+    }
+    let floor = top.iter().map(|t| t.logprob).fold(f32::INFINITY, f32::min);
+    let [a, d] = best.map(|b| if b.is_finite() { b } else { floor });
+    Some(d - a)
+}
+
 /// What generation is held to: [`reply_schema`]; where the question names no period, the same
 /// reply as a Lark grammar whose SQL is one terminal that matches [`crate::cues::sql_pattern`]
 /// and must not match [`crate::cues::sql_forbidden`] (a JSON Schema pattern is one regex and
@@ -231,16 +307,29 @@ pub fn reply_schema(catalog: &Catalog, question: &str, cues: bool) -> serde_json
 /// Tried and dropped: holding every question's SQL to quote only the values it names and its
 /// period's literals (the model, kept from inventing `city='淑'`, wrote worse SQL elsewhere:
 /// 86.7% vs 88.9% held-out, 66.7% vs 70.0% and 46.7% vs 50.0% on the fresh sets).
-pub fn reply_constraint(catalog: &Catalog, question: &str, cues: bool) -> OutputConstraint {
-    let schema = reply_schema(catalog, question, cues);
+pub fn reply_constraint(catalog: &Catalog, question: &str, cues: bool, branch: Branch) -> OutputConstraint {
+    let mut schema = reply_schema(catalog, question, cues);
+    match branch {
+        Branch::Either => {}
+        Branch::Answer | Branch::Decline => {
+            let one = schema["anyOf"][if branch == Branch::Answer { 0 } else { 1 }].clone();
+            schema = serde_json::json!({"x-guidance": schema["x-guidance"].clone(), "anyOf": [one]});
+        }
+    }
+    if branch == Branch::Decline {
+        return OutputConstraint::JsonSchema(schema);
+    }
     let Some(forbid) = crate::cues::sql_forbidden(catalog, question).filter(|_| cues) else {
         return OutputConstraint::JsonSchema(schema);
     };
     let compact = serde_json::json!({"whitespace_flexible": false});
     let mut chart = schema["anyOf"][0]["properties"]["chart"].clone();
     chart["x-guidance"] = compact.clone();
-    let mut error = schema["anyOf"][1].clone();
-    error["x-guidance"] = compact;
+    let error = (branch == Branch::Either).then(|| {
+        let mut e = schema["anyOf"][1].clone();
+        e["x-guidance"] = compact;
+        e
+    });
     // A Lark regex literal ends at an unescaped `/`.
     let lark = |re: &str| format!("/{}/", re.replace('/', r"\/"));
     // JSON string characters (the teaching SQL needs no escapes).
@@ -250,7 +339,10 @@ pub fn reply_constraint(catalog: &Catalog, question: &str, cues: bool) -> Output
     }
     sql.push(format!("~{}", lark(&forbid)));
     let mut g = String::new();
-    g.push_str(&format!("start: reply | %json {error}\n"));
+    match error {
+        Some(e) => g.push_str(&format!("start: reply | %json {e}\n")),
+        None => g.push_str("start: reply\n"),
+    }
     g.push_str(&format!(r#"reply: "{{\"sql\":\"" SQL "\",\"chart\":" %json {chart} "}}""#));
     g.push('\n');
     g.push_str(&format!("SQL: {}\n", sql.join(" & ")));
@@ -258,23 +350,69 @@ pub fn reply_constraint(catalog: &Catalog, question: &str, cues: bool) -> Output
 }
 
 /// The model's reply to `question` (greedy, so the same model answers the same way), held to
-/// [`reply_constraint`].
+/// [`reply_constraint`]; with `decline_above`, a query or a refusal as [`decline_margin`]'s
+/// threshold says.
 pub async fn generate(backend: &dyn InferenceBackend, model: &ModelId, catalog: &Catalog, question: &str, opts: &AskOptions) -> Result<String, shovel_core::BackendError> {
+    // One decode as a rule: with the decline threshold on, it carries the top log probabilities
+    // until the reply commits to answering or declining, and is redone held to the other branch
+    // only where the threshold and the greedy choice disagree.
+    match decode(backend, model, catalog, question, opts, Branch::Either, opts.decline_above).await? {
+        Decoded::Reply(out) => Ok(out),
+        Decoded::Redo(branch) => match decode(backend, model, catalog, question, opts, branch, None).await? {
+            Decoded::Reply(out) => Ok(out),
+            Decoded::Redo(_) => unreachable!("a decode without a threshold never asks to be redone"),
+        },
+    }
+}
+
+/// The two ways a reply opens: a query or a refusal.
+const BRANCHES: [&str; 2] = ["{\"sql\"", "{\"error\""];
+
+enum Decoded {
+    Reply(String),
+    /// The threshold wants the other branch than greedy decoding took.
+    Redo(Branch),
+}
+
+async fn decode(
+    backend: &dyn InferenceBackend,
+    model: &ModelId,
+    catalog: &Catalog,
+    question: &str,
+    opts: &AskOptions,
+    branch: Branch,
+    decline_above: Option<f32>,
+) -> Result<Decoded, shovel_core::BackendError> {
     let req = GenerateRequest {
         model: model.clone(),
         prompt: Prompt::Chat(messages(catalog, question)),
         sampling: SamplingParams { temperature: 0.0, ..Default::default() },
         max_tokens: Some(opts.max_tokens),
         stop: vec![],
-        top_logprobs: None,
-        constraint: Some(reply_constraint(catalog, question, opts.cues)),
+        top_logprobs: decline_above.map(|_| 20),
+        constraint: Some(reply_constraint(catalog, question, opts.cues, branch)),
     };
     let mut rx = backend.submit(req).await?;
     let mut output = String::new();
     let mut scan = ObjectEnd::default();
+    let mut deciding = decline_above;
     while let Some(ev) = rx.recv().await {
         match ev {
-            Event::Token { text, .. } => {
+            Event::Token { text, logprob, .. } => {
+                if let (Some(limit), Some(lp)) = (deciding, &logprob) {
+                    if let Some(m) = branch_margin(&output, &lp.top, BRANCHES) {
+                        deciding = None;
+                        let want = if m > limit { Branch::Decline } else { Branch::Answer };
+                        let took = if BRANCHES[1].starts_with(&format!("{output}{}", lp.chosen.token)) || format!("{output}{}", lp.chosen.token).starts_with(BRANCHES[1]) {
+                            Branch::Decline
+                        } else {
+                            Branch::Answer
+                        };
+                        if took != want {
+                            return Ok(Decoded::Redo(want));
+                        }
+                    }
+                }
                 output.push_str(&text);
                 // The reply is one JSON object: once it closes, stop (dropping the stream
                 // cancels the sequence) instead of paying for whatever the model adds.
@@ -287,7 +425,7 @@ pub async fn generate(backend: &dyn InferenceBackend, model: &ModelId, catalog: 
             Event::Started { .. } => {}
         }
     }
-    Ok(output)
+    Ok(Decoded::Reply(output))
 }
 
 /// Finds where the first top-level JSON object in a stream of text closes.
@@ -439,6 +577,23 @@ fn sentence(spec: &ChartSpec, rows: &Rows, zh: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tops(v: &[(&str, f32)]) -> Vec<shovel_core::TopLogprob> {
+        v.iter().map(|(t, l)| shovel_core::TopLogprob { token: t.to_string(), logprob: *l, bytes: t.as_bytes().to_vec() }).collect()
+    }
+
+    #[test]
+    fn the_decline_margin_sums_each_branch_and_waits_for_the_choice() {
+        let b = ["{\"sql\"", "{\"error\""];
+        // Both branches still open: no choice yet.
+        assert_eq!(branch_margin("", &tops(&[("{\"", -0.01), ("{", -5.0)]), b), None);
+        // The choice: "error" and "e" decline, "sql" answers.
+        let m = branch_margin("{\"", &tops(&[("sql", -0.1), ("error", -2.5), ("e", -3.0)]), b).unwrap();
+        let decline = (-2.5f32).exp() + (-3.0f32).exp();
+        assert!((m - (decline.ln() + 0.1)).abs() < 1e-5, "{m}");
+        // A branch outside the top list counts at the lowest listed probability.
+        assert_eq!(branch_margin("{\"", &tops(&[("sql", -0.2), ("s", -4.0)]), b), Some(-4.0 - ((-0.2f32).exp() + (-4.0f32).exp()).ln()));
+    }
 
     #[test]
     fn the_first_object_is_found_closing_across_tokens() {

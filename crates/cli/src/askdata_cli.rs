@@ -169,15 +169,22 @@ pub async fn ask_cmd(cfg: &Config, db: &str, model: Option<String>, format: Form
 
 /// Grades `model` on the evaluation set; returns the score, the graded questions and seconds.
 async fn evaluate(engine: &Engine, model: &ModelId, db: &mut Database, gold_conn: &mut sqlx::SqliteConnection) -> Result<(Score, Vec<(Graded, Answer)>, f64)> {
-    evaluate_on(engine, model, db, gold_conn, eval::eval_set(), true).await
+    evaluate_on(engine, model, db, gold_conn, eval::eval_set(), AskOptions::default()).await
 }
 
-async fn evaluate_on(engine: &Engine, model: &ModelId, db: &mut Database, gold_conn: &mut sqlx::SqliteConnection, set: Vec<ask::Example>, cues: bool) -> Result<(Score, Vec<(Graded, Answer)>, f64)> {
+async fn evaluate_on(
+    engine: &Engine,
+    model: &ModelId,
+    db: &mut Database,
+    gold_conn: &mut sqlx::SqliteConnection,
+    set: Vec<ask::Example>,
+    opts: AskOptions,
+) -> Result<(Score, Vec<(Graded, Answer)>, f64)> {
     let qs: Vec<String> = set.iter().map(|e| e.question.clone()).collect();
     let t = Instant::now();
     // The longest gold reply is about 130 tokens; a model still writing after 200 is wrong
     // anyway, and the untaught base otherwise rambles to the default limit on every question.
-    let answers = answer_all(engine, model, db, &qs, &AskOptions { max_tokens: 200, cues, ..AskOptions::default() }).await?;
+    let answers = answer_all(engine, model, db, &qs, &AskOptions { max_tokens: 200, ..opts }).await?;
     let secs = t.elapsed().as_secs_f64();
     let mut graded = Vec::new();
     for (g, a) in set.iter().zip(answers) {
@@ -229,7 +236,7 @@ async fn register_stable(cfg: &Config, store: &Store, tuned: &str) -> Result<()>
 /// `shovel askdata eval`: grades a model on labelled questions (the shipped evaluation set,
 /// `--file fresh`/`fresh2`/`fresh3` for the reviewers' fresh sets, or a JSONL file of `{"question", "sql", "chart"}` / `{"question", "error"}` lines) on the demo
 /// database; prints each miss and the score, and with `--json` the score as JSON last.
-pub async fn eval_cmd(cfg: &Config, file: Option<PathBuf>, model: Option<String>, json: bool, no_cues: bool) -> Result<()> {
+pub async fn eval_cmd(cfg: &Config, file: Option<PathBuf>, model: Option<String>, json: bool, no_cues: bool, no_probe: bool, margins: bool) -> Result<()> {
     let set = match &file {
         Some(f) if f.as_os_str() == "fresh" => eval::fresh_set(),
         Some(f) if f.as_os_str() == "fresh2" => eval::fresh2_set(),
@@ -244,7 +251,15 @@ pub async fn eval_cmd(cfg: &Config, file: Option<PathBuf>, model: Option<String>
     };
     let (mut db, mut gold) = open_demo_with_gold(cfg).await?;
     let (engine, id) = crate::one_model_engine(cfg, &model).await?;
-    let (score, graded, secs) = evaluate_on(&engine, &id, &mut db, &mut gold, set, !no_cues).await?;
+    if margins {
+        for e in &set {
+            let m = ask::decline_margin(&engine, &id, &db.catalog, &e.question).await?;
+            println!("{}\t{}\t{}", m.map_or("none".to_string(), |m| format!("{m:.2}")), if e.reply.error.is_some() { "decline" } else { "answer" }, e.question);
+        }
+        return Ok(());
+    }
+    let opts = AskOptions { cues: !no_cues, decline_above: if no_probe { None } else { AskOptions::default().decline_above }, ..AskOptions::default() };
+    let (score, graded, secs) = evaluate_on(&engine, &id, &mut db, &mut gold, set, opts).await?;
     for (g, a) in graded.iter().filter(|(g, _)| !(g.exec_ok && g.chart_ok)) {
         println!("missed: {} ({})\n  model: {}", g.question, g.note.clone().unwrap_or_default(), a.model_output.trim());
     }

@@ -260,6 +260,14 @@ enum AskdataCmd {
         /// what they add. The reply's JSON schema still applies.
         #[arg(long)]
         no_cues: bool,
+        /// Leave answering or declining to greedy decoding instead of the decline probe (the
+        /// refusal's probability against the query's, thresholded): to measure what it adds.
+        #[arg(long)]
+        no_probe: bool,
+        /// Print each question's decline margin (log P(refusal) - log P(query)) and whether the
+        /// gold answer declines, instead of grading: to calibrate the probe's threshold.
+        #[arg(long)]
+        margins: bool,
     },
     /// Write the shipped Ask-Data teaching examples as chat JSONL for `shovel tune`, with the
     /// prompt `shovel ask` uses on the demo database.
@@ -596,9 +604,9 @@ async fn real_main() -> Result<()> {
             println!("wrote {} examples to {}", shovel_askdata::eval::train_set().len(), path.display());
             Ok(())
         }
-        Cmd::Askdata { cmd: AskdataCmd::Eval { file, model, json, no_cues } } => {
+        Cmd::Askdata { cmd: AskdataCmd::Eval { file, model, json, no_cues, no_probe, margins } } => {
             init_tracing("warn");
-            askdata_cli::eval_cmd(&cfg, file, model, json, no_cues).await
+            askdata_cli::eval_cmd(&cfg, file, model, json, no_cues, no_probe, margins).await
         }
         Cmd::Ask { db, model, format, chart_out, questions, question } => {
             init_tracing("warn");

@@ -164,14 +164,44 @@ struct Saved {
     rstd1: Vec<f32>,
     q: Vec<f32>,
     k: Vec<f32>,
-    v: Vec<f32>,
-    attn: Vec<f32>,
+    /// Values and the heads' outputs only feed products (which round to bf16 in bf16 mode);
+    /// q and k stay f32: the backward pass recomputes the attention probabilities from them.
+    v: Stash,
+    attn: Stash,
     x2: Vec<f32>,
     rstd2: Vec<f32>,
-    g: Vec<f32>,
-    u: Vec<f32>,
+    /// The gate and up projections, the widest activations (2 x `ffn` per token: half of what
+    /// a layer keeps), in the products' precision.
+    g: Stash,
+    u: Stash,
     /// `x_dropped . A^T` per target (`T x r`).
     lora_t: [Vec<f32>; 7],
+}
+
+/// An activation kept for the backward pass: f32, or bf16 when the products run in bf16 (they
+/// round their inputs to bf16 anyway). Holding the MLP's gate and up outputs in bf16 cut the
+/// benchmark job's peak RSS from 1275 to 1196 MB (docs/BENCHMARKS.md); the values and heads'
+/// outputs follow.
+enum Stash {
+    F32(Vec<f32>),
+    Bf16(Vec<half::bf16>),
+}
+
+impl Stash {
+    fn new(v: Vec<f32>, p: Precision) -> Stash {
+        match p {
+            Precision::F32 => Stash::F32(v),
+            Precision::Bf16 => Stash::Bf16(v.iter().map(|x| half::bf16::from_f32(*x)).collect()),
+        }
+    }
+
+    /// The values as f32 (a copy for bf16: one layer's worth lives at a time).
+    fn f32(&self) -> std::borrow::Cow<'_, [f32]> {
+        match self {
+            Stash::F32(v) => std::borrow::Cow::Borrowed(v),
+            Stash::Bf16(v) => std::borrow::Cow::Owned(v.iter().map(|x| x.to_f32()).collect()),
+        }
+    }
 }
 
 /// Dropout mask for one adapted layer's input in one sequence, regenerated in the backward pass
@@ -394,7 +424,7 @@ impl Pass<'_> {
     }
 
     /// Backward of [`Pass::attention`]: gradients of (post-rope) q, k and v.
-    fn attention_bwd(&self, sv: &Saved, dattn: &[f32], t: usize, geo: &Geo) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    fn attention_bwd(&self, sv: &Saved, v: &[f32], dattn: &[f32], t: usize, geo: &Geo) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let c = &self.base.config;
         let (nh, hd, qd, kvd) = (c.n_heads, c.head_dim, c.q_dim(), c.kv_dim());
         let group = nh / c.n_kv_heads;
@@ -406,7 +436,7 @@ impl Pass<'_> {
                 let dout = View::strided(&dattn[h * hd..], qd);
                 // dP = dO V^T
                 let mut dp = vec![0f32; t * t];
-                mm_serial(t, t, hd, &mut dp, t, false, dout, View::strided(&sv.v[kvh * hd..], kvd).t());
+                mm_serial(t, t, hd, &mut dp, t, false, dout, View::strided(&v[kvh * hd..], kvd).t());
                 // dS = P * (dP - rowsum(dP * P)) * scale
                 for i in 0..t {
                     let (pr, dr) = (&p[i * t..i * t + i + 1], &mut dp[i * t..(i + 1) * t]);
@@ -507,7 +537,8 @@ impl Pass<'_> {
         let m: Vec<f32> = g.iter().zip(&u).map(|(gv, uv)| gv / (1.0 + (-gv).exp()) * uv).collect();
         let ld = self.linear(l, Target::DownProj, &m, t, &mut y);
         let out: Vec<f32> = x2.iter().zip(&y).map(|(a, b)| a + b).collect();
-        (out, Saved { x, rstd1, q, k, v, attn, x2, rstd2, g, u, lora_t: [lq, lk, lv, lo, lg, lu, ld] })
+        let p = self.base.precision;
+        (out, Saved { x, rstd1, q, k, v: Stash::new(v, p), attn: Stash::new(attn, p), x2, rstd2, g: Stash::new(g, p), u: Stash::new(u, p), lora_t: [lq, lk, lv, lo, lg, lu, ld] })
     }
 
     /// Backward through layer `l`: `dx` is the gradient of its output; returns that of its input.
@@ -519,18 +550,20 @@ impl Pass<'_> {
         let lt = &sv.lora_t;
         let mut dm = vec![0f32; t * f];
         // One sigmoid per element serves both the recomputed activation and its derivative.
-        let sig: Vec<f32> = sv.g.iter().map(|gv| 1.0 / (1.0 + (-gv).exp())).collect();
-        let m: Vec<f32> = sv.g.iter().zip(&sv.u).zip(&sig).map(|((gv, uv), sg)| gv * sg * uv).collect();
+        let (g, u) = (sv.g.f32(), sv.u.f32());
+        let sig: Vec<f32> = g.iter().map(|gv| 1.0 / (1.0 + (-gv).exp())).collect();
+        let m: Vec<f32> = g.iter().zip(u.iter()).zip(&sig).map(|((gv, uv), sg)| gv * sg * uv).collect();
         self.linear_bwd(l, Target::DownProj, &m, &lt[6], &dx, t, &mut dm, grads);
         drop(m);
         let mut dg = vec![0f32; t * f];
         let mut du = vec![0f32; t * f];
         for i in 0..t * f {
-            let (gv, uv) = (sv.g[i], sv.u[i]);
+            let (gv, uv) = (g[i], u[i]);
             let sg = sig[i];
             du[i] = dm[i] * gv * sg;
             dg[i] = dm[i] * uv * sg * (1.0 + gv * (1.0 - sg));
         }
+        drop((g, u, sig, dm));
         let mut db = vec![0f32; t * h];
         let b = renorm(&sv.x2, &sv.rstd2, &bl.ffn_norm);
         self.linear_bwd(l, Target::GateProj, &b, &lt[4], &dg, t, &mut db, grads);
@@ -539,8 +572,8 @@ impl Pass<'_> {
         let mut dx2 = dx;
         rms_norm_bwd(&sv.x2, &sv.rstd2, &bl.ffn_norm, &db, &mut dx2);
         let mut dattn = vec![0f32; t * qd];
-        self.linear_bwd(l, Target::OProj, &sv.attn, &lt[3], &dx2, t, &mut dattn, grads);
-        let (mut dq, mut dk, dv) = self.attention_bwd(sv, &dattn, t, geo);
+        self.linear_bwd(l, Target::OProj, &sv.attn.f32(), &lt[3], &dx2, t, &mut dattn, grads);
+        let (mut dq, mut dk, dv) = self.attention_bwd(sv, &sv.v.f32(), &dattn, t, geo);
         self.rope_all(&mut dq, qd, -1.0, &geo.angles);
         self.rope_all(&mut dk, kvd, -1.0, &geo.angles);
         let mut da = vec![0f32; t * h];

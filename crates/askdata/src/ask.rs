@@ -261,8 +261,8 @@ pub async fn decline_margin(backend: &dyn InferenceBackend, model: &ModelId, cat
     while let Some(ev) = rx.recv().await {
         match ev {
             Event::Token { text, logprob, .. } => {
-                if let Some(m) = logprob.and_then(|lp| branch_margin(&prefix, &lp.top, BRANCHES)) {
-                    return Ok(Some(m));
+                if let Some((_, margin)) = logprob.as_ref().and_then(|lp| choice(&prefix, lp)) {
+                    return Ok(margin);
                 }
                 prefix.push_str(&text);
             }
@@ -274,17 +274,30 @@ pub async fn decline_margin(backend: &dyn InferenceBackend, model: &ModelId, cat
     Ok(None)
 }
 
+/// Whether text written so far can still be, or already is, the opening `branch`.
+fn on_branch(text: &str, branch: &str) -> bool {
+    branch.starts_with(text) || text.starts_with(branch)
+}
+
+/// At the step where the reply, having written `prefix`, commits to answering or declining (its
+/// chosen token opens one branch and not the other): which it took, and the decline margin from
+/// the alternatives. `None` before that step.
+fn choice(prefix: &str, lp: &shovel_core::TokenLogprob) -> Option<(Branch, Option<f32>)> {
+    let text = format!("{prefix}{}", lp.chosen.token);
+    let (answer, decline) = (on_branch(&text, BRANCHES[0]), on_branch(&text, BRANCHES[1]));
+    (answer != decline).then(|| (if decline { Branch::Decline } else { Branch::Answer }, branch_margin(prefix, &lp.top, BRANCHES)))
+}
+
 /// At one step of a reply that has written `prefix`, with the model's `top` alternatives: if
 /// some alternative commits to one of two `branches` (the text so far plus it fits one and not
 /// the other), `log P(branches[1]) - log P(branches[0])`, each side summed over its tokens, a
 /// side with none in `top` counted at the lowest listed probability; else `None`.
 fn branch_margin(prefix: &str, top: &[shovel_core::TopLogprob], branches: [&str; 2]) -> Option<f32> {
-    let fits = |c: &str, b: &str| b.starts_with(c) || c.starts_with(b);
     let mut best = [f32::NEG_INFINITY; 2];
     for t in top {
         let c = format!("{prefix}{}", t.token);
         for i in 0..2 {
-            if fits(&c, branches[i]) && !fits(&c, branches[1 - i]) {
+            if on_branch(&c, branches[i]) && !on_branch(&c, branches[1 - i]) {
                 // log(exp(a) + exp(b))
                 let (a, b) = (best[i].max(t.logprob), best[i].min(t.logprob));
                 best[i] = if b == f32::NEG_INFINITY { a } else { a + (b - a).exp().ln_1p() };
@@ -399,18 +412,15 @@ async fn decode(
     while let Some(ev) = rx.recv().await {
         match ev {
             Event::Token { text, logprob, .. } => {
-                if let (Some(limit), Some(lp)) = (deciding, &logprob) {
-                    if let Some(m) = branch_margin(&output, &lp.top, BRANCHES) {
-                        deciding = None;
-                        let want = if m > limit { Branch::Decline } else { Branch::Answer };
-                        let took = if BRANCHES[1].starts_with(&format!("{output}{}", lp.chosen.token)) || format!("{output}{}", lp.chosen.token).starts_with(BRANCHES[1]) {
-                            Branch::Decline
-                        } else {
-                            Branch::Answer
-                        };
-                        if took != want {
-                            return Ok(Decoded::Redo(want));
-                        }
+                if let (Some(limit), Some((took, margin))) = (deciding, logprob.as_ref().and_then(|lp| choice(&output, lp))) {
+                    deciding = None;
+                    let want = match margin {
+                        Some(m) if m > limit => Branch::Decline,
+                        Some(_) => Branch::Answer,
+                        None => took,
+                    };
+                    if took != want {
+                        return Ok(Decoded::Redo(want));
                     }
                 }
                 output.push_str(&text);

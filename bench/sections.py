@@ -1,5 +1,5 @@
 """docs/BENCHMARKS.md holds one section per benchmark script, between markers, so each script
-rewrites only its own figures."""
+rewrites only its own figures; and what every section says about the machine."""
 import pathlib
 
 DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
@@ -17,3 +17,11 @@ def write_section(name, text):
     else:
         doc = doc.rstrip() + "\n\n" + block + "\n"
     DOC.write_text(doc)
+
+
+def cpu_name():
+    """The CPU's model name, for the "Machine:" line."""
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"

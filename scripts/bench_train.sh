@@ -8,13 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SHOVEL_HOME="${SHOVEL_HOME:-$HOME/.shovel}"
-VENV="${PEFT_VENV:-.bench/peft-venv}"
-
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import torch, transformers, peft, gguf' 2>/dev/null; then
-  echo "== installing the anchor (torch, transformers, peft, gguf) into $VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check torch transformers peft gguf
-fi
+. scripts/peft_venv.sh
 
 echo "== building shovel (release)"
 cargo build --release --bin shovel

@@ -15,17 +15,10 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
-from sections import write_section  # noqa: E402
+from sections import cpu_name, write_section  # noqa: E402
 
 BIN = ROOT / "target" / "release" / "shovel"
 MODEL = "all-minilm-l6-v2"
-
-
-def cpu_name():
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def main():

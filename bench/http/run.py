@@ -27,7 +27,7 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
-from sections import write_section  # noqa: E402
+from sections import cpu_name, write_section  # noqa: E402
 
 SHOVEL = ROOT / "target" / "release" / "shovel"
 MODEL = "smollm2-135m-instruct"
@@ -168,7 +168,7 @@ def main():
         f"max_tokens {a.max_tokens}, temperature 0), the second of two waves (other questions) measured; medians of {a.rounds} rounds.",
         "",
         f"- Date: {datetime.date.today()}",
-        f"- Machine: {os.cpu_count()} vCPU, {a.threads} threads",
+        f"- Machine: {cpu_name()}, {os.cpu_count()} vCPU, {a.threads} threads",
         "",
         "| measure | llama.cpp | Shovel | ratio | goal |",
         "|---|---:|---:|---:|---|",

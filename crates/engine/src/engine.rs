@@ -353,11 +353,8 @@ impl InferenceBackend for Engine {
         if req.inputs.is_empty() {
             return Err(BackendError::InvalidParam { message: "input must not be empty".into(), param: "input".into() });
         }
-        if self.embed_inflight.fetch_add(1, Ordering::AcqRel) > self.config.max_waiting {
-            self.embed_inflight.fetch_sub(1, Ordering::AcqRel);
-            return Err(BackendError::Overloaded);
-        }
-        let _inflight = InflightGuard(self.embed_inflight.clone());
+        // One computing and `max_waiting` waiting.
+        let _inflight = InflightGuard::admit(&self.embed_inflight, self.config.max_waiting + 1).ok_or(BackendError::Overloaded)?;
         let _gate = self.embed_gate.acquire().await.map_err(|e| BackendError::Internal(e.to_string()))?;
         tokio::task::spawn_blocking(move || embed_blocking(&enc, &req.inputs)).await.map_err(|e| BackendError::Internal(e.to_string()))?
     }
@@ -381,11 +378,7 @@ impl InferenceBackend for Engine {
         }
         // Admission: a bounded queue. The guard travels with the request and frees its place
         // however it ends.
-        if m.inflight.fetch_add(1, Ordering::AcqRel) >= m.max_inflight {
-            m.inflight.fetch_sub(1, Ordering::AcqRel);
-            return Err(BackendError::Overloaded);
-        }
-        let inflight = InflightGuard(m.inflight.clone());
+        let inflight = InflightGuard::admit(&m.inflight, m.max_inflight).ok_or(BackendError::Overloaded)?;
         // Compiled after admission, so a refused request costs no compile (the guard frees the
         // place if the grammar is refused).
         let grammar = match &req.constraint {

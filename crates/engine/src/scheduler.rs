@@ -59,6 +59,19 @@ pub struct SeqRequest {
 /// Decrements a model's in-flight count when dropped.
 pub struct InflightGuard(pub std::sync::Arc<std::sync::atomic::AtomicUsize>);
 
+impl InflightGuard {
+    /// Takes one of `limit` places in `count`, or `None` when all are taken (the caller refuses
+    /// the request as overloaded).
+    pub fn admit(count: &std::sync::Arc<std::sync::atomic::AtomicUsize>, limit: usize) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        if count.fetch_add(1, Ordering::AcqRel) >= limit {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(InflightGuard(count.clone()))
+    }
+}
+
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);

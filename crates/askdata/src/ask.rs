@@ -247,16 +247,8 @@ pub const DECLINE_ABOVE: f32 = 0.0;
 /// rarely declines greedily, but out-of-schema questions raise the refusal's probability well
 /// above the rest; a threshold on it declines them. `None` if the reply never reached the choice.
 pub async fn decline_margin(backend: &dyn InferenceBackend, model: &ModelId, catalog: &Catalog, question: &str) -> Result<Option<f32>, shovel_core::BackendError> {
-    let req = GenerateRequest {
-        model: model.clone(),
-        prompt: Prompt::Chat(messages(catalog, question)),
-        sampling: SamplingParams { temperature: 0.0, ..Default::default() },
-        max_tokens: Some(8),
-        stop: vec![],
-        top_logprobs: Some(20),
-        constraint: Some(OutputConstraint::Lark(format!("start: {:?} | {:?}\n", BRANCHES[0], BRANCHES[1]))),
-    };
-    let mut rx = backend.submit(req).await?;
+    let constraint = OutputConstraint::Lark(format!("start: {:?} | {:?}\n", BRANCHES[0], BRANCHES[1]));
+    let mut rx = backend.submit(reply_request(model, catalog, question, 8, Some(20), constraint)).await?;
     let mut prefix = String::new();
     while let Some(ev) = rx.recv().await {
         match ev {
@@ -272,6 +264,19 @@ pub async fn decline_margin(backend: &dyn InferenceBackend, model: &ModelId, cat
         }
     }
     Ok(None)
+}
+
+/// A greedy reply to `question` under `constraint`.
+fn reply_request(model: &ModelId, catalog: &Catalog, question: &str, max_tokens: usize, top_logprobs: Option<usize>, constraint: OutputConstraint) -> GenerateRequest {
+    GenerateRequest {
+        model: model.clone(),
+        prompt: Prompt::Chat(messages(catalog, question)),
+        sampling: SamplingParams { temperature: 0.0, ..Default::default() },
+        max_tokens: Some(max_tokens),
+        stop: vec![],
+        top_logprobs,
+        constraint: Some(constraint),
+    }
 }
 
 /// Whether text written so far can still be, or already is, the opening `branch`.
@@ -396,15 +401,7 @@ async fn decode(
     branch: Branch,
     decline_above: Option<f32>,
 ) -> Result<Decoded, shovel_core::BackendError> {
-    let req = GenerateRequest {
-        model: model.clone(),
-        prompt: Prompt::Chat(messages(catalog, question)),
-        sampling: SamplingParams { temperature: 0.0, ..Default::default() },
-        max_tokens: Some(opts.max_tokens),
-        stop: vec![],
-        top_logprobs: decline_above.map(|_| 20),
-        constraint: Some(reply_constraint(catalog, question, opts.cues, branch)),
-    };
+    let req = reply_request(model, catalog, question, opts.max_tokens, decline_above.map(|_| 20), reply_constraint(catalog, question, opts.cues, branch));
     let mut rx = backend.submit(req).await?;
     let mut output = String::new();
     let mut scan = ObjectEnd::default();

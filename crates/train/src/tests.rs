@@ -73,7 +73,8 @@ fn seq() -> TokSeq {
     TokSeq { tokens, weights, truncated: false }
 }
 
-fn check_gradients(style: RopeStyle, dropout: f32) {
+fn check_gradients(style: RopeStyle, dropout: f32, chunk: usize) {
+    crate::model::TEST_ATTN_CHUNK.with(|c| c.set(chunk));
     let base = Base::with_precision(&tiny_model(style), Precision::F32).unwrap();
     let mut adapter = random_adapter(&base, 11);
     let s = seq();
@@ -124,10 +125,11 @@ fn check_gradients(style: RopeStyle, dropout: f32) {
 }
 
 /// Sequences sharing a prefix, run as one tree-shaped pass, give the losses and gradients of
-/// the same sequences run one by one (both rope layouts).
+/// the same sequences run one by one (both rope layouts), with the attention in one block per
+/// branch or in blocks of 1 and 2 query rows.
 #[test]
 fn a_shared_prefix_pass_equals_separate_passes() {
-    for style in [RopeStyle::Interleaved, RopeStyle::Neox] {
+    for (style, chunk) in [(RopeStyle::Interleaved, 64), (RopeStyle::Neox, 64), (RopeStyle::Interleaved, 1), (RopeStyle::Neox, 2)] {
         let base = Base::with_precision(&tiny_model(style), Precision::F32).unwrap();
         let adapter = random_adapter(&base, 13);
         let pass = Pass { base: &base, adapter: &adapter, dropout: 0.0, key: [0; 3] };
@@ -149,14 +151,16 @@ fn a_shared_prefix_pass_equals_separate_passes() {
             wsum += r.weight_sum;
         }
         let mut shared = zero_grads(&adapter);
+        crate::model::TEST_ATTN_CHUNK.with(|c| c.set(chunk));
         let views: Vec<(&[u32], &[f32])> = seqs.iter().map(|(t, w)| (&t[..], &w[..])).collect();
         let r = pass.loss_and_grad_shared(&views, prefix.len(), 0.5, &mut shared);
+        crate::model::TEST_ATTN_CHUNK.with(|c| c.set(64));
         assert!((r.loss_sum - loss).abs() < 1e-4 * loss.abs().max(1.0), "{} vs {loss}", r.loss_sum);
         assert!((r.weight_sum - wsum).abs() < 1e-9);
         let mut n = 0;
         for (a, b) in separate.layers.iter().flatten().flatten().zip(shared.layers.iter().flatten().flatten()) {
             for (x, y) in a.a.iter().zip(&b.a).chain(a.b.iter().zip(&b.b)) {
-                assert!((x - y).abs() < 1e-4 + 1e-3 * x.abs(), "{style:?}: gradient {x} vs {y}");
+                assert!((x - y).abs() < 1e-4 + 1e-3 * x.abs(), "{style:?} in blocks of {chunk}: gradient {x} vs {y}");
                 n += 1;
             }
         }
@@ -166,12 +170,12 @@ fn a_shared_prefix_pass_equals_separate_passes() {
 
 #[test]
 fn gradients_match_finite_differences_interleaved_rope() {
-    check_gradients(RopeStyle::Interleaved, 0.0);
+    check_gradients(RopeStyle::Interleaved, 0.0, 64);
 }
 
 #[test]
-fn gradients_match_finite_differences_neox_rope_with_dropout() {
-    check_gradients(RopeStyle::Neox, 0.25);
+fn gradients_match_finite_differences_neox_rope_with_dropout_attention_in_blocks_of_two() {
+    check_gradients(RopeStyle::Neox, 0.25, 2);
 }
 
 #[test]

@@ -6,11 +6,11 @@
 
 use crate::catalog::Catalog;
 use crate::chart::{self, ChartSpec, ChartType};
+use crate::exec::Conn;
 use crate::exec::{self, Rows};
 use crate::guard;
 use serde::{Deserialize, Serialize};
 use shovel_core::{ChatMessage, Event, GenerateRequest, InferenceBackend, ModelId, OutputConstraint, Prompt, SamplingParams};
-use sqlx::SqliteConnection;
 use std::time::Duration;
 
 /// The system message: the schema and the reply format.
@@ -102,7 +102,7 @@ pub fn chat_example(catalog: &Catalog, ex: &Example) -> serde_json::Value {
 /// A connected database and its catalogue.
 pub struct Database {
     /// Read-only connection.
-    pub conn: SqliteConnection,
+    pub conn: Conn,
     /// Its catalogue.
     pub catalog: Catalog,
 }
@@ -496,7 +496,7 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
         let a = if zh { format!("数据库({tables})里没有能回答这个问题的数据:{why}") } else { format!("The database ({tables}) has no data to answer this: {why}") };
         return Answer::failed(question, output, None, format!("{DECLINED}{why}"), a);
     };
-    let guarded = match guard::check(&sql, &db.catalog.table_names(), opts.max_rows) {
+    let guarded = match guard::check_in(db.conn.dialect(), &sql, &db.catalog.table_names(), opts.max_rows) {
         Ok(s) => s,
         Err(e) => {
             let a = if zh { format!("这个查询不能执行:{e}") } else { format!("That query may not run: {e}") };

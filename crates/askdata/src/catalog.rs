@@ -8,8 +8,10 @@
 //! value it is shown far more reliably than it recalls one, and the prompt stays short enough to
 //! fine-tune on in minutes.
 
+use crate::exec::Conn;
 use crate::Result;
 use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgConnection;
 use sqlx::{Row, SqliteConnection};
 
 /// Text columns with at most this many distinct values have them listed in the catalogue.
@@ -84,7 +86,64 @@ pub struct Catalog {
 
 impl Catalog {
     /// Reads the catalogue of the database behind `conn`.
-    pub async fn read(conn: &mut SqliteConnection) -> Result<Catalog> {
+    pub async fn read(conn: &mut Conn) -> Result<Catalog> {
+        let tables = match conn {
+            Conn::Sqlite(c) => Self::sqlite_tables(c).await?,
+            Conn::Postgres(c) => Self::postgres_tables(c).await?,
+        };
+        let mut terms = Vec::new();
+        for t in &tables {
+            for c in &t.columns {
+                let first = c.comment.as_deref().and_then(|s| s.split([',', ' ']).next()).unwrap_or("");
+                if !first.is_empty() && first.chars().all(|ch| ('\u{4e00}'..='\u{9fff}').contains(&ch)) {
+                    terms.push(Term { term: first.to_string(), column: format!("{}.{}", t.name, c.name) });
+                }
+            }
+        }
+        Ok(Catalog { tables, aliases: Vec::new(), terms })
+    }
+
+    /// Tables and views of the connection's current schema, in creation order; comments from
+    /// `COMMENT ON COLUMN`. Types are shown in the families the prompt uses for SQLite
+    /// (INTEGER, REAL, TEXT) where they are one of those, else as PostgreSQL names them.
+    async fn postgres_tables(conn: &mut PgConnection) -> Result<Vec<Table>> {
+        let rows = sqlx::query("SELECT c.oid::int8 AS oid, c.relname::text AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'v', 'm', 'p', 'f') ORDER BY c.oid")
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut tables = Vec::new();
+        for r in rows {
+            let (oid, name): (i64, String) = (r.get("oid"), r.get("name"));
+            let info = sqlx::query("SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type, col_description(a.attrelid, a.attnum) AS comment FROM pg_attribute a WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum")
+                .bind(oid)
+                .fetch_all(&mut *conn)
+                .await?;
+            let mut columns = Vec::new();
+            for c in info {
+                let (col, pg_ty, comment): (String, String, Option<String>) = (c.get("name"), c.get("type"), c.get("comment"));
+                let base = pg_ty.split('(').next().unwrap_or("").trim().to_string();
+                let ty = match base.as_str() {
+                    "smallint" | "integer" | "bigint" => "INTEGER".to_string(),
+                    "real" | "double precision" | "numeric" => "REAL".to_string(),
+                    "text" | "character varying" | "character" => "TEXT".to_string(),
+                    _ => base.to_uppercase(),
+                };
+                let mut values = Vec::new();
+                if ty == "TEXT" {
+                    let q = format!("SELECT COUNT(DISTINCT {c}) FROM {t}", c = quote(&col), t = quote(&name));
+                    let n: i64 = sqlx::query_scalar(&q).fetch_one(&mut *conn).await?;
+                    if n <= LOW_CARDINALITY {
+                        let q = format!("SELECT DISTINCT {c}::text FROM {t} WHERE {c} IS NOT NULL ORDER BY 1", c = quote(&col), t = quote(&name));
+                        values = sqlx::query_scalar::<_, String>(&q).fetch_all(&mut *conn).await.unwrap_or_default();
+                    }
+                }
+                columns.push(Column { name: col, ty, comment, values });
+            }
+            tables.push(Table { name, columns });
+        }
+        Ok(tables)
+    }
+
+    async fn sqlite_tables(conn: &mut SqliteConnection) -> Result<Vec<Table>> {
         let rows = sqlx::query("SELECT name, sql FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' ORDER BY rowid").fetch_all(&mut *conn).await?;
         let mut tables = Vec::new();
         for r in rows {
@@ -109,16 +168,7 @@ impl Catalog {
             }
             tables.push(Table { name, columns });
         }
-        let mut terms = Vec::new();
-        for t in &tables {
-            for c in &t.columns {
-                let first = c.comment.as_deref().and_then(|s| s.split([',', ' ']).next()).unwrap_or("");
-                if !first.is_empty() && first.chars().all(|ch| ('\u{4e00}'..='\u{9fff}').contains(&ch)) {
-                    terms.push(Term { term: first.to_string(), column: format!("{}.{}", t.name, c.name) });
-                }
-            }
-        }
-        Ok(Catalog { tables, aliases: Vec::new(), terms })
+        Ok(tables)
     }
 
     /// Table names, for the SQL guard.
@@ -254,7 +304,7 @@ pub fn quote(name: &str) -> String {
 }
 
 /// The `-- comment` on the line declaring `column` in a `CREATE TABLE` statement.
-fn column_comment(create_sql: &str, column: &str) -> Option<String> {
+pub(crate) fn column_comment(create_sql: &str, column: &str) -> Option<String> {
     for line in create_sql.lines() {
         let Some((decl, comment)) = line.split_once("--") else { continue };
         let first = decl.trim().trim_start_matches('(').split_whitespace().next().unwrap_or("");
@@ -285,7 +335,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("demo.db");
         crate::demo::write_demo_db(&path).await.unwrap();
-        let mut c = SqliteConnectOptions::new().filename(&path).read_only(true).connect().await.unwrap();
+        let mut c = Conn::Sqlite(SqliteConnectOptions::new().filename(&path).read_only(true).connect().await.unwrap());
         let mut cat = Catalog::read(&mut c).await.unwrap();
         cat.aliases = crate::demo::aliases();
         cat.terms.extend(crate::demo::terms());

@@ -266,6 +266,75 @@ pub async fn write_demo_db(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The demo's tables as PostgreSQL types them: amounts `numeric` (so the model's
+/// `ROUND(SUM(amount), 2)` runs as it does on SQLite), dates text as in SQLite.
+fn postgres_schema_sql() -> String {
+    SCHEMA_SQL.replace("INTEGER PRIMARY KEY", "BIGINT PRIMARY KEY").replace("INTEGER NOT NULL", "BIGINT NOT NULL").replace("REAL NOT NULL", "NUMERIC(14, 2) NOT NULL")
+}
+
+/// Whether a catalogue is the demo's: both its tables with the demo's columns.
+pub fn is_demo(c: &crate::catalog::Catalog) -> bool {
+    let cols = |t: &str| c.table(t).map(|t| t.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>());
+    cols("sales").as_deref() == Some(&["order_id", "order_date", "region", "province", "city", "category", "product", "channel", "quantity", "amount", "profit"].map(String::from)[..])
+        && cols("sales_targets").as_deref() == Some(&["region", "month", "target"].map(String::from)[..])
+}
+
+/// Writes the demo's tables into the current schema of the PostgreSQL database at `url`, with
+/// the column comments as `COMMENT ON COLUMN`, in one transaction (nothing is left half
+/// written). Refuses a database that already has either table.
+pub async fn write_demo_postgres(url: &str) -> Result<()> {
+    use sqlx::postgres::{PgConnectOptions, PgConnection};
+    use std::str::FromStr;
+    let shown = crate::source::redact(url);
+    let opts = PgConnectOptions::from_str(url).map_err(|e| Error::Unsupported(format!("{shown}: {e}")))?;
+    let mut conn: PgConnection = opts.connect().await.map_err(|e| Error::Query(format!("cannot connect to {shown}: {e}")))?;
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('sales') IS NOT NULL OR to_regclass('sales_targets') IS NOT NULL").fetch_one(&mut conn).await?;
+    if exists {
+        return Err(Error::Unsupported(format!("{shown} already has a table named sales or sales_targets; choose an empty database")));
+    }
+    let (sales, targets) = generate(&dimensions());
+    let mut tx = conn.begin().await?;
+    sqlx::raw_sql(&postgres_schema_sql()).execute(&mut *tx).await?;
+    for table in ["sales", "sales_targets"] {
+        let create = SCHEMA_SQL.split("CREATE TABLE ").find(|t| t.starts_with(&format!("{table} "))).unwrap_or("");
+        for line in create.lines().skip(1) {
+            let col = line.split_whitespace().next().unwrap_or("");
+            if let Some(comment) = crate::catalog::column_comment(create, col) {
+                sqlx::query(&format!("COMMENT ON COLUMN {table}.{col} IS {}", quote_literal(&comment))).execute(&mut *tx).await?;
+            }
+        }
+    }
+    for (chunk_no, chunk) in sales.chunks(2000).enumerate() {
+        let mut q = sqlx::QueryBuilder::new("INSERT INTO sales ");
+        q.push_values(chunk.iter().enumerate(), |mut b, (i, s)| {
+            b.push_bind((chunk_no * 2000 + i) as i64 + 1)
+                .push_bind(&s.date)
+                .push_bind(&s.region)
+                .push_bind(&s.province)
+                .push_bind(&s.city)
+                .push_bind(&s.category)
+                .push_bind(&s.product)
+                .push_bind(&s.channel)
+                .push_bind(s.quantity)
+                .push_bind(s.amount)
+                .push_bind(s.profit);
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    let mut q = sqlx::QueryBuilder::new("INSERT INTO sales_targets ");
+    q.push_values(&targets, |mut b, (region, month, target)| {
+        b.push_bind(region).push_bind(month).push_bind(target);
+    });
+    q.build().execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A PostgreSQL string literal.
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

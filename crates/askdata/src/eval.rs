@@ -5,9 +5,9 @@
 //! cannot answer is right when the model says so instead of writing a query.
 
 use crate::ask::{Answer, Example};
+use crate::exec::Conn;
 use crate::exec::{self, Rows};
 use serde::Serialize;
-use sqlx::SqliteConnection;
 use std::time::Duration;
 
 /// The labelled training examples (question, gold SQL, gold chart), Chinese and English.
@@ -123,7 +123,7 @@ impl Score {
 }
 
 /// Grades `answer` against `gold`, running the gold query on `conn`.
-pub async fn grade(conn: &mut SqliteConnection, gold: &Example, answer: &Answer) -> Graded {
+pub async fn grade(conn: &mut Conn, gold: &Example, answer: &Answer) -> Graded {
     let q = gold.question.clone();
     let Some(gold_sql) = &gold.reply.sql else {
         let ok = answer.declined();

@@ -1,14 +1,54 @@
 //! Running a guarded query: on a read-only connection, under a time limit, rows capped. The
-//! time limit is SQLite's progress handler (checked every few thousand VM instructions), so a
-//! runaway query (a cross join of everything, a huge aggregate) is interrupted inside SQLite,
-//! not merely abandoned by the caller.
+//! database stops a runaway query (a cross join of everything, a huge aggregate) itself, not
+//! merely abandoned by the caller: SQLite through its progress handler (checked every few
+//! thousand VM instructions), PostgreSQL through `statement_timeout`. A PostgreSQL query runs
+//! in a read-only transaction that is rolled back, on a session whose transactions default to
+//! read-only.
 
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteRow};
-use sqlx::{Column, ConnectOptions, Row, SqliteConnection, TypeInfo, ValueRef};
+use sqlx::{Column, ConnectOptions, Executor, Row, SqliteConnection, TypeInfo, ValueRef};
 use std::path::Path;
+use std::str::FromStr;
 use std::time::{Duration, Instant};
+
+/// A read-only connection to the database Ask-Data answers from.
+pub enum Conn {
+    /// A SQLite file (the demo, a file, imported CSV).
+    Sqlite(SqliteConnection),
+    /// A PostgreSQL database.
+    Postgres(PgConnection),
+}
+
+/// The SQL dialect a connection speaks (the guard parses with it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl Conn {
+    /// The connection's dialect.
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Conn::Sqlite(_) => Dialect::Sqlite,
+            Conn::Postgres(_) => Dialect::Postgres,
+        }
+    }
+}
+
+/// Connects to PostgreSQL read-only: every transaction of the session defaults to read-only,
+/// and [`run`] opens its own read-only one besides.
+pub async fn open_postgres(url: &str) -> Result<Conn> {
+    let opts = PgConnectOptions::from_str(url).map_err(|e| Error::Unsupported(format!("{}: {e}", crate::source::redact(url))))?;
+    let opts = opts.options([("default_transaction_read_only", "on")]).application_name("shovel-askdata");
+    let conn = opts.connect().await.map_err(|e| Error::Query(format!("cannot connect to {}: {e}", crate::source::redact(url))))?;
+    Ok(Conn::Postgres(conn))
+}
 
 /// A query's result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,18 +60,75 @@ pub struct Rows {
 }
 
 /// Opens a SQLite file read-only (the file must exist; nothing can be written through it).
-pub async fn open_read_only(path: &Path) -> Result<SqliteConnection> {
+pub async fn open_read_only(path: &Path) -> Result<Conn> {
     if !path.is_file() {
         return Err(Error::Io(path.to_path_buf(), std::io::Error::new(std::io::ErrorKind::NotFound, "no such database file")));
     }
     let mut conn = SqliteConnectOptions::new().filename(path).read_only(true).connect().await?;
     // A second lock besides the read-only open: the connection refuses writes even to temp tables.
     sqlx::query("PRAGMA query_only = 1").execute(&mut conn).await?;
-    Ok(conn)
+    Ok(Conn::Sqlite(conn))
 }
 
 /// Runs `sql` (already through the guard) with a deadline.
-pub async fn run(conn: &mut SqliteConnection, sql: &str, timeout: Duration) -> Result<Rows> {
+pub async fn run(conn: &mut Conn, sql: &str, timeout: Duration) -> Result<Rows> {
+    match conn {
+        Conn::Sqlite(c) => run_sqlite(c, sql, timeout).await,
+        Conn::Postgres(c) => run_postgres(c, sql, timeout).await,
+    }
+}
+
+async fn run_postgres(conn: &mut PgConnection, sql: &str, timeout: Duration) -> Result<Rows> {
+    // The simple query protocol below would run several statements (`SET ...; COMMIT; DELETE`
+    // could leave the read-only transaction); the guard lets one query through, and so does this.
+    use sqlparser::{ast::Statement, dialect::PostgreSqlDialect, parser::Parser};
+    match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+        Ok(s) if s.len() == 1 && matches!(s[0], Statement::Query(_)) => {}
+        _ => return Err(Error::Query("only one SELECT or WITH query runs on PostgreSQL".into())),
+    }
+    (&mut *conn).execute("BEGIN READ ONLY").await?;
+    let limit = format!("SET LOCAL statement_timeout = {}", timeout.as_millis().max(1));
+    (&mut *conn).execute(limit.as_str()).await?;
+    // A query without arguments goes by the simple query protocol: every value arrives as
+    // text, whatever its type (numeric included, which sqlx decodes only through a decimal
+    // crate).
+    let out = (&mut *conn).fetch_all(sql).await;
+    (&mut *conn).execute("ROLLBACK").await?;
+    match out {
+        Ok(rows) => Ok(pg_rows(&rows)),
+        // 57014: query_canceled, what statement_timeout raises.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("57014") => Err(Error::Timeout(timeout)),
+        Err(e) => Err(Error::Query(e.to_string())),
+    }
+}
+
+fn pg_rows(rows: &[PgRow]) -> Rows {
+    let columns = rows.first().map(|r| r.columns().iter().map(|c| c.name().to_string()).collect()).unwrap_or_default();
+    let rows = rows.iter().map(|r| (0..r.len()).map(|i| pg_value(r, i)).collect()).collect();
+    Rows { columns, rows }
+}
+
+fn pg_value(r: &PgRow, i: usize) -> serde_json::Value {
+    let Ok(raw) = r.try_get_raw(i) else { return serde_json::Value::Null };
+    if raw.is_null() {
+        return serde_json::Value::Null;
+    }
+    let ty = raw.type_info().name().to_string();
+    let Ok(text) = raw.as_str() else { return serde_json::Value::Null };
+    match ty.as_str() {
+        "INT2" | "INT4" | "INT8" | "NUMERIC" | "FLOAT4" | "FLOAT8" | "OID" => {
+            if let Ok(n) = text.parse::<i64>() {
+                return n.into();
+            }
+            text.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map(serde_json::Value::Number).unwrap_or_else(|| serde_json::Value::String(text.to_string()))
+        }
+        "BOOL" => serde_json::Value::Bool(text == "t"),
+        "BYTEA" => serde_json::Value::String(format!("<{} bytes>", text.len().saturating_sub(2) / 2)),
+        _ => serde_json::Value::String(text.to_string()),
+    }
+}
+
+async fn run_sqlite(conn: &mut SqliteConnection, sql: &str, timeout: Duration) -> Result<Rows> {
     let deadline = Instant::now() + timeout;
     {
         let mut h = conn.lock_handle().await?;

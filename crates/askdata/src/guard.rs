@@ -11,8 +11,9 @@
 //!
 //! This is one layer of three: execution also uses a read-only connection and a time limit.
 
+use crate::exec::Dialect;
 use sqlparser::ast::{visit_expressions, visit_relations, Expr, ObjectName, Query, SetExpr, Statement, Value};
-use sqlparser::dialect::SQLiteDialect;
+use sqlparser::dialect::{PostgreSqlDialect, SQLiteDialect};
 use sqlparser::parser::Parser;
 use std::collections::HashSet;
 use std::ops::ControlFlow;
@@ -44,6 +45,27 @@ pub enum GuardError {
 /// builders that can exhaust memory.
 const DENIED_FUNCTIONS: &[&str] = &["load_extension", "readfile", "writefile", "edit", "fts3_tokenizer", "zeroblob", "randomblob", "printf", "format", "sqlite_offset"];
 
+/// PostgreSQL functions a generated query may not call: sleeping, server files, large objects,
+/// other connections, settings, sessions. Every `pg_*` function is refused as well (the
+/// catalogue's tables hold the business data; the server's own state is not a question).
+const DENIED_PG_FUNCTIONS: &[&str] = &[
+    "dblink",
+    "dblink_exec",
+    "set_config",
+    "current_setting",
+    "lo_import",
+    "lo_export",
+    "lo_get",
+    "lo_put",
+    "query_to_xml",
+    "table_to_xml",
+    "generate_series",
+    "repeat",
+    "txid_current",
+    "inet_server_addr",
+    "version",
+];
+
 fn last_ident(n: &ObjectName) -> String {
     n.0.last().map(|p| p.to_string().trim_matches('"').trim_matches('`').trim_matches(['[', ']']).to_lowercase()).unwrap_or_default()
 }
@@ -58,9 +80,20 @@ fn statement_kind(s: &Statement) -> String {
     }
 }
 
-/// Checks `sql` against the catalogue's `tables`; returns the query to run, with its row limit.
+/// Checks SQLite `sql` against the catalogue's `tables`; returns the query to run, with its row
+/// limit.
 pub fn check(sql: &str, tables: &[String], max_rows: u64) -> Result<String, GuardError> {
-    let mut stmts = Parser::parse_sql(&SQLiteDialect {}, sql).map_err(|e| GuardError::Parse(e.to_string()))?;
+    check_in(Dialect::Sqlite, sql, tables, max_rows)
+}
+
+/// [`check`] for a database of the given dialect: parsed as it speaks, with its own functions
+/// refused besides SQLite's.
+pub fn check_in(dialect: Dialect, sql: &str, tables: &[String], max_rows: u64) -> Result<String, GuardError> {
+    let parsed = match dialect {
+        Dialect::Sqlite => Parser::parse_sql(&SQLiteDialect {}, sql),
+        Dialect::Postgres => Parser::parse_sql(&PostgreSqlDialect {}, sql),
+    };
+    let mut stmts = parsed.map_err(|e| GuardError::Parse(e.to_string()))?;
     if stmts.len() != 1 {
         return Err(GuardError::StatementCount(stmts.len()));
     }
@@ -91,7 +124,8 @@ pub fn check(sql: &str, tables: &[String], max_rows: u64) -> Result<String, Guar
     let _ = visit_expressions(&stmt_ref, |e| {
         if let Expr::Function(f) = e {
             let n = last_ident(&f.name);
-            if DENIED_FUNCTIONS.contains(&n.as_str()) || n.starts_with("sqlite_") {
+            let pg = dialect == Dialect::Postgres && (DENIED_PG_FUNCTIONS.contains(&n.as_str()) || n.starts_with("pg_") || n.starts_with("dblink"));
+            if pg || DENIED_FUNCTIONS.contains(&n.as_str()) || n.starts_with("sqlite_") {
                 bad_fn = Some(n);
                 return ControlFlow::Break(());
             }
@@ -238,5 +272,28 @@ mod tests {
         let e = check("SELECT * FROM users", &tables(), 10).unwrap_err().to_string();
         assert!(e.contains("unknown table `users`") && e.contains("sales, sales_targets"), "{e}");
         assert!(check("WITH r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT n FROM r", &tables(), 10).unwrap_err().to_string().contains("recursive"));
+    }
+
+    #[test]
+    fn postgres_queries_parse_as_postgres_and_its_server_functions_are_refused() {
+        let pg = |sql: &str| check_in(Dialect::Postgres, sql, &tables(), 100);
+        assert!(pg("SELECT region, ROUND(SUM(amount)::numeric, 2) AS amount FROM sales WHERE substr(order_date, 1, 7) = '2019-10' GROUP BY region").unwrap().ends_with("LIMIT 100"));
+        assert!(pg("SELECT region FROM public.sales").is_ok());
+        for (sql, f) in [
+            ("SELECT pg_sleep(100)", "pg_sleep"),
+            ("SELECT pg_read_file('/etc/passwd')", "pg_read_file"),
+            ("SELECT region, pg_terminate_backend(1) FROM sales", "pg_terminate_backend"),
+            ("SELECT set_config('default_transaction_read_only', 'off', false)", "set_config"),
+            ("SELECT COUNT(*) FROM sales, generate_series(1, 1000000000)", "generate_series"),
+            ("SELECT lo_import('/etc/passwd')", "lo_import"),
+            ("SELECT * FROM dblink('host=x', 'DELETE FROM sales') AS t(a int)", "dblink"),
+        ] {
+            let e = pg(sql).unwrap_err();
+            assert!(matches!(&e, GuardError::Function(n) if n == f) || matches!(&e, GuardError::UnknownTable(..)), "{sql}: {e}");
+        }
+        assert!(matches!(pg("SELECT usename, passwd FROM pg_shadow").unwrap_err(), GuardError::UnknownTable(..)));
+        assert!(matches!(pg("SELECT * FROM pg_catalog.pg_user").unwrap_err(), GuardError::UnknownTable(..)));
+        assert!(matches!(pg("COPY sales TO '/tmp/x'").unwrap_err(), GuardError::NotAQuery(_)));
+        assert!(matches!(pg("SET default_transaction_read_only = off").unwrap_err(), GuardError::NotAQuery(_)));
     }
 }

@@ -90,7 +90,7 @@ impl AskData {
         };
         let param = if f.verdict == "correct" { "sql" } else { "corrected_sql" };
         let mut db = self.db.lock().await;
-        let guarded = guard::check(&sql, &db.catalog.table_names(), self.opts.max_rows).map_err(|e| bad(param, e.to_string()))?;
+        let guarded = guard::check_in(db.conn.dialect(), &sql, &db.catalog.table_names(), self.opts.max_rows).map_err(|e| bad(param, e.to_string()))?;
         exec::run(&mut db.conn, &guarded, self.opts.timeout).await.map_err(|e| bad(param, format!("the SQL does not run: {e}")))?;
         let chart = f.chart.clone().unwrap_or(ChartSpec { kind: ChartType::Table, x: None, y: None, series: None, title: String::new() });
         let ex = Example { question: f.question.trim().to_string(), reply: Reply { sql: Some(sql), chart: Some(ChartSpec { title: String::new(), ..chart }), error: None } };

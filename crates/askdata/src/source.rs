@@ -1,11 +1,17 @@
-//! Connectors: where the data comes from. Every one ends in a read-only SQLite connection:
+//! Connectors: where the data comes from. Every one ends in a read-only connection:
 //!
 //! - `demo`: the demo database (written on first use to the given cache path), with its English
 //!   aliases;
 //! - a SQLite file, opened read-only;
 //! - CSV files, imported into a new SQLite file beside the cache (one table per file, named
 //!   after it; each column typed INTEGER, REAL or TEXT from its values), then opened read-only;
-//! - a PostgreSQL URL is recognised and refused with a clear error: that connector is not built.
+//! - a PostgreSQL URL (`postgres://user:password@host:port/db`): the current schema's tables
+//!   and views, through a session whose transactions are read-only (see [`exec`]). A database
+//!   holding the demo's tables (`shovel askdata demo-db postgres://...` writes them) gets the
+//!   demo's aliases and glossary. The model writes SQLite-flavoured SQL (`substr` on dates
+//!   stored as text, `ROUND(x, 2)`): that runs on PostgreSQL where dates are text and amounts
+//!   `numeric`, as the demo's are; on other column types such a query fails with the
+//!   database's message.
 
 use crate::ask::Database;
 use crate::catalog::{quote, Catalog};
@@ -59,7 +65,18 @@ impl Source {
             }
             Source::Sqlite(p) => (p.clone(), Vec::new(), Vec::new()),
             Source::Csv(files) => (import_csv(files, cache).await?, Vec::new(), Vec::new()),
-            Source::Postgres(url) => return Err(Error::Unsupported(format!("PostgreSQL ({}) is not supported yet; export the tables to CSV and pass the files to --db", redact(url)))),
+            Source::Postgres(url) => {
+                let mut conn = exec::open_postgres(url).await?;
+                let mut catalog = Catalog::read(&mut conn).await?;
+                if catalog.tables.is_empty() {
+                    return Err(Error::Unsupported(format!("{} has no tables in its current schema", redact(url))));
+                }
+                if demo::is_demo(&catalog) {
+                    catalog.aliases = demo::aliases();
+                    catalog.terms.extend(demo::terms());
+                }
+                return Ok(Database { conn, catalog });
+            }
         };
         let mut conn = exec::open_read_only(&path).await?;
         let mut catalog = Catalog::read(&mut conn).await?;
@@ -75,7 +92,7 @@ impl Source {
 /// A database argument with any URL password hidden, for messages and logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
+        (Some(s), Some(at)) if at > s && url[s + 3..at].contains(':') => {
             let cred = &url[s + 3..at];
             let user = cred.split(':').next().unwrap_or("");
             format!("{}://{user}:***{}", &url[..s], &url[at..])
@@ -185,6 +202,7 @@ mod tests {
         assert_eq!(Source::parse("shop.db"), Source::Sqlite("shop.db".into()));
         assert!(matches!(Source::parse("postgres://u:pw@h/db"), Source::Postgres(_)));
         assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact("postgres://u@h:5432/db"), "postgres://u@h:5432/db");
     }
 
     #[tokio::test]
@@ -210,7 +228,7 @@ mod tests {
         std::fs::write(&bad, "a,b\n1,2\n3\n").unwrap();
         let e = import_csv(&[bad], &dir.path().join("cache")).await.unwrap_err().to_string();
         assert!(e.contains("bad.csv") && e.contains("row 3"), "{e}");
-        let e = Source::parse("postgres://u:pw@h/db").open(dir.path()).await.err().unwrap().to_string();
-        assert!(e.contains("not supported yet") && !e.contains("pw"), "{e}");
+        let e = Source::parse("postgres://u:pw@127.0.0.1:1/db").open(dir.path()).await.err().unwrap().to_string();
+        assert!(e.contains("cannot connect to postgres://u:***@127.0.0.1:1/db") && !e.contains("pw"), "{e}");
     }
 }

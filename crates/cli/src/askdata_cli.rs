@@ -46,7 +46,7 @@ pub async fn open_db(cfg: &Config, db: &str) -> Result<Database> {
 }
 
 /// The demo database, and a second read-only connection to it for the gold queries.
-async fn open_demo_with_gold(cfg: &Config) -> Result<(Database, sqlx::SqliteConnection)> {
+async fn open_demo_with_gold(cfg: &Config) -> Result<(Database, shovel_askdata::exec::Conn)> {
     let db = open_db(cfg, "demo").await?;
     let gold = shovel_askdata::exec::open_read_only(&Source::demo_path(&cfg.home.join("askdata"))).await?;
     Ok((db, gold))
@@ -168,7 +168,7 @@ pub async fn ask_cmd(cfg: &Config, db: &str, model: Option<String>, format: Form
 }
 
 /// Grades `model` on the evaluation set; returns the score, the graded questions and seconds.
-async fn evaluate(engine: &Engine, model: &ModelId, db: &mut Database, gold_conn: &mut sqlx::SqliteConnection) -> Result<(Score, Vec<(Graded, Answer)>, f64)> {
+async fn evaluate(engine: &Engine, model: &ModelId, db: &mut Database, gold_conn: &mut shovel_askdata::exec::Conn) -> Result<(Score, Vec<(Graded, Answer)>, f64)> {
     evaluate_on(engine, model, db, gold_conn, eval::eval_set(), AskOptions::default()).await
 }
 
@@ -176,7 +176,7 @@ async fn evaluate_on(
     engine: &Engine,
     model: &ModelId,
     db: &mut Database,
-    gold_conn: &mut sqlx::SqliteConnection,
+    gold_conn: &mut shovel_askdata::exec::Conn,
     set: Vec<ask::Example>,
     opts: AskOptions,
 ) -> Result<(Score, Vec<(Graded, Answer)>, f64)> {

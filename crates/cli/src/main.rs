@@ -237,10 +237,11 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum AskdataCmd {
-    /// Write the demo sales database (SQLite, about 20,000 order lines 2018-2020, generated
-    /// with a fixed seed) to a new file.
+    /// Write the demo sales database (about 20,000 order lines 2018-2020, generated with a
+    /// fixed seed) to a new SQLite file, or into a PostgreSQL database given by URL.
     DemoDb {
-        /// Where to write it (must not exist).
+        /// A new file (must not exist), or `postgres://user:password@host:port/db` (its current
+        /// schema must not have the tables `sales` or `sales_targets`).
         path: PathBuf,
     },
     /// Grade a model on labelled questions over the demo database: execution accuracy (result
@@ -592,8 +593,14 @@ async fn real_main() -> Result<()> {
         }
         Cmd::Askdata { cmd: AskdataCmd::DemoDb { path } } => {
             init_tracing("warn");
-            shovel_askdata::demo::write_demo_db(&path).await?;
-            println!("wrote the demo database to {} (tables: sales, sales_targets)", path.display());
+            let arg = path.to_string_lossy().to_string();
+            if let shovel_askdata::source::Source::Postgres(url) = shovel_askdata::source::Source::parse(&arg) {
+                shovel_askdata::demo::write_demo_postgres(&url).await?;
+                println!("wrote the demo tables into {} (sales, sales_targets); ask with --db {}", shovel_askdata::source::redact(&url), shovel_askdata::source::redact(&url));
+            } else {
+                shovel_askdata::demo::write_demo_db(&path).await?;
+                println!("wrote the demo database to {} (tables: sales, sales_targets)", path.display());
+            }
             Ok(())
         }
         Cmd::Askdata { cmd: AskdataCmd::TeachData { path } } => {

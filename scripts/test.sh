@@ -33,8 +33,6 @@ echo "== cargo test"
 cargo test --workspace
 
 echo "== openai SDK tests"
-if [ ! -x .venv/bin/pytest ]; then
-  python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
-fi
+[ -x .venv/bin/pip ] || python3 -m venv .venv
+.venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 SHOVEL_BIN="$PWD/target/debug/shovel" .venv/bin/pytest -q tests/python

@@ -1,6 +1,7 @@
 """Starts a real `shovel serve` for the SDK tests, in its own SHOVEL_HOME, with the built-in
 models imported in place from the cache that `scripts/test.sh` fills with `shovel pull`."""
 
+import json
 import os
 import pathlib
 import socket
@@ -66,3 +67,29 @@ def base_url(tmp_path_factory):
         proc.kill()
         raise
     assert proc.returncode == 0, "server did not shut down cleanly:\n" + (home / "server.log").read_text()
+
+
+@pytest.fixture(scope="session")
+def askdata_adapter(tmp_path_factory):
+    """An Ask-Data adapter taught in this session, as a user would: the first 100 shipped teaching
+    examples (`shovel askdata teach-data`), 2 epochs, `shovel tune` (about 2.5 minutes here). The
+    untaught base model declines every demo question, so tests that need answers with rows, a
+    chart and SQL import this as `askdata-smollm2` (see `import_askdata_adapter`)."""
+    home = tmp_path_factory.mktemp("askdata-teach")
+    import_models(home, ["smollm2-135m-instruct"])
+    env = dict(os.environ, SHOVEL_HOME=str(home), RUST_LOG="warn")
+    subprocess.run([BIN, "askdata", "teach-data", str(home / "teach.jsonl")], env=env, check=True, capture_output=True)
+    lines = (home / "teach.jsonl").read_text(encoding="utf-8").splitlines()[:100]
+    (home / "teach100.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cmd = [BIN, "tune", "--model", "smollm2-135m-instruct", "--data", str(home / "teach100.jsonl"), "--epochs", "2", "--seed", "42", "--suffix", "askdata", "--json"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    assert out.returncode == 0, out.stderr
+    job = json.loads(out.stdout.strip().splitlines()[-1])["job"]
+    return home / "models" / "ft" / job
+
+
+def import_askdata_adapter(home, adapter):
+    """Registers the session's adapter in `home` as `askdata-smollm2`, the id Ask-Data uses by default."""
+    env = dict(os.environ, SHOVEL_HOME=str(home), RUST_LOG="warn")
+    subprocess.run([BIN, "import", str(adapter), "--name", "askdata-smollm2", "--base", "smollm2-135m-instruct"], env=env, check=True, capture_output=True)
+

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 mod askdata;
+mod console;
 pub mod dto;
 pub mod embeddings;
 pub mod error;
@@ -123,6 +124,9 @@ pub fn app(state: AppState, config: &ServerConfig) -> Router {
         .route("/v1/fine_tuning/jobs/{id}/checkpoints", get(fine_tuning::checkpoints))
         .route("/api/askdata/ask", post(askdata::ask))
         .route("/api/askdata/feedback", post(askdata::feedback))
+        .route("/console", get(console::index))
+        .route("/console/askdata", get(console::askdata))
+        .route("/console/askdata.js", get(console::askdata_js))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state)

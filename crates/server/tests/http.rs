@@ -510,3 +510,29 @@ async fn bad_embedding_requests_name_the_field() {
     assert_eq!(err.param.as_deref(), Some("input"));
     assert!(err.message.contains("2048"), "{}", err.message);
 }
+
+/// The console's Ask-Data page: served with a CSP that allows only this origin's script, its
+/// script served beside it, and every element the script looks up present in the page.
+#[tokio::test]
+async fn console_page_and_script_are_served_together() {
+    let resp = router().oneshot(Request::builder().uri("/console").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(resp.headers()["location"], "/console/askdata");
+    let resp = router().oneshot(Request::builder().uri("/console/askdata").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/html; charset=utf-8");
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("script-src 'self';"), "{csp}");
+    let html = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    assert!(html.contains(r#"<script src="/console/askdata.js"></script>"#) && !html.contains("<script>"));
+    let (status, js) = call("GET", "/console/askdata.js", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<&str> = js.split("$(\"").skip(1).filter_map(|s| s.split('"').next()).collect();
+    assert!(ids.len() > 15, "{ids:?}");
+    for id in ids {
+        assert!(html.contains(&format!("id=\"{id}\"")), "the script looks up #{id}, which the page lacks");
+    }
+    for path in ["/api/askdata/ask", "/api/askdata/feedback", "/v1/models"] {
+        assert!(js.contains(path), "{path}");
+    }
+}

@@ -87,10 +87,18 @@ pub struct Catalog {
 impl Catalog {
     /// Reads the catalogue of the database behind `conn`.
     pub async fn read(conn: &mut Conn) -> Result<Catalog> {
-        let tables = match conn {
+        let mut tables = match conn {
             Conn::Sqlite(c) => Self::sqlite_tables(c).await?,
             Conn::Postgres(c) => Self::postgres_tables(c).await?,
         };
+        for t in &mut tables {
+            for c in &mut t.columns {
+                let ty = c.ty.to_uppercase();
+                if ty.contains("TEXT") || ty.contains("CHAR") || ty.is_empty() {
+                    c.values = low_cardinality_values(conn, &t.name, &c.name).await?;
+                }
+            }
+        }
         let mut terms = Vec::new();
         for t in &tables {
             for c in &t.columns {
@@ -127,16 +135,7 @@ impl Catalog {
                     "text" | "character varying" | "character" => "TEXT".to_string(),
                     _ => base.to_uppercase(),
                 };
-                let mut values = Vec::new();
-                if ty == "TEXT" {
-                    let q = format!("SELECT COUNT(DISTINCT {c}) FROM {t}", c = quote(&col), t = quote(&name));
-                    let n: i64 = sqlx::query_scalar(&q).fetch_one(&mut *conn).await?;
-                    if n <= LOW_CARDINALITY {
-                        let q = format!("SELECT DISTINCT {c}::text FROM {t} WHERE {c} IS NOT NULL ORDER BY 1", c = quote(&col), t = quote(&name));
-                        values = sqlx::query_scalar::<_, String>(&q).fetch_all(&mut *conn).await.unwrap_or_default();
-                    }
-                }
-                columns.push(Column { name: col, ty, comment, values });
+                columns.push(Column { name: col, ty, comment, values: Vec::new() });
             }
             tables.push(Table { name, columns });
         }
@@ -155,16 +154,7 @@ impl Catalog {
                 let col: String = c.get("name");
                 let ty: String = c.get("type");
                 let comment = sql.as_deref().and_then(|s| column_comment(s, &col));
-                let mut values = Vec::new();
-                if ty.to_uppercase().contains("TEXT") || ty.to_uppercase().contains("CHAR") || ty.is_empty() {
-                    let q = format!("SELECT COUNT(DISTINCT {c}) FROM {t}", c = quote(&col), t = quote(&name));
-                    let n: i64 = sqlx::query_scalar(&q).fetch_one(&mut *conn).await?;
-                    if n <= LOW_CARDINALITY {
-                        let q = format!("SELECT DISTINCT {c} FROM {t} WHERE {c} IS NOT NULL ORDER BY {c}", c = quote(&col), t = quote(&name));
-                        values = sqlx::query_scalar::<_, String>(&q).fetch_all(&mut *conn).await.unwrap_or_default();
-                    }
-                }
-                columns.push(Column { name: col, ty, comment, values });
+                columns.push(Column { name: col, ty, comment, values: Vec::new() });
             }
             tables.push(Table { name, columns });
         }
@@ -301,6 +291,24 @@ fn is_word(hay: &str, at: usize, end: usize) -> bool {
 /// `name` quoted as an SQL identifier.
 pub fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Every distinct value of a text column that has at most [`LOW_CARDINALITY`] of them (none
+/// for a column with more, or whose values are not text).
+async fn low_cardinality_values(conn: &mut Conn, table: &str, column: &str) -> Result<Vec<String>> {
+    let (c, t) = (quote(column), quote(table));
+    let count = format!("SELECT COUNT(DISTINCT {c}) FROM {t}");
+    let list = format!("SELECT DISTINCT {c} FROM {t} WHERE {c} IS NOT NULL ORDER BY {c}");
+    Ok(match conn {
+        Conn::Sqlite(db) => match sqlx::query_scalar::<_, i64>(&count).fetch_one(&mut *db).await? {
+            n if n <= LOW_CARDINALITY => sqlx::query_scalar::<_, String>(&list).fetch_all(&mut *db).await.unwrap_or_default(),
+            _ => Vec::new(),
+        },
+        Conn::Postgres(db) => match sqlx::query_scalar::<_, i64>(&count).fetch_one(&mut *db).await? {
+            n if n <= LOW_CARDINALITY => sqlx::query_scalar::<_, String>(&list).fetch_all(&mut *db).await.unwrap_or_default(),
+            _ => Vec::new(),
+        },
+    })
 }
 
 /// The `-- comment` on the line declaring `column` in a `CREATE TABLE` statement.

@@ -54,37 +54,31 @@ impl Source {
 
     /// Opens the source read-only. `cache` is a directory for the demo database and CSV imports.
     pub async fn open(&self, cache: &Path) -> Result<Database> {
-        let (path, aliases, terms) = match self {
+        let (mut conn, label) = match self {
             Source::Demo => {
                 let p = Source::demo_path(cache);
                 if !p.exists() {
                     std::fs::create_dir_all(cache).map_err(|e| Error::Io(cache.to_path_buf(), e))?;
                     demo::write_demo_db(&p).await?;
                 }
-                (p, demo::aliases(), demo::terms())
+                (exec::open_read_only(&p).await?, p.display().to_string())
             }
-            Source::Sqlite(p) => (p.clone(), Vec::new(), Vec::new()),
-            Source::Csv(files) => (import_csv(files, cache).await?, Vec::new(), Vec::new()),
-            Source::Postgres(url) => {
-                let mut conn = exec::open_postgres(url).await?;
-                let mut catalog = Catalog::read(&mut conn).await?;
-                if catalog.tables.is_empty() {
-                    return Err(Error::Unsupported(format!("{} has no tables in its current schema", redact(url))));
-                }
-                if demo::is_demo(&catalog) {
-                    catalog.aliases = demo::aliases();
-                    catalog.terms.extend(demo::terms());
-                }
-                return Ok(Database { conn, catalog });
+            Source::Sqlite(p) => (exec::open_read_only(p).await?, p.display().to_string()),
+            Source::Csv(files) => {
+                let p = import_csv(files, cache).await?;
+                (exec::open_read_only(&p).await?, p.display().to_string())
             }
+            Source::Postgres(url) => (exec::open_postgres(url).await?, format!("{} (its current schema)", redact(url))),
         };
-        let mut conn = exec::open_read_only(&path).await?;
         let mut catalog = Catalog::read(&mut conn).await?;
         if catalog.tables.is_empty() {
-            return Err(Error::Unsupported(format!("{} has no tables", path.display())));
+            return Err(Error::Unsupported(format!("{label} has no tables")));
         }
-        catalog.aliases = aliases;
-        catalog.terms.extend(terms);
+        // The demo's English aliases and glossary: for the demo, and for its copy in PostgreSQL.
+        if matches!(self, Source::Demo) || (matches!(self, Source::Postgres(_)) && demo::is_demo(&catalog)) {
+            catalog.aliases = demo::aliases();
+            catalog.terms.extend(demo::terms());
+        }
         Ok(Database { conn, catalog })
     }
 }

@@ -217,18 +217,7 @@ pub fn matmul_many(ws: &[&Weight], x: &[f32], n: usize, outs: &mut [&mut [f32]])
 
 /// Whether f32 weights of width `k` take the tiled AVX-512 path.
 fn f32_tiles(k: usize) -> bool {
-    static F: OnceLock<bool> = OnceLock::new();
-    k.is_multiple_of(16)
-        && *F.get_or_init(|| {
-            #[cfg(target_arch = "x86_64")]
-            {
-                is_x86_feature_detected!("avx512f")
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            {
-                false
-            }
-        })
+    k.is_multiple_of(16) && has_avx512f()
 }
 
 /// Rows `r0..` of an f32 weight against all `n` activation rows, into `out` (rows x n), in tiles
@@ -537,18 +526,8 @@ pub fn softmax_scaled(x: &mut [f32], scale: f32) {
         unsafe { vexp::softmax_scaled(x, scale) };
         return;
     }
-    let mut max = f32::NEG_INFINITY;
-    for v in x.iter_mut() {
-        *v *= scale;
-        max = max.max(*v);
-    }
-    let mut sum = 0.0;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    x.iter_mut().for_each(|v| *v *= inv);
+    x.iter_mut().for_each(|v| *v *= scale);
+    softmax(x);
 }
 
 /// AVX-512 `exp`: `x = n ln2 + r` with `|r| <= ln2 / 2` (ln 2 split in two for an exact

@@ -95,16 +95,17 @@ async fn run_postgres(conn: &mut PgConnection, sql: &str, timeout: Duration) -> 
     let out = (&mut *conn).fetch_all(sql).await;
     (&mut *conn).execute("ROLLBACK").await?;
     match out {
-        Ok(rows) => Ok(pg_rows(&rows)),
+        Ok(rows) => Ok(to_rows(&rows, pg_value)),
         // 57014: query_canceled, what statement_timeout raises.
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("57014") => Err(Error::Timeout(timeout)),
         Err(e) => Err(Error::Query(e.to_string())),
     }
 }
 
-fn pg_rows(rows: &[PgRow]) -> Rows {
+/// Column names and every value as JSON, for either database's rows.
+fn to_rows<R: Row>(rows: &[R], value: fn(&R, usize) -> serde_json::Value) -> Rows {
     let columns = rows.first().map(|r| r.columns().iter().map(|c| c.name().to_string()).collect()).unwrap_or_default();
-    let rows = rows.iter().map(|r| (0..r.len()).map(|i| pg_value(r, i)).collect()).collect();
+    let rows = rows.iter().map(|r| (0..r.len()).map(|i| value(r, i)).collect()).collect();
     Rows { columns, rows }
 }
 
@@ -145,13 +146,7 @@ async fn run_sqlite(conn: &mut SqliteConnection, sql: &str, timeout: Duration) -
         Err(e) if Instant::now() > deadline || e.to_string().contains("interrupted") => return Err(Error::Timeout(timeout)),
         Err(e) => return Err(Error::Query(e.to_string())),
     };
-    Ok(to_rows(&rows))
-}
-
-fn to_rows(rows: &[SqliteRow]) -> Rows {
-    let columns = rows.first().map(|r| r.columns().iter().map(|c| c.name().to_string()).collect()).unwrap_or_default();
-    let rows = rows.iter().map(|r| (0..r.len()).map(|i| value(r, i)).collect()).collect();
-    Rows { columns, rows }
+    Ok(to_rows(&rows, value))
 }
 
 fn value(r: &SqliteRow, i: usize) -> serde_json::Value {

@@ -15,6 +15,7 @@ pub mod loader;
 pub mod lora;
 pub mod model;
 pub mod ops;
+pub mod packed;
 pub mod pool;
 pub mod prefix;
 pub mod qdot;

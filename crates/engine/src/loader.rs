@@ -166,6 +166,8 @@ fn build_model(
         }
         Ok(v)
     };
+    // Matrices only the matrix products read go into the CPU kernels' layout.
+    let mat = |n: &str, rows: usize, cols: usize| -> Result<Weight> { Ok(src.weight(n, rows, cols)?.packed_for_cpu()) };
     let gemma = c.arch == Arch::Gemma3;
     // Gemma 3 has both a pre-MLP and a post-attention norm; Hugging Face llama names the
     // pre-MLP norm `post_attention_layernorm`.
@@ -177,22 +179,24 @@ fn build_model(
         let ffn = src.rows_of(&nm(9))?;
         layers.push(Layer {
             attn_norm: norm(&nm(0), h)?,
-            wq: src.weight(&nm(1), qd, h)?,
-            wk: src.weight(&nm(2), kvd, h)?,
-            wv: src.weight(&nm(3), kvd, h)?,
-            wo: src.weight(&nm(4), h, qd)?,
+            wq: mat(&nm(1), qd, h)?,
+            wk: mat(&nm(2), kvd, h)?,
+            wv: mat(&nm(3), kvd, h)?,
+            wo: mat(&nm(4), h, qd)?,
             q_norm: if gemma { Some(norm(&nm(5), c.head_dim)?) } else { None },
             k_norm: if gemma { Some(norm(&nm(6), c.head_dim)?) } else { None },
             post_attn_norm: if gemma { Some(norm(&nm(7), h)?) } else { None },
             ffn_norm: norm(&name(l, ffn_norm_name), h)?,
-            gate: src.weight(&nm(9), ffn, h)?,
-            up: src.weight(&nm(10), ffn, h)?,
-            down: src.weight(&nm(11), h, ffn)?,
+            gate: mat(&nm(9), ffn, h)?,
+            up: mat(&nm(10), ffn, h)?,
+            down: mat(&nm(11), h, ffn)?,
             post_ffn_norm: if gemma { Some(norm(&nm(12), h)?) } else { None },
         });
     }
-    let embed_w = src.weight(embed, c.vocab, h)?;
-    let output_w = if src.has(output) { src.weight(output, c.vocab, h)? } else { embed_w.clone() };
+    // The embedding is packed too: a tied head is a matrix product over the same bytes, and a
+    // lookup unpacks one row.
+    let embed_w = mat(embed, c.vocab, h)?;
+    let output_w = if src.has(output) { mat(output, c.vocab, h)? } else { embed_w.clone() };
     Ok(Model { embed: embed_w, layers, out_norm: norm(out_norm, h)?, output: output_w, config })
 }
 

@@ -9,7 +9,7 @@
 use crate::pool;
 use crate::qdot::{act_kind, dot_row, ActKind, QuantActs};
 use crate::quant::GgmlType;
-use crate::tensor::Weight;
+use crate::tensor::{Layout, Weight};
 use half::f16;
 use std::sync::Mutex;
 use std::sync::OnceLock;
@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 /// Output rows handed to one pool task: large enough to amortise scheduling, small enough to
 /// balance two cores.
 const ROWS_PER_TASK: usize = 32;
+const _: () = assert!(ROWS_PER_TASK.is_multiple_of(crate::packed::GROUP), "tasks hold whole packed groups");
 
 #[inline(always)]
 fn dot_generic(a: &[f32], b: &[f32]) -> f32 {
@@ -181,6 +182,11 @@ pub fn matmul_many(ws: &[&Weight], x: &[f32], n: usize, outs: &mut [&mut [f32]])
             let (wi, r0, ref mut chunk) = *guard;
             let w = ws[wi];
             let kind = act_kind(w.ty);
+            if w.layout() == Layout::Packed {
+                let a = find(kind).expect("quantized above");
+                crate::packed::matmul_rows(crate::packed::Kernel::best(), w.ty, w.bytes(), k / 32, r0, a, n, chunk);
+                return;
+            }
             if w.ty == GgmlType::F32 && f32_tiles(k) {
                 f32_block(w, r0, x, n, k, chunk);
                 return;

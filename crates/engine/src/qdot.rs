@@ -112,7 +112,7 @@ impl QuantActs {
 
     /// Row `i`'s quantized values, block scales, sums and 16-sums.
     #[inline(always)]
-    fn row(&self, i: usize) -> (&[i8], &[f32], &[f32], &[i16]) {
+    pub(crate) fn row(&self, i: usize) -> (&[i8], &[f32], &[f32], &[i16]) {
         let k = self.k;
         match self.kind {
             ActKind::Q8_0 => (&self.qs[i * k..(i + 1) * k], &self.d[i * k / 32..(i + 1) * k / 32], &[], &[]),

@@ -21,6 +21,30 @@ impl Storage {
             Storage::Owned(v) => v,
         }
     }
+
+    /// Tells the kernel this process no longer needs the mapped pages of `range` (whole pages
+    /// inside it), so bytes that were copied elsewhere stop counting in its resident memory.
+    fn release(&self, range: std::ops::Range<usize>) {
+        if let Storage::Mapped(m) = self {
+            const PAGE: usize = 4096;
+            let start = range.start.div_ceil(PAGE) * PAGE;
+            let end = range.end / PAGE * PAGE;
+            if end > start {
+                // SAFETY: the map is read-only and file-backed, so dropping its pages loses
+                // nothing: a later read faults them in again from the file.
+                let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+            }
+        }
+    }
+}
+
+/// How a weight's bytes are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Row after row, as the file stores them (ggml's layout).
+    Rows,
+    /// Groups of 8 interleaved rows (Q4_1, Q8_0), for the CPU kernels ([`crate::packed`]).
+    Packed,
 }
 
 /// A 2-D weight matrix (`rows` outputs x `cols` inputs, row-major) or a vector (`rows` = 1).
@@ -35,6 +59,7 @@ pub struct Weight {
     storage: Storage,
     offset: usize,
     row_bytes: usize,
+    layout: Layout,
 }
 
 impl std::fmt::Debug for Weight {
@@ -49,12 +74,34 @@ impl Weight {
     pub fn new(ty: GgmlType, rows: usize, cols: usize, storage: Storage, offset: usize) -> Self {
         let row_bytes = ty.row_bytes(cols).expect("cols checked by the loader");
         debug_assert!(offset + rows * row_bytes <= storage.bytes().len());
-        Weight { ty, rows, cols, storage, offset, row_bytes }
+        Weight { ty, rows, cols, storage, offset, row_bytes, layout: Layout::Rows }
     }
 
     /// Whether `other` reads the very same bytes (a tied output head and embedding).
     pub fn same_bytes(&self, other: &Weight) -> bool {
-        self.ty == other.ty && self.rows == other.rows && self.cols == other.cols && std::ptr::eq(self.row_bytes(0).as_ptr(), other.row_bytes(0).as_ptr())
+        self.ty == other.ty && self.rows == other.rows && self.cols == other.cols && self.layout == other.layout && std::ptr::eq(self.bytes().as_ptr(), other.bytes().as_ptr())
+    }
+
+    /// The layout of the bytes.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// All of the tensor's bytes, in its layout.
+    pub fn bytes(&self) -> &[u8] {
+        &self.storage.bytes()[self.offset..self.offset + self.rows * self.row_bytes]
+    }
+
+    /// The weight in the layout the CPU kernels read fastest, if it has one: Q4_1 and Q8_0
+    /// matrices whose rows come in groups of 8 are repacked ([`crate::packed`]) into memory of their own, and
+    /// the mapped pages they came from are released. Others are returned as they are.
+    pub fn packed_for_cpu(self) -> Weight {
+        if !crate::packed::packs(self.ty) || self.layout != Layout::Rows || !self.rows.is_multiple_of(crate::packed::GROUP) {
+            return self;
+        }
+        let packed = crate::packed::pack(self.ty, self.bytes(), self.rows, self.cols / 32);
+        self.storage.release(self.offset..self.offset + self.rows * self.row_bytes);
+        Weight { storage: Storage::Owned(Arc::new(packed)), offset: 0, layout: Layout::Packed, ..self }
     }
 
     /// An owned f32 matrix.
@@ -64,16 +111,24 @@ impl Weight {
         Weight::new(GgmlType::F32, rows, cols, Storage::Owned(Arc::new(bytes)), 0)
     }
 
-    /// The raw bytes of row `i`.
+    /// The raw bytes of row `i`, for weights in [`Layout::Rows`].
     #[inline]
     pub fn row_bytes(&self, i: usize) -> &[u8] {
+        debug_assert_eq!(self.layout, Layout::Rows, "row bytes of a packed weight");
         let start = self.offset + i * self.row_bytes;
         &self.storage.bytes()[start..start + self.row_bytes]
     }
 
     /// Row `i` dequantized into `out` (length `cols`).
     pub fn dequantize_row_into(&self, i: usize, out: &mut [f32]) {
-        dequantize_row(self.ty, self.row_bytes(i), out);
+        match self.layout {
+            Layout::Rows => dequantize_row(self.ty, self.row_bytes(i), out),
+            Layout::Packed => {
+                let mut row = Vec::with_capacity(self.row_bytes);
+                crate::packed::unpack_row(self.ty, self.bytes(), self.cols / 32, i, &mut row);
+                dequantize_row(self.ty, &row, out);
+            }
+        }
     }
 
     /// The whole tensor as f32 (for norms and other small vectors).

@@ -7,7 +7,7 @@
 //! continuous batching; see shared/FINDINGS.md.
 
 use crate::lora::{Adapter, Target};
-use crate::ops::{gelu_tanh, matmul, matmul_many, rms_norm, rope_angles, rope_apply, silu, RopeStyle};
+use crate::ops::{gelu_tanh, matmul, matmul_many, rms_norm, rope_angles, rope_apply, silu_mul, RopeStyle};
 use crate::pool;
 use crate::tensor::Weight;
 use half::f16;
@@ -270,15 +270,19 @@ impl Model {
             let window = if swa { c.sliding_window } else { None };
             let caches: Vec<(&[f16], &[f16])> = items.iter().map(|it| (it.kv.k[li].as_slice(), it.kv.v[li].as_slice())).collect();
             let group = c.n_heads / c.n_kv_heads;
-            pool::global().chunks(&mut attn, hd, |idx, out| {
-                let (ti, head) = (idx / c.n_heads, idx % c.n_heads);
+            // A task takes the query heads of one key/value head together (they read the same
+            // rows), except for a single token, where that would leave too few tasks to share
+            // between the threads.
+            let heads = if t == 1 { 1 } else { group };
+            pool::global().chunks(&mut attn, heads * hd, |idx, out| {
+                let (ti, head) = (idx * heads / c.n_heads, idx * heads % c.n_heads);
                 let (kc, vc) = caches[owner[ti]];
                 let p = pos[ti];
                 let lo = window.map_or(0, |w| (p + 1).saturating_sub(w));
                 let kvh = head / group;
-                let qv = &q[ti * qd + head * hd..ti * qd + (head + 1) * hd];
+                let qv = &q[ti * qd + head * hd..ti * qd + (head + heads) * hd];
                 let rows = lo..=p;
-                crate::ops::attend(qv, kc, vc, kvd, kvh * hd, rows, c.attn_scale, out);
+                crate::ops::attend(qv, heads, kc, vc, kvd, kvh * hd, rows, c.attn_scale, out);
             });
             drop(caches);
             matmul(&layer.wo, &attn, t, &mut hbuf);
@@ -292,11 +296,15 @@ impl Model {
             matmul_many(&[&layer.gate, &layer.up], &hbuf, t, &mut [&mut g, &mut u]);
             lora(li, Target::GateProj, &hbuf, &mut g);
             lora(li, Target::UpProj, &hbuf, &mut u);
-            let act: fn(f32) -> f32 = match c.arch {
-                Arch::Llama => silu,
-                Arch::Gemma3 => gelu_tanh,
-            };
-            g.iter_mut().zip(&u).for_each(|(a, b)| *a = act(*a) * b);
+            // Split between the threads when there is enough of it to pay for a parallel region.
+            const ACT_CHUNK: usize = 16 * 1024;
+            pool::global().chunks(&mut g, ACT_CHUNK, |i, gc| {
+                let uc = &u[i * ACT_CHUNK..i * ACT_CHUNK + gc.len()];
+                match c.arch {
+                    Arch::Llama => silu_mul(gc, uc),
+                    Arch::Gemma3 => gc.iter_mut().zip(uc).for_each(|(a, b)| *a = gelu_tanh(*a) * b),
+                }
+            });
             matmul(&layer.down, &g, t, &mut hbuf);
             lora(li, Target::DownProj, &g, &mut hbuf);
             if let Some(pn) = &layer.post_ffn_norm {

@@ -166,57 +166,80 @@ pub fn matmul_many(ws: &[&Weight], x: &[f32], n: usize, outs: &mut [&mut [f32]])
         }
     }
     let find = |kind: ActKind| acts.iter().find(|(k2, _)| *k2 == kind).map(|(_, a)| a);
-    // Results land transposed (rows x n) so each task owns whole weight rows.
-    let mut ts: Vec<Vec<f32>> = ws.iter().map(|w| if n == 1 { Vec::new() } else { vec![0f32; w.rows * n] }).collect();
-    {
-        // Tasks: (weight, first row, output chunk), handed out from a shared list.
-        let mut tasks: Vec<Mutex<(usize, usize, &mut [f32])>> = Vec::new();
-        for (wi, (o, t)) in outs.iter_mut().zip(ts.iter_mut()).enumerate() {
-            let buf: &mut [f32] = if n == 1 { o } else { t };
-            for (ci, chunk) in buf.chunks_mut(ROWS_PER_TASK * n).enumerate() {
-                tasks.push(Mutex::new((wi, ci * ROWS_PER_TASK, chunk)));
-            }
+    // Tasks: (weight, first row, rows). Each computes its rows for all `n` activations, rows x n
+    // in a scratch buffer of its thread, then writes them into the output (n x rows) itself:
+    // the transposition used to be a serial pass after the parallel region, through buffers
+    // allocated per call (5% of a 512-token prefill, plus page faults).
+    let tasks: Vec<(usize, usize, usize)> = ws.iter().enumerate().flat_map(|(wi, w)| (0..w.rows).step_by(ROWS_PER_TASK).map(move |r0| (wi, r0, ROWS_PER_TASK.min(w.rows - r0)))).collect();
+    let dst: Vec<OutPtr> = outs.iter_mut().map(|o| OutPtr(o.as_mut_ptr())).collect();
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    pool::global().run(tasks.len(), &|ti| {
+        let (wi, r0, rows) = tasks[ti];
+        let w = ws[wi];
+        let d = dst[wi];
+        if n == 1 {
+            // SAFETY: rows `r0..r0 + rows` of this weight's output belong to this task alone,
+            // and `outs` outlives the parallel region.
+            let chunk = unsafe { std::slice::from_raw_parts_mut(d.0.add(r0), rows) };
+            rows_block(w, r0, x, n, k, &find, chunk);
+            return;
         }
-        pool::global().run(tasks.len(), &|ti| {
-            let mut guard = tasks[ti].lock().unwrap_or_else(|e| e.into_inner());
-            let (wi, r0, ref mut chunk) = *guard;
-            let w = ws[wi];
-            let kind = act_kind(w.ty);
-            if w.layout() == Layout::Packed {
-                let a = find(kind).expect("quantized above");
-                crate::packed::matmul_rows(crate::packed::Kernel::best(), w.ty, w.bytes(), k / 32, r0, a, n, chunk);
-                return;
-            }
-            if w.ty == GgmlType::F32 && f32_tiles(k) {
-                f32_block(w, r0, x, n, k, chunk);
-                return;
-            }
-            let mut buf = Vec::new();
-            for (j, orow) in chunk.chunks_exact_mut(n).enumerate() {
-                let r = r0 + j;
-                if kind == ActKind::F32 {
-                    buf.resize(k, 0.0);
-                    w.dequantize_row_into(r, &mut buf);
-                    for (i, o) in orow.iter_mut().enumerate() {
-                        *o = dot(&buf, &x[i * k..(i + 1) * k]);
-                    }
-                } else {
-                    let a = find(kind).expect("quantized above");
-                    let wr = w.row_bytes(r);
-                    let mut i = 0;
-                    while i + 4 <= n && qdot4(w.ty, wr, a, i, &mut orow[i..i + 4]) {
-                        i += 4;
-                    }
-                    for (ii, o) in orow.iter_mut().enumerate().skip(i) {
-                        *o = qdot(w.ty, wr, a, ii);
-                    }
+        SCRATCH.with_borrow_mut(|buf| {
+            buf.clear();
+            buf.resize(rows * n, 0.0);
+            rows_block(w, r0, x, n, k, &find, buf);
+            for (j, col) in buf.chunks_exact(n).enumerate() {
+                for (i, v) in col.iter().enumerate() {
+                    // SAFETY: as above: column `r0 + j` of every output row is this task's.
+                    unsafe { *d.0.add(i * w.rows + r0 + j) = *v };
                 }
             }
         });
+    });
+}
+
+/// A raw pointer to a matrix product's output, shared by the tasks that write its disjoint
+/// parts.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint elements (see `matmul_many`).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// Rows `r0..r0 + chunk.len() / n` of `w` against all `n` activation rows, into `chunk`
+/// (rows x n).
+fn rows_block<'a>(w: &Weight, r0: usize, x: &[f32], n: usize, k: usize, find: &dyn Fn(ActKind) -> Option<&'a QuantActs>, chunk: &mut [f32]) {
+    let kind = act_kind(w.ty);
+    if w.layout() == Layout::Packed {
+        let a = find(kind).expect("quantized above");
+        crate::packed::matmul_rows(crate::packed::Kernel::best(), w.ty, w.bytes(), k / 32, r0, a, n, chunk);
+        return;
     }
-    if n > 1 {
-        for ((w, o), t) in ws.iter().zip(outs.iter_mut()).zip(&ts) {
-            transpose_into(t, w.rows, n, o);
+    if w.ty == GgmlType::F32 && f32_tiles(k) {
+        f32_block(w, r0, x, n, k, chunk);
+        return;
+    }
+    let mut buf = Vec::new();
+    for (j, orow) in chunk.chunks_exact_mut(n).enumerate() {
+        let r = r0 + j;
+        if kind == ActKind::F32 {
+            buf.resize(k, 0.0);
+            w.dequantize_row_into(r, &mut buf);
+            for (i, o) in orow.iter_mut().enumerate() {
+                *o = dot(&buf, &x[i * k..(i + 1) * k]);
+            }
+        } else {
+            let a = find(kind).expect("quantized above");
+            let wr = w.row_bytes(r);
+            let mut i = 0;
+            while i + 4 <= n && qdot4(w.ty, wr, a, i, &mut orow[i..i + 4]) {
+                i += 4;
+            }
+            for (ii, o) in orow.iter_mut().enumerate().skip(i) {
+                *o = qdot(w.ty, wr, a, ii);
+            }
         }
     }
 }
@@ -309,25 +332,35 @@ mod f32x512 {
 
 /// Quantizes activations, with the CPU's rounding instructions where it has them.
 fn quantize(kind: ActKind, x: &[f32], k: usize) -> QuantActs {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn q(kind: ActKind, x: &[f32], k: usize) -> QuantActs {
-            QuantActs::new(kind, x, k)
+    fn one(kind: ActKind, x: &[f32], k: usize) -> QuantActs {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn q(kind: ActKind, x: &[f32], k: usize) -> QuantActs {
+                QuantActs::new(kind, x, k)
+            }
+            // SAFETY: features checked.
+            return unsafe { q(kind, x, k) };
         }
-        // SAFETY: features checked.
-        return unsafe { q(kind, x, k) };
+        QuantActs::new(kind, x, k)
     }
-    QuantActs::new(kind, x, k)
+    // A prompt's activations are quantized in parallel, one part per thread: done serially this
+    // was 5% of a 512-token prefill with the other core idle. Rows are independent, so the
+    // result is the same.
+    let n = x.len() / k;
+    let threads = pool::global().threads();
+    if n < 16 || threads < 2 {
+        return one(kind, x, k);
+    }
+    let per = n.div_ceil(threads);
+    let parts: Vec<Mutex<Option<QuantActs>>> = (0..n.div_ceil(per)).map(|_| Mutex::new(None)).collect();
+    pool::global().run(parts.len(), &|i| {
+        let rows = &x[i * per * k..((i + 1) * per).min(n) * k];
+        *parts[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(one(kind, rows, k));
+    });
+    QuantActs::concat(parts.into_iter().map(|p| p.into_inner().unwrap_or_else(|e| e.into_inner()).expect("every part quantized")).collect())
 }
 
-fn transpose_into(t: &[f32], m: usize, n: usize, out: &mut [f32]) {
-    for r in 0..m {
-        for i in 0..n {
-            out[i * m + r] = t[r * n + i];
-        }
-    }
-}
 
 /// Attention of one query head over cached rows `rows` of one sequence: keys and values are
 /// rows of `kc`/`vc` with `stride` floats, this head's part at `off`. Online softmax with an f16
@@ -362,62 +395,91 @@ fn attend_generic(q: &[f32], kc: &[f16], vc: &[f16], stride: usize, off: usize, 
     out.iter_mut().for_each(|o| *o *= inv);
 }
 
+/// [`attend_generic`] for the query heads that share one key/value head (`q` and `out` hold
+/// `q.len() / hd` heads of `hd`), each head computed exactly as alone, in two passes: first
+/// every key's score and the online-softmax factors (`ms`: rescale of the accumulator, `vs`:
+/// weight of the value), then the value rows into accumulators held in registers, 64
+/// dimensions at a time. The arithmetic and its order are those of the one-pass form; what
+/// changes is that the f16-rounded accumulator no longer goes through memory at every key
+/// (store, reload, convert twice), which perf showed as most of attention's time, and
+/// attention was 30% of a 512-token prefill.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn attend_avx2(q: &[f32], kc: &[f16], vc: &[f16], stride: usize, off: usize, rows: std::ops::RangeInclusive<usize>, scale: f32, out: &mut [f32]) {
+unsafe fn attend_avx2(q: &[f32], hd: usize, kc: &[f16], vc: &[f16], stride: usize, off: usize, rows: std::ops::RangeInclusive<usize>, scale: f32, out: &mut [f32]) {
     use std::arch::x86_64::*;
-    let hd = q.len();
-    debug_assert!(hd % 8 == 0);
+    debug_assert!(hd % 8 == 0 && q.len().is_multiple_of(hd));
     let r16 = |v: __m256| _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v));
-    let mut m = f32::NEG_INFINITY;
-    let mut sum = 0f32;
-    out.iter_mut().for_each(|o| *o = 0.0);
-    let op = out.as_mut_ptr();
-    for j in rows {
-        let kr = kc.as_ptr().add(j * stride + off) as *const __m128i;
-        let vr = vc.as_ptr().add(j * stride + off) as *const __m128i;
-        let mut acc = _mm256_setzero_ps();
-        for c in (0..hd).step_by(8) {
-            acc = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(c)), _mm256_cvtph_ps(_mm_loadu_si128(kr.add(c / 8))), acc);
-        }
-        let h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-        let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-        let s = _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h))) * scale;
-        let (mut ms, mut vs) = (1.0f32, 1.0f32);
-        if s > m {
-            ms = (m - s).exp();
-            m = s;
-            if ms != 1.0 {
-                let msv = _mm256_set1_ps(ms);
+    let (j0, n) = (*rows.start(), rows.end() + 1 - rows.start());
+    thread_local! {
+        static FACTORS: std::cell::RefCell<Vec<(f32, f32)>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    FACTORS.with_borrow_mut(|f| {
+        f.clear();
+        f.resize(n, (1.0, 1.0));
+        for (qh, oh) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
+            let mut m = f32::NEG_INFINITY;
+            let mut sum = 0f32;
+            for (jj, fj) in f.iter_mut().enumerate() {
+                let kr = kc.as_ptr().add((j0 + jj) * stride + off) as *const __m128i;
+                let mut acc = _mm256_setzero_ps();
                 for c in (0..hd).step_by(8) {
-                    _mm256_storeu_ps(op.add(c), r16(_mm256_mul_ps(_mm256_loadu_ps(op.add(c)), msv)));
+                    acc = _mm256_fmadd_ps(_mm256_loadu_ps(qh.as_ptr().add(c)), _mm256_cvtph_ps(_mm_loadu_si128(kr.add(c / 8))), acc);
+                }
+                let hs = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+                let hs = _mm_add_ps(hs, _mm_movehl_ps(hs, hs));
+                let s = _mm_cvtss_f32(_mm_add_ss(hs, _mm_movehdup_ps(hs))) * scale;
+                let (mut ms, mut vs) = (1.0f32, 1.0f32);
+                if s > m {
+                    ms = (m - s).exp();
+                    m = s;
+                } else {
+                    vs = (s - m).exp();
+                }
+                *fj = (ms, vs);
+                sum = sum * ms + vs;
+            }
+            let inv = _mm256_set1_ps(1.0 / sum);
+            for c0 in (0..hd).step_by(64) {
+                let w = (hd - c0).min(64) / 8;
+                let mut acc = [_mm256_setzero_ps(); 8];
+                for (jj, &(ms, vs)) in f.iter().enumerate() {
+                    let vr = vc.as_ptr().add((j0 + jj) * stride + off + c0) as *const __m128i;
+                    if ms != 1.0 {
+                        let msv = _mm256_set1_ps(ms);
+                        for a in acc.iter_mut().take(w) {
+                            *a = r16(_mm256_mul_ps(*a, msv));
+                        }
+                    }
+                    let vsv = _mm256_set1_ps(vs);
+                    for (i, a) in acc.iter_mut().enumerate().take(w) {
+                        *a = r16(_mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(vr.add(i))), vsv, *a));
+                    }
+                }
+                for (i, a) in acc.iter().enumerate().take(w) {
+                    _mm256_storeu_ps(oh.as_mut_ptr().add(c0 + 8 * i), _mm256_mul_ps(*a, inv));
                 }
             }
-        } else {
-            vs = (s - m).exp();
         }
-        let vsv = _mm256_set1_ps(vs);
-        for c in (0..hd).step_by(8) {
-            _mm256_storeu_ps(op.add(c), r16(_mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(vr.add(c / 8))), vsv, _mm256_loadu_ps(op.add(c)))));
-        }
-        sum = sum * ms + vs;
-    }
-    let inv = 1.0 / sum;
-    out.iter_mut().for_each(|o| *o *= inv);
+    });
 }
 
-/// See [`attend_generic`]; dispatches to AVX2 when available.
+/// Attention of query heads that share one key/value head: `q` and `out` hold `heads` heads of
+/// `q.len() / heads` each, and every head is computed as
+/// [`attend_generic`] computes it alone; dispatches to AVX2 when available.
 #[allow(clippy::too_many_arguments)]
-pub fn attend(q: &[f32], kc: &[f16], vc: &[f16], stride: usize, off: usize, rows: std::ops::RangeInclusive<usize>, scale: f32, out: &mut [f32]) {
+pub fn attend(q: &[f32], heads: usize, kc: &[f16], vc: &[f16], stride: usize, off: usize, rows: std::ops::RangeInclusive<usize>, scale: f32, out: &mut [f32]) {
+    let hd = q.len() / heads;
     let end = (*rows.end() + 1) * stride;
-    assert!(off + q.len() <= stride && end <= kc.len() && end <= vc.len() && out.len() == q.len(), "attention rows outside the cache");
+    assert!(heads > 0 && hd * heads == q.len() && off + hd <= stride && end <= kc.len() && end <= vc.len() && out.len() == q.len(), "attention rows outside the cache");
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() && q.len() % 8 == 0 {
+    if has_avx2() && hd % 8 == 0 {
         // SAFETY: features checked; every row read lies within `kc`/`vc` (asserted above).
-        return unsafe { attend_avx2(q, kc, vc, stride, off, rows, scale, out) };
+        return unsafe { attend_avx2(q, hd, kc, vc, stride, off, rows, scale, out) };
     }
-    attend_generic(q, kc, vc, stride, off, rows, scale, out)
+    for (qh, oh) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
+        attend_generic(qh, kc, vc, stride, off, rows.clone(), scale, oh);
+    }
 }
 
 /// RMS norm of each `w.len()`-wide row of `x` in place, times `w`.
@@ -536,6 +598,19 @@ pub fn softmax_scaled(x: &mut [f32], scale: f32) {
     softmax(x);
 }
 
+/// `g = silu(g) * u` elementwise (the gated MLP of llama-family models), with the vector exp
+/// where the CPU has AVX-512: libm's scalar `expf` here was 8% of a 512-token prefill (perf).
+pub fn silu_mul(g: &mut [f32], u: &[f32]) {
+    assert_eq!(g.len(), u.len(), "gate and up widths");
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512f() {
+        // SAFETY: the CPU has AVX-512F; the lengths are equal.
+        unsafe { vexp::silu_mul(g, u) };
+        return;
+    }
+    g.iter_mut().zip(u).for_each(|(a, b)| *a = silu(*a) * b);
+}
+
 /// AVX-512 `exp`: `x = n ln2 + r` with `|r| <= ln2 / 2` (ln 2 split in two for an exact
 /// product), `e^r` by Cephes' `expf` polynomial, `2^n` built in the exponent bits.
 #[cfg(target_arch = "x86_64")]
@@ -586,6 +661,28 @@ mod vexp {
             let m = tail(rest.len());
             // SAFETY: the mask covers exactly `rest`'s elements.
             unsafe { _mm512_mask_storeu_ps(rest.as_mut_ptr(), m, exp16(_mm512_maskz_loadu_ps(m, rest.as_ptr()))) };
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn silu_mul(g: &mut [f32], u: &[f32]) {
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        fn one(x: __m512, u: __m512) -> __m512 {
+            let e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
+            _mm512_mul_ps(_mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0), e)), u)
+        }
+        let n = g.len();
+        let (gp, up) = (g.as_mut_ptr(), u.as_ptr());
+        let mut i = 0;
+        // SAFETY: full vectors below `n - 15`, then one masked tail; `u` is as long as `g`.
+        while i + 16 <= n {
+            unsafe { _mm512_storeu_ps(gp.add(i), one(_mm512_loadu_ps(gp.add(i)), _mm512_loadu_ps(up.add(i)))) };
+            i += 16;
+        }
+        if i < n {
+            let m = tail(n - i);
+            unsafe { _mm512_mask_storeu_ps(gp.add(i), m, one(_mm512_maskz_loadu_ps(m, gp.add(i)), _mm512_maskz_loadu_ps(m, up.add(i)))) };
         }
     }
 
@@ -689,6 +786,18 @@ mod tests {
     }
 
     #[test]
+    fn vector_silu_mul_matches_the_scalar_one() {
+        let g0: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) * 0.037).chain([-100.0, 100.0, 0.0]).collect();
+        let u: Vec<f32> = (0..g0.len()).map(|i| (i as f32 * 0.3).sin()).collect();
+        let mut g = g0.clone();
+        silu_mul(&mut g, &u);
+        for ((x, y), (a, b)) in g.iter().zip(&u).zip(g0.iter().zip(&u)) {
+            let want = silu(*a) * b;
+            assert!((x - want).abs() <= 1e-6 * want.abs().max(1e-3), "silu({a}) * {y}: {x} vs {want}");
+        }
+    }
+
+    #[test]
     fn vector_softmax_matches_the_scalar_one() {
         for n in [1usize, 5, 16, 17, 63, 300] {
             let x: Vec<f32> = (0..n).map(|i| ((i * 37) % 23) as f32 * 0.7 - 8.0).collect();
@@ -762,9 +871,18 @@ mod tests {
         let mut a = vec![0f32; hd];
         let mut b = vec![0f32; hd];
         attend_generic(&q, &kc, &vc, stride, hd, 3..=n - 1, 0.125, &mut a);
-        attend(&q, &kc, &vc, stride, hd, 3..=n - 1, 0.125, &mut b);
+        attend(&q, 1, &kc, &vc, stride, hd, 3..=n - 1, 0.125, &mut b);
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() < 2e-3, "{x} vs {y}");
+        }
+        // Three heads at once: each exactly as alone.
+        let q3: Vec<f32> = (0..3 * hd).map(|i| r16((i as f32 * 0.23).cos())).collect();
+        let mut three = vec![0f32; 3 * hd];
+        attend(&q3, 3, &kc, &vc, stride, hd, 3..=n - 1, 0.125, &mut three);
+        for h in 0..3 {
+            let mut one = vec![0f32; hd];
+            attend(&q3[h * hd..(h + 1) * hd], 1, &kc, &vc, stride, hd, 3..=n - 1, 0.125, &mut one);
+            assert_eq!(one, three[h * hd..(h + 1) * hd], "head {h}");
         }
         // Against a plain two-pass softmax in f32.
         let scores: Vec<f32> = (3..n).map(|j| q.iter().zip(&kc[j * stride + hd..j * stride + 2 * hd]).map(|(x, y)| x * y.to_f32()).sum::<f32>() * 0.125).collect();

@@ -110,6 +110,19 @@ impl QuantActs {
         a
     }
 
+    /// The rows of `parts`, in order, as one set (all of one kind and width).
+    pub(crate) fn concat(mut parts: Vec<QuantActs>) -> QuantActs {
+        let mut all = parts.remove(0);
+        for p in parts {
+            assert!(p.kind == all.kind && p.k == all.k, "parts of one activation matrix");
+            all.qs.extend_from_slice(&p.qs);
+            all.d.extend_from_slice(&p.d);
+            all.s.extend_from_slice(&p.s);
+            all.bsums.extend_from_slice(&p.bsums);
+        }
+        all
+    }
+
     /// Row `i`'s quantized values, block scales, sums and 16-sums.
     #[inline(always)]
     pub(crate) fn row(&self, i: usize) -> (&[i8], &[f32], &[f32], &[i16]) {

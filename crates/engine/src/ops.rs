@@ -179,6 +179,16 @@ pub fn matmul_many(ws: &[&Weight], x: &[f32], n: usize, outs: &mut [&mut [f32]])
         let (wi, r0, rows) = tasks[ti];
         let w = ws[wi];
         let d = dst[wi];
+        if w.layout() == Layout::Packed {
+            // Tiles land straight in the output: 8 consecutive columns of one output row.
+            let a = find(act_kind(w.ty)).expect("quantized above");
+            crate::packed::matmul_rows(crate::packed::Kernel::best(), w.ty, w.bytes(), k / 32, r0, rows, a, n, |i, r, v| {
+                // SAFETY: columns `r0..r0 + rows` of every output row belong to this task alone
+                // (`r` is among them), and `outs` outlives the parallel region.
+                unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), d.0.add(i * w.rows + r), v.len()) };
+            });
+            return;
+        }
         if n == 1 {
             // SAFETY: rows `r0..r0 + rows` of this weight's output belong to this task alone,
             // and `outs` outlives the parallel region.
@@ -190,10 +200,11 @@ pub fn matmul_many(ws: &[&Weight], x: &[f32], n: usize, outs: &mut [&mut [f32]])
             buf.clear();
             buf.resize(rows * n, 0.0);
             rows_block(w, r0, x, n, k, &find, buf);
-            for (j, col) in buf.chunks_exact(n).enumerate() {
-                for (i, v) in col.iter().enumerate() {
-                    // SAFETY: as above: column `r0 + j` of every output row is this task's.
-                    unsafe { *d.0.add(i * w.rows + r0 + j) = *v };
+            // Row by row of the output, so the writes are contiguous runs of `rows`.
+            for i in 0..n {
+                for j in 0..rows {
+                    // SAFETY: as above: columns `r0..r0 + rows` of every output row are this task's.
+                    unsafe { *d.0.add(i * w.rows + r0 + j) = buf[j * n + i] };
                 }
             }
         });
@@ -208,15 +219,10 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
-/// Rows `r0..r0 + chunk.len() / n` of `w` against all `n` activation rows, into `chunk`
-/// (rows x n).
+/// Rows `r0..r0 + chunk.len() / n` of `w` (not packed) against all `n` activation rows, into
+/// `chunk` (rows x n).
 fn rows_block<'a>(w: &Weight, r0: usize, x: &[f32], n: usize, k: usize, find: &dyn Fn(ActKind) -> Option<&'a QuantActs>, chunk: &mut [f32]) {
     let kind = act_kind(w.ty);
-    if w.layout() == Layout::Packed {
-        let a = find(kind).expect("quantized above");
-        crate::packed::matmul_rows(crate::packed::Kernel::best(), w.ty, w.bytes(), k / 32, r0, a, n, chunk);
-        return;
-    }
     if w.ty == GgmlType::F32 && f32_tiles(k) {
         f32_block(w, r0, x, n, k, chunk);
         return;
@@ -395,32 +401,61 @@ fn attend_generic(q: &[f32], kc: &[f16], vc: &[f16], stride: usize, off: usize, 
     out.iter_mut().for_each(|o| *o *= inv);
 }
 
+/// `W` x 8 output dimensions of one head: the value rows from `vc[start..]` (one per factor,
+/// `stride` apart) weighted by the online-softmax factors, the accumulator rounded to f16 at
+/// every step, times `inv` into `out`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn accumulate<const W: usize>(f: &[(f32, f32)], vc: &[f16], start: isize, stride: usize, inv: std::arch::x86_64::__m256, out: *mut f32) {
+    use std::arch::x86_64::*;
+    let r16 = |v: __m256| _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v));
+    let mut acc = [_mm256_setzero_ps(); W];
+    let mut vr = vc.as_ptr().offset(start) as *const __m128i;
+    for &(ms, vs) in f {
+        if ms != 1.0 {
+            let msv = _mm256_set1_ps(ms);
+            for a in acc.iter_mut() {
+                *a = r16(_mm256_mul_ps(*a, msv));
+            }
+        }
+        let vsv = _mm256_set1_ps(vs);
+        for (i, a) in acc.iter_mut().enumerate() {
+            *a = r16(_mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(vr.add(i))), vsv, *a));
+        }
+        vr = (vr as *const f16).add(stride) as *const __m128i;
+    }
+    for (i, a) in acc.iter().enumerate() {
+        _mm256_storeu_ps(out.add(8 * i), _mm256_mul_ps(*a, inv));
+    }
+}
+
 /// [`attend_generic`] for the query heads that share one key/value head (`q` and `out` hold
 /// `q.len() / hd` heads of `hd`), each head computed exactly as alone, in two passes: first
 /// every key's score and the online-softmax factors (`ms`: rescale of the accumulator, `vs`:
 /// weight of the value), then the value rows into accumulators held in registers, 64
-/// dimensions at a time. The arithmetic and its order are those of the one-pass form; what
-/// changes is that the f16-rounded accumulator no longer goes through memory at every key
-/// (store, reload, convert twice), which perf showed as most of attention's time, and
-/// attention was 30% of a 512-token prefill.
+/// dimensions at a time. The arithmetic and its order are those of the one-pass form, except
+/// that the exps are [`exp_in_place`]'s (within 2 ulp of libm); what changes is that the
+/// f16-rounded accumulator no longer goes through memory at every key (store, reload, convert
+/// twice), which perf showed as most of attention's time, and attention was 30% of a
+/// 512-token prefill.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn attend_avx2(q: &[f32], hd: usize, kc: &[f16], vc: &[f16], stride: usize, off: usize, rows: std::ops::RangeInclusive<usize>, scale: f32, out: &mut [f32]) {
     use std::arch::x86_64::*;
     debug_assert!(hd % 8 == 0 && q.len().is_multiple_of(hd));
-    let r16 = |v: __m256| _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v));
     let (j0, n) = (*rows.start(), rows.end() + 1 - rows.start());
     thread_local! {
-        static FACTORS: std::cell::RefCell<Vec<(f32, f32)>> = const { std::cell::RefCell::new(Vec::new()) };
+        static FACTORS: std::cell::RefCell<(Vec<(f32, f32)>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
     }
-    FACTORS.with_borrow_mut(|f| {
+    FACTORS.with_borrow_mut(|(f, e)| {
         f.clear();
         f.resize(n, (1.0, 1.0));
+        e.clear();
+        e.resize(n, 0.0);
         for (qh, oh) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
-            let mut m = f32::NEG_INFINITY;
-            let mut sum = 0f32;
-            for (jj, fj) in f.iter_mut().enumerate() {
+            for (jj, ej) in e.iter_mut().enumerate() {
                 let kr = kc.as_ptr().add((j0 + jj) * stride + off) as *const __m128i;
                 let mut acc = _mm256_setzero_ps();
                 for c in (0..hd).step_by(8) {
@@ -428,37 +463,41 @@ unsafe fn attend_avx2(q: &[f32], hd: usize, kc: &[f16], vc: &[f16], stride: usiz
                 }
                 let hs = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
                 let hs = _mm_add_ps(hs, _mm_movehl_ps(hs, hs));
-                let s = _mm_cvtss_f32(_mm_add_ss(hs, _mm_movehdup_ps(hs))) * scale;
-                let (mut ms, mut vs) = (1.0f32, 1.0f32);
+                *ej = _mm_cvtss_f32(_mm_add_ss(hs, _mm_movehdup_ps(hs))) * scale;
+            }
+            // The running maximum decides, per key, which factor is an exponential: the
+            // accumulator's rescale when the key raises the maximum, else the value's weight.
+            // Their arguments are known before any exp, so the exps run as one vector pass
+            // (libm's scalar expf, one per key and head, was 9% of a 512-token prefill).
+            let mut m = f32::NEG_INFINITY;
+            for (fj, ej) in f.iter_mut().zip(e.iter_mut()) {
+                let s = *ej;
                 if s > m {
-                    ms = (m - s).exp();
+                    *ej = m - s;
+                    *fj = (0.0, 1.0);
                     m = s;
                 } else {
-                    vs = (s - m).exp();
+                    *ej = s - m;
+                    *fj = (1.0, 0.0);
                 }
-                *fj = (ms, vs);
-                sum = sum * ms + vs;
+            }
+            exp_in_place(e);
+            let mut sum = 0f32;
+            for (fj, ej) in f.iter_mut().zip(e.iter()) {
+                *fj = if fj.0 == 0.0 { (*ej, 1.0) } else { (1.0, *ej) };
+                sum = sum * fj.0 + fj.1;
             }
             let inv = _mm256_set1_ps(1.0 / sum);
-            for c0 in (0..hd).step_by(64) {
-                let w = (hd - c0).min(64) / 8;
-                let mut acc = [_mm256_setzero_ps(); 8];
-                for (jj, &(ms, vs)) in f.iter().enumerate() {
-                    let vr = vc.as_ptr().add((j0 + jj) * stride + off + c0) as *const __m128i;
-                    if ms != 1.0 {
-                        let msv = _mm256_set1_ps(ms);
-                        for a in acc.iter_mut().take(w) {
-                            *a = r16(_mm256_mul_ps(*a, msv));
-                        }
-                    }
-                    let vsv = _mm256_set1_ps(vs);
-                    for (i, a) in acc.iter_mut().enumerate().take(w) {
-                        *a = r16(_mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(vr.add(i))), vsv, *a));
-                    }
-                }
-                for (i, a) in acc.iter().enumerate().take(w) {
-                    _mm256_storeu_ps(oh.as_mut_ptr().add(c0 + 8 * i), _mm256_mul_ps(*a, inv));
-                }
+            // 64 dimensions at a time in registers (all of a SmolLM2 head; 4 passes for
+            // Gemma 3's 256), 8 at a time for a remainder.
+            let mut c0 = 0;
+            while c0 + 64 <= hd {
+                accumulate::<8>(f, vc, (j0 * stride + off + c0) as isize, stride, inv, oh.as_mut_ptr().add(c0));
+                c0 += 64;
+            }
+            while c0 < hd {
+                accumulate::<1>(f, vc, (j0 * stride + off + c0) as isize, stride, inv, oh.as_mut_ptr().add(c0));
+                c0 += 8;
             }
         }
     });

@@ -199,32 +199,27 @@ impl Kernel {
     }
 }
 
-/// Weight rows `r0..r0 + out.len() / n` of a packed matrix of `ty` (`nb` blocks per row)
-/// against all `n` activation rows of `a` (quantized as ggml pairs with `ty`), into `out`
-/// (rows x n). `r0` and the row count are multiples of [`GROUP`].
+/// Weight rows `r0..r0 + rows` of a packed matrix of `ty` (`nb` blocks per row) against all
+/// `n` activation rows of `a` (quantized as ggml pairs with `ty`); each tile's results go to
+/// `put(i, r, values)`: activation row `i`, weight rows `r..r + 8`. `r0` and `rows` are
+/// multiples of [`GROUP`].
 #[allow(clippy::too_many_arguments)]
-pub fn matmul_rows(kernel: Kernel, ty: GgmlType, packed: &[u8], nb: usize, r0: usize, a: &QuantActs, n: usize, out: &mut [f32]) {
-    let rows = out.len() / n;
+pub fn matmul_rows(kernel: Kernel, ty: GgmlType, packed: &[u8], nb: usize, r0: usize, rows: usize, a: &QuantActs, n: usize, mut put: impl FnMut(usize, usize, &[f32; GROUP])) {
     debug_assert!(r0.is_multiple_of(GROUP) && rows.is_multiple_of(GROUP));
     let gb = block_bytes(ty);
     let width = kernel.width(ty);
     for gi in 0..rows / GROUP {
         let g = &packed[(r0 / GROUP + gi) * nb * gb..][..nb * gb];
+        let r = r0 + gi * GROUP;
         let mut i = 0;
         while i < n {
             let na = (n - i).min(width);
-            let mut put = |t: &[[f32; GROUP]]| {
-                for (ai, ta) in t.iter().enumerate() {
-                    for (r, v) in ta.iter().enumerate() {
-                        out[(gi * GROUP + r) * n + i + ai] = *v;
-                    }
-                }
-            };
+            let mut emit = |t: &[[f32; GROUP]]| t.iter().enumerate().for_each(|(ai, ta)| put(i + ai, r, ta));
             match na {
-                1 => put(&tile::<1>(kernel, ty, g, nb, a, i)),
-                2 => put(&tile::<2>(kernel, ty, g, nb, a, i)),
-                3 => put(&tile::<3>(kernel, ty, g, nb, a, i)),
-                _ => put(&tile::<4>(kernel, ty, g, nb, a, i)),
+                1 => emit(&tile::<1>(kernel, ty, g, nb, a, i)),
+                2 => emit(&tile::<2>(kernel, ty, g, nb, a, i)),
+                3 => emit(&tile::<3>(kernel, ty, g, nb, a, i)),
+                _ => emit(&tile::<4>(kernel, ty, g, nb, a, i)),
             }
             i += na;
         }
@@ -502,13 +497,14 @@ mod tests {
             let a = QuantActs::new(act_kind(ty), &x, k);
             let mut results = Vec::new();
             for kernel in kernels() {
+                // Results as rows x n.
                 let mut out = vec![0f32; rows * n];
-                matmul_rows(kernel, ty, &packed, nb, 0, &a, n, &mut out);
+                matmul_rows(kernel, ty, &packed, nb, 0, rows, &a, n, |i, r, v| (0..GROUP).for_each(|j| out[(r + j) * n + i] = v[j]));
                 // The second group alone, one activation row at a time: the same bits.
                 for i in 0..n {
                     let one = QuantActs::new(act_kind(ty), &x[i * k..(i + 1) * k], k);
                     let mut o = vec![0f32; GROUP];
-                    matmul_rows(kernel, ty, &packed, nb, GROUP, &one, 1, &mut o);
+                    matmul_rows(kernel, ty, &packed, nb, GROUP, GROUP, &one, 1, |_, _, v| o.copy_from_slice(v));
                     for r in 0..GROUP {
                         assert_eq!(o[r].to_bits(), out[(GROUP + r) * n + i].to_bits(), "{ty:?} {kernel:?}: row {} act {i} alone vs batched", GROUP + r);
                     }

@@ -258,6 +258,23 @@ mod x86 {
     use super::{ActRows, GROUP};
     use std::arch::x86_64::*;
 
+    /// How far ahead of the block being read the kernels prefetch, in bytes. Software
+    /// prefetch paid where the arithmetic per byte is larger: 8 activation rows against
+    /// 1536-row Q4_1 matrices on two threads, 7.4 -> 9.4 GB/s at 1280-2560 bytes ahead
+    /// (benches/packed_stream.rs); a single row was unchanged.
+    const PREFETCH: usize = 2048;
+
+    /// Prefetches the cache lines of one block column `PREFETCH` bytes past `blk`.
+    #[inline(always)]
+    unsafe fn prefetch(blk: *const u8, bytes: usize) {
+        let ahead = blk.add(PREFETCH) as *const i8;
+        let mut off = 0;
+        while off < bytes {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.add(off));
+            off += 64;
+        }
+    }
+
     /// Bytes of a group's block column.
     const Q4_1_BLOCK: usize = 160;
     const Q8_0_BLOCK: usize = 272;
@@ -278,6 +295,7 @@ mod x86 {
         let mut accm = [_mm256_setzero_ps(); NA];
         for b in 0..nb {
             let blk = g.add(b * Q4_1_BLOCK);
+            prefetch(blk, Q4_1_BLOCK);
             let dv = _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i)));
             let mv = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16) as *const __m128i));
             let de = [_mm512_permutexvar_ps(idx0, dv), _mm512_permutexvar_ps(idx1, dv)];
@@ -371,6 +389,7 @@ mod x86 {
         let mut acc = [[_mm512_setzero_ps(); 4]; NA];
         for b in 0..nb {
             let blk = g.add(b * Q8_0_BLOCK);
+            prefetch(blk, Q8_0_BLOCK);
             let dv = _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i)));
             let de: [__m512; 4] = std::array::from_fn(|p| _mm512_permutexvar_ps(idx[p], dv));
             let u: [__m512i; 4] = std::array::from_fn(|p| _mm512_loadu_si512(blk.add(16 + 64 * p) as *const _));
@@ -526,3 +545,4 @@ mod tests {
         }
     }
 }
+

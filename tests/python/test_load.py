@@ -58,7 +58,7 @@ def test_concurrent_streams_with_hang_ups_release_everything(base_url):
     end = time.time() + 10
     while True:
         g = gauges(base_url)
-        if g.get("shovel_running_sequences") == 0 and g.get("shovel_kv_cache_bytes") == 0 and g.get("shovel_inflight_requests") == 0:
+        if g.get("shovel_running_sequences") == 0 and g.get("shovel_kv_cache_bytes") == 0 and g.get("shovel_kv_blocks_in_use") == 0 and g.get("shovel_inflight_requests") == 0:
             break
         assert time.time() < end, f"not released: {g}"
         time.sleep(0.1)

@@ -66,7 +66,6 @@ pub fn json_decode(model: &Model, tokenizer: std::sync::Arc<crate::tokenizer::To
 /// Time to first token (prefill to logits) of `prefix + suffix` tokens, without and then with
 /// the prefix's keys and values in a [`PrefixCache`], as the scheduler runs it; (cold, warm) ms.
 pub fn prefix_ttft(model: &Model, prefix: usize, suffix: usize) -> (f64, f64) {
-    let kv_dim = model.config.kv_dim();
     let shared = tokens(prefix, model.config.vocab, 20);
     let prompt = |seed: u64| [shared.clone(), tokens(suffix, model.config.vocab, seed)].concat();
     let mut cache = crate::prefix::PrefixCache::new(1 << 30);
@@ -78,7 +77,7 @@ pub fn prefix_ttft(model: &Model, prefix: usize, suffix: usize) -> (f64, f64) {
     cache.insert(0, first, kv);
     let second = prompt(22);
     let t = Instant::now();
-    let mut kv = cache.lookup(0, &second, kv_dim).unwrap_or_else(|| KvCache::new(model.config.n_layers));
+    let mut kv = cache.lookup(0, &second).unwrap_or_else(|| KvCache::new(model.config.n_layers));
     let start = kv.len();
     let _ = model.forward(&mut [BatchItem { tokens: &second[start..], kv: &mut kv, want_logits: true, adapter: None }]);
     (cold, t.elapsed().as_secs_f64() * 1e3)

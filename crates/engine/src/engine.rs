@@ -344,6 +344,8 @@ impl InferenceBackend for Engine {
             out.push(g("shovel_inflight_requests", "Requests admitted and not finished.", m.inflight.load(Ordering::Relaxed)));
             out.push(g("shovel_kv_cache_bytes", "Key/value cache held by running sequences.", m.stats.kv_bytes.load(Ordering::Relaxed)));
             out.push(g("shovel_prefix_cache_bytes", "Key/value cache kept for shared prefixes.", m.stats.prefix_cache_bytes.load(Ordering::Relaxed)));
+            out.push(g("shovel_kv_blocks_in_use", "Key/value cache blocks running sequences refer to (shared blocks once).", m.stats.kv_blocks.load(Ordering::Relaxed)));
+            out.push(g("shovel_kv_blocks_held", "Key/value cache blocks alive: running sequences' and the prefix cache's.", m.stats.kv_blocks_held.load(Ordering::Relaxed)));
         }
         out
     }

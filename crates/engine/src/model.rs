@@ -11,6 +11,8 @@ use crate::ops::{gelu_tanh, matmul, matmul_many, rms_norm, rope_angles, rope_app
 use crate::pool;
 use crate::tensor::Weight;
 use half::f16;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// Architecture families the engine runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,25 +127,81 @@ fn round_f16(x: &mut [f32]) {
     half::slice::HalfFloatSliceExt::convert_to_f32_slice(&h[..], x);
 }
 
-/// Keys and values of one sequence, per layer, contiguous by position, in f16 (as llama.cpp
-/// keeps them): half the memory of f32 and half the bytes attention reads.
+/// Positions per key/value block.
+pub const KV_BLOCK: usize = 16;
+
+/// Blocks alive in this process, over all caches (see [`kv_blocks_live`]).
+static BLOCKS_LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Key/value blocks alive in this process: held by running sequences or by the prefix cache,
+/// each counted once however many caches share it. Back to 0 when neither holds any.
+pub fn kv_blocks_live() -> usize {
+    BLOCKS_LIVE.load(Ordering::Relaxed)
+}
+
+/// One block of the paged cache: keys and values of [`KV_BLOCK`] positions for every layer, in
+/// f16 (as llama.cpp keeps them). Layer `l`'s keys are rows `[2l * B, 2l * B + B)` of `kv_dim`
+/// values, its values the next `B` rows.
+#[derive(Debug)]
+struct Block(Box<[f16]>);
+
+impl Block {
+    fn zeroed(len: usize) -> Self {
+        BLOCKS_LIVE.fetch_add(1, Ordering::Relaxed);
+        Block(vec![f16::ZERO; len].into_boxed_slice())
+    }
+}
+
+impl Clone for Block {
+    fn clone(&self) -> Self {
+        BLOCKS_LIVE.fetch_add(1, Ordering::Relaxed);
+        Block(self.0.clone())
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        BLOCKS_LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Keys and values of one sequence: a table of fixed-size blocks ([`KV_BLOCK`] positions, all
+/// layers) shared by reference count. A cache made from another's prefix ([`KvCache::prefix`])
+/// shares its blocks instead of copying them, and a shared block is copied only when written
+/// (the partial last block of a prefix): a system prompt or Ask-Data's schema prompt is held
+/// once however many sequences start with it. Growth is a block at a time, never a copy of the
+/// whole cache.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
-    k: Vec<Vec<f16>>,
-    v: Vec<Vec<f16>>,
+    n_layers: usize,
+    /// Values per position and layer (keys or values); set by the first write.
+    kv_dim: usize,
+    blocks: Vec<Arc<Block>>,
     len: usize,
 }
 
-fn append_f16(dst: &mut Vec<f16>, src: &[f32]) {
-    let start = dst.len();
-    dst.resize(start + src.len(), f16::ZERO);
-    half::slice::HalfFloatSliceExt::convert_from_f32_slice(&mut dst[start..], src);
+/// One layer's keys and values of a cache, for attention: block `b` holds positions
+/// `b * KV_BLOCK..`, rows of `stride` values.
+pub struct KvView<'a> {
+    /// Key rows per block.
+    pub k: Vec<&'a [f16]>,
+    /// Value rows per block.
+    pub v: Vec<&'a [f16]>,
+    /// Values per row.
+    pub stride: usize,
+}
+
+impl KvView<'_> {
+    /// Positions the view can address.
+    pub fn capacity(&self) -> usize {
+        self.k.len() * KV_BLOCK
+    }
 }
 
 impl KvCache {
     /// An empty cache for `n_layers` layers.
     pub fn new(n_layers: usize) -> Self {
-        KvCache { k: vec![Vec::new(); n_layers], v: vec![Vec::new(); n_layers], len: 0 }
+        KvCache { n_layers, kv_dim: 0, blocks: Vec::new(), len: 0 }
     }
     /// Positions held.
     pub fn len(&self) -> usize {
@@ -153,15 +211,61 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-    /// A new cache holding this one's first `n` positions.
-    pub fn prefix(&self, n: usize, kv_dim: usize) -> KvCache {
+    /// A cache holding this one's first `n` positions, sharing its blocks.
+    pub fn prefix(&self, n: usize) -> KvCache {
         let n = n.min(self.len);
-        KvCache { k: self.k.iter().map(|l| l[..n * kv_dim].to_vec()).collect(), v: self.v.iter().map(|l| l[..n * kv_dim].to_vec()).collect(), len: n }
+        KvCache { n_layers: self.n_layers, kv_dim: self.kv_dim, blocks: self.blocks[..n.div_ceil(KV_BLOCK)].to_vec(), len: n }
     }
 
-    /// Bytes held, for metrics.
+    /// Bytes of the blocks this cache refers to (shared blocks count in full), for metrics.
     pub fn bytes(&self) -> usize {
-        self.k.iter().chain(&self.v).map(|l| l.capacity() * 2).sum()
+        self.blocks.iter().map(|b| b.0.len() * 2).sum()
+    }
+
+    /// The blocks this cache refers to, as addresses (to count shared blocks once).
+    pub fn block_ids(&self) -> impl Iterator<Item = usize> + '_ {
+        self.blocks.iter().map(|b| Arc::as_ptr(b) as usize)
+    }
+
+    /// Makes room for `n` more positions of width `kv_dim`: the blocks they fall in exist and
+    /// belong to this cache alone (a shared partial block is copied first).
+    fn reserve(&mut self, n: usize, kv_dim: usize) {
+        assert!(self.kv_dim == 0 || self.kv_dim == kv_dim, "one model per cache");
+        self.kv_dim = kv_dim;
+        if n == 0 {
+            return;
+        }
+        let first = self.len / KV_BLOCK;
+        if first < self.blocks.len() {
+            Arc::make_mut(&mut self.blocks[first]);
+        }
+        while self.blocks.len() * KV_BLOCK < self.len + n {
+            self.blocks.push(Arc::new(Block::zeroed(2 * self.n_layers * KV_BLOCK * kv_dim)));
+        }
+    }
+
+    /// Writes layer `layer`'s keys and values for positions `pos0..` (rows of `kv_dim`),
+    /// rounded to f16. The positions must have been reserved.
+    fn write(&mut self, layer: usize, pos0: usize, k: &[f32], v: &[f32]) {
+        let d = self.kv_dim;
+        for (i, (kr, vr)) in k.chunks_exact(d).zip(v.chunks_exact(d)).enumerate() {
+            let p = pos0 + i;
+            let block = Arc::get_mut(&mut self.blocks[p / KV_BLOCK]).expect("reserved blocks are not shared");
+            let row = p % KV_BLOCK;
+            let at = |kv: usize| (2 * layer + kv) * KV_BLOCK * d + row * d;
+            half::slice::HalfFloatSliceExt::convert_from_f32_slice(&mut block.0[at(0)..at(0) + d], kr);
+            half::slice::HalfFloatSliceExt::convert_from_f32_slice(&mut block.0[at(1)..at(1) + d], vr);
+        }
+    }
+
+    /// Layer `layer`'s blocks, for attention.
+    fn view(&self, layer: usize) -> KvView<'_> {
+        let span = KV_BLOCK * self.kv_dim;
+        KvView {
+            k: self.blocks.iter().map(|b| &b.0[2 * layer * span..(2 * layer + 1) * span]).collect(),
+            v: self.blocks.iter().map(|b| &b.0[(2 * layer + 1) * span..(2 * layer + 2) * span]).collect(),
+            stride: self.kv_dim,
+        }
     }
 }
 
@@ -197,6 +301,9 @@ impl Model {
                 pos.push(it.kv.len + j);
                 owner.push(ii);
             }
+        }
+        for it in items.iter_mut() {
+            it.kv.reserve(it.tokens.len(), kvd);
         }
         let mut x = vec![0f32; t * h];
         let mut ti = 0;
@@ -259,16 +366,16 @@ impl Model {
             }
             // (k and v are rounded when they are stored in the f16 cache.)
             round_f16(&mut q);
-            // Append this step's keys and values to each sequence's cache.
+            // Write this step's keys and values into each sequence's cache.
             let mut off = 0;
             for it in items.iter_mut() {
                 let n = it.tokens.len();
-                append_f16(&mut it.kv.k[li], &k[off * kvd..(off + n) * kvd]);
-                append_f16(&mut it.kv.v[li], &v[off * kvd..(off + n) * kvd]);
+                let at = it.kv.len;
+                it.kv.write(li, at, &k[off * kvd..(off + n) * kvd], &v[off * kvd..(off + n) * kvd]);
                 off += n;
             }
             let window = if swa { c.sliding_window } else { None };
-            let caches: Vec<(&[f16], &[f16])> = items.iter().map(|it| (it.kv.k[li].as_slice(), it.kv.v[li].as_slice())).collect();
+            let caches: Vec<KvView<'_>> = items.iter().map(|it| it.kv.view(li)).collect();
             let group = c.n_heads / c.n_kv_heads;
             // A task takes the query heads of one key/value head together (they read the same
             // rows), except for a single token, where that would leave too few tasks to share
@@ -276,13 +383,13 @@ impl Model {
             let heads = if t == 1 { 1 } else { group };
             pool::global().chunks(&mut attn, heads * hd, |idx, out| {
                 let (ti, head) = (idx * heads / c.n_heads, idx * heads % c.n_heads);
-                let (kc, vc) = caches[owner[ti]];
+                let view = &caches[owner[ti]];
                 let p = pos[ti];
                 let lo = window.map_or(0, |w| (p + 1).saturating_sub(w));
                 let kvh = head / group;
                 let qv = &q[ti * qd + head * hd..ti * qd + (head + heads) * hd];
                 let rows = lo..=p;
-                crate::ops::attend(qv, heads, kc, vc, kvd, kvh * hd, rows, c.attn_scale, out);
+                crate::ops::attend(qv, heads, view, kvh * hd, rows, c.attn_scale, out);
             });
             drop(caches);
             matmul(&layer.wo, &attn, t, &mut hbuf);

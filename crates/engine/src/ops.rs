@@ -9,6 +9,7 @@
 use crate::pool;
 use crate::qdot::{act_kind, dot_row, ActKind, QuantActs};
 use crate::quant::GgmlType;
+use crate::model::{KvView, KV_BLOCK};
 use crate::tensor::{Layout, Weight};
 use half::f16;
 use std::sync::Mutex;
@@ -397,14 +398,18 @@ fn quantize(kind: ActKind, x: &[f32], k: usize) -> QuantActs {
 /// agree with its reference continuations. Cached keys/values and `q` hold f16-rounded values.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn attend_generic(q: &[f32], kc: &[f16], vc: &[f16], stride: usize, off: usize, rows: std::ops::RangeInclusive<usize>, scale: f32, out: &mut [f32]) {
+fn attend_generic(q: &[f32], kv: &KvView<'_>, off: usize, rows: std::ops::RangeInclusive<usize>, scale: f32, out: &mut [f32]) {
     let hd = q.len();
     let r16 = |x: f32| f16::from_f32(x).to_f32();
+    fn row<'a>(blocks: &[&'a [f16]], stride: usize, at: usize, hd: usize, j: usize) -> &'a [f16] {
+        let at = (j % KV_BLOCK) * stride + at;
+        &blocks[j / KV_BLOCK][at..at + hd]
+    }
     let mut m = f32::NEG_INFINITY;
     let mut sum = 0f32;
     out.iter_mut().for_each(|o| *o = 0.0);
     for j in rows {
-        let s = q.iter().zip(&kc[j * stride + off..j * stride + off + hd]).map(|(a, b)| a * b.to_f32()).sum::<f32>() * scale;
+        let s = q.iter().zip(row(&kv.k, kv.stride, off, hd, j)).map(|(a, b)| a * b.to_f32()).sum::<f32>() * scale;
         let (mut ms, mut vs) = (1.0f32, 1.0f32);
         if s > m {
             ms = (m - s).exp();
@@ -415,7 +420,7 @@ fn attend_generic(q: &[f32], kc: &[f16], vc: &[f16], stride: usize, off: usize, 
         } else {
             vs = (s - m).exp();
         }
-        for (o, v) in out.iter_mut().zip(&vc[j * stride + off..j * stride + off + hd]) {
+        for (o, v) in out.iter_mut().zip(row(&kv.v, kv.stride, off, hd, j)) {
             *o = r16(v.to_f32().mul_add(vs, *o));
         }
         sum = sum * ms + vs;
@@ -424,18 +429,19 @@ fn attend_generic(q: &[f32], kc: &[f16], vc: &[f16], stride: usize, off: usize, 
     out.iter_mut().for_each(|o| *o *= inv);
 }
 
-/// `W` x 8 output dimensions of one head: the value rows from `vc[start..]` (one per factor,
-/// `stride` apart) weighted by the online-softmax factors, the accumulator rounded to f16 at
+/// `W` x 8 output dimensions of one head: the value rows of positions `j0..` (one per factor;
+/// column `at` of rows of `stride` in blocks of [`KV_BLOCK`]) weighted by the online-softmax factors, the accumulator rounded to f16 at
 /// every step, times `inv` into `out`.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn accumulate<const W: usize>(f: &[(f32, f32)], vc: &[f16], start: isize, stride: usize, inv: std::arch::x86_64::__m256, out: *mut f32) {
+unsafe fn accumulate<const W: usize>(f: &[(f32, f32)], v: &[&[f16]], j0: usize, at: usize, stride: usize, inv: std::arch::x86_64::__m256, out: *mut f32) {
     use std::arch::x86_64::*;
     let r16 = |v: __m256| _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v));
     let mut acc = [_mm256_setzero_ps(); W];
-    let mut vr = vc.as_ptr().offset(start) as *const __m128i;
-    for &(ms, vs) in f {
+    for (jj, &(ms, vs)) in f.iter().enumerate() {
+        let j = j0 + jj;
+        let vr = v.get_unchecked(j / KV_BLOCK).as_ptr().add((j % KV_BLOCK) * stride + at) as *const __m128i;
         if ms != 1.0 {
             let msv = _mm256_set1_ps(ms);
             for a in acc.iter_mut() {
@@ -446,7 +452,6 @@ unsafe fn accumulate<const W: usize>(f: &[(f32, f32)], vc: &[f16], start: isize,
         for (i, a) in acc.iter_mut().enumerate() {
             *a = r16(_mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(vr.add(i))), vsv, *a));
         }
-        vr = (vr as *const f16).add(stride) as *const __m128i;
     }
     for (i, a) in acc.iter().enumerate() {
         _mm256_storeu_ps(out.add(8 * i), _mm256_mul_ps(*a, inv));
@@ -465,10 +470,10 @@ unsafe fn accumulate<const W: usize>(f: &[(f32, f32)], vc: &[f16], start: isize,
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn attend_avx2(q: &[f32], hd: usize, kc: &[f16], vc: &[f16], stride: usize, off: usize, rows: std::ops::RangeInclusive<usize>, scale: f32, out: &mut [f32]) {
+unsafe fn attend_avx2(q: &[f32], hd: usize, kv: &KvView<'_>, off: usize, rows: std::ops::RangeInclusive<usize>, scale: f32, out: &mut [f32]) {
     use std::arch::x86_64::*;
     debug_assert!(hd % 8 == 0 && q.len().is_multiple_of(hd));
-    let (j0, n) = (*rows.start(), rows.end() + 1 - rows.start());
+    let (j0, n, stride) = (*rows.start(), rows.end() + 1 - rows.start(), kv.stride);
     thread_local! {
         static FACTORS: std::cell::RefCell<(Vec<(f32, f32)>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
     }
@@ -479,7 +484,8 @@ unsafe fn attend_avx2(q: &[f32], hd: usize, kc: &[f16], vc: &[f16], stride: usiz
         e.resize(n, 0.0);
         for (qh, oh) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
             for (jj, ej) in e.iter_mut().enumerate() {
-                let kr = kc.as_ptr().add((j0 + jj) * stride + off) as *const __m128i;
+                let j = j0 + jj;
+                let kr = kv.k.get_unchecked(j / KV_BLOCK).as_ptr().add((j % KV_BLOCK) * stride + off) as *const __m128i;
                 let mut acc = _mm256_setzero_ps();
                 for c in (0..hd).step_by(8) {
                     acc = _mm256_fmadd_ps(_mm256_loadu_ps(qh.as_ptr().add(c)), _mm256_cvtph_ps(_mm_loadu_si128(kr.add(c / 8))), acc);
@@ -515,11 +521,11 @@ unsafe fn attend_avx2(q: &[f32], hd: usize, kc: &[f16], vc: &[f16], stride: usiz
             // Gemma 3's 256), 8 at a time for a remainder.
             let mut c0 = 0;
             while c0 + 64 <= hd {
-                accumulate::<8>(f, vc, (j0 * stride + off + c0) as isize, stride, inv, oh.as_mut_ptr().add(c0));
+                accumulate::<8>(f, &kv.v, j0, off + c0, stride, inv, oh.as_mut_ptr().add(c0));
                 c0 += 64;
             }
             while c0 < hd {
-                accumulate::<1>(f, vc, (j0 * stride + off + c0) as isize, stride, inv, oh.as_mut_ptr().add(c0));
+                accumulate::<1>(f, &kv.v, j0, off + c0, stride, inv, oh.as_mut_ptr().add(c0));
                 c0 += 8;
             }
         }
@@ -530,17 +536,21 @@ unsafe fn attend_avx2(q: &[f32], hd: usize, kc: &[f16], vc: &[f16], stride: usiz
 /// `q.len() / heads` each, and every head is computed as
 /// [`attend_generic`] computes it alone; dispatches to AVX2 when available.
 #[allow(clippy::too_many_arguments)]
-pub fn attend(q: &[f32], heads: usize, kc: &[f16], vc: &[f16], stride: usize, off: usize, rows: std::ops::RangeInclusive<usize>, scale: f32, out: &mut [f32]) {
+pub fn attend(q: &[f32], heads: usize, kv: &KvView<'_>, off: usize, rows: std::ops::RangeInclusive<usize>, scale: f32, out: &mut [f32]) {
     let hd = q.len() / heads;
-    let end = (*rows.end() + 1) * stride;
-    assert!(heads > 0 && hd * heads == q.len() && off + hd <= stride && end <= kc.len() && end <= vc.len() && out.len() == q.len(), "attention rows outside the cache");
+    let stride = kv.stride;
+    assert!(
+        heads > 0 && hd * heads == q.len() && off + hd <= stride && *rows.end() < kv.capacity() && kv.k.len() == kv.v.len() && kv.k.iter().chain(&kv.v).all(|b| b.len() == KV_BLOCK * stride) && out.len() == q.len(),
+        "attention rows outside the cache"
+    );
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && hd % 8 == 0 {
-        // SAFETY: features checked; every row read lies within `kc`/`vc` (asserted above).
-        return unsafe { attend_avx2(q, hd, kc, vc, stride, off, rows, scale, out) };
+        // SAFETY: features checked; every row read lies within a block of the view (asserted
+        // above: whole blocks, and the last row addressed is below the view's capacity).
+        return unsafe { attend_avx2(q, hd, kv, off, rows, scale, out) };
     }
     for (qh, oh) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
-        attend_generic(qh, kc, vc, stride, off, rows.clone(), scale, oh);
+        attend_generic(qh, kv, off, rows.clone(), scale, oh);
     }
 }
 
@@ -925,25 +935,28 @@ mod tests {
     fn attention_kernels_agree() {
         let hd = 64;
         let stride = 2 * hd;
-        let n = 37;
+        let n: usize = 37;
         let r16 = |x: f32| f16::from_f32(x).to_f32();
         let q: Vec<f32> = (0..hd).map(|i| r16((i as f32 * 0.37).sin())).collect();
-        let kc: Vec<f16> = (0..n * stride).map(|i| f16::from_f32((i as f32 * 0.11).cos())).collect();
-        let vc: Vec<f16> = (0..n * stride).map(|i| f16::from_f32((i as f32 * 0.07).sin())).collect();
+        // Rows of the cache in blocks (3 of them, the last one partly used).
+        let blocks = n.div_ceil(KV_BLOCK);
+        let kc: Vec<f16> = (0..blocks * KV_BLOCK * stride).map(|i| f16::from_f32((i as f32 * 0.11).cos())).collect();
+        let vc: Vec<f16> = (0..blocks * KV_BLOCK * stride).map(|i| f16::from_f32((i as f32 * 0.07).sin())).collect();
+        let view = KvView { k: kc.chunks(KV_BLOCK * stride).collect(), v: vc.chunks(KV_BLOCK * stride).collect(), stride };
         let mut a = vec![0f32; hd];
         let mut b = vec![0f32; hd];
-        attend_generic(&q, &kc, &vc, stride, hd, 3..=n - 1, 0.125, &mut a);
-        attend(&q, 1, &kc, &vc, stride, hd, 3..=n - 1, 0.125, &mut b);
+        attend_generic(&q, &view, hd, 3..=n - 1, 0.125, &mut a);
+        attend(&q, 1, &view, hd, 3..=n - 1, 0.125, &mut b);
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() < 2e-3, "{x} vs {y}");
         }
         // Three heads at once: each exactly as alone.
         let q3: Vec<f32> = (0..3 * hd).map(|i| r16((i as f32 * 0.23).cos())).collect();
         let mut three = vec![0f32; 3 * hd];
-        attend(&q3, 3, &kc, &vc, stride, hd, 3..=n - 1, 0.125, &mut three);
+        attend(&q3, 3, &view, hd, 3..=n - 1, 0.125, &mut three);
         for h in 0..3 {
             let mut one = vec![0f32; hd];
-            attend(&q3[h * hd..(h + 1) * hd], 1, &kc, &vc, stride, hd, 3..=n - 1, 0.125, &mut one);
+            attend(&q3[h * hd..(h + 1) * hd], 1, &view, hd, 3..=n - 1, 0.125, &mut one);
             assert_eq!(one, three[h * hd..(h + 1) * hd], "head {h}");
         }
         // Against a plain two-pass softmax in f32.

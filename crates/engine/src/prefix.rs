@@ -1,10 +1,8 @@
 //! Prefix cache: the keys and values of finished sequences, kept (LRU, bounded by bytes) so a
 //! new prompt that starts with the same tokens (a shared system prompt, Ask-Data's schema prompt)
-//! copies them instead of recomputing them. Copying a row costs a memcpy; computing it costs a
-//! forward pass through every layer.
-//!
-//! Entries are whole per-sequence caches; sharing blocks by reference count comes with the paged
-//! KV cache.
+//! shares their blocks instead of recomputing them: the new sequence's cache refers to the
+//! entry's blocks by reference count, and copies only the partial block it writes into.
+//! Evicting an entry frees the blocks no running sequence still refers to.
 
 use crate::model::KvCache;
 
@@ -40,9 +38,14 @@ impl PrefixCache {
         self.used
     }
 
+    /// The blocks the entries refer to, as addresses (with repeats where entries share).
+    pub fn block_ids(&self) -> impl Iterator<Item = usize> + '_ {
+        self.entries.iter().flat_map(|e| e.kv.block_ids())
+    }
+
     /// A cache for `prompt` pre-filled with the longest cached prefix, leaving at least the last
     /// prompt token to compute (its logits start generation). `None` when nothing useful is cached.
-    pub fn lookup(&mut self, ns: u64, prompt: &[u32], kv_dim: usize) -> Option<KvCache> {
+    pub fn lookup(&mut self, ns: u64, prompt: &[u32]) -> Option<KvCache> {
         let limit = prompt.len().saturating_sub(1);
         let (best, n) =
             self.entries.iter().enumerate().filter(|(_, e)| e.ns == ns).map(|(i, e)| (i, e.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(limit))).max_by_key(|&(_, n)| n)?;
@@ -52,7 +55,7 @@ impl PrefixCache {
         self.clock += 1;
         let e = &mut self.entries[best];
         e.last_used = self.clock;
-        Some(e.kv.prefix(n, kv_dim))
+        Some(e.kv.prefix(n))
     }
 
     /// Keeps a finished sequence's cache; `tokens` are the tokens whose positions it holds.

@@ -89,6 +89,10 @@ pub struct SchedStats {
     pub kv_bytes: AtomicUsize,
     /// Bytes held by the prefix cache.
     pub prefix_cache_bytes: AtomicUsize,
+    /// Key/value blocks running sequences refer to, each counted once however many share it.
+    pub kv_blocks: AtomicUsize,
+    /// Key/value blocks alive for this model: running sequences' and the prefix cache's.
+    pub kv_blocks_held: AtomicUsize,
 }
 
 /// Messages to the scheduler thread.
@@ -164,7 +168,6 @@ pub fn run(model: Model, tokenizer: Arc<Tokenizer>, rx: Receiver<Command>, cfg: 
     let mut running: Vec<Sequence> = Vec::new();
     let mut waiting: std::collections::VecDeque<SeqRequest> = Default::default();
     let n_layers = model.config.n_layers;
-    let kv_dim = model.config.kv_dim();
     let mut prefixes = PrefixCache::new(cfg.prefix_cache_bytes);
     loop {
         if running.is_empty() && waiting.is_empty() {
@@ -193,7 +196,7 @@ pub fn run(model: Model, tokenizer: Arc<Tokenizer>, rx: Receiver<Command>, cfg: 
             let _ = req.tx.send(Event::Started { prompt_tokens: req.prompt.len() });
             let tokens = req.prompt.clone();
             let ns = req.adapter.as_ref().map_or(0, |a| a.0);
-            let kv = prefixes.lookup(ns, &tokens, kv_dim).unwrap_or_else(|| KvCache::new(n_layers));
+            let kv = prefixes.lookup(ns, &tokens).unwrap_or_else(|| KvCache::new(n_layers));
             let cached = kv.len();
             running.push(Sequence { req, cached, tokens, kv, generated: 0, pending: Vec::new(), text: String::new(), emitted: 0 });
         }
@@ -274,6 +277,10 @@ fn publish(stats: &SchedStats, running: &[Sequence], waiting: usize, prefixes: &
     stats.waiting.store(waiting, Ordering::Relaxed);
     stats.kv_bytes.store(running.iter().map(|s| s.kv.bytes()).sum(), Ordering::Relaxed);
     stats.prefix_cache_bytes.store(prefixes.bytes(), Ordering::Relaxed);
+    let mut ids: std::collections::HashSet<usize> = running.iter().flat_map(|s| s.kv.block_ids()).collect();
+    stats.kv_blocks.store(ids.len(), Ordering::Relaxed);
+    ids.extend(prefixes.block_ids());
+    stats.kv_blocks_held.store(ids.len(), Ordering::Relaxed);
 }
 
 fn sample_one(s: &mut Sequence, logits: &mut [f32], tk: &Tokenizer, context_length: usize) -> Step {

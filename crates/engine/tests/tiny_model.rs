@@ -5,7 +5,7 @@
 use rand::{Rng, SeedableRng};
 use shovel_core::{BackendError, ChatMessage, Event, FinishReason, GenerateRequest, InferenceBackend, ModelId, ModelInfo, ModelKind, Prompt, SamplingParams};
 use shovel_engine::loader::load_hf_dir;
-use shovel_engine::model::{BatchItem, KvCache, Model};
+use shovel_engine::model::{BatchItem, KvCache, Model, KV_BLOCK};
 use shovel_engine::sampler::argmax;
 use shovel_engine::{CatalogEntry, Engine, EngineConfig};
 use std::collections::HashMap;
@@ -145,6 +145,43 @@ fn chunked_prefill_matches_whole_prefill() {
     let diff = whole.iter().zip(&chunked).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
     assert!(diff < 1e-4, "max logit difference {diff}");
     assert_eq!(kv1.len(), kv2.len());
+}
+
+/// A cache made from another's prefix shares its blocks (no copy), copies the partial block it
+/// writes into, and continues exactly as a cache computed from scratch; the original is left
+/// as it was.
+#[test]
+fn prefix_caches_share_blocks_and_copy_only_on_write() {
+    let (_d, parts) = tiny();
+    let m = &parts.model;
+    let p = parts.tokenizer.encode("shared system prompt, then one question or another about sales", false, false).unwrap();
+    assert!(p.len() > 2 * KV_BLOCK + 2, "the prompt spans more than two blocks ({} tokens)", p.len());
+    let step = |kv: &mut KvCache, toks: &[u32]| m.forward(&mut [BatchItem { tokens: toks, kv, want_logits: true, adapter: None }]).remove(0).unwrap();
+    let mut full = KvCache::new(LAYERS);
+    step(&mut full, &p);
+    let blocks: Vec<usize> = full.block_ids().collect();
+    assert_eq!(blocks.len(), p.len().div_ceil(KV_BLOCK));
+    // A prefix ending inside the third block: two whole blocks and a partial one, all shared.
+    let n = 2 * KV_BLOCK + 1;
+    let mut shared = full.prefix(n);
+    assert_eq!(shared.len(), n);
+    assert_eq!(shared.block_ids().collect::<Vec<_>>(), blocks[..3]);
+    // Continuing it writes into its third block: that one is copied, the first two stay shared.
+    let other = [p[n + 1], p[n]];
+    let got = step(&mut shared, &other);
+    let ids: Vec<usize> = shared.block_ids().collect();
+    assert_eq!(ids[..2], blocks[..2]);
+    assert_ne!(ids[2], blocks[2], "the written block is this cache's own copy");
+    assert_eq!(full.block_ids().collect::<Vec<_>>(), blocks);
+    // The same as computing the prefix from scratch.
+    let mut fresh = KvCache::new(LAYERS);
+    step(&mut fresh, &p[..n]);
+    let want = step(&mut fresh, &other);
+    assert_eq!(got, want);
+    // The original still continues as before the copy was written.
+    let mut again = KvCache::new(LAYERS);
+    step(&mut again, &p);
+    assert_eq!(step(&mut full, &p[..1]), step(&mut again, &p[..1]));
 }
 
 fn engine(dir: &Path, max_context: usize) -> Engine {

@@ -392,65 +392,45 @@ fn quantize(kind: ActKind, x: &[f32], k: usize) -> QuantActs {
 }
 
 
-/// Attention of one query head over cached rows `rows` of one sequence: keys and values are
-/// rows of `kc`/`vc` with `stride` floats, this head's part at `off`. Online softmax with an f16
-/// accumulator, the way llama.cpp's CPU flash attention computes it: one pass, and outputs that
-/// agree with its reference continuations. Cached keys/values and `q` hold f16-rounded values.
-#[allow(clippy::too_many_arguments)]
+/// Attention of one query head over cached positions `rows` of one sequence (`kv`: one layer's
+/// blocks, this head's part of each row at `off`): scores, a softmax over them, and the value
+/// rows weighted by it, summed in f32. Cached keys/values and `q` hold f16-rounded values, as
+/// in llama.cpp. Its CPU flash attention also rounds the running sum to f16 at every key; an
+/// earlier version of this did too and agreed with more of its reference continuations
+/// (Gemma 3: 6 of 10 prompts exactly for 16 tokens, now 4; SmolLM2 7 either way; every
+/// difference a near-tie), but that rounding was half of attention's time in a batch.
 #[inline(always)]
 fn attend_generic(q: &[f32], kv: &KvView<'_>, off: usize, rows: std::ops::RangeInclusive<usize>, scale: f32, out: &mut [f32]) {
     let hd = q.len();
-    let r16 = |x: f32| f16::from_f32(x).to_f32();
-    fn row<'a>(blocks: &[&'a [f16]], stride: usize, at: usize, hd: usize, j: usize) -> &'a [f16] {
-        let at = (j % KV_BLOCK) * stride + at;
-        &blocks[j / KV_BLOCK][at..at + hd]
-    }
-    let mut m = f32::NEG_INFINITY;
-    let mut sum = 0f32;
+    let row = |blocks: &[&[f16]], j: usize| -> Vec<f32> {
+        let at = (j % KV_BLOCK) * kv.stride + off;
+        blocks[j / KV_BLOCK][at..at + hd].iter().map(|x| x.to_f32()).collect()
+    };
+    let j0 = *rows.start();
+    let mut p: Vec<f32> = rows.clone().map(|j| q.iter().zip(row(&kv.k, j)).map(|(a, b)| a * b).sum::<f32>() * scale).collect();
+    softmax(&mut p);
     out.iter_mut().for_each(|o| *o = 0.0);
-    for j in rows {
-        let s = q.iter().zip(row(&kv.k, kv.stride, off, hd, j)).map(|(a, b)| a * b.to_f32()).sum::<f32>() * scale;
-        let (mut ms, mut vs) = (1.0f32, 1.0f32);
-        if s > m {
-            ms = (m - s).exp();
-            m = s;
-            if ms != 1.0 {
-                out.iter_mut().for_each(|o| *o = r16(*o * ms));
-            }
-        } else {
-            vs = (s - m).exp();
+    for (jj, pj) in p.iter().enumerate() {
+        for (o, v) in out.iter_mut().zip(row(&kv.v, j0 + jj)) {
+            *o = v.mul_add(*pj, *o);
         }
-        for (o, v) in out.iter_mut().zip(row(&kv.v, kv.stride, off, hd, j)) {
-            *o = r16(v.to_f32().mul_add(vs, *o));
-        }
-        sum = sum * ms + vs;
     }
-    let inv = 1.0 / sum;
-    out.iter_mut().for_each(|o| *o *= inv);
 }
 
-/// `W` x 8 output dimensions of one head: the value rows of positions `j0..` (one per factor;
-/// column `at` of rows of `stride` in blocks of [`KV_BLOCK`]) weighted by the online-softmax factors, the accumulator rounded to f16 at
-/// every step, times `inv` into `out`.
+/// `W` x 8 output dimensions of one head: the value rows of positions `j0..` (column `at` of
+/// rows of `stride` in blocks of [`KV_BLOCK`]) weighted by `p`, times `inv`, into `out`.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn accumulate<const W: usize>(f: &[(f32, f32)], v: &[&[f16]], j0: usize, at: usize, stride: usize, inv: std::arch::x86_64::__m256, out: *mut f32) {
+unsafe fn accumulate<const W: usize>(p: &[f32], v: &[&[f16]], j0: usize, at: usize, stride: usize, inv: std::arch::x86_64::__m256, out: *mut f32) {
     use std::arch::x86_64::*;
-    let r16 = |v: __m256| _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v));
     let mut acc = [_mm256_setzero_ps(); W];
-    for (jj, &(ms, vs)) in f.iter().enumerate() {
+    for (jj, &pj) in p.iter().enumerate() {
         let j = j0 + jj;
         let vr = v.get_unchecked(j / KV_BLOCK).as_ptr().add((j % KV_BLOCK) * stride + at) as *const __m128i;
-        if ms != 1.0 {
-            let msv = _mm256_set1_ps(ms);
-            for a in acc.iter_mut() {
-                *a = r16(_mm256_mul_ps(*a, msv));
-            }
-        }
-        let vsv = _mm256_set1_ps(vs);
+        let w = _mm256_set1_ps(pj);
         for (i, a) in acc.iter_mut().enumerate() {
-            *a = r16(_mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(vr.add(i))), vsv, *a));
+            *a = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(vr.add(i))), w, *a);
         }
     }
     for (i, a) in acc.iter().enumerate() {
@@ -459,14 +439,11 @@ unsafe fn accumulate<const W: usize>(f: &[(f32, f32)], v: &[&[f16]], j0: usize, 
 }
 
 /// [`attend_generic`] for the query heads that share one key/value head (`q` and `out` hold
-/// `q.len() / hd` heads of `hd`), each head computed exactly as alone, in two passes: first
-/// every key's score and the online-softmax factors (`ms`: rescale of the accumulator, `vs`:
-/// weight of the value), then the value rows into accumulators held in registers, 64
-/// dimensions at a time. The arithmetic and its order are those of the one-pass form, except
-/// that the exps are [`exp_in_place`]'s (within 2 ulp of libm); what changes is that the
-/// f16-rounded accumulator no longer goes through memory at every key (store, reload, convert
-/// twice), which perf showed as most of attention's time, and attention was 30% of a
-/// 512-token prefill.
+/// `q.len() / hd` heads of `hd`), each head computed as alone: the scores, their exps in one
+/// vector pass ([`exp_in_place`]), then the value rows into accumulators held in registers,
+/// 64 dimensions at a time. Attention had been 30% of a 512-token prefill and a quarter of
+/// 8-sequence decode (perf), most of it in a running sum rounded to f16 at every key and
+/// taken through memory, and in libm's scalar `expf` for every key.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -475,11 +452,9 @@ unsafe fn attend_avx2(q: &[f32], hd: usize, kv: &KvView<'_>, off: usize, rows: s
     debug_assert!(hd % 8 == 0 && q.len().is_multiple_of(hd));
     let (j0, n, stride) = (*rows.start(), rows.end() + 1 - rows.start(), kv.stride);
     thread_local! {
-        static FACTORS: std::cell::RefCell<(Vec<(f32, f32)>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+        static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    FACTORS.with_borrow_mut(|(f, e)| {
-        f.clear();
-        f.resize(n, (1.0, 1.0));
+    SCORES.with_borrow_mut(|e| {
         e.clear();
         e.resize(n, 0.0);
         for (qh, oh) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
@@ -494,38 +469,20 @@ unsafe fn attend_avx2(q: &[f32], hd: usize, kv: &KvView<'_>, off: usize, rows: s
                 let hs = _mm_add_ps(hs, _mm_movehl_ps(hs, hs));
                 *ej = _mm_cvtss_f32(_mm_add_ss(hs, _mm_movehdup_ps(hs))) * scale;
             }
-            // The running maximum decides, per key, which factor is an exponential: the
-            // accumulator's rescale when the key raises the maximum, else the value's weight.
-            // Their arguments are known before any exp, so the exps run as one vector pass
-            // (libm's scalar expf, one per key and head, was 9% of a 512-token prefill).
-            let mut m = f32::NEG_INFINITY;
-            for (fj, ej) in f.iter_mut().zip(e.iter_mut()) {
-                let s = *ej;
-                if s > m {
-                    *ej = m - s;
-                    *fj = (0.0, 1.0);
-                    m = s;
-                } else {
-                    *ej = s - m;
-                    *fj = (1.0, 0.0);
-                }
-            }
+            let m = e.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            e.iter_mut().for_each(|x| *x -= m);
             exp_in_place(e);
-            let mut sum = 0f32;
-            for (fj, ej) in f.iter_mut().zip(e.iter()) {
-                *fj = if fj.0 == 0.0 { (*ej, 1.0) } else { (1.0, *ej) };
-                sum = sum * fj.0 + fj.1;
-            }
+            let sum: f32 = e.iter().sum();
             let inv = _mm256_set1_ps(1.0 / sum);
             // 64 dimensions at a time in registers (all of a SmolLM2 head; 4 passes for
             // Gemma 3's 256), 8 at a time for a remainder.
             let mut c0 = 0;
             while c0 + 64 <= hd {
-                accumulate::<8>(f, &kv.v, j0, off + c0, stride, inv, oh.as_mut_ptr().add(c0));
+                accumulate::<8>(e, &kv.v, j0, off + c0, stride, inv, oh.as_mut_ptr().add(c0));
                 c0 += 64;
             }
             while c0 < hd {
-                accumulate::<1>(f, &kv.v, j0, off + c0, stride, inv, oh.as_mut_ptr().add(c0));
+                accumulate::<1>(e, &kv.v, j0, off + c0, stride, inv, oh.as_mut_ptr().add(c0));
                 c0 += 8;
             }
         }

@@ -364,6 +364,11 @@ mod f32x512 {
 fn quantize(kind: ActKind, x: &[f32], k: usize) -> QuantActs {
     fn one(kind: ActKind, x: &[f32], k: usize) -> QuantActs {
         #[cfg(target_arch = "x86_64")]
+        if matches!(kind, ActKind::Q8_0 | ActKind::Q8_1) && has_avx512f() {
+            // SAFETY: features checked; rows are whole blocks (the callers' widths are).
+            return unsafe { QuantActs::new_q8_avx512(kind, x, k) };
+        }
+        #[cfg(target_arch = "x86_64")]
         if has_avx2() {
             #[target_feature(enable = "avx2,fma,f16c")]
             unsafe fn q(kind: ActKind, x: &[f32], k: usize) -> QuantActs {

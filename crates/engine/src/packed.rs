@@ -205,8 +205,18 @@ impl Kernel {
 /// multiples of [`GROUP`].
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_rows(kernel: Kernel, ty: GgmlType, packed: &[u8], nb: usize, r0: usize, rows: usize, a: &QuantActs, n: usize, mut put: impl FnMut(usize, usize, &[f32; GROUP])) {
-    debug_assert!(r0.is_multiple_of(GROUP) && rows.is_multiple_of(GROUP));
+    assert!(packs(ty) && r0.is_multiple_of(GROUP) && rows.is_multiple_of(GROUP));
     let gb = block_bytes(ty);
+    assert!(packed.len() >= (r0 + rows) / GROUP * nb * gb, "rows within the matrix");
+    // The activation rows' parts, checked once here rather than in every tile.
+    let q4_1 = ty == GgmlType::Q4_1;
+    let acts: Vec<(&[i8], &[f32], &[f32])> = (0..n)
+        .map(|i| {
+            let (y, d8, s8, _) = a.row(i);
+            assert!(y.len() == 32 * nb && d8.len() == nb && (!q4_1 || s8.len() == nb), "activations match the weight's width and format");
+            (y, d8, s8)
+        })
+        .collect();
     let width = kernel.width(ty);
     for gi in 0..rows / GROUP {
         let g = &packed[(r0 / GROUP + gi) * nb * gb..][..nb * gb];
@@ -215,40 +225,36 @@ pub fn matmul_rows(kernel: Kernel, ty: GgmlType, packed: &[u8], nb: usize, r0: u
         while i < n {
             let na = (n - i).min(width);
             let mut emit = |t: &[[f32; GROUP]]| t.iter().enumerate().for_each(|(ai, ta)| put(i + ai, r, ta));
+            let part = &acts[i..i + na];
             match na {
-                1 => emit(&tile::<1>(kernel, ty, g, nb, a, i)),
-                2 => emit(&tile::<2>(kernel, ty, g, nb, a, i)),
-                3 => emit(&tile::<3>(kernel, ty, g, nb, a, i)),
-                _ => emit(&tile::<4>(kernel, ty, g, nb, a, i)),
+                1 => emit(&tile::<1>(kernel, q4_1, g, nb, part.try_into().expect("1 row"))),
+                2 => emit(&tile::<2>(kernel, q4_1, g, nb, part.try_into().expect("2 rows"))),
+                3 => emit(&tile::<3>(kernel, q4_1, g, nb, part.try_into().expect("3 rows"))),
+                _ => emit(&tile::<4>(kernel, q4_1, g, nb, part.try_into().expect("4 rows"))),
             }
             i += na;
         }
     }
 }
 
+/// One tile: 8 weight rows (group `g`) against `NA` activation rows, whose sizes
+/// [`matmul_rows`] has checked.
 #[inline(always)]
-fn tile<const NA: usize>(kernel: Kernel, ty: GgmlType, g: &[u8], nb: usize, a: &QuantActs, i0: usize) -> [[f32; GROUP]; NA] {
-    let acts: ActRows<'_, NA> = std::array::from_fn(|j| {
-        let (y, d8, s8, _) = a.row(i0 + j);
-        (y, d8, s8)
-    });
-    let q4_1 = ty == GgmlType::Q4_1;
-    assert!(acts.iter().all(|(y, d8, s8)| y.len() == 32 * nb && d8.len() == nb && (!q4_1 || s8.len() == nb)), "activations match the weight's width and format");
-    assert!(g.len() >= nb * block_bytes(ty));
+fn tile<const NA: usize>(kernel: Kernel, q4_1: bool, g: &[u8], nb: usize, acts: &ActRows<'_, NA>) -> [[f32; GROUP]; NA] {
     let mut out = [[0f32; GROUP]; NA];
     match (kernel, q4_1) {
-        (Kernel::Portable, true) => tile_ref_q4_1(g, nb, &acts, &mut out),
-        (Kernel::Portable, false) => tile_ref_q8_0(g, nb, &acts, &mut out),
-        // SAFETY (all four): `Kernel::best` checked the features; the asserts above bound every
-        // read.
+        (Kernel::Portable, true) => tile_ref_q4_1(g, nb, acts, &mut out),
+        (Kernel::Portable, false) => tile_ref_q8_0(g, nb, acts, &mut out),
+        // SAFETY (all four): `Kernel::best` checked the features; `matmul_rows` checked that
+        // the group holds `nb` block columns and every activation row `nb` blocks.
         #[cfg(target_arch = "x86_64")]
-        (Kernel::Avx512, true) => unsafe { x86::q4_1_avx512(g.as_ptr(), nb, &acts, &mut out) },
+        (Kernel::Avx512, true) => unsafe { x86::q4_1_avx512(g.as_ptr(), nb, acts, &mut out) },
         #[cfg(target_arch = "x86_64")]
-        (Kernel::Avx512, false) => unsafe { x86::q8_0_avx512(g.as_ptr(), nb, &acts, &mut out) },
+        (Kernel::Avx512, false) => unsafe { x86::q8_0_avx512(g.as_ptr(), nb, acts, &mut out) },
         #[cfg(target_arch = "x86_64")]
-        (Kernel::Avx2, true) => unsafe { x86::q4_1_avx2(g.as_ptr(), nb, &acts, &mut out) },
+        (Kernel::Avx2, true) => unsafe { x86::q4_1_avx2(g.as_ptr(), nb, acts, &mut out) },
         #[cfg(target_arch = "x86_64")]
-        (Kernel::Avx2, false) => unsafe { x86::q8_0_avx2(g.as_ptr(), nb, &acts, &mut out) },
+        (Kernel::Avx2, false) => unsafe { x86::q8_0_avx2(g.as_ptr(), nb, acts, &mut out) },
     }
     out
 }

@@ -110,6 +110,44 @@ impl QuantActs {
         a
     }
 
+    /// [`QuantActs::new`] for Q8_0 and Q8_1 with AVX-512: the same arithmetic (the scale from
+    /// the block's absolute maximum, `127 / amax` times each value rounded to nearest-even), so
+    /// the same bytes, 32 values in two registers instead of one at a time. The scalar loop
+    /// was 4-6% of 8-sequence decode (perf).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; `kind` must be Q8_0 or Q8_1 and `x.len()` a multiple of 32.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,f16c")]
+    pub unsafe fn new_q8_avx512(kind: ActKind, x: &[f32], k: usize) -> Self {
+        use std::arch::x86_64::*;
+        debug_assert!(matches!(kind, ActKind::Q8_0 | ActKind::Q8_1) && x.len().is_multiple_of(32));
+        let nb = x.len() / 32;
+        let mut a = QuantActs { kind, k, qs: vec![0i8; x.len()], d: Vec::with_capacity(nb), s: Vec::new(), bsums: Vec::new() };
+        if kind == ActKind::Q8_1 {
+            a.s.reserve(nb);
+        }
+        let abs = |v: __m512| _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7FFF_FFFF)));
+        for b in 0..nb {
+            let p = x.as_ptr().add(32 * b);
+            let (v0, v1) = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
+            let amax = _mm512_reduce_max_ps(_mm512_max_ps(abs(v0), abs(v1)));
+            let d = amax / 127.0;
+            let id = _mm512_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+            let round = |v: __m512| _mm512_cvtps_epi32(_mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(v, id)));
+            let (q0, q1) = (round(v0), round(v1));
+            let out = a.qs.as_mut_ptr().add(32 * b) as *mut __m128i;
+            _mm_storeu_si128(out, _mm512_cvtepi32_epi8(q0));
+            _mm_storeu_si128(out.add(1), _mm512_cvtepi32_epi8(q1));
+            a.d.push(f16::from_f32(d).to_f32());
+            if kind == ActKind::Q8_1 {
+                let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+                a.s.push(f16::from_f32(d * sum as f32).to_f32());
+            }
+        }
+        a
+    }
+
     /// The rows of `parts`, in order, as one set (all of one kind and width).
     pub(crate) fn concat(mut parts: Vec<QuantActs>) -> QuantActs {
         let mut all = parts.remove(0);
@@ -312,6 +350,27 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn vector_quantizer_gives_the_same_bytes() {
+        if !is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        // Random values, an all-zero block, and exact halves (ties round to even).
+        let mut x: Vec<f32> = (0..32 * 40).map(|_| rng.gen_range(-3.0..3.0)).collect();
+        x[64..96].iter_mut().for_each(|v| *v = 0.0);
+        x[96..128].iter_mut().enumerate().for_each(|(i, v)| *v = (i as f32 - 16.0) * 0.5 + 0.25);
+        x[96] = 127.0 / 8.0;
+        for kind in [ActKind::Q8_0, ActKind::Q8_1] {
+            let want = QuantActs::new(kind, &x, 32 * 8);
+            // SAFETY: checked above.
+            let got = unsafe { QuantActs::new_q8_avx512(kind, &x, 32 * 8) };
+            assert_eq!(got.qs, want.qs, "{kind:?}");
+            assert_eq!(got.d, want.d, "{kind:?}");
+            assert_eq!(got.s, want.s, "{kind:?}");
         }
     }
 

@@ -164,23 +164,32 @@ impl Kernel {
         static BEST: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
         *BEST.get_or_init(|| {
             #[cfg(target_arch = "x86_64")]
-            {
-                if is_x86_feature_detected!("avx512f")
-                    && is_x86_feature_detected!("avx512bw")
-                    && is_x86_feature_detected!("avx512vl")
-                    && is_x86_feature_detected!("avx512vnni")
-                    && is_x86_feature_detected!("avx2")
-                    && is_x86_feature_detected!("fma")
-                    && is_x86_feature_detected!("f16c")
-                {
-                    return Kernel::Avx512;
-                }
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
-                    return Kernel::Avx2;
+            for k in [Kernel::Avx512, Kernel::Avx2] {
+                if k.supported() {
+                    return k;
                 }
             }
             Kernel::Portable
         })
+    }
+
+    /// Whether this CPU runs the kernel ([`matmul_rows`] refuses one it does not).
+    pub fn supported(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+            match self {
+                Kernel::Portable => true,
+                Kernel::Avx2 => avx2,
+                Kernel::Avx512 => {
+                    avx2 && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vl") && is_x86_feature_detected!("avx512vnni")
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Kernel::Portable
+        }
     }
 
     /// Activation rows per tile: as many as the registers hold accumulators for.
@@ -206,6 +215,7 @@ impl Kernel {
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_rows(kernel: Kernel, ty: GgmlType, packed: &[u8], nb: usize, r0: usize, rows: usize, a: &QuantActs, n: usize, mut put: impl FnMut(usize, usize, &[f32; GROUP])) {
     assert!(packs(ty) && r0.is_multiple_of(GROUP) && rows.is_multiple_of(GROUP));
+    assert!(kernel.supported(), "{kernel:?} kernels need CPU features this machine lacks");
     let gb = block_bytes(ty);
     assert!(packed.len() >= (r0 + rows) / GROUP * nb * gb, "rows within the matrix");
     // The activation rows' parts, checked once here rather than in every tile.
@@ -245,7 +255,7 @@ fn tile<const NA: usize>(kernel: Kernel, q4_1: bool, g: &[u8], nb: usize, acts: 
     match (kernel, q4_1) {
         (Kernel::Portable, true) => tile_ref_q4_1(g, nb, acts, &mut out),
         (Kernel::Portable, false) => tile_ref_q8_0(g, nb, acts, &mut out),
-        // SAFETY (all four): `Kernel::best` checked the features; `matmul_rows` checked that
+        // SAFETY (all four): `matmul_rows` checked that the CPU runs the kernel, that
         // the group holds `nb` block columns and every activation row `nb` blocks.
         #[cfg(target_arch = "x86_64")]
         (Kernel::Avx512, true) => unsafe { x86::q4_1_avx512(g.as_ptr(), nb, acts, &mut out) },
@@ -480,17 +490,14 @@ mod tests {
     }
 
     fn kernels() -> Vec<Kernel> {
-        let mut k = vec![Kernel::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
-                k.push(Kernel::Avx2);
-            }
-            if Kernel::best() == Kernel::Avx512 {
-                k.push(Kernel::Avx512);
-            }
-        }
-        k
+        let all = [
+            Kernel::Portable,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512,
+        ];
+        all.into_iter().filter(|k| k.supported()).collect()
     }
 
     #[test]

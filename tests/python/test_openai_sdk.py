@@ -142,13 +142,15 @@ def test_structured_output_parses_into_the_callers_type(client, model):
 def test_json_object_mode_and_a_cut_schema(client):
     r = client.chat.completions.create(
         model=SMOL,
-        messages=[{"role": "user", "content": "Reply with a JSON object with one key, name."}],
+        # A question with a short, certain answer: an open-ended one ("an object with one key,
+        # name") let the 135M model ramble past max_tokens, depending on near-ties.
+        messages=[{"role": "user", "content": 'What is the capital of France? Answer as a JSON object with the key "answer".'}],
         response_format={"type": "json_object"},
         max_tokens=100,
         temperature=0,
     )
     assert r.choices[0].finish_reason == "stop"
-    assert isinstance(json.loads(r.choices[0].message.content), dict)
+    assert "answer" in json.loads(r.choices[0].message.content)
     # A schema that cannot be finished in max_tokens ends with `length`, never as complete JSON.
     long = {"type": "json_schema", "json_schema": {"name": "many", "strict": True, "schema": {"type": "array", "items": {"type": "integer"}, "minItems": 50}}}
     r = client.chat.completions.create(model=SMOL, messages=[{"role": "user", "content": "Numbers."}], response_format=long, max_tokens=20, temperature=0)

@@ -203,7 +203,7 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             (Kernel::Avx512, GgmlType::Q4_1) => 4,
             #[cfg(target_arch = "x86_64")]
-            (Kernel::Avx512, _) => 2,
+            (Kernel::Avx512, _) => 4,
         }
     }
 }

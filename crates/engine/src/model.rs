@@ -217,6 +217,16 @@ impl KvCache {
         KvCache { n_layers: self.n_layers, kv_dim: self.kv_dim, blocks: self.blocks[..n.div_ceil(KV_BLOCK)].to_vec(), len: n }
     }
 
+    /// Refers to `other`'s first `blocks` blocks instead of this cache's own, which must hold
+    /// the same positions (the same tokens under the same weights: keys and values depend on
+    /// nothing else, whatever batch computed them). Frees this cache's copies when it held them
+    /// alone.
+    pub fn share_blocks_of(&mut self, other: &KvCache, blocks: usize) {
+        let blocks = blocks.min(self.len / KV_BLOCK).min(other.len / KV_BLOCK);
+        assert!(self.kv_dim == other.kv_dim && self.n_layers == other.n_layers, "caches of one model");
+        self.blocks[..blocks].clone_from_slice(&other.blocks[..blocks]);
+    }
+
     /// Bytes of the blocks this cache refers to (shared blocks count in full), for metrics.
     pub fn bytes(&self) -> usize {
         self.blocks.iter().map(|b| b.0.len() * 2).sum()

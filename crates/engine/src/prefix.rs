@@ -4,7 +4,7 @@
 //! entry's blocks by reference count, and copies only the partial block it writes into.
 //! Evicting an entry frees the blocks no running sequence still refers to.
 
-use crate::model::KvCache;
+use crate::model::{KvCache, KV_BLOCK};
 
 /// Shortest shared prefix worth copying.
 const MIN_PREFIX: usize = 8;
@@ -59,12 +59,18 @@ impl PrefixCache {
     }
 
     /// Keeps a finished sequence's cache; `tokens` are the tokens whose positions it holds.
-    pub fn insert(&mut self, ns: u64, mut tokens: Vec<u32>, kv: KvCache) {
+    pub fn insert(&mut self, ns: u64, mut tokens: Vec<u32>, mut kv: KvCache) {
         tokens.truncate(kv.len());
-        let bytes = kv.bytes();
-        if self.capacity == 0 || tokens.len() < MIN_PREFIX || bytes > self.capacity {
+        if self.capacity == 0 || tokens.len() < MIN_PREFIX || kv.bytes() > self.capacity {
             return;
         }
+        // Whole blocks of a prefix an entry already holds are shared with it: sequences that
+        // ran at the same time with the same system prompt each computed their own copy.
+        let common = |e: &Entry| e.tokens.iter().zip(&tokens).take_while(|(a, b)| a == b).count();
+        if let Some((e, n)) = self.entries.iter().filter(|e| e.ns == ns).map(|e| (e, common(e))).max_by_key(|&(_, n)| n) {
+            kv.share_blocks_of(&e.kv, n / KV_BLOCK);
+        }
+        let bytes = kv.bytes();
         // An entry that this one extends (or repeats) is redundant.
         let mut i = 0;
         while i < self.entries.len() {

@@ -6,6 +6,7 @@ use rand::{Rng, SeedableRng};
 use shovel_core::{BackendError, ChatMessage, Event, FinishReason, GenerateRequest, InferenceBackend, ModelId, ModelInfo, ModelKind, Prompt, SamplingParams};
 use shovel_engine::loader::load_hf_dir;
 use shovel_engine::model::{BatchItem, KvCache, Model, KV_BLOCK};
+use shovel_engine::prefix::PrefixCache;
 use shovel_engine::sampler::argmax;
 use shovel_engine::{CatalogEntry, Engine, EngineConfig};
 use std::collections::HashMap;
@@ -182,6 +183,40 @@ fn prefix_caches_share_blocks_and_copy_only_on_write() {
     let mut again = KvCache::new(LAYERS);
     step(&mut again, &p);
     assert_eq!(step(&mut full, &p[..1]), step(&mut again, &p[..1]));
+}
+
+/// Two sequences that computed the same system prompt separately (they ran at the same time)
+/// keep one copy of its whole blocks once both are in the prefix cache.
+#[test]
+fn the_prefix_cache_keeps_one_copy_of_a_shared_prompt() {
+    let (_d, parts) = tiny();
+    let m = &parts.model;
+    let system = parts.tokenizer.encode("a shared system prompt that is long enough to fill two whole blocks of the cache", false, false).unwrap();
+    assert!(system.len() >= 2 * KV_BLOCK, "{} tokens", system.len());
+    let mut cache = PrefixCache::new(64 << 20);
+    let mut seqs = Vec::new();
+    for q in ["first question", "another question"] {
+        let toks: Vec<u32> = system.iter().copied().chain(parts.tokenizer.encode(q, false, false).unwrap()).collect();
+        let mut kv = KvCache::new(LAYERS);
+        m.forward(&mut [BatchItem { tokens: &toks, kv: &mut kv, want_logits: false, adapter: None }]);
+        seqs.push((toks, kv));
+    }
+    let distinct = |c: &PrefixCache| c.block_ids().collect::<std::collections::HashSet<_>>().len();
+    let per_seq: Vec<usize> = seqs.iter().map(|(t, _)| t.len().div_ceil(KV_BLOCK)).collect();
+    for (toks, kv) in seqs {
+        cache.insert(0, toks, kv);
+    }
+    let shared = system.len() / KV_BLOCK;
+    assert_eq!(distinct(&cache), per_seq[0] + per_seq[1] - shared);
+    // The second prompt still continues from the cache exactly as from scratch.
+    let probe: Vec<u32> = system.iter().copied().chain(parts.tokenizer.encode("another question, then more", false, false).unwrap()).collect();
+    let mut hit = cache.lookup(0, &probe).expect("a cached prefix");
+    let start = hit.len();
+    let got = m.forward(&mut [BatchItem { tokens: &probe[start..], kv: &mut hit, want_logits: true, adapter: None }]).remove(0).unwrap();
+    let mut fresh = KvCache::new(LAYERS);
+    let want = m.forward(&mut [BatchItem { tokens: &probe, kv: &mut fresh, want_logits: true, adapter: None }]).remove(0).unwrap();
+    let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(diff < 1e-4, "max logit difference {diff}");
 }
 
 fn engine(dir: &Path, max_context: usize) -> Engine {

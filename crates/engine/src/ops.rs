@@ -60,7 +60,7 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     dot_generic(a, b)
 }
 
-fn has_avx2() -> bool {
+pub(crate) fn has_avx2() -> bool {
     static F: OnceLock<bool> = OnceLock::new();
     *F.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
@@ -108,7 +108,7 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     axpy_generic(a, x, y)
 }
 
-fn has_vnni() -> bool {
+pub(crate) fn has_vnni() -> bool {
     static F: OnceLock<bool> = OnceLock::new();
     *F.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
@@ -591,7 +591,7 @@ pub fn softmax(x: &mut [f32]) {
     }
 }
 
-fn has_avx512f() -> bool {
+pub(crate) fn has_avx512f() -> bool {
     static F: OnceLock<bool> = OnceLock::new();
     *F.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]

@@ -176,19 +176,14 @@ impl Kernel {
     /// Whether this CPU runs the kernel ([`matmul_rows`] refuses one it does not).
     pub fn supported(self) -> bool {
         #[cfg(target_arch = "x86_64")]
-        {
-            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
-            match self {
-                Kernel::Portable => true,
-                Kernel::Avx2 => avx2,
-                Kernel::Avx512 => {
-                    avx2 && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vl") && is_x86_feature_detected!("avx512vnni")
-                }
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            self == Kernel::Portable
+        use crate::ops::{has_avx2, has_avx512f, has_vnni};
+        match self {
+            Kernel::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => has_avx2(),
+            // VNNI here includes AVX2, FMA, F16C and AVX-512 VL; the byte shifts need BW.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => has_vnni() && has_avx512f() && is_x86_feature_detected!("avx512bw"),
         }
     }
 

@@ -11,7 +11,6 @@ use crate::ops::{gelu_tanh, matmul, matmul_many, rms_norm, rope_angles, rope_app
 use crate::pool;
 use crate::tensor::Weight;
 use half::f16;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Architecture families the engine runs.
@@ -130,38 +129,15 @@ fn round_f16(x: &mut [f32]) {
 /// Positions per key/value block.
 pub const KV_BLOCK: usize = 16;
 
-/// Blocks alive in this process, over all caches (see [`kv_blocks_live`]).
-static BLOCKS_LIVE: AtomicUsize = AtomicUsize::new(0);
-
-/// Key/value blocks alive in this process: held by running sequences or by the prefix cache,
-/// each counted once however many caches share it. Back to 0 when neither holds any.
-pub fn kv_blocks_live() -> usize {
-    BLOCKS_LIVE.load(Ordering::Relaxed)
-}
-
 /// One block of the paged cache: keys and values of [`KV_BLOCK`] positions for every layer, in
 /// f16 (as llama.cpp keeps them). Layer `l`'s keys are rows `[2l * B, 2l * B + B)` of `kv_dim`
 /// values, its values the next `B` rows.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Block(Box<[f16]>);
 
 impl Block {
     fn zeroed(len: usize) -> Self {
-        BLOCKS_LIVE.fetch_add(1, Ordering::Relaxed);
         Block(vec![f16::ZERO; len].into_boxed_slice())
-    }
-}
-
-impl Clone for Block {
-    fn clone(&self) -> Self {
-        BLOCKS_LIVE.fetch_add(1, Ordering::Relaxed);
-        Block(self.0.clone())
-    }
-}
-
-impl Drop for Block {
-    fn drop(&mut self) {
-        BLOCKS_LIVE.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

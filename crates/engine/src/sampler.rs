@@ -72,8 +72,10 @@ impl Sampler {
         let p = &self.params;
         let inv_t = 1.0 / p.temperature;
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        // Unnormalised probabilities at this temperature, in vocabulary order.
-        let w: Vec<f32> = logits.iter().map(|&l| ((l - max) * inv_t).exp()).collect();
+        // Unnormalised probabilities at this temperature, in vocabulary order. The vector exp:
+        // libm's scalar expf over the vocabulary was 2.6% of serving 8 sampled streams (perf).
+        let mut w: Vec<f32> = logits.iter().map(|&l| (l - max) * inv_t).collect();
+        crate::ops::exp_in_place(&mut w);
         let total: f32 = w.iter().sum();
         if p.top_k == 0 && p.top_p >= 1.0 && p.min_p <= 0.0 {
             // No filter: one scan, no sort (a full sort of Gemma's 262k vocabulary costs ~20 ms).

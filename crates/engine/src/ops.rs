@@ -407,17 +407,17 @@ fn quantize(kind: ActKind, x: &[f32], k: usize) -> QuantActs {
 #[inline(always)]
 fn attend_generic(q: &[f32], kv: &KvView<'_>, off: usize, rows: std::ops::RangeInclusive<usize>, scale: f32, out: &mut [f32]) {
     let hd = q.len();
-    let row = |blocks: &[&[f16]], j: usize| -> Vec<f32> {
-        let at = (j % KV_BLOCK) * kv.stride + off;
-        blocks[j / KV_BLOCK][at..at + hd].iter().map(|x| x.to_f32()).collect()
-    };
+    fn row<'a>(blocks: &[&'a [f16]], stride: usize, at: usize, hd: usize, j: usize) -> &'a [f16] {
+        let at = (j % KV_BLOCK) * stride + at;
+        &blocks[j / KV_BLOCK][at..at + hd]
+    }
     let j0 = *rows.start();
-    let mut p: Vec<f32> = rows.clone().map(|j| q.iter().zip(row(&kv.k, j)).map(|(a, b)| a * b).sum::<f32>() * scale).collect();
+    let mut p: Vec<f32> = rows.clone().map(|j| q.iter().zip(row(&kv.k, kv.stride, off, hd, j)).map(|(a, b)| a * b.to_f32()).sum::<f32>() * scale).collect();
     softmax(&mut p);
     out.iter_mut().for_each(|o| *o = 0.0);
     for (jj, pj) in p.iter().enumerate() {
-        for (o, v) in out.iter_mut().zip(row(&kv.v, j0 + jj)) {
-            *o = v.mul_add(*pj, *o);
+        for (o, v) in out.iter_mut().zip(row(&kv.v, kv.stride, off, hd, j0 + jj)) {
+            *o = v.to_f32().mul_add(*pj, *o);
         }
     }
 }

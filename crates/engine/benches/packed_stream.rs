@@ -21,7 +21,8 @@ fn main() {
         let bytes = rows * nb * ty.block_bytes();
         // Small quants and positive scales: any bytes would do for timing, but no NaNs.
         let src: Vec<u8> = (0..bytes).map(|_| rng.gen::<u8>() & 0x3F).collect();
-        let packed = pack(ty, &src, rows, nb);
+        let mut packed = Vec::new();
+        pack(ty, &src, rows, nb, &mut packed);
         let x: Vec<f32> = (0..k * n).map(|_| rng.gen_range(-2.0..2.0)).collect();
         let a = QuantActs::new(act_kind(ty), &x, k);
         let rate = |secs: f64| bytes as f64 / secs / 1e9;

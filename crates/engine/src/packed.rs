@@ -45,14 +45,17 @@ fn block_bytes(ty: GgmlType) -> usize {
     ty.block_bytes() * GROUP
 }
 
-/// Repacks `rows` rows of `nb` blocks of `ty` each (ggml's layout, row after row) into groups.
-/// `ty` must be one that [`packs`]; `rows` a multiple of [`GROUP`].
-pub fn pack(ty: GgmlType, src: &[u8], rows: usize, nb: usize) -> Vec<u8> {
+/// Repacks `rows` rows of `nb` blocks of `ty` each (ggml's layout, row after row) into groups,
+/// appended to `out` (a tensor can be packed a run of groups at a time). `ty` must be one that
+/// [`packs`]; `rows` a multiple of [`GROUP`].
+pub fn pack(ty: GgmlType, src: &[u8], rows: usize, nb: usize, out: &mut Vec<u8>) {
     assert!(packs(ty), "{ty:?} has no packed layout");
     assert!(rows.is_multiple_of(GROUP), "rows must be a multiple of {GROUP}");
     let (bb, gb) = (ty.block_bytes(), block_bytes(ty));
     assert_eq!(src.len(), rows * nb * bb, "source size");
-    let mut out = vec![0u8; src.len()];
+    let start = out.len();
+    out.resize(start + src.len(), 0);
+    let out = &mut out[start..];
     for g in 0..rows / GROUP {
         for b in 0..nb {
             let dst = &mut out[(g * nb + b) * gb..][..gb];
@@ -70,7 +73,6 @@ pub fn pack(ty: GgmlType, src: &[u8], rows: usize, nb: usize) -> Vec<u8> {
             }
         }
     }
-    out
 }
 
 /// Row `r` of packed data back in ggml's layout (`nb` blocks).
@@ -287,8 +289,8 @@ mod x86 {
     }
 
     /// Bytes of a group's block column.
-    const Q4_1_BLOCK: usize = 160;
-    const Q8_0_BLOCK: usize = 272;
+    const Q4_1_BLOCK: usize = 20 * GROUP;
+    const Q8_0_BLOCK: usize = 34 * GROUP;
 
     /// [`super::tile_ref_q4_1`] with AVX-512: one zmm holds four rows' 16 nibble bytes (one row per
     /// 128-bit lane), so a block of 8 rows is two loads, four `vpdpbusd` per activation row, and
@@ -501,7 +503,8 @@ mod tests {
         for ty in [GgmlType::Q4_1, GgmlType::Q8_0] {
             let (rows, nb, bb) = (24, 5, ty.block_bytes());
             let src = random_rows(ty, rows, nb, &mut rng);
-            let packed = pack(ty, &src, rows, nb);
+            let mut packed = Vec::new();
+            pack(ty, &src, rows, nb, &mut packed);
             let mut row = Vec::new();
             for r in 0..rows {
                 unpack_row(ty, &packed, nb, r, &mut row);
@@ -519,7 +522,8 @@ mod tests {
             let (rows, nb, n, bb) = (16, 18, 7, ty.block_bytes());
             let k = nb * 32;
             let src = random_rows(ty, rows, nb, &mut rng);
-            let packed = pack(ty, &src, rows, nb);
+            let mut packed = Vec::new();
+            pack(ty, &src, rows, nb, &mut packed);
             let x: Vec<f32> = (0..n * k).map(|_| rng.gen_range(-2.0..2.0)).collect();
             let a = QuantActs::new(act_kind(ty), &x, k);
             let mut results = Vec::new();

@@ -107,7 +107,7 @@ impl Weight {
         for r0 in (0..self.rows).step_by(RUN) {
             let rows = RUN.min(self.rows - r0);
             let range = self.offset + r0 * self.row_bytes..self.offset + (r0 + rows) * self.row_bytes;
-            packed.extend_from_slice(&crate::packed::pack(self.ty, &self.storage.bytes()[range.clone()], rows, self.cols / 32));
+            crate::packed::pack(self.ty, &self.storage.bytes()[range.clone()], rows, self.cols / 32, &mut packed);
             self.storage.release(range);
         }
         Weight { storage: Storage::Owned(Arc::new(packed)), offset: 0, layout: Layout::Packed, ..self }

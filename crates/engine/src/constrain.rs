@@ -62,6 +62,11 @@ impl GrammarCompiler {
         let env: TokEnv = Arc::new(Env { trie, tokenizer });
         let mut factory = ParserFactory::new_simple(&env).map_err(|e| e.to_string())?;
         factory.quiet();
+        // llguidance stops a mask whose lexer work passes a fuel limit (default 200k, ~20 ms).
+        // A terminal that intersects several large regular expressions (Ask-Data's query shape
+        // over a catalogue's values with the question's cues) needs more on the steps that open
+        // a new clause; later steps reuse the states built then.
+        factory.limits_mut().step_lexer_fuel = STEP_LEXER_FUEL;
         Ok(GrammarCompiler { factory })
     }
 
@@ -98,6 +103,9 @@ fn bounded_whitespace(mut schema: serde_json::Value) -> serde_json::Value {
     }
     schema
 }
+
+/// Lexer work allowed for one token mask (see [`GrammarCompiler::new`]).
+const STEP_LEXER_FUEL: u64 = 5_000_000;
 
 /// One sequence's position in its grammar.
 pub struct Grammar {

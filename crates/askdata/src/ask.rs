@@ -122,6 +122,9 @@ pub struct AskOptions {
     /// Hold the reply to what the question says outright ([`crate::cues`]); off only to measure
     /// what the cues add (the reply's JSON schema applies either way).
     pub cues: bool,
+    /// Hold the SQL to the catalogue's query shape ([`crate::shape`]: real tables, columns and
+    /// values only); off only to measure what it adds.
+    pub shape: bool,
     /// Decline when [`decline_margin`] exceeds this, and answer otherwise (the reply is then
     /// held to that branch); `None` leaves the choice to greedy decoding.
     pub decline_above: Option<f32>,
@@ -129,7 +132,7 @@ pub struct AskOptions {
 
 impl Default for AskOptions {
     fn default() -> Self {
-        AskOptions { max_rows: 1000, timeout: Duration::from_secs(5), max_tokens: 256, cues: true, decline_above: Some(DECLINE_ABOVE) }
+        AskOptions { max_rows: 1000, timeout: Duration::from_secs(5), max_tokens: 256, cues: true, shape: true, decline_above: Some(DECLINE_ABOVE) }
     }
 }
 
@@ -317,29 +320,22 @@ fn branch_margin(prefix: &str, top: &[shovel_core::TopLogprob], branches: [&str;
     Some(d - a)
 }
 
-/// What generation is held to: [`reply_schema`]; where the question names no period, the same
-/// reply as a Lark grammar whose SQL is one terminal that matches [`crate::cues::sql_pattern`]
-/// and must not match [`crate::cues::sql_forbidden`] (a JSON Schema pattern is one regex and
-/// cannot say "not"; llguidance's terminals take `&` and `~`).
+/// What generation is held to: [`reply_schema`], written as a Lark grammar whose SQL is one
+/// terminal, the intersection of: a JSON string's characters, the question's cue pattern
+/// ([`crate::cues::sql_pattern`]), not [`crate::cues::sql_forbidden`] (a question without a
+/// period filters no dates), and the catalogue's query shape ([`crate::shape::sql_shape`]: only
+/// real tables, columns and values). A JSON Schema `pattern` is one regex and cannot say "not"
+/// or "and"; llguidance's terminals take `&` and `~`. A refusal keeps the plain schema.
 ///
 /// Tried and dropped: holding every question's SQL to quote only the values it names and its
 /// period's literals (the model, kept from inventing `city='淑'`, wrote worse SQL elsewhere:
-/// 86.7% vs 88.9% held-out, 66.7% vs 70.0% and 46.7% vs 50.0% on the fresh sets).
-pub fn reply_constraint(catalog: &Catalog, question: &str, cues: bool, branch: Branch) -> OutputConstraint {
-    let mut schema = reply_schema(catalog, question, cues);
-    match branch {
-        Branch::Either => {}
-        Branch::Answer | Branch::Decline => {
-            let one = schema["anyOf"][if branch == Branch::Answer { 0 } else { 1 }].clone();
-            schema = serde_json::json!({"x-guidance": schema["x-guidance"].clone(), "anyOf": [one]});
-        }
-    }
+/// 86.7% vs 88.9% held-out, 66.7% vs 70.0% and 46.7% vs 50.0% on the fresh sets). The shape
+/// allows any value the column holds.
+pub fn reply_constraint(catalog: &Catalog, question: &str, opts: &AskOptions, branch: Branch) -> OutputConstraint {
+    let schema = reply_schema(catalog, question, opts.cues);
     if branch == Branch::Decline {
-        return OutputConstraint::JsonSchema(schema);
+        return OutputConstraint::JsonSchema(serde_json::json!({"x-guidance": schema["x-guidance"].clone(), "anyOf": [schema["anyOf"][1].clone()]}));
     }
-    let Some(forbid) = crate::cues::sql_forbidden(catalog, question).filter(|_| cues) else {
-        return OutputConstraint::JsonSchema(schema);
-    };
     let compact = serde_json::json!({"whitespace_flexible": false});
     let mut chart = schema["anyOf"][0]["properties"]["chart"].clone();
     chart["x-guidance"] = compact.clone();
@@ -350,12 +346,22 @@ pub fn reply_constraint(catalog: &Catalog, question: &str, cues: bool, branch: B
     });
     // A Lark regex literal ends at an unescaped `/`.
     let lark = |re: &str| format!("/{}/", re.replace('/', r"\/"));
-    // JSON string characters (the teaching SQL needs no escapes).
-    let mut sql = vec![lark(r#"[^"\\\x00-\x1f]*"#)];
-    if let Some(p) = crate::cues::sql_pattern(catalog, question) {
-        sql.push(lark(p.trim_start_matches('^').trim_end_matches('$')));
+    // The query shape, or else any JSON string's characters (the teaching SQL needs no
+    // escapes; the shape writes none).
+    let shape = opts.shape.then(|| crate::shape::sql_shape(catalog, Some(question))).flatten();
+    let mut sql = vec![lark(shape.as_deref().unwrap_or(r#"[^"\\\x00-\x1f]*"#))];
+    if opts.cues {
+        if let Some(p) = crate::cues::sql_pattern(catalog, question) {
+            sql.push(lark(p.trim_start_matches('^').trim_end_matches('$')));
+        }
+        if crate::cues::lowest(question) {
+            sql.push(format!("~{}", lark(".*DESC.*")));
+        }
+        // The shape already leaves dates out of a question without a period.
+        if let Some(forbid) = crate::cues::sql_forbidden(catalog, question).filter(|_| shape.is_none()) {
+            sql.push(format!("~{}", lark(&forbid)));
+        }
     }
-    sql.push(format!("~{}", lark(&forbid)));
     let mut g = String::new();
     match error {
         Some(e) => g.push_str(&format!("start: reply | %json {e}\n")),
@@ -401,7 +407,7 @@ async fn decode(
     branch: Branch,
     decline_above: Option<f32>,
 ) -> Result<Decoded, shovel_core::BackendError> {
-    let req = reply_request(model, catalog, question, opts.max_tokens, decline_above.map(|_| 20), reply_constraint(catalog, question, opts.cues, branch));
+    let req = reply_request(model, catalog, question, opts.max_tokens, decline_above.map(|_| 20), reply_constraint(catalog, question, opts, branch));
     let mut rx = backend.submit(req).await?;
     let mut output = String::new();
     let mut scan = ObjectEnd::default();

@@ -30,8 +30,8 @@ impl<T: Copy> Rules<T> {
 static CHARTS: LazyLock<Rules<ChartType>> = LazyLock::new(|| {
     Rules::new(&[
         (ChartType::Line, r"折线|\bline (chart|graph)s?\b|\blines?\b"),
-        (ChartType::Bar, r"柱状|柱形|条形|\bbar (chart|graph)s?\b|\bbars?\b"),
-        (ChartType::Pie, r"饼|\bpie\b|占比|比例|\bshares?\b|\bproportions?\b"),
+        (ChartType::Bar, r"柱状|柱形|条形|\bbar (chart|graph)s?\b|\bbars?\b|^compare\b"),
+        (ChartType::Pie, r"饼|\bpie\b|占比|比例|构成|\bshares?\b|\bproportions?\b|\bbreak ?down\b"),
     ])
 });
 
@@ -137,6 +137,43 @@ pub fn group_column(catalog: &Catalog, question: &str) -> Option<String> {
     None
 }
 
+static SIGN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)亏损|亏钱|亏本|赔钱|为负|负的|负利润|盈利|赚钱|为正|\blo(ss|sses|sing|st money)\b|\bloss-making\b|\bnegative\b|\bpositive\b|\b(un)?profitable\b").expect("valid pattern")
+});
+
+/// Whether the question asks about a sign (losses, negative profit, profitable orders): only
+/// then may a number column be compared to zero (`profit<0`).
+pub fn sign(question: &str) -> bool {
+    SIGN.is_match(question)
+}
+
+static LOWEST: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)最低|最少|最差|倒数|\b(lowest|least|fewest|worst|bottom)\b").expect("valid pattern"));
+static HIGHEST: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)最高|最多|最大|最好|\b(highest|most|largest|biggest|best|top)\b").expect("valid pattern"));
+
+/// Whether the question asks for the lowest rows and not the highest ("利润最低的5个城市",
+/// "the 5 cities with the lowest profit"): its ordering is then ascending, never `DESC`.
+pub fn lowest(question: &str) -> bool {
+    LOWEST.is_match(question) && !HIGHEST.is_match(question)
+}
+
+static NUMBER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[0-9]+(\.[0-9]+)?").expect("valid pattern"));
+
+/// The numbers a question gives as amounts ("超过1000元", "more than 50 units"): not parts of
+/// its period (`2019年3月`, `Q1`, `2018-06`, a year), nor its top-n.
+pub fn amounts(question: &str) -> Vec<String> {
+    let top = crate::period::top_n(question).map(|n| n.to_string());
+    NUMBER
+        .find_iter(question)
+        .filter(|m| {
+            let (before, after) = (&question[..m.start()], &question[m.end()..]);
+            let dated = after.starts_with(['年', '月', '季', '日', '号', '-', '/']) || before.ends_with(['Q', 'q', '-', '/']);
+            let year = m.as_str().len() == 4 && (m.as_str().starts_with("19") || m.as_str().starts_with("20"));
+            !dated && !year && Some(m.as_str()) != top.as_deref()
+        })
+        .map(|m| m.as_str().to_string())
+        .collect()
+}
+
 /// The regular expression the reply's SQL must match, from the question's cues, written the way
 /// the teaching data writes SQL: opening with the time grain's expression or the grouping column,
 /// filtering the period's months literally, ending with the top-n LIMIT. `None` without cues.
@@ -200,9 +237,24 @@ mod tests {
         assert_eq!(chart("2019年销售额的渠道占比,饼图"), Some(ChartType::Pie));
         assert_eq!(chart("Online versus offline revenue in 2020, as bars"), Some(ChartType::Bar));
         assert_eq!(chart("Line chart for Northwest China"), Some(ChartType::Line));
-        // "online" and "offline" contain "line" but name no chart.
-        assert_eq!(chart("Compare profit from online versus offline channels in 2020"), None);
+        // "online" and "offline" contain "line" but name no chart; a question opening with
+        // "compare" asks for bars, one about a make-up (构成, break down) for a pie.
+        assert_eq!(chart("Online versus offline profit in 2020"), None);
+        assert_eq!(chart("Compare profit from online versus offline channels in 2020"), Some(ChartType::Bar));
+        assert_eq!(chart("2019年三大品类的销售额构成"), Some(ChartType::Pie));
+        assert_eq!(chart("Break down 2020 Electronics sales by product"), Some(ChartType::Pie));
         assert_eq!(chart("2020年各地区的销售额"), None);
+    }
+
+    #[test]
+    fn signs_and_amounts() {
+        assert!(sign("2020年亏钱的订单一共有多少?") && sign("How many orders in Shenzhen lost money in 2019?") && sign("Number of orders with negative profit"));
+        assert!(!sign("2020年华北的利润") && !sign("Profit by region in 2019"));
+        assert_eq!(amounts("2018年3月到6月金额超过1000元的订单"), vec!["1000"]);
+        assert_eq!(amounts("销售额排名前5的城市, Q1 2019, 2020-06"), Vec::<String>::new());
+        assert_eq!(amounts("Orders of more than 50 units in 2019"), vec!["50"]);
+        assert!(lowest("Which 5 cities had the lowest profit in 2020?") && lowest("利润最低的5个城市"));
+        assert!(!lowest("销售额最高的前5个城市") && !lowest("Top 5 cities by revenue"));
     }
 
     #[test]

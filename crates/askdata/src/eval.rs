@@ -23,6 +23,10 @@ pub const FRESH2_JSONL: &str = include_str!("../data/fresh2.jsonl");
 /// A third reviewer's 30 questions, written after the monthly grain, the no-period rule and the
 /// all-time teaching examples (it saw only SCHEMA.md, dimensions.json and the database).
 pub const FRESH3_JSONL: &str = include_str!("../data/fresh3.jsonl");
+/// A fourth reviewer's 28 questions, written after the query shape ([`crate::shape`]) and the
+/// cues it came with were fixed (the reviewer saw only SCHEMA.md, dimensions.json and the
+/// database): the out-of-sample measure of them.
+pub const FRESH4_JSONL: &str = include_str!("../data/fresh4.jsonl");
 
 /// Parses a JSONL file of examples.
 pub fn parse_examples(text: &str) -> Result<Vec<Example>, String> {
@@ -52,6 +56,11 @@ pub fn fresh2_set() -> Vec<Example> {
 /// The third reviewer's fresh questions.
 pub fn fresh3_set() -> Vec<Example> {
     parse_examples(FRESH3_JSONL).expect("the compiled-in third fresh set parses")
+}
+
+/// The fourth reviewer's fresh questions.
+pub fn fresh4_set() -> Vec<Example> {
+    parse_examples(FRESH4_JSONL).expect("the compiled-in fourth fresh set parses")
 }
 
 /// A result in comparable form: each row's values as sorted strings, rows sorted.
@@ -262,6 +271,9 @@ mod tests {
         let mut fresh = fresh_set();
         fresh.extend(fresh2_set());
         fresh.extend(fresh3_set());
+        // The fourth set measures the cues and the shape out of sample: its gold answers are
+        // graded (below), not required to agree with them.
+        let fresh4 = fresh4_set();
         // No gold answer filters dates when its question names no period, in any writer's style.
         for e in eval.iter().chain(&train).chain(&fresh) {
             let (Some(sql), Some(f)) = (&e.reply.sql, crate::cues::sql_forbidden(&db.catalog, &e.question)) else { continue };
@@ -283,14 +295,31 @@ mod tests {
                 assert!(first.is_match(sql), "{}: grouping cue {c} but {sql}", e.question);
             }
         }
-        // The fresh set's gold answers grade as right too (any SQL style).
-        assert!(fresh.len() >= 30);
+        // Every teaching and evaluation answer fits the query shape its question holds
+        // generation to; of the fresh sets' gold answers, in their writers' own styles, only
+        // those with subqueries do not.
+        let shape = |q: &str| regex::Regex::new(&format!("^{}$", crate::shape::sql_shape(&db.catalog, Some(q)).unwrap())).unwrap();
+        for e in eval.iter().chain(&train) {
+            let Some(sql) = &e.reply.sql else { continue };
+            assert!(shape(&e.question).is_match(sql), "{}: {sql} does not fit the query shape", e.question);
+        }
         for e in &fresh {
+            let Some(sql) = &e.reply.sql else { continue };
+            assert!(shape(&e.question).is_match(sql) || sql.matches("SELECT").count() > 1, "{}: {sql} does not fit the query shape", e.question);
+        }
+        // A question after the lowest rows is never answered in descending order.
+        for e in eval.iter().chain(&train).chain(&fresh) {
+            let Some(sql) = &e.reply.sql else { continue };
+            assert!(!crate::cues::lowest(&e.question) || !sql.contains("DESC"), "{}: lowest, but {sql}", e.question);
+        }
+        // The fresh sets' gold answers grade as right too (any SQL style).
+        assert!(fresh.len() >= 30 && fresh4.len() >= 28);
+        for e in fresh.iter().chain(&fresh4) {
             let a = answer_reply(&mut db, &e.question, serde_json::to_string(&e.reply).unwrap(), &AskOptions::default()).await;
             let g = grade(&mut gold_conn, e, &a).await;
             assert!(g.exec_ok && g.chart_ok, "{}: {:?}", e.question, g.note);
         }
-        for e in eval.iter().chain(&fresh) {
+        for e in eval.iter().chain(&fresh).chain(&fresh4) {
             assert!(!train_q.contains(e.question.as_str()), "evaluation question in the training set: {}", e.question);
         }
     }

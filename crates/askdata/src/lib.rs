@@ -19,6 +19,7 @@ pub mod exec;
 pub mod guard;
 pub mod period;
 pub mod service;
+pub mod shape;
 pub mod source;
 
 /// Ask-Data errors.

@@ -234,13 +234,15 @@ async fn register_stable(cfg: &Config, store: &Store, tuned: &str) -> Result<()>
 }
 
 /// `shovel askdata eval`: grades a model on labelled questions (the shipped evaluation set,
-/// `--file fresh`/`fresh2`/`fresh3` for the reviewers' fresh sets, or a JSONL file of `{"question", "sql", "chart"}` / `{"question", "error"}` lines) on the demo
-/// database; prints each miss and the score, and with `--json` the score as JSON last.
-pub async fn eval_cmd(cfg: &Config, file: Option<PathBuf>, model: Option<String>, json: bool, no_cues: bool, no_probe: bool, margins: bool) -> Result<()> {
+/// `--file fresh`/`fresh2`/`fresh3`/`fresh4` for the reviewers' fresh sets, or a JSONL file of `{"question", "sql", "chart"}` / `{"question", "error"}` lines) on the demo
+/// database under `opts` (the ablation flags switch its parts off); prints each miss and the
+/// score, and with `--json` the score as JSON last.
+pub async fn eval_cmd(cfg: &Config, file: Option<PathBuf>, model: Option<String>, json: bool, opts: AskOptions, margins: bool) -> Result<()> {
     let set = match &file {
         Some(f) if f.as_os_str() == "fresh" => eval::fresh_set(),
         Some(f) if f.as_os_str() == "fresh2" => eval::fresh2_set(),
         Some(f) if f.as_os_str() == "fresh3" => eval::fresh3_set(),
+        Some(f) if f.as_os_str() == "fresh4" => eval::fresh4_set(),
         Some(f) => eval::parse_examples(&std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?,
         None => eval::eval_set(),
     };
@@ -258,7 +260,6 @@ pub async fn eval_cmd(cfg: &Config, file: Option<PathBuf>, model: Option<String>
         }
         return Ok(());
     }
-    let opts = AskOptions { cues: !no_cues, decline_above: if no_probe { None } else { AskOptions::default().decline_above }, ..AskOptions::default() };
     let (score, graded, secs) = evaluate_on(&engine, &id, &mut db, &mut gold, set, opts).await?;
     for (g, a) in graded.iter().filter(|(g, _)| !(g.exec_ok && g.chart_ok)) {
         println!("missed: {} ({})\n  model: {}", g.question, g.note.clone().unwrap_or_default(), a.model_output.trim());

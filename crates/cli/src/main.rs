@@ -248,7 +248,7 @@ enum AskdataCmd {
     /// rows equal to the gold query's) and chart type.
     Eval {
         /// JSONL of {"question", "sql", "chart"} or {"question", "error"} (default: the shipped
-        /// evaluation set; `fresh`, `fresh2`, `fresh3`: the shipped sets of questions written afresh by three reviewers).
+        /// evaluation set; `fresh`, `fresh2`, `fresh3`, `fresh4`: the shipped sets of questions written afresh by four reviewers).
         #[arg(long)]
         file: Option<PathBuf>,
         /// Model id (default: askdata-smollm2 when registered, else the built-in base).
@@ -261,6 +261,10 @@ enum AskdataCmd {
         /// what they add. The reply's JSON schema still applies.
         #[arg(long)]
         no_cues: bool,
+        /// Do not hold the SQL to the catalogue's query shape (only real tables, columns and
+        /// values): to measure what it adds.
+        #[arg(long)]
+        no_shape: bool,
         /// Leave answering or declining to greedy decoding instead of the decline probe (the
         /// refusal's probability against the query's, thresholded): to measure what it adds.
         #[arg(long)]
@@ -611,9 +615,11 @@ async fn real_main() -> Result<()> {
             println!("wrote {} examples to {}", shovel_askdata::eval::train_set().len(), path.display());
             Ok(())
         }
-        Cmd::Askdata { cmd: AskdataCmd::Eval { file, model, json, no_cues, no_probe, margins } } => {
+        Cmd::Askdata { cmd: AskdataCmd::Eval { file, model, json, no_cues, no_shape, no_probe, margins } } => {
             init_tracing("warn");
-            askdata_cli::eval_cmd(&cfg, file, model, json, no_cues, no_probe, margins).await
+            let defaults = shovel_askdata::ask::AskOptions::default();
+            let opts = shovel_askdata::ask::AskOptions { cues: !no_cues, shape: !no_shape, decline_above: defaults.decline_above.filter(|_| !no_probe), ..defaults };
+            askdata_cli::eval_cmd(&cfg, file, model, json, opts, margins).await
         }
         Cmd::Ask { db, model, format, chart_out, questions, question } => {
             init_tracing("warn");

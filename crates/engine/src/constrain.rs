@@ -62,10 +62,12 @@ impl GrammarCompiler {
         let env: TokEnv = Arc::new(Env { trie, tokenizer });
         let mut factory = ParserFactory::new_simple(&env).map_err(|e| e.to_string())?;
         factory.quiet();
-        // llguidance stops a mask whose lexer work passes a fuel limit (default 200k, ~20 ms).
-        // A terminal that intersects several large regular expressions (Ask-Data's query shape
-        // over a catalogue's values with the question's cues) needs more on the steps that open
-        // a new clause; later steps reuse the states built then.
+        // llguidance stops a mask whose lexer work passes a fuel limit (default 200k, about
+        // 14 ms). A terminal that intersects several large regular expressions (Ask-Data's
+        // query shape over a catalogue's values with the question's cues) needs more on the
+        // steps that open a new clause; later steps reuse the states built then. All 163 shipped
+        // Ask-Data questions decode at 1M (200k failed on most); the cost is a worst case of
+        // about 70 ms for one token mask of a pathological grammar, on the scheduler thread.
         factory.limits_mut().step_lexer_fuel = STEP_LEXER_FUEL;
         Ok(GrammarCompiler { factory })
     }
@@ -105,7 +107,7 @@ fn bounded_whitespace(mut schema: serde_json::Value) -> serde_json::Value {
 }
 
 /// Lexer work allowed for one token mask (see [`GrammarCompiler::new`]).
-const STEP_LEXER_FUEL: u64 = 5_000_000;
+const STEP_LEXER_FUEL: u64 = 1_000_000;
 
 /// One sequence's position in its grammar.
 pub struct Grammar {

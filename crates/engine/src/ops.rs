@@ -6,10 +6,10 @@
 //! is read from memory once per step however many tokens the batch holds. The dot product is
 //! compiled twice: for the baseline x86-64 target and, chosen at run time, with AVX2+FMA.
 
+use crate::model::{KvView, KV_BLOCK};
 use crate::pool;
 use crate::qdot::{act_kind, dot_row, ActKind, QuantActs};
 use crate::quant::GgmlType;
-use crate::model::{KvView, KV_BLOCK};
 use crate::tensor::{Layout, Weight};
 use half::f16;
 use std::sync::Mutex;
@@ -396,7 +396,6 @@ fn quantize(kind: ActKind, x: &[f32], k: usize) -> QuantActs {
     QuantActs::concat(parts.into_iter().map(|p| p.into_inner().unwrap_or_else(|e| e.into_inner()).expect("every part quantized")).collect())
 }
 
-
 /// Attention of one query head over cached positions `rows` of one sequence (`kv`: one layer's
 /// blocks, this head's part of each row at `off`): scores, a softmax over them, and the value
 /// rows weighted by it, summed in f32. Cached keys/values and `q` hold f16-rounded values, as
@@ -502,7 +501,13 @@ pub fn attend(q: &[f32], heads: usize, kv: &KvView<'_>, off: usize, rows: std::o
     let hd = q.len() / heads;
     let stride = kv.stride;
     assert!(
-        heads > 0 && hd * heads == q.len() && off + hd <= stride && *rows.end() < kv.capacity() && kv.k.len() == kv.v.len() && kv.k.iter().chain(&kv.v).all(|b| b.len() == KV_BLOCK * stride) && out.len() == q.len(),
+        heads > 0
+            && hd * heads == q.len()
+            && off + hd <= stride
+            && *rows.end() < kv.capacity()
+            && kv.k.len() == kv.v.len()
+            && kv.k.iter().chain(&kv.v).all(|b| b.len() == KV_BLOCK * stride)
+            && out.len() == q.len(),
         "attention rows outside the cache"
     );
     #[cfg(target_arch = "x86_64")]

@@ -251,6 +251,21 @@ def test_tool_calls_follow_the_tools_schema(client, model):
         assert c.message.content
 
 
+def test_parallel_tool_calls_are_each_held_to_the_schema(client):
+    messages = [{"role": "user", "content": "What is the weather in Paris and in Tokyo?"}]
+    r = client.chat.completions.create(model=SMOL, messages=messages, tools=[WEATHER], tool_choice="required", parallel_tool_calls=True, max_tokens=200, temperature=0)
+    c = r.choices[0]
+    assert c.finish_reason == "tool_calls", c.message
+    assert 1 <= len(c.message.tool_calls) <= 8
+    for call in c.message.tool_calls:
+        assert call.function.name == "get_weather"
+        assert json.loads(call.function.arguments)["unit"] in ("celsius", "fahrenheit")
+    assert len({call.id for call in c.message.tool_calls}) == len(c.message.tool_calls)
+    # One call by default.
+    r = client.chat.completions.create(model=SMOL, messages=messages, tools=[WEATHER], tool_choice="required", max_tokens=200, temperature=0)
+    assert r.choices[0].finish_reason == "tool_calls" and len(r.choices[0].message.tool_calls) == 1
+
+
 def test_tool_calls_stream_as_one_delta(client):
     stream = client.chat.completions.create(
         model=SMOL,

@@ -286,7 +286,7 @@ impl ChatCompletionRequest {
             };
             messages.push(ChatMessage { role, content });
         }
-        let tools = crate::tools::parse(self.tools.as_deref(), self.tool_choice.as_ref())?;
+        let tools = crate::tools::parse(self.tools.as_deref(), self.tool_choice.as_ref(), self.parallel_tool_calls)?;
         let constraint = match (&self.response_format, &tools) {
             (Some(rf), Some(_)) if response_format(rf)?.is_some() => {
                 return Err(ApiError::invalid("response_format", "`response_format` cannot be combined with `tools`: both decide the reply's shape"));

@@ -156,6 +156,10 @@ async fn respond(st: AppState, plan: Plan, model: String, kind: Kind, n_per_prom
             return Err(e);
         }
     };
+    let streams: Vec<EventStream> = match (&plan.tools, kind) {
+        (Some(t), Kind::Chat) if t.parallel => streams.into_iter().map(crate::tools::end_at_repeated_call).collect(),
+        _ => streams,
+    };
     let id = format!("{}-{}", if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }, uuid::Uuid::new_v4().simple());
     if plan.stream {
         return Ok(stream(st, plan, streams, id, model, kind, n_per_prompt, start).into_response());
@@ -183,10 +187,10 @@ async fn respond(st: AppState, plan: Plan, model: String, kind: Kind, n_per_prom
             first = Some(first.map_or(f, |x: Instant| x.min(f)));
         }
         let finish = c.finish.map(FinishReason::as_str);
-        let call = tool_call(&plan, c.finish, &c.text);
+        let calls = tool_calls(&plan, c.finish, &c.text);
         choices.push(match kind {
-            Kind::Chat if call.is_some() => json!({
-                "index": i, "message": {"role": "assistant", "content": null, "refusal": null, "tool_calls": [call]},
+            Kind::Chat if calls.is_some() => json!({
+                "index": i, "message": {"role": "assistant", "content": null, "refusal": null, "tool_calls": calls},
                 "logprobs": if plan.logprobs { chat_logprobs(&c.logprobs) } else { Value::Null },
                 "finish_reason": "tool_calls",
             }),
@@ -270,10 +274,13 @@ fn stream(st: AppState, plan: Plan, streams: Vec<EventStream>, id: String, model
                     usages[i] = usage;
                     done += 1;
                     let text = std::mem::take(&mut held[i]);
-                    let (delta, finish) = match tool_call(&plan, Some(finish_reason), &text) {
-                        Some(mut call) => {
-                            call["index"] = json!(0);
-                            (json!({"tool_calls": [call]}), "tool_calls")
+                    let (delta, finish) = match tool_calls(&plan, Some(finish_reason), &text) {
+                        Some(mut calls) => {
+                            // A stream's call deltas carry their place in the list.
+                            for (j, c) in calls.iter_mut().enumerate() {
+                                c["index"] = json!(j);
+                            }
+                            (json!({"tool_calls": calls}), "tool_calls")
                         }
                         None => (json!({"content": text}), finish_reason.as_str()),
                     };
@@ -322,9 +329,9 @@ fn stream(st: AppState, plan: Plan, streams: Vec<EventStream>, id: String, model
 
 /// The tool call a finished reply makes, in OpenAI's shape, when the request had tools and the
 /// reply (complete, not cut by `max_tokens`) is one.
-fn tool_call(plan: &Plan, finish: Option<FinishReason>, text: &str) -> Option<Value> {
-    let (name, arguments) = plan.tools.as_ref().filter(|_| finish == Some(FinishReason::Stop))?.call_in(text)?;
-    Some(json!({"id": format!("call_{}", uuid::Uuid::new_v4().simple()), "type": "function", "function": {"name": name, "arguments": arguments}}))
+fn tool_calls(plan: &Plan, finish: Option<FinishReason>, text: &str) -> Option<Vec<Value>> {
+    let calls = plan.tools.as_ref().filter(|_| finish == Some(FinishReason::Stop))?.calls_in(text)?;
+    Some(calls.into_iter().map(|(name, arguments)| json!({"id": format!("call_{}", uuid::Uuid::new_v4().simple()), "type": "function", "function": {"name": name, "arguments": arguments}})).collect())
 }
 
 /// POST /v1/chat/completions

@@ -1,7 +1,13 @@
-//! Tool calls in chat completions (`tools`, `tool_choice`): the tools are described to the model
-//! in the system prompt; the model calls one by replying with a JSON object `{"name",
-//! "arguments"}`, which the engine's grammar holds to the tool's parameter schema; the reply is
-//! returned as OpenAI's `tool_calls`. Earlier calls and their results in `messages` are written
+//! Tool calls in chat completions (`tools`, `tool_choice`, `parallel_tool_calls`): the tools are
+//! described to the model in the system prompt; the model calls one by replying with a JSON
+//! object `{"name", "arguments"}`, or, when the request sets `parallel_tool_calls: true`, several
+//! with one such object per line, up to [`MAX_CALLS`]; the engine's grammar holds each to its
+//! tool's parameter schema; the reply is returned as OpenAI's `tool_calls`.
+//!
+//! One call per reply is the default (as in llama.cpp's server; OpenAI's default is several):
+//! the built-in models, allowed several, call a tool once per value of an enum ("Weather in
+//! Rome?" -> celsius, then fahrenheit) or repeat their first call until `max_tokens`. With
+//! several allowed, a call repeated word for word ends the reply ([`end_at_repeated_call`]). Earlier calls and their results in `messages` are written
 //! back into the conversation in the same shape, so any chat template can carry them.
 //!
 //! The built-in models' templates have no tool-call format of their own, so this one format
@@ -10,7 +16,7 @@
 
 use crate::error::ApiError;
 use serde_json::{json, Value};
-use shovel_core::{ChatMessage, OutputConstraint};
+use shovel_core::{ChatMessage, Event, EventStream, FinishReason, OutputConstraint, Usage};
 
 /// A validated function tool.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,15 +48,21 @@ pub struct ToolUse {
     pub tools: Vec<Tool>,
     /// The choice.
     pub choice: Choice,
+    /// Whether one reply may make several calls (`parallel_tool_calls`, default false).
+    pub parallel: bool,
 }
+
+/// Most calls in one reply: a small model asked for "several" can otherwise repeat calls until
+/// `max_tokens`.
+pub const MAX_CALLS: usize = 8;
 
 /// OpenAI's rule for function and schema names: 1 to 64 of a-z, A-Z, 0-9, `_`, `-`.
 pub(crate) fn valid_name(n: &str) -> bool {
     !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-/// Validates `tools` and `tool_choice`.
-pub fn parse(tools: Option<&[Value]>, choice: Option<&Value>) -> Result<Option<ToolUse>, ApiError> {
+/// Validates `tools` and `tool_choice`; `parallel` is `parallel_tool_calls`.
+pub fn parse(tools: Option<&[Value]>, choice: Option<&Value>, parallel: Option<bool>) -> Result<Option<ToolUse>, ApiError> {
     let tools = tools.unwrap_or_default();
     let mut out = Vec::with_capacity(tools.len());
     for (i, t) in tools.iter().enumerate() {
@@ -98,7 +110,7 @@ pub fn parse(tools: Option<&[Value]>, choice: Option<&Value>) -> Result<Option<T
             _ => Err(ApiError::invalid("tool_choice", "`tool_choice` asks for a tool call but `tools` is empty")),
         };
     }
-    Ok(Some(ToolUse { tools: out, choice }))
+    Ok(Some(ToolUse { tools: out, choice, parallel: parallel.unwrap_or(false) }))
 }
 
 /// The JSON Schema of one call of `t`.
@@ -117,19 +129,22 @@ impl ToolUse {
         format!("You have these tools:\n{}\n{how}", list.join("\n"))
     }
 
-    /// The grammar of the reply: a call of the chosen tool(s), or (auto) text not starting with
-    /// `{` or a call, either after optional whitespace.
+    /// The grammar of the reply: calls of the chosen tool(s), one per line, at most
+    /// [`MAX_CALLS`] (one unless parallel), or (auto) text not starting with `{` or the calls,
+    /// either after optional whitespace.
     pub fn constraint(&self) -> OutputConstraint {
         let calls: Vec<Value> = match &self.choice {
             Choice::Named(n) => self.tools.iter().filter(|t| &t.name == n).map(call_schema).collect(),
             _ => self.tools.iter().map(call_schema).collect(),
         };
         let schema = json!({"anyOf": calls, "x-guidance": {"whitespace_flexible": false}});
+        let more = if self.parallel { format!(" (NL call)~0..{}", MAX_CALLS - 1) } else { String::new() };
+        let calls = format!("call{more}\ncall: %json {schema}\nNL: \"\\n\"");
         match self.choice {
             // Leading whitespace is allowed either way: some models open every turn with a newline,
             // and forbidding it pushes them onto junk tokens.
-            Choice::Auto => OutputConstraint::Lark(format!("start: text | call\ntext: TEXT\nTEXT: /\\s*[^{{\\s](.|\\n)*/\ncall: LEAD? %json {schema}\nLEAD: /\\s+/")),
-            _ => OutputConstraint::JsonSchema(schema),
+            Choice::Auto => OutputConstraint::Lark(format!("start: text | calls\ntext: TEXT\nTEXT: /\\s*[^{{\\s](.|\\n)*/\ncalls: LEAD? {calls}\nLEAD: /\\s+/")),
+            _ => OutputConstraint::Lark(format!("start: {calls}")),
         }
     }
 
@@ -142,17 +157,74 @@ impl ToolUse {
         }
     }
 
-    /// The call a reply makes, if it is one: (name, arguments as a JSON string).
-    pub fn call_in(&self, text: &str) -> Option<(String, String)> {
+    /// The calls a reply makes, if it makes any: (name, arguments as a JSON string) for each
+    /// JSON object of the reply, which must all be calls of these tools (one unless parallel); a
+    /// call repeated word for word is made once.
+    pub fn calls_in(&self, text: &str) -> Option<Vec<(String, String)>> {
         let t = text.trim();
         if !t.starts_with('{') {
             return None;
         }
-        let v: Value = serde_json::from_str(t).ok()?;
-        let name = v.get("name")?.as_str()?;
-        let args = v.get("arguments")?;
-        self.tools.iter().any(|x| x.name == name).then(|| (name.to_string(), args.to_string()))
+        let mut calls = Vec::new();
+        for v in serde_json::Deserializer::from_str(t).into_iter::<Value>() {
+            let v = v.ok()?;
+            let name = v.get("name")?.as_str()?;
+            let args = v.get("arguments")?;
+            if !self.tools.iter().any(|x| x.name == name) {
+                return None;
+            }
+            let call = (name.to_string(), args.to_string());
+            if !calls.contains(&call) {
+                calls.push(call);
+            }
+        }
+        (!calls.is_empty() && calls.len() <= if self.parallel { MAX_CALLS } else { 1 }).then_some(calls)
     }
+}
+
+/// Whether a reply of calls has just written a call it wrote before (its last line is a
+/// complete JSON object equal to an earlier line): a small model told it may make several calls
+/// tends to repeat its first until `max_tokens` instead of ending.
+pub fn repeats_a_call(text: &str) -> bool {
+    let t = text.trim_start();
+    if !t.starts_with('{') {
+        return false;
+    }
+    let mut lines: Vec<&str> = t.split('\n').map(str::trim).collect();
+    let last = lines.pop().unwrap_or_default();
+    !lines.is_empty() && lines.contains(&last) && serde_json::from_str::<Value>(last).is_ok()
+}
+
+/// `rx`, ended (and its sequence cancelled, by dropping it) at the first call repeated word for
+/// word ([`repeats_a_call`]), as if the reply had stopped there; [`ToolUse::calls_in`] makes
+/// the repeated call once.
+pub fn end_at_repeated_call(mut rx: EventStream) -> EventStream {
+    let (tx, out) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (mut text, mut usage) = (String::new(), Usage::default());
+        while let Some(ev) = rx.recv().await {
+            let repeated = match &ev {
+                Event::Started { prompt_tokens } => {
+                    usage.prompt_tokens = *prompt_tokens;
+                    false
+                }
+                Event::Token { text: t, .. } => {
+                    usage.completion_tokens += 1;
+                    text.push_str(t);
+                    repeats_a_call(&text)
+                }
+                _ => false,
+            };
+            if tx.send(ev).is_err() {
+                return;
+            }
+            if repeated {
+                let _ = tx.send(Event::Done { finish_reason: FinishReason::Stop, usage });
+                return;
+            }
+        }
+    });
+    out
 }
 
 /// An assistant message's `tool_calls`, written as the model writes a call (one JSON object per
@@ -167,7 +239,9 @@ pub fn calls_as_text(calls: &[Value]) -> Result<String, String> {
             Some(v) => v.clone(),
             None => json!({}),
         };
-        lines.push(json!({"name": name, "arguments": args}).to_string());
+        // Written by hand so `name` comes first, as the model is told to write a call, whether or
+        // not serde_json keeps insertion order in this build.
+        lines.push(format!("{{\"name\":{},\"arguments\":{args}}}", Value::from(name)));
     }
     Ok(lines.join("\n"))
 }
@@ -184,25 +258,43 @@ mod tests {
     fn tools_and_choices_validate_naming_the_field() {
         let t = weather();
         let tools = t.as_array().unwrap();
-        assert_eq!(parse(Some(tools), None).unwrap().unwrap().choice, Choice::Auto);
-        assert_eq!(parse(Some(tools), Some(&json!("none"))).unwrap(), None);
-        assert_eq!(parse(Some(tools), Some(&json!({"type": "function", "function": {"name": "get_weather"}}))).unwrap().unwrap().choice, Choice::Named("get_weather".into()));
-        let err = |tools: Value, choice: Option<Value>| parse(Some(tools.as_array().unwrap()), choice.as_ref()).unwrap_err().param.unwrap();
+        assert_eq!(parse(Some(tools), None, None).unwrap().unwrap().choice, Choice::Auto);
+        assert_eq!(parse(Some(tools), Some(&json!("none")), None).unwrap(), None);
+        assert_eq!(parse(Some(tools), Some(&json!({"type": "function", "function": {"name": "get_weather"}})), None).unwrap().unwrap().choice, Choice::Named("get_weather".into()));
+        let err = |tools: Value, choice: Option<Value>| parse(Some(tools.as_array().unwrap()), choice.as_ref(), None).unwrap_err().param.unwrap();
         assert_eq!(err(weather(), Some(json!({"type": "function", "function": {"name": "nope"}}))), "tool_choice");
         assert_eq!(err(weather(), Some(json!("always"))), "tool_choice");
         assert_eq!(err(json!([{"type": "retrieval"}]), None), "tools[0].type");
         assert_eq!(err(json!([{"type": "function", "function": {"name": "a b"}}]), None), "tools[0].function.name");
         assert_eq!(err(json!([{"type": "function", "function": {"name": "a", "parameters": "x"}}]), None), "tools[0].function.parameters");
         assert_eq!(err(json!([]), Some(json!("required"))), "tool_choice");
-        assert_eq!(parse(None, None).unwrap(), None);
+        assert_eq!(parse(None, None, None).unwrap(), None);
     }
 
     #[test]
     fn a_reply_is_a_call_only_when_it_names_a_tool() {
-        let u = parse(Some(weather().as_array().unwrap()), None).unwrap().unwrap();
-        assert_eq!(u.call_in(r#" {"name":"get_weather","arguments":{"city":"Paris"}}"#), Some(("get_weather".into(), r#"{"city":"Paris"}"#.into())));
-        assert_eq!(u.call_in(r#"{"name":"other","arguments":{}}"#), None);
-        assert_eq!(u.call_in("It is sunny."), None);
+        let u = parse(Some(weather().as_array().unwrap()), None, Some(true)).unwrap().unwrap();
+        let paris = ("get_weather".to_string(), r#"{"city":"Paris"}"#.to_string());
+        assert_eq!(u.calls_in(r#" {"name":"get_weather","arguments":{"city":"Paris"}}"#), Some(vec![paris.clone()]));
+        assert_eq!(u.calls_in(r#"{"name":"other","arguments":{}}"#), None);
+        assert_eq!(u.calls_in("It is sunny."), None);
+        // Several calls, one per line; all must be calls, and one only when not parallel.
+        let two = "{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}\n{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Tokyo\"}}";
+        assert_eq!(u.calls_in(two).map(|c| c.len()), Some(2));
+        assert_eq!(u.calls_in(&format!("{two}\nand then")), None);
+        let single = parse(Some(weather().as_array().unwrap()), None, None).unwrap().unwrap();
+        assert!(!single.parallel, "one call per reply unless asked");
+        assert_eq!(single.calls_in(two), None);
+        // A call repeated word for word is made once, and ends the reply.
+        let again = "{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}\n{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}";
+        assert_eq!(u.calls_in(again).map(|c| c.len()), Some(1));
+        assert!(repeats_a_call(again) && !repeats_a_call(two) && !repeats_a_call(&again[..again.len() - 1]));
+        assert_eq!(single.calls_in(r#"{"name":"get_weather","arguments":{"city":"Paris"}}"#), Some(vec![paris]));
+        // The grammar: up to MAX_CALLS lines of calls when parallel, one otherwise.
+        let OutputConstraint::Lark(g) = u.constraint() else { panic!("a Lark grammar") };
+        assert!(g.contains(&format!("call (NL call)~0..{}", MAX_CALLS - 1)), "{g}");
+        let OutputConstraint::Lark(g) = single.constraint() else { panic!("a Lark grammar") };
+        assert!(g.contains("calls: LEAD? call\n"), "{g}");
         let mut msgs = vec![ChatMessage { role: "user".into(), content: "hi".into() }];
         u.add_to(&mut msgs);
         assert_eq!(msgs[0].role, "system");

@@ -135,6 +135,29 @@ async fn a_reply_naming_a_tool_comes_back_as_a_tool_call() {
 }
 
 #[tokio::test]
+async fn several_calls_in_one_reply_come_back_as_several_tool_calls() {
+    let two = "{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}\n{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Tokyo\"}}";
+    let (s, v, _) = post("/v1/chat/completions", json!({"model": "echo", "tools": weather_tools(), "parallel_tool_calls": true, "messages": [{"role": "user", "content": two}]})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let c = &v["choices"][0];
+    assert_eq!(c["finish_reason"], "tool_calls", "{v}");
+    let calls = c["message"]["tool_calls"].as_array().unwrap();
+    let cities: Vec<Value> = calls.iter().map(|t| serde_json::from_str::<Value>(t["function"]["arguments"].as_str().unwrap()).unwrap()["city"].clone()).collect();
+    assert_eq!(cities, [json!("Paris"), json!("Tokyo")]);
+    assert_ne!(calls[0]["id"], calls[1]["id"]);
+    // Streamed: both in one delta, each with its index.
+    let (_, text) = call_raw(json!({"model": "echo", "stream": true, "tools": weather_tools(), "parallel_tool_calls": true, "messages": [{"role": "user", "content": two}]})).await;
+    let chunks: Vec<Value> = text.lines().filter_map(|l| l.strip_prefix("data: ")).filter(|d| *d != "[DONE]").map(|d| serde_json::from_str(d).unwrap()).collect();
+    let deltas: Vec<&Value> = chunks.iter().filter_map(|c| c["choices"][0]["delta"].get("tool_calls")).collect();
+    assert_eq!(deltas.len(), 1, "{text}");
+    assert_eq!((deltas[0][0]["index"].clone(), deltas[0][1]["index"].clone()), (json!(0), json!(1)));
+    // By default (or `parallel_tool_calls: false`) a reply makes one call, so two lines are text.
+    let (s, v, _) = post("/v1/chat/completions", json!({"model": "echo", "tools": weather_tools(), "messages": [{"role": "user", "content": two}]})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+}
+
+#[tokio::test]
 async fn bad_tools_are_400s_naming_the_field() {
     let cases = [
         (json!({"tools": [{"type": "function"}]}), "tools[0].function"),

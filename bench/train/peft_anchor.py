@@ -5,8 +5,11 @@ epochs, AdamW, warmup + cosine, clipping 1.0, loss on assistant tokens only).
 Prints one JSON line: tokens/s (non-padding tokens per second of the training loop), loop and
 whole-process seconds, peak RSS, the loss per step and the validation loss.
 
-Usage: python peft_anchor.py MODEL.gguf TRAIN.jsonl VALID.jsonl [--epochs 3 --batch 4 --max-len 256
-       --lr 1e-3 --r 16 --alpha 32 --threads 2 --seed 42]
+Usage: python peft_anchor.py MODEL.gguf TRAIN.jsonl [VALID.jsonl] [--epochs 3 --batch 4 --max-len 256
+       --lr 1e-3 --r 16 --alpha 32 --threads 2 --seed 42 --save DIR]
+
+--save writes the trained adapter in PEFT's layout (adapter_config.json +
+adapter_model.safetensors), which `shovel import DIR --base MODEL` serves.
 """
 import argparse
 import json
@@ -60,7 +63,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("gguf")
     ap.add_argument("train")
-    ap.add_argument("valid")
+    ap.add_argument("valid", nargs="?")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--max-len", type=int, default=256)
@@ -69,6 +72,7 @@ def main():
     ap.add_argument("--alpha", type=float, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--save", help="directory to write the adapter to (PEFT layout)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -80,7 +84,7 @@ def main():
     model = get_peft_model(model, cfg)
     load = lambda p: [json.loads(x) for x in open(p, encoding="utf-8") if x.strip()]  # noqa: E731
     train = [encode(tok, ex, a.max_len) for ex in load(a.train)]
-    valid = [encode(tok, ex, a.max_len) for ex in load(a.valid)]
+    valid = [encode(tok, ex, a.max_len) for ex in load(a.valid)] if a.valid else []
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     steps = math.ceil(len(train) / a.batch) * a.epochs
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=a.lr, weight_decay=0.0)
@@ -102,6 +106,8 @@ def main():
             losses.append(out.loss.item())
             tokens += int(att.sum())
     loop_s = time.time() - t_loop
+    if a.save:
+        model.save_pretrained(a.save)
     model.eval()
     vl, vn = 0.0, 0
     with torch.no_grad():
@@ -115,7 +121,7 @@ def main():
     print(json.dumps({
         "tokens_per_s": tokens / loop_s, "train_tokens": tokens, "loop_s": loop_s, "total_s": time.time() - T0,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "steps": len(losses),
-        "final_loss": losses[-1], "valid_loss": vl / max(vn, 1), "losses": losses,
+        "final_loss": losses[-1], "valid_loss": vl / vn if vn else None, "losses": losses,
         "torch": torch.__version__,
     }))
 

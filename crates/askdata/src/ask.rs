@@ -192,21 +192,16 @@ fn is_chinese(s: &str) -> bool {
 }
 
 /// The JSON schema of [`Reply`] as the model writes it (compact, keys in the teaching data's
-/// order): `{"sql", "chart": {"type", "x"?, "y"?, "series"?, "title"?}}` or `{"error"}`.
-/// Generation is held to it, so every reply parses and names a real chart type; what the
-/// question says outright ([`crate::cues`]) narrows it further: the chart type it names is the
-/// only one allowed, and the SQL must match [`crate::cues::sql_pattern`] (its grouping, its
-/// period's months, its top-N LIMIT).
-pub fn reply_schema(catalog: &Catalog, question: &str, cues: bool) -> serde_json::Value {
+/// order): `{"sql", "chart": {"type", "x"?, "y"?, "series"?, "title"?}}` or `{"error"}`, with
+/// the chart type the question names ([`crate::cues::chart`]) the only one allowed. Generation
+/// is held to it, its SQL string further held by [`reply_constraint`].
+pub fn reply_schema(question: &str, cues: bool) -> serde_json::Value {
     let s = || serde_json::json!({"type": "string"});
     let types: Vec<&str> = match crate::cues::chart(question).filter(|_| cues) {
         Some(t) => vec![t.as_str()],
         None => ChartType::ALL.iter().map(|t| t.as_str()).collect(),
     };
-    let mut sql = s();
-    if let Some(p) = crate::cues::sql_pattern(catalog, question).filter(|_| cues) {
-        sql["pattern"] = serde_json::json!(p);
-    }
+    let sql = s();
     serde_json::json!({
         "x-guidance": {"whitespace_flexible": false},
         "anyOf": [
@@ -332,7 +327,7 @@ fn branch_margin(prefix: &str, top: &[shovel_core::TopLogprob], branches: [&str;
 /// 86.7% vs 88.9% held-out, 66.7% vs 70.0% and 46.7% vs 50.0% on the fresh sets). The shape
 /// allows any value the column holds.
 pub fn reply_constraint(catalog: &Catalog, question: &str, opts: &AskOptions, branch: Branch) -> OutputConstraint {
-    let schema = reply_schema(catalog, question, opts.cues);
+    let schema = reply_schema(question, opts.cues);
     if branch == Branch::Decline {
         return OutputConstraint::JsonSchema(serde_json::json!({"x-guidance": schema["x-guidance"].clone(), "anyOf": [schema["anyOf"][1].clone()]}));
     }

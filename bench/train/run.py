@@ -178,8 +178,8 @@ Loss per step (every {every}th step):
 |---:|---:|---:|
 {curve}
 
-Not measured yet: held-out task accuracy of a PEFT-trained adapter beside Shovel's (Shovel's
-Ask-Data adapter is graded in the Ask-Data section).
+Held-out task accuracy of a PEFT-trained adapter beside Shovel's: the section "Fine-tuning: held-out accuracy against PEFT"
+(`bench/train/askdata_peft.sh`).
 """
     write_section("train", text)
     print(text)

@@ -316,16 +316,18 @@ fn branch_margin(prefix: &str, top: &[shovel_core::TopLogprob], branches: [&str;
 }
 
 /// What generation is held to: [`reply_schema`], written as a Lark grammar whose SQL is one
-/// terminal, the intersection of: a JSON string's characters, the question's cue pattern
-/// ([`crate::cues::sql_pattern`]), not [`crate::cues::sql_forbidden`] (a question without a
-/// period filters no dates), and the catalogue's query shape ([`crate::shape::sql_shape`]: only
-/// real tables, columns and values). A JSON Schema `pattern` is one regex and cannot say "not"
-/// or "and"; llguidance's terminals take `&` and `~`. A refusal keeps the plain schema.
+/// terminal, the intersection of: the catalogue's query shape for the question
+/// ([`crate::shape::sql_shape`]: real tables and columns, values the question names, dates only
+/// with a period; it writes no character a JSON string would escape) or, with the shape off, a
+/// JSON string's characters and not [`crate::cues::sql_forbidden`]; the question's cue pattern
+/// ([`crate::cues::sql_pattern`]); and, for the lowest rows, no `DESC`. A JSON Schema `pattern`
+/// is one regex and cannot say "not" or "and"; llguidance's terminals take `&` and `~`. A
+/// refusal keeps the plain schema.
 ///
-/// Tried and dropped: holding every question's SQL to quote only the values it names and its
-/// period's literals (the model, kept from inventing `city='淑'`, wrote worse SQL elsewhere:
-/// 86.7% vs 88.9% held-out, 66.7% vs 70.0% and 46.7% vs 50.0% on the fresh sets). The shape
-/// allows any value the column holds.
+/// Tried before the shape and dropped then: holding every quoted literal to the values the
+/// question names and its period (without the shape's structure the model, kept from inventing
+/// `city='淑'`, wrote worse SQL elsewhere: 86.7% vs 88.9% held-out). Inside the shape the same
+/// rule for values helps (docs/BENCHMARKS.md).
 pub fn reply_constraint(catalog: &Catalog, question: &str, opts: &AskOptions, branch: Branch) -> OutputConstraint {
     let schema = reply_schema(question, opts.cues);
     if branch == Branch::Decline {

@@ -147,7 +147,7 @@ pub fn sign(question: &str) -> bool {
     SIGN.is_match(question)
 }
 
-static LOWEST: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)最低|最少|最差|倒数|\b(lowest|least|fewest|worst|bottom)\b").expect("valid pattern"));
+static LOWEST: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)最低|最少|最差|倒数|\b(lowest|the least|fewest|worst|bottom)\b").expect("valid pattern"));
 static HIGHEST: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)最高|最多|最大|最好|\b(highest|most|largest|biggest|best|top)\b").expect("valid pattern"));
 
 /// Whether the question asks for the lowest rows and not the highest ("利润最低的5个城市",
@@ -156,21 +156,42 @@ pub fn lowest(question: &str) -> bool {
     LOWEST.is_match(question) && !HIGHEST.is_match(question)
 }
 
-static NUMBER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[0-9]+(\.[0-9]+)?").expect("valid pattern"));
+/// A number as people write amounts: thousands separators, a 万 / 千 / k multiplier.
+static NUMBER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[0-9]{1,3}(,[0-9]{3})+(\.[0-9]+)?|[0-9]+(\.[0-9]+)?(\s*(万|千|[kK]\b))?").expect("valid pattern"));
+/// Dates and month ranges, whose numbers are the period's, not amounts: `2018-06`, `2019/3/1`,
+/// `3-5月`, `3到6月`.
+static DATED: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(19|20)[0-9]{2}[-/][0-9]{1,2}\b([-/][0-9]{1,2}\b)?|[0-9]{1,2}\s*[-~到至]\s*[0-9]{1,2}\s*月").expect("valid pattern"));
 
-/// The numbers a question gives as amounts ("超过1000元", "more than 50 units"): not parts of
-/// its period (`2019年3月`, `Q1`, `2018-06`, a year), nor its top-n.
+/// The numbers a question gives as amounts ("超过1000元", "more than 50 units", "$1,000", "1万元"
+/// as 10000, "1000-5000元" as both), as they would be written in SQL: not parts of its period
+/// (`2019年3月`, `Q1`, `2018-06`, `3-5月`, a year), nor its top-n.
 pub fn amounts(question: &str) -> Vec<String> {
     let top = crate::period::top_n(question).map(|n| n.to_string());
+    let dates: Vec<std::ops::Range<usize>> = DATED.find_iter(question).map(|m| m.range()).collect();
     NUMBER
         .find_iter(question)
         .filter(|m| {
             let (before, after) = (&question[..m.start()], &question[m.end()..]);
-            let dated = after.starts_with(['年', '月', '季', '日', '号', '-', '/']) || before.ends_with(['Q', 'q', '-', '/']);
+            let dated = dates.iter().any(|d| d.contains(&m.start())) || after.starts_with(['年', '月', '季', '日', '号']) || before.ends_with(['Q', 'q']);
             let year = m.as_str().len() == 4 && (m.as_str().starts_with("19") || m.as_str().starts_with("20"));
             !dated && !year && Some(m.as_str()) != top.as_deref()
         })
-        .map(|m| m.as_str().to_string())
+        .filter_map(|m| {
+            let s = m.as_str().replace(',', "");
+            let scale = if s.ends_with('万') {
+                10_000.0
+            } else if s.ends_with(['千', 'k', 'K']) {
+                1_000.0
+            } else {
+                1.0
+            };
+            let digits = s.trim_end_matches(['万', '千', 'k', 'K']).trim();
+            if scale == 1.0 {
+                return Some(digits.to_string());
+            }
+            let v: f64 = digits.parse().ok()?;
+            Some(format!("{}", v * scale))
+        })
         .collect()
 }
 
@@ -253,6 +274,10 @@ mod tests {
         assert_eq!(amounts("2018年3月到6月金额超过1000元的订单"), vec!["1000"]);
         assert_eq!(amounts("销售额排名前5的城市, Q1 2019, 2020-06"), Vec::<String>::new());
         assert_eq!(amounts("Orders of more than 50 units in 2019"), vec!["50"]);
+        assert_eq!(amounts("Orders over $1,000 in 2019-06"), vec!["1000"]);
+        assert_eq!(amounts("超过1万元的订单"), vec!["10000"]);
+        assert_eq!(amounts("金额在1000-5000元之间的订单, 2019年3-5月"), vec!["1000", "5000"]);
+        assert!(!lowest("Cities with at least 50 orders ranked by revenue") && lowest("Which region sold the least?"));
         assert!(lowest("Which 5 cities had the lowest profit in 2020?") && lowest("利润最低的5个城市"));
         assert!(!lowest("销售额最高的前5个城市") && !lowest("Top 5 cities by revenue"));
     }

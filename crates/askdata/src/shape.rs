@@ -198,7 +198,9 @@ fn tail(qual: &str, words: &str) -> String {
 /// no city filters no city, and dates only when the question names a period (the model
 /// otherwise invents one, and its rows come back empty or short); without, to any value.
 pub fn sql_shape(catalog: &Catalog, question: Option<&str>) -> Option<String> {
-    if catalog.tables.is_empty() {
+    // A name with a quote or backslash would need escaping inside the reply's JSON string.
+    let plain = |n: &str| !n.contains(['"', '\\']) && !n.chars().any(char::is_control);
+    if catalog.tables.is_empty() || !catalog.tables.iter().all(|t| plain(&t.name) && t.columns.iter().all(|c| plain(&c.name))) {
         return None;
     }
     let named = Named {
@@ -212,7 +214,9 @@ pub fn sql_shape(catalog: &Catalog, question: Option<&str>) -> Option<String> {
         let columns: Vec<&Column> = tables.iter().flat_map(|t| &t.columns).collect();
         let (ids, measures): (Vec<&Column>, Vec<&Column>) = columns.iter().partition(|c| is_id(c));
         let words = escaped(measures.iter().map(|c| c.name.as_str()));
-        let select = expr_counting(qual, &words, &ids);
+        // An identifier may also end the select list (`SELECT order_id FROM`, `SELECT city, order_id FROM`).
+        let last_id = if ids.is_empty() { String::new() } else { format!("({qual}{})?", escaped(ids.iter().map(|c| c.name.as_str()))) };
+        let select = format!("{}{last_id}", expr_counting(qual, &words, &ids));
         format!("SELECT {select} FROM {from}{}{}", conditions(qual, &columns, date, &named), tail(qual, &words))
     };
     // One table: its columns, maybe qualified by its name.
@@ -274,6 +278,8 @@ mod tests {
             "SELECT region, ROUND(SUM(amount),2) AS amount FROM sales WHERE region IN ('华北', '华东') AND city='北京' OR city='上海' GROUP BY region",
             "SELECT t.month, t.target, ROUND(SUM(s.amount),2) AS amount FROM sales_targets t JOIN sales s ON s.region=t.region AND substr(s.order_date,1,7)=t.month WHERE t.region='华北' GROUP BY t.month, t.target ORDER BY t.month",
             "SELECT ROUND(SUM(amount)*1.0/COUNT(DISTINCT order_id),2) AS 客单价 FROM sales WHERE strftime('%Y', order_date)='2019'",
+            "SELECT order_id FROM sales WHERE profit<0",
+            "SELECT city, order_id FROM sales WHERE profit<0",
         ] {
             assert!(re.is_match(sql), "{sql}");
         }

@@ -113,7 +113,7 @@ pub struct ChatCompletionRequest {
     pub tools: Option<Vec<Value>>,
     /// `none`, `auto` (the default with tools), `required`, or one named function.
     pub tool_choice: Option<Value>,
-    /// Whether several calls may come in one reply (one call per reply is made either way).
+    /// Whether one reply may make several calls (default false: one call per reply).
     pub parallel_tool_calls: Option<bool>,
     /// Shared sampling fields.
     #[serde(flatten)]

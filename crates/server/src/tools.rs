@@ -122,6 +122,8 @@ impl ToolUse {
     /// What the model is told, appended to the system prompt.
     pub fn instructions(&self) -> String {
         let list: Vec<String> = self.tools.iter().map(|t| json!({"name": t.name, "description": t.description, "parameters": t.parameters}).to_string()).collect();
+        // With several calls allowed the model is still shown one: told it may write several,
+        // the built-in models called a tool once per value of an enum.
         let how = match &self.choice {
             Choice::Auto => "To call a tool, reply with only a JSON object {\"name\": <tool name>, \"arguments\": {...}}; otherwise answer in text.",
             Choice::Required | Choice::Named(_) => "Call a tool: reply with only a JSON object {\"name\": <tool name>, \"arguments\": {...}}.",
@@ -159,15 +161,21 @@ impl ToolUse {
 
     /// The calls a reply makes, if it makes any: (name, arguments as a JSON string) for each
     /// JSON object of the reply, which must all be calls of these tools (one unless parallel); a
-    /// call repeated word for word is made once.
+    /// call repeated word for word is made once, and a call cut short after complete ones (a
+    /// reply [`end_at_repeated_call`] ended mid-token) is left out.
     pub fn calls_in(&self, text: &str) -> Option<Vec<(String, String)>> {
         let t = text.trim();
         if !t.starts_with('{') {
             return None;
         }
-        let mut calls = Vec::new();
+        let (mut calls, mut objects) = (Vec::new(), 0);
         for v in serde_json::Deserializer::from_str(t).into_iter::<Value>() {
-            let v = v.ok()?;
+            let v = match v {
+                Ok(v) => v,
+                Err(e) if e.is_eof() && self.parallel && !calls.is_empty() => break,
+                Err(_) => return None,
+            };
+            objects += 1;
             let name = v.get("name")?.as_str()?;
             let args = v.get("arguments")?;
             if !self.tools.iter().any(|x| x.name == name) {
@@ -178,26 +186,27 @@ impl ToolUse {
                 calls.push(call);
             }
         }
-        (!calls.is_empty() && calls.len() <= if self.parallel { MAX_CALLS } else { 1 }).then_some(calls)
+        (!calls.is_empty() && objects <= if self.parallel { MAX_CALLS } else { 1 }).then_some(calls)
     }
 }
 
-/// Whether a reply of calls has just written a call it wrote before (its last line is a
-/// complete JSON object equal to an earlier line): a small model told it may make several calls
-/// tends to repeat its first until `max_tokens` instead of ending.
+/// Whether a reply of calls has written a call it wrote before: its newest complete line (a
+/// whole JSON object; a token may carry the newline and the next call's `{` with it) equals an
+/// earlier line. A small model allowed several calls can repeat its first until `max_tokens`.
 pub fn repeats_a_call(text: &str) -> bool {
     let t = text.trim_start();
     if !t.starts_with('{') {
         return false;
     }
-    let mut lines: Vec<&str> = t.split('\n').map(str::trim).collect();
-    let last = lines.pop().unwrap_or_default();
-    !lines.is_empty() && lines.contains(&last) && serde_json::from_str::<Value>(last).is_ok()
+    let lines: Vec<&str> = t.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect();
+    let Some(k) = lines.iter().rposition(|l| serde_json::from_str::<Value>(l).is_ok()) else { return false };
+    lines[..k].contains(&lines[k])
 }
 
 /// `rx`, ended (and its sequence cancelled, by dropping it) at the first call repeated word for
 /// word ([`repeats_a_call`]), as if the reply had stopped there; [`ToolUse::calls_in`] makes
-/// the repeated call once.
+/// the repeated call once. The usage of a reply ended this way counts no cached prompt tokens
+/// (`Event::Started` does not carry them; the engine's own `Done` would have).
 pub fn end_at_repeated_call(mut rx: EventStream) -> EventStream {
     let (tx, out) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -289,6 +298,10 @@ mod tests {
         let again = "{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}\n{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}";
         assert_eq!(u.calls_in(again).map(|c| c.len()), Some(1));
         assert!(repeats_a_call(again) && !repeats_a_call(two) && !repeats_a_call(&again[..again.len() - 1]));
+        // The token that ends a repeated call may carry the newline and the next call's opening.
+        assert!(repeats_a_call(&format!("{again}\n")) && repeats_a_call(&format!("{again}\n{{\"na")));
+        assert_eq!(u.calls_in(&format!("{again}\n{{\"na")).map(|c| c.len()), Some(1));
+        assert_eq!(single.calls_in(again), None, "one call only, even repeated");
         assert_eq!(single.calls_in(r#"{"name":"get_weather","arguments":{"city":"Paris"}}"#), Some(vec![paris]));
         // The grammar: up to MAX_CALLS lines of calls when parallel, one otherwise.
         let OutputConstraint::Lark(g) = u.constraint() else { panic!("a Lark grammar") };

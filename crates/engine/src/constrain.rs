@@ -9,9 +9,9 @@
 //! would beat, and it handles the parts of JSON Schema users actually send.
 
 use crate::tokenizer::Tokenizer;
-use llguidance::api::TopLevelGrammar;
+use llguidance::api::{GrammarInit, TopLevelGrammar};
 use llguidance::toktrie::{TokEnv, TokRxInfo, TokTrie, TokenizerEnv};
-use llguidance::{Matcher, ParserFactory};
+use llguidance::{Logger, Matcher, ParserFactory};
 use shovel_core::OutputConstraint;
 use std::sync::Arc;
 
@@ -62,13 +62,6 @@ impl GrammarCompiler {
         let env: TokEnv = Arc::new(Env { trie, tokenizer });
         let mut factory = ParserFactory::new_simple(&env).map_err(|e| e.to_string())?;
         factory.quiet();
-        // llguidance stops a mask whose lexer work passes a fuel limit (default 200k, about
-        // 14 ms). A terminal that intersects several large regular expressions (Ask-Data's
-        // query shape over a catalogue's values with the question's cues) needs more on the
-        // steps that open a new clause; later steps reuse the states built then. All 163 shipped
-        // Ask-Data questions decode at 1M (200k failed on most); the cost is a worst case of
-        // about 70 ms for one token mask of a pathological grammar, on the scheduler thread.
-        factory.limits_mut().step_lexer_fuel = STEP_LEXER_FUEL;
         Ok(GrammarCompiler { factory })
     }
 
@@ -84,7 +77,19 @@ impl GrammarCompiler {
             }
             OutputConstraint::Lark(src) => TopLevelGrammar::from_lark(src.clone()),
         };
-        let parser = self.factory.create_parser(grammar).map_err(|e| e.to_string())?;
+        // llguidance stops a mask whose lexer work passes a fuel limit (default 200k, about 14
+        // ms). A Lark terminal that intersects several large regular expressions (Ask-Data's
+        // query shape over a catalogue's values with the question's cues) needs more on the
+        // steps that open a new clause; later steps reuse the states built then. All 163 shipped
+        // Ask-Data questions decode at 1M (200k failed on most). Lark grammars are written by
+        // Shovel itself (Ask-Data, tool calls); a client's JSON schema keeps the default, so its
+        // worst mask stays ~14 ms on the scheduler thread rather than ~70.
+        let mut limits = self.factory.limits().clone();
+        if matches!(c, OutputConstraint::Lark(_)) {
+            limits.step_lexer_fuel = LARK_STEP_LEXER_FUEL;
+        }
+        let caps = llguidance::toktrie::InferenceCapabilities::default();
+        let parser = self.factory.create_parser_from_init_ext(GrammarInit::Serialized(grammar), Logger::new(0, 0), caps, limits).map_err(|e| e.to_string())?;
         let matcher = Matcher::new(Ok(parser));
         if let Some(e) = matcher.get_error() {
             return Err(e);
@@ -106,8 +111,8 @@ fn bounded_whitespace(mut schema: serde_json::Value) -> serde_json::Value {
     schema
 }
 
-/// Lexer work allowed for one token mask (see [`GrammarCompiler::new`]).
-const STEP_LEXER_FUEL: u64 = 1_000_000;
+/// Lexer work allowed for one token mask of a Lark grammar (see [`GrammarCompiler::compile`]).
+const LARK_STEP_LEXER_FUEL: u64 = 1_000_000;
 
 /// One sequence's position in its grammar.
 pub struct Grammar {

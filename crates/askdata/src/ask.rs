@@ -201,14 +201,13 @@ pub fn reply_schema(question: &str, cues: bool) -> serde_json::Value {
         Some(t) => vec![t.as_str()],
         None => ChartType::ALL.iter().map(|t| t.as_str()).collect(),
     };
-    let sql = s();
     serde_json::json!({
         "x-guidance": {"whitespace_flexible": false},
         "anyOf": [
             {
                 "type": "object",
                 "properties": {
-                    "sql": sql,
+                    "sql": s(),
                     "chart": {
                         "type": "object",
                         "properties": {"type": {"enum": types}, "x": s(), "y": s(), "series": s(), "title": s()},

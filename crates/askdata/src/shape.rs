@@ -98,11 +98,11 @@ fn writable<'a>(c: &'a Column, named: Option<&[String]>) -> Vec<&'a str> {
 /// One condition on `c`, typed by what the catalogue knows of it.
 fn predicates(qual: &str, c: &Column, date: Option<&str>, named: &Named) -> Vec<String> {
     let col = format!("{qual}{}", regex::escape(&c.name));
-    let dated = holds_dates(c) || Some(c.name.as_str()) == date;
-    if dated && !named.period {
+    let months = holds_dates(c);
+    if (months || Some(c.name.as_str()) == date) && !named.period {
         return vec![];
     }
-    if holds_dates(c) {
+    if months {
         return vec![
             format!("{col}{CMP}{DATE_LIT}"),
             format!("{col} BETWEEN {DATE_LIT} AND {DATE_LIT}"),

@@ -60,8 +60,7 @@ impl GrammarCompiler {
         info.tok_bos = tokenizer.bos;
         let trie = TokTrie::from(&info, &words).with_eos_tokens(&tokenizer.eog);
         let env: TokEnv = Arc::new(Env { trie, tokenizer });
-        let mut factory = ParserFactory::new_simple(&env).map_err(|e| e.to_string())?;
-        factory.quiet();
+        let factory = ParserFactory::new_simple(&env).map_err(|e| e.to_string())?;
         Ok(GrammarCompiler { factory })
     }
 
@@ -88,6 +87,7 @@ impl GrammarCompiler {
         if matches!(c, OutputConstraint::Lark(_)) {
             limits.step_lexer_fuel = LARK_STEP_LEXER_FUEL;
         }
+        // A silent logger (errors come back as values) and the factory's own default capabilities.
         let caps = llguidance::toktrie::InferenceCapabilities::default();
         let parser = self.factory.create_parser_from_init_ext(GrammarInit::Serialized(grammar), Logger::new(0, 0), caps, limits).map_err(|e| e.to_string())?;
         let matcher = Matcher::new(Ok(parser));

@@ -220,7 +220,8 @@ pub fn end_at_repeated_call(mut rx: EventStream) -> EventStream {
                 Event::Token { text: t, .. } => {
                     usage.completion_tokens += 1;
                     text.push_str(t);
-                    repeats_a_call(&text)
+                    // A call can only complete on a token that closes an object.
+                    t.contains('}') && repeats_a_call(&text)
                 }
                 _ => false,
             };

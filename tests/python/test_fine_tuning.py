@@ -22,6 +22,7 @@ from make_data import SYSTEM  # noqa: E402
 
 SMOL = "smollm2-135m-instruct"
 GEMMA = "gemma3-270m"
+EMBEDDER = "all-minilm-l6-v2"
 # Checkpoints every 2 steps, so a crash can land after one.
 ENV = {"SHOVEL__TRAIN__CHECKPOINT_EVERY": "2"}
 
@@ -95,8 +96,8 @@ def test_fine_tuning_end_to_end_with_a_crash_in_the_middle(home, data):
             c.fine_tuning.jobs.create(model="no-such-model", training_file=f.id)
         assert e.value.body["param"] == "model"
         with pytest.raises(openai.BadRequestError) as e:
-            c.fine_tuning.jobs.create(model=GEMMA, training_file=f.id)
-        assert e.value.body["param"] == "model" and "architecture" in e.value.body["message"]
+            c.fine_tuning.jobs.create(model=EMBEDDER, training_file=f.id)
+        assert e.value.body["param"] == "model" and "only base chat models" in e.value.body["message"]
         with pytest.raises(openai.BadRequestError) as e:
             c.fine_tuning.jobs.create(model=SMOL, training_file=f.id, hyperparameters={"n_epochs": 0})
         assert e.value.body["param"] == "hyperparameters.n_epochs"
@@ -209,7 +210,18 @@ def test_tune_cli_trains_lists_and_refuses_bad_data(tmp_path, data):
     r = subprocess.run([BIN, "tune", "--data", str(bad)], env=env, capture_output=True, text=True)
     assert r.returncode == 1
     assert "line 3: messages[1].role" in r.stderr and "line 6" in r.stderr, r.stderr
-    # Gemma 3 has no training code yet: a clear refusal naming the reason.
+    # The second architecture trains too: Gemma 3, whose adapter then changes what it answers.
     import_models(h, [GEMMA])
-    r = subprocess.run([BIN, "tune", "--model", GEMMA, "--data", str(good)], env=env, capture_output=True, text=True)
-    assert r.returncode == 1 and "architecture `gemma3`" in r.stderr, r.stderr
+    r = subprocess.run([BIN, "tune", "--model", GEMMA, "--data", str(good), "--epochs", "1", "--batch-size", "4", "--suffix", "g", "--json"],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    gemma = json.loads(r.stdout.strip().splitlines()[-1])
+    assert gemma["model"].startswith(f"ft:{GEMMA}:g:ftjob-") and len(gemma["losses"]) == 4
+    ask = lambda m: subprocess.run(  # noqa: E731
+        [BIN, "run", m, "Top 3 cities by sales in 2019", "--system", SYSTEM, "--temperature", "0", "--max-tokens", "8"],
+        env=env, check=True, capture_output=True, text=True).stdout
+    assert ask(gemma["model"]) != ask(GEMMA), "the Gemma adapter changed nothing"
+    # A model that is not a chat model cannot be tuned: a clear refusal naming the reason.
+    import_models(h, [EMBEDDER])
+    r = subprocess.run([BIN, "tune", "--model", EMBEDDER, "--data", str(good)], env=env, capture_output=True, text=True)
+    assert r.returncode == 1 and "only base chat models" in r.stderr, r.stderr

@@ -201,11 +201,11 @@ fn write_jsonl(path: &Path, rows: impl Iterator<Item = serde_json::Value>) -> Re
 
 /// Registers the tuned adapter under the stable id (a copy of its files, so removing the job's
 /// model leaves this one working).
-async fn register_stable(cfg: &Config, store: &Store, tuned: &str) -> Result<()> {
+async fn register_stable(cfg: &Config, store: &Store, tuned: &str, stable: &str) -> Result<()> {
     let t = TenantId::default_tenant();
     let rec = store.get_model(&t, &ModelId::new(tuned)).await?.with_context(|| format!("{tuned} is not registered"))?;
-    let dest = cfg.models_dir().join(ASKDATA_MODEL);
-    let tmp = cfg.models_dir().join(format!("{ASKDATA_MODEL}.partial"));
+    let dest = cfg.models_dir().join(stable);
+    let tmp = cfg.models_dir().join(format!("{stable}.partial"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
     for f in std::fs::read_dir(&rec.path).with_context(|| format!("reading {}", rec.path))? {
@@ -218,7 +218,7 @@ async fn register_stable(cfg: &Config, store: &Store, tuned: &str) -> Result<()>
     store
         .upsert_model(&ModelRecord {
             tenant: t,
-            id: ModelId::new(ASKDATA_MODEL),
+            id: ModelId::new(stable),
             kind: rec.kind,
             format: ModelFormat::Lora,
             path: dest.to_string_lossy().into_owned(),
@@ -271,8 +271,18 @@ pub async fn eval_cmd(cfg: &Config, file: Option<PathBuf>, model: Option<String>
     Ok(())
 }
 
-/// `shovel demo askdata`.
-pub async fn demo(cfg: &Config, out: &Path, epochs: usize) -> Result<()> {
+/// The stable id the demo registers its tuned model under: `askdata-smollm2` for the built-in
+/// base (the one `shovel ask` picks by default), `askdata-<base>` for another.
+pub fn stable_id(base: &str) -> String {
+    if base == ASKDATA_BASE {
+        ASKDATA_MODEL.to_string()
+    } else {
+        format!("askdata-{base}")
+    }
+}
+
+/// `shovel demo askdata`, on `base` (the built-in [`ASKDATA_BASE`] unless asked otherwise).
+pub async fn demo(cfg: &Config, out: &Path, epochs: usize, base: &str) -> Result<()> {
     let started = Instant::now();
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let store = crate::open_store(cfg).await?;
@@ -282,7 +292,7 @@ pub async fn demo(cfg: &Config, out: &Path, epochs: usize) -> Result<()> {
     write_jsonl(&train_file, train.iter().map(|e| ask::chat_example(&db.catalog, e)))?;
     println!("Ask-Data demo: {} training examples -> {}, {} evaluation questions", train.len(), train_file.display(), eval::eval_set().len());
 
-    let (engine, base) = crate::one_model_engine(cfg, ASKDATA_BASE).await?;
+    let (engine, base) = crate::one_model_engine(cfg, base).await?;
     println!("\n[1/4] evaluating the base model {base} ...");
     let (base_score, base_graded, base_secs) = evaluate(&engine, &base, &mut db, &mut gold).await?;
     write_jsonl(&out.join("eval-base.jsonl"), base_graded.iter().map(|(g, a)| serde_json::json!({"grade": g, "answer": to_json(a), "model_output": a.model_output})))?;
@@ -321,8 +331,13 @@ pub async fn demo(cfg: &Config, out: &Path, epochs: usize) -> Result<()> {
             println!("chart: {}", p.display());
         }
     }
-    register_stable(cfg, &store, &tuned).await?;
-    println!("\nregistered the tuned model as `{ASKDATA_MODEL}`: shovel ask \"{SHOWCASE}\" now uses it");
+    let stable = stable_id(base.as_str());
+    register_stable(cfg, &store, &tuned, &stable).await?;
+    if stable == ASKDATA_MODEL {
+        println!("\nregistered the tuned model as `{stable}`: shovel ask \"{SHOWCASE}\" now uses it");
+    } else {
+        println!("\nregistered the tuned model as `{stable}`: shovel ask --model {stable} \"{SHOWCASE}\"");
+    }
     println!("whole demo: {:.0} s", started.elapsed().as_secs_f64());
     let summary = serde_json::json!({
         "base": {"model": base.to_string(), "score": base_score, "seconds": base_secs},

@@ -286,7 +286,7 @@ enum AskdataCmd {
 enum DemoCmd {
     /// Ask-Data end to end: evaluate the built-in model on the held-out questions, fine-tune it
     /// on the shipped examples, evaluate again, show the showcase question before and after,
-    /// and register the tuned model as `askdata-smollm2`.
+    /// and register the tuned model as `askdata-smollm2` (`askdata-<base>` with --base).
     Askdata {
         /// Directory for the training file, per-question results and charts.
         #[arg(long, default_value = "askdata-demo")]
@@ -294,6 +294,9 @@ enum DemoCmd {
         /// Passes over the training examples.
         #[arg(long, default_value_t = 2)]
         epochs: usize,
+        /// The base model to teach (any chat model of a tunable architecture: llama, gemma3).
+        #[arg(long, default_value = askdata_cli::ASKDATA_BASE)]
+        base: String,
     },
 }
 
@@ -625,9 +628,9 @@ async fn real_main() -> Result<()> {
             init_tracing("warn");
             askdata_cli::ask_cmd(&cfg, &db, model, format, chart_out, questions, question).await
         }
-        Cmd::Demo { cmd: DemoCmd::Askdata { out, epochs } } => {
+        Cmd::Demo { cmd: DemoCmd::Askdata { out, epochs, base } } => {
             init_tracing("warn");
-            askdata_cli::demo(&cfg, &out, epochs).await
+            askdata_cli::demo(&cfg, &out, epochs, &base).await
         }
         Cmd::Jobs { cmd } => {
             init_tracing("warn");

@@ -29,9 +29,6 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
-    /// The base model's architecture has no training code yet.
-    #[error("base models of architecture `{0}` cannot be fine-tuned yet (supported: llama)")]
-    UnsupportedArch(String),
     /// The data cannot be trained on.
     #[error("{0}")]
     Data(String),

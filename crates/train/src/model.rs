@@ -1,4 +1,5 @@
-//! The LoRA training step for the llama architecture, forward and backward written by hand.
+//! The LoRA training step for the llama and Gemma 3 architectures, forward and backward written
+//! by hand.
 //!
 //! Why by hand: candle's autograd trains this model at 98 tokens/s in 9.8 GB, half PEFT's speed
 //! (shared/FINDINGS.md), because it keeps gradients for frozen weights and has no backward for
@@ -11,7 +12,7 @@
 
 use crate::bf16::{self, PackedB};
 use crate::mm::{mm, mm_serial, View};
-use crate::{Error, Result};
+use crate::Result;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use shovel_engine::lora::{Adapter, Target};
@@ -95,6 +96,12 @@ struct BaseLayer {
     /// Per [`Target::ALL`] index.
     w: [Lin; 7],
     ffn_norm: Vec<f32>,
+    /// Gemma 3's per-head query and key norms (before rope).
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
+    /// Gemma 3's norms on the attention's and the MLP's outputs, before their residual adds.
+    post_attn_norm: Option<Vec<f32>>,
+    post_ffn_norm: Option<Vec<f32>>,
 }
 
 /// A frozen base model in f32, ready to train adapters on.
@@ -114,8 +121,7 @@ pub struct Base {
 }
 
 impl Base {
-    /// Dequantizes a loaded model, in bf16 where the CPU multiplies bf16 fast. Only the llama
-    /// architecture is tunable so far.
+    /// Dequantizes a loaded model, in bf16 where the CPU multiplies bf16 fast.
     pub fn from_model(m: &Model) -> Result<Base> {
         Self::with_precision(m, Precision::auto())
     }
@@ -123,14 +129,23 @@ impl Base {
     /// Dequantizes a loaded model into the given precision.
     pub fn with_precision(m: &Model, p: Precision) -> Result<Base> {
         let c = m.config.clone();
-        if c.arch != Arch::Llama {
-            return Err(Error::UnsupportedArch(format!("{:?}", c.arch).to_lowercase()));
+        // Every architecture the engine loads has training code; a new one must add its own.
+        match c.arch {
+            Arch::Llama | Arch::Gemma3 => {}
         }
         let lin = |w: &shovel_engine::tensor::Weight| Lin::new(&w.to_f32_vec(), w.rows, w.cols, p);
         let layers = m
             .layers
             .iter()
-            .map(|l| BaseLayer { attn_norm: l.attn_norm.clone(), w: [lin(&l.wq), lin(&l.wk), lin(&l.wv), lin(&l.wo), lin(&l.gate), lin(&l.up), lin(&l.down)], ffn_norm: l.ffn_norm.clone() })
+            .map(|l| BaseLayer {
+                attn_norm: l.attn_norm.clone(),
+                w: [lin(&l.wq), lin(&l.wk), lin(&l.wv), lin(&l.wo), lin(&l.gate), lin(&l.up), lin(&l.down)],
+                ffn_norm: l.ffn_norm.clone(),
+                q_norm: l.q_norm.clone(),
+                k_norm: l.k_norm.clone(),
+                post_attn_norm: l.post_attn_norm.clone(),
+                post_ffn_norm: l.post_ffn_norm.clone(),
+            })
             .collect();
         let ffn = m.ffn();
         let e = m.embed.to_f32_vec();
@@ -176,6 +191,35 @@ struct Saved {
     u: Stash,
     /// `x_dropped . A^T` per target (`T x r`).
     lora_t: [Vec<f32>; 7],
+    /// Gemma 3: q and k before their per-head norms, with the norms' `rstd` (one per row and head).
+    q_raw: Option<Normed>,
+    k_raw: Option<Normed>,
+    /// Gemma 3: the attention's and the MLP's outputs before their post-norms.
+    post_attn: Option<Normed>,
+    post_ffn: Option<Normed>,
+}
+
+/// The input of an RMS norm and its `rstd` per normed row, kept for the norm's backward pass.
+struct Normed {
+    x: Vec<f32>,
+    rstd: Vec<f32>,
+}
+
+impl Normed {
+    /// Norms `y` in place (rows of `w.len()`), returning what the backward pass needs.
+    fn norm(y: &mut [f32], w: &[f32], eps: f32) -> Normed {
+        let x = y.to_vec();
+        let mut rstd = vec![0f32; x.len() / w.len()];
+        rms_norm_fwd(&x, w, eps, y, &mut rstd);
+        Normed { x, rstd }
+    }
+
+    /// The gradient of the norm's input, given that of its output.
+    fn bwd(&self, w: &[f32], dy: &[f32]) -> Vec<f32> {
+        let mut dx = vec![0f32; dy.len()];
+        rms_norm_bwd(&self.x, &self.rstd, w, dy, &mut dx);
+        dx
+    }
 }
 
 /// An activation kept for the backward pass: f32, or bf16 when the products run in bf16 (they
@@ -209,6 +253,25 @@ fn neg_exp(x: &[f32]) -> Vec<f32> {
     let mut e: Vec<f32> = x.iter().map(|v| -v).collect();
     exp_in_place(&mut e);
     e
+}
+
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+
+/// `tanh(sqrt(2/pi) (g + 0.044715 g^3))` of every element, the inner term of Gemma's GELU, as
+/// `1 - 2 / (exp(2a) + 1)` through the vectorised exp (a scalar tanh per element would cost
+/// about as much as the MLP's products). The engine rounds GELU to f16 as ggml does; training
+/// takes the smooth function, whose derivative is the one the backward pass uses.
+fn gelu_inner_tanh(g: &[f32]) -> Vec<f32> {
+    let mut e: Vec<f32> = g.iter().map(|&x| 2.0 * SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).collect();
+    exp_in_place(&mut e);
+    e.iter_mut().for_each(|v| *v = 1.0 - 2.0 / (*v + 1.0));
+    e
+}
+
+/// Gemma's gated activation `gelu(g) * u`.
+fn gelu_mul(g: &[f32], u: &[f32]) -> Vec<f32> {
+    let th = gelu_inner_tanh(g);
+    g.iter().zip(u).zip(&th).map(|((gv, uv), t)| 0.5 * gv * (1.0 + t) * uv).collect()
 }
 
 /// Dropout mask for one adapted layer's input in one sequence, regenerated in the backward pass
@@ -372,12 +435,12 @@ impl Pass<'_> {
     }
 
     /// Attention probabilities of head `h` for query rows `a..b` of branch `seg` (`(b - a) x
-    /// keys`, keys = `seg.off + b` of the branch's gathered keys `kg`; zeros past each row's
-    /// last visible key). The backward pass calls this again rather than keeping them:
+    /// keys`, keys = `seg.off + b` of the branch's gathered keys `kg`, key `j` at position `j`;
+    /// zeros past each row's last visible key and, in a sliding-window layer, before its first). The backward pass calls this again rather than keeping them:
     /// recomputing costs one small product, keeping them costs `heads x T x keys` floats per
     /// layer (43 MB per 200-token sequence for SmolLM2).
     #[allow(clippy::too_many_arguments)]
-    fn chunk_probs(&self, q: &[f32], h: usize, seg: &Segment, a: usize, b: usize, kg: &[f32]) -> Vec<f32> {
+    fn chunk_probs(&self, q: &[f32], h: usize, seg: &Segment, a: usize, b: usize, kg: &[f32], window: Option<usize>) -> Vec<f32> {
         let c = &self.base.config;
         let (hd, qd) = (c.head_dim, c.q_dim());
         let (rows, keys) = (b - a, seg.off + b);
@@ -385,10 +448,22 @@ impl Pass<'_> {
         mm_serial(rows, keys, hd, &mut s, keys, false, View::strided(&q[(seg.start + a) * qd + h * hd..], qd), View::rm(kg, hd).t());
         for (i, row) in s.chunks_exact_mut(keys).enumerate() {
             let last = seg.off + a + i;
-            softmax_scaled(&mut row[..=last], c.attn_scale);
+            let first = window.map_or(0, |w| (last + 1).saturating_sub(w));
+            softmax_scaled(&mut row[first..=last], c.attn_scale);
+            row[..first].fill(0.0);
             row[last + 1..].fill(0.0);
         }
         s
+    }
+
+    /// The sliding window of layer `l`, if it has one.
+    fn window(&self, l: usize) -> Option<usize> {
+        let c = &self.base.config;
+        if c.is_swa(l) {
+            c.sliding_window
+        } else {
+            None
+        }
     }
 
     /// Causal attention: `attn = softmax(q k^T * scale) v` per head, branch by branch and in
@@ -396,7 +471,7 @@ impl Pass<'_> {
     /// Computing the whole `T x T` square and masking it (as this did before) spent most of
     /// the work on masked keys: half of it for one sequence, about two thirds for a schema
     /// prefix shared by four branches, and attention was 40% of the Ask-Data tuning step.
-    fn attention(&self, q: &[f32], k: &[f32], v: &[f32], t: usize, geo: &Geo) -> Vec<f32> {
+    fn attention(&self, q: &[f32], k: &[f32], v: &[f32], t: usize, geo: &Geo, window: Option<usize>) -> Vec<f32> {
         let c = &self.base.config;
         let (nh, hd, qd, kvd) = (c.n_heads, c.head_dim, c.q_dim(), c.kv_dim());
         let group = nh / c.n_kv_heads;
@@ -410,7 +485,7 @@ impl Pass<'_> {
                     let (kg, vg) = (seg.gather(k, kvd, kvh * hd, hd), seg.gather(v, kvd, kvh * hd, hd));
                     for (a, b) in seg.chunks(geo.chunk) {
                         let keys = seg.off + b;
-                        let p = self.chunk_probs(q, h, seg, a, b, &kg);
+                        let p = self.chunk_probs(q, h, seg, a, b, &kg, window);
                         mm_serial(b - a, hd, keys, &mut o[(seg.start + a) * hd..], hd, false, View::rm(&p, keys), View::rm(&vg, hd));
                     }
                 }
@@ -426,8 +501,9 @@ impl Pass<'_> {
         attn
     }
 
-    /// Backward of [`Pass::attention`]: gradients of (post-rope) q, k and v.
-    fn attention_bwd(&self, sv: &Saved, v: &[f32], dattn: &[f32], t: usize, geo: &Geo) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    /// Backward of [`Pass::attention`]: gradients of (post-rope) q, k and v. (Keys outside a
+    /// row's window have probability 0, so the gradient rule below gives them none.)
+    fn attention_bwd(&self, sv: &Saved, v: &[f32], dattn: &[f32], t: usize, geo: &Geo, window: Option<usize>) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let c = &self.base.config;
         let (nh, hd, qd, kvd) = (c.n_heads, c.head_dim, c.q_dim(), c.kv_dim());
         let group = nh / c.n_kv_heads;
@@ -445,7 +521,7 @@ impl Pass<'_> {
                     let mut dvg = vec![0f32; vg.len()];
                     for (a, b) in seg.chunks(geo.chunk) {
                         let (rows, keys) = (b - a, seg.off + b);
-                        let p = self.chunk_probs(&sv.q, h, seg, a, b, &kg);
+                        let p = self.chunk_probs(&sv.q, h, seg, a, b, &kg, window);
                         let dout = View::strided(&dattn[(seg.start + a) * qd + h * hd..], qd);
                         // dP = dO V^T
                         let mut dp = vec![0f32; rows * keys];
@@ -536,11 +612,15 @@ impl Pass<'_> {
         let lq = self.linear(l, Target::QProj, &a, t, &mut q);
         let lk = self.linear(l, Target::KProj, &a, t, &mut k);
         let lv = self.linear(l, Target::VProj, &a, t, &mut v);
-        self.rope_all(&mut q, qd, 1.0, &geo.angles);
-        self.rope_all(&mut k, kvd, 1.0, &geo.angles);
-        let attn = self.attention(&q, &k, &v, t, geo);
+        let q_raw = bl.q_norm.as_ref().map(|w| Normed::norm(&mut q, w, c.rms_eps));
+        let k_raw = bl.k_norm.as_ref().map(|w| Normed::norm(&mut k, w, c.rms_eps));
+        let angles = geo.angles(c, l);
+        self.rope_all(&mut q, qd, 1.0, angles);
+        self.rope_all(&mut k, kvd, 1.0, angles);
+        let attn = self.attention(&q, &k, &v, t, geo, self.window(l));
         let mut y = vec![0f32; t * h];
         let lo = self.linear(l, Target::OProj, &attn, t, &mut y);
+        let post_attn = bl.post_attn_norm.as_ref().map(|w| Normed::norm(&mut y, w, c.rms_eps));
         let x2: Vec<f32> = x.iter().zip(&y).map(|(a, b)| a + b).collect();
         let mut b = vec![0f32; t * h];
         let mut rstd2 = vec![0f32; t];
@@ -549,11 +629,32 @@ impl Pass<'_> {
         let mut u = vec![0f32; t * f];
         let lg = self.linear(l, Target::GateProj, &b, t, &mut g);
         let lu = self.linear(l, Target::UpProj, &b, t, &mut u);
-        let m: Vec<f32> = g.iter().zip(&u).zip(&neg_exp(&g)).map(|((gv, uv), e)| gv / (1.0 + e) * uv).collect();
+        let m: Vec<f32> = match c.arch {
+            Arch::Llama => g.iter().zip(&u).zip(&neg_exp(&g)).map(|((gv, uv), e)| gv / (1.0 + e) * uv).collect(),
+            Arch::Gemma3 => gelu_mul(&g, &u),
+        };
         let ld = self.linear(l, Target::DownProj, &m, t, &mut y);
+        let post_ffn = bl.post_ffn_norm.as_ref().map(|w| Normed::norm(&mut y, w, c.rms_eps));
         let out: Vec<f32> = x2.iter().zip(&y).map(|(a, b)| a + b).collect();
         let p = self.base.precision;
-        (out, Saved { x, rstd1, q, k, v: Stash::new(v, p), attn: Stash::new(attn, p), x2, rstd2, g: Stash::new(g, p), u: Stash::new(u, p), lora_t: [lq, lk, lv, lo, lg, lu, ld] })
+        let saved = Saved {
+            x,
+            rstd1,
+            q,
+            k,
+            v: Stash::new(v, p),
+            attn: Stash::new(attn, p),
+            x2,
+            rstd2,
+            g: Stash::new(g, p),
+            u: Stash::new(u, p),
+            lora_t: [lq, lk, lv, lo, lg, lu, ld],
+            q_raw,
+            k_raw,
+            post_attn,
+            post_ffn,
+        };
+        (out, saved)
     }
 
     /// Backward through layer `l`: `dx` is the gradient of its output; returns that of its input.
@@ -564,21 +665,42 @@ impl Pass<'_> {
         let (h, qd, kvd, f) = (c.hidden, c.q_dim(), c.kv_dim(), self.base.ffn);
         let lt = &sv.lora_t;
         let mut dm = vec![0f32; t * f];
-        // One sigmoid per element serves both the recomputed activation and its derivative.
         let (g, u) = (sv.g.f32(), sv.u.f32());
-        let sig: Vec<f32> = neg_exp(&g).iter().map(|e| 1.0 / (1.0 + e)).collect();
-        let m: Vec<f32> = g.iter().zip(u.iter()).zip(&sig).map(|((gv, uv), sg)| gv * sg * uv).collect();
-        self.linear_bwd(l, Target::DownProj, &m, &lt[6], &dx, t, &mut dm, grads);
-        drop(m);
         let mut dg = vec![0f32; t * f];
         let mut du = vec![0f32; t * f];
-        for i in 0..t * f {
-            let (gv, uv) = (g[i], u[i]);
-            let sg = sig[i];
-            du[i] = dm[i] * gv * sg;
-            dg[i] = dm[i] * uv * sg * (1.0 + gv * (1.0 - sg));
+        let dy_ffn = sv.post_ffn.as_ref().map(|n| n.bwd(bl.post_ffn_norm.as_ref().expect("saved with the norm"), &dx));
+        let dy_ffn: &[f32] = dy_ffn.as_deref().unwrap_or(&dx);
+        match c.arch {
+            Arch::Llama => {
+                // One sigmoid per element serves both the recomputed activation and its derivative.
+                let sig: Vec<f32> = neg_exp(&g).iter().map(|e| 1.0 / (1.0 + e)).collect();
+                let m: Vec<f32> = g.iter().zip(u.iter()).zip(&sig).map(|((gv, uv), sg)| gv * sg * uv).collect();
+                self.linear_bwd(l, Target::DownProj, &m, &lt[6], dy_ffn, t, &mut dm, grads);
+                drop(m);
+                for i in 0..t * f {
+                    let (gv, uv) = (g[i], u[i]);
+                    let sg = sig[i];
+                    du[i] = dm[i] * gv * sg;
+                    dg[i] = dm[i] * uv * sg * (1.0 + gv * (1.0 - sg));
+                }
+            }
+            Arch::Gemma3 => {
+                // gelu(g) = g (1 + th) / 2 with th = tanh(a), a = sqrt(2/pi) (g + 0.044715 g^3):
+                // gelu'(g) = (1 + th) / 2 + g (1 - th^2) a'(g) / 2.
+                let th = gelu_inner_tanh(&g);
+                let act: Vec<f32> = g.iter().zip(&th).map(|(gv, tv)| 0.5 * gv * (1.0 + tv)).collect();
+                let m: Vec<f32> = act.iter().zip(u.iter()).map(|(a, uv)| a * uv).collect();
+                self.linear_bwd(l, Target::DownProj, &m, &lt[6], dy_ffn, t, &mut dm, grads);
+                drop(m);
+                for i in 0..t * f {
+                    let (gv, uv, tv) = (g[i], u[i], th[i]);
+                    let da = SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * gv * gv);
+                    du[i] = dm[i] * act[i];
+                    dg[i] = dm[i] * uv * (0.5 * (1.0 + tv) + 0.5 * gv * (1.0 - tv * tv) * da);
+                }
+            }
         }
-        drop((g, u, sig, dm));
+        drop((g, u, dm));
         let mut db = vec![0f32; t * h];
         let b = renorm(&sv.x2, &sv.rstd2, &bl.ffn_norm);
         self.linear_bwd(l, Target::GateProj, &b, &lt[4], &dg, t, &mut db, grads);
@@ -587,10 +709,19 @@ impl Pass<'_> {
         let mut dx2 = dx;
         rms_norm_bwd(&sv.x2, &sv.rstd2, &bl.ffn_norm, &db, &mut dx2);
         let mut dattn = vec![0f32; t * qd];
-        self.linear_bwd(l, Target::OProj, &sv.attn.f32(), &lt[3], &dx2, t, &mut dattn, grads);
-        let (mut dq, mut dk, dv) = self.attention_bwd(sv, &sv.v.f32(), &dattn, t, geo);
-        self.rope_all(&mut dq, qd, -1.0, &geo.angles);
-        self.rope_all(&mut dk, kvd, -1.0, &geo.angles);
+        let dy_attn = sv.post_attn.as_ref().map(|n| n.bwd(bl.post_attn_norm.as_ref().expect("saved with the norm"), &dx2));
+        self.linear_bwd(l, Target::OProj, &sv.attn.f32(), &lt[3], dy_attn.as_deref().unwrap_or(&dx2), t, &mut dattn, grads);
+        drop(dy_attn);
+        let (mut dq, mut dk, dv) = self.attention_bwd(sv, &sv.v.f32(), &dattn, t, geo, self.window(l));
+        let angles = geo.angles(c, l);
+        self.rope_all(&mut dq, qd, -1.0, angles);
+        self.rope_all(&mut dk, kvd, -1.0, angles);
+        if let (Some(n), Some(w)) = (&sv.q_raw, &bl.q_norm) {
+            dq = n.bwd(w, &dq);
+        }
+        if let (Some(n), Some(w)) = (&sv.k_raw, &bl.k_norm) {
+            dk = n.bwd(w, &dk);
+        }
         let mut da = vec![0f32; t * h];
         let a = renorm(&sv.x, &sv.rstd1, &bl.attn_norm);
         self.linear_bwd(l, Target::QProj, &a, &lt[0], &dq, t, &mut da, grads);
@@ -609,8 +740,12 @@ impl Pass<'_> {
     fn geo_rows(&self, pos: Vec<usize>, prefix: usize, seg_start: Vec<usize>) -> Geo {
         let c = &self.base.config;
         let max = pos.iter().copied().max().map_or(0, |m| m + 1);
-        let table: Vec<Vec<(f32, f32)>> = (0..max).map(|p| rope_angles(p, c.head_dim, c.rope_base)).collect();
-        Geo { angles: pos.iter().map(|&p| table[p].clone()).collect(), prefix, seg_start, chunk: attn_chunk() }
+        let rows = |base: f32| {
+            let table: Vec<Vec<(f32, f32)>> = (0..max).map(|p| rope_angles(p, c.head_dim, base)).collect();
+            pos.iter().map(|&p| table[p].clone()).collect::<Vec<_>>()
+        };
+        let local = (0..c.n_layers).any(|l| c.is_swa(l)).then(|| rows(c.rope_base_local));
+        Geo { angles: rows(c.rope_base), angles_local: local, prefix, seg_start, chunk: attn_chunk() }
     }
 
     fn embed(&self, tokens: &[u32]) -> Vec<f32> {
@@ -763,7 +898,10 @@ impl Pass<'_> {
 /// to: every earlier row of the shared prefix (`..prefix`) and of its own branch
 /// (`seg_start..=row`). A plain sequence is one branch starting at 0.
 struct Geo {
+    /// Rope angles per row, for global-attention layers.
     angles: Vec<Vec<(f32, f32)>>,
+    /// For sliding-window layers, when the model has any (Gemma 3 rotates those with another base).
+    angles_local: Option<Vec<Vec<(f32, f32)>>>,
     prefix: usize,
     seg_start: Vec<usize>,
     /// Query rows per attention block.
@@ -793,6 +931,14 @@ fn attn_chunk() -> usize {
 }
 
 impl Geo {
+    /// The rope angles of layer `l`'s rows.
+    fn angles(&self, c: &ModelConfig, l: usize) -> &[Vec<(f32, f32)>] {
+        match &self.angles_local {
+            Some(local) if c.is_swa(l) => local,
+            _ => &self.angles,
+        }
+    }
+
     /// The pass's branches in row order: rows with the same `seg_start`.
     fn segments(&self) -> Vec<Segment> {
         let mut out: Vec<Segment> = Vec::new();

@@ -57,6 +57,29 @@ fn tiny_model(style: RopeStyle) -> Model {
     Model { config: c, embed, layers, out_norm: vec![1.0; 16], output }
 }
 
+/// A tiny Gemma 3: per-head q/k norms, post-norms, GELU, an embedding scale, and a first layer
+/// with a 3-token sliding window and its own rope base (so the window bites on [`seq`]).
+fn tiny_gemma() -> Model {
+    let mut m = tiny_model(RopeStyle::Neox);
+    let c = &mut m.config;
+    c.arch = Arch::Gemma3;
+    c.sliding_window = Some(3);
+    c.swa_pattern = 2;
+    c.rope_base = 1_000_000.0;
+    c.rope_base_local = 2.0;
+    c.embed_scale = 4.0;
+    let norm = |n: usize, a: f32| -> Vec<f32> { (0..n).map(|i| a + 0.07 * i as f32).collect() };
+    for (l, layer) in m.layers.iter_mut().enumerate() {
+        let a = 0.6 + 0.1 * l as f32;
+        layer.q_norm = Some(norm(4, a));
+        layer.k_norm = Some(norm(4, a + 0.2));
+        layer.post_attn_norm = Some(norm(16, a - 0.1));
+        layer.post_ffn_norm = Some(norm(16, a + 0.1));
+    }
+    assert!(m.config.is_swa(0) && !m.config.is_swa(1));
+    m
+}
+
 fn random_adapter(base: &Base, seed: u64) -> Adapter {
     let lc = LoraConfig { r: 3, alpha: 6.0, dropout: 0.0, targets: Target::ALL.to_vec() };
     let mut a = Adapter::init(&base.config, base.ffn, lc, seed);
@@ -73,9 +96,9 @@ fn seq() -> TokSeq {
     TokSeq { tokens, weights, truncated: false }
 }
 
-fn check_gradients(style: RopeStyle, dropout: f32, chunk: usize) {
+fn check_gradients(model: Model, dropout: f32, chunk: usize) {
     crate::model::TEST_ATTN_CHUNK.with(|c| c.set(chunk));
-    let base = Base::with_precision(&tiny_model(style), Precision::F32).unwrap();
+    let base = Base::with_precision(&model, Precision::F32).unwrap();
     let mut adapter = random_adapter(&base, 11);
     let s = seq();
     let key = [1, 2, 3];
@@ -129,8 +152,11 @@ fn check_gradients(style: RopeStyle, dropout: f32, chunk: usize) {
 /// branch or in blocks of 1 and 2 query rows.
 #[test]
 fn a_shared_prefix_pass_equals_separate_passes() {
-    for (style, chunk) in [(RopeStyle::Interleaved, 64), (RopeStyle::Neox, 64), (RopeStyle::Interleaved, 1), (RopeStyle::Neox, 2)] {
-        let base = Base::with_precision(&tiny_model(style), Precision::F32).unwrap();
+    let models =
+        [(tiny_model(RopeStyle::Interleaved), 64), (tiny_model(RopeStyle::Neox), 64), (tiny_model(RopeStyle::Interleaved), 1), (tiny_model(RopeStyle::Neox), 2), (tiny_gemma(), 64), (tiny_gemma(), 2)];
+    for (model, chunk) in models {
+        let style = (model.config.arch, model.config.rope_style);
+        let base = Base::with_precision(&model, Precision::F32).unwrap();
         let adapter = random_adapter(&base, 13);
         let pass = Pass { base: &base, adapter: &adapter, dropout: 0.0, key: [0; 3] };
         let prefix = [1u32, 5, 9, 2, 30];
@@ -170,12 +196,18 @@ fn a_shared_prefix_pass_equals_separate_passes() {
 
 #[test]
 fn gradients_match_finite_differences_interleaved_rope() {
-    check_gradients(RopeStyle::Interleaved, 0.0, 64);
+    check_gradients(tiny_model(RopeStyle::Interleaved), 0.0, 64);
 }
 
 #[test]
 fn gradients_match_finite_differences_neox_rope_with_dropout_attention_in_blocks_of_two() {
-    check_gradients(RopeStyle::Neox, 0.25, 2);
+    check_gradients(tiny_model(RopeStyle::Neox), 0.25, 2);
+}
+
+#[test]
+fn gradients_match_finite_differences_gemma3_with_a_sliding_window() {
+    check_gradients(tiny_gemma(), 0.0, 64);
+    check_gradients(tiny_gemma(), 0.25, 2);
 }
 
 #[test]
@@ -297,10 +329,14 @@ fn the_engine_serves_an_adapter_as_the_trainer_trained_it() {
     // The engine's batched forward with a per-sequence adapter, after a PEFT save and load,
     // scores the next token as the trainer's own forward does (up to the engine's f16 KV cache).
     use shovel_engine::model::{BatchItem, KvCache};
-    for style in [RopeStyle::Interleaved, RopeStyle::Neox] {
-        let model = tiny_model(style);
+    for model in [tiny_model(RopeStyle::Interleaved), tiny_model(RopeStyle::Neox), tiny_gemma()] {
+        let style = (model.config.arch, model.config.rope_style);
         let base = Base::with_precision(&model, Precision::F32).unwrap();
-        let adapter = random_adapter(&base, 21);
+        let mut adapter = random_adapter(&base, 21);
+        if model.config.arch == Arch::Gemma3 {
+            // Gemma's post-norms rescale what the adapter adds: a stronger one, to be seen.
+            adapter.layers.iter_mut().flatten().flatten().for_each(|p| p.b.iter_mut().for_each(|v| *v *= 4.0));
+        }
         let dir = tempfile::tempdir().unwrap();
         adapter.save_peft(dir.path(), &base.config, "tiny").unwrap();
         let mut loaded = Adapter::load_peft(dir.path(), &base.config, base.ffn).unwrap();

@@ -353,6 +353,11 @@ pub fn reply_constraint(catalog: &Catalog, question: &str, opts: &AskOptions, br
         if crate::cues::lowest(question) {
             sql.push(format!("~{}", lark(".*DESC.*")));
         }
+        if shape.is_some() {
+            if let Some(p) = crate::shape::values_pattern(&crate::shape::required_values(catalog, question)) {
+                sql.push(lark(&p));
+            }
+        }
         // The shape already leaves dates out of a question without a period.
         if let Some(forbid) = crate::cues::sql_forbidden(catalog, question).filter(|_| shape.is_none()) {
             sql.push(format!("~{}", lark(&forbid)));
@@ -373,6 +378,29 @@ pub fn reply_constraint(catalog: &Catalog, question: &str, opts: &AskOptions, br
 /// [`reply_constraint`]; with `decline_above`, a query or a refusal as [`decline_margin`]'s
 /// threshold says.
 pub async fn generate(backend: &dyn InferenceBackend, model: &ModelId, catalog: &Catalog, question: &str, opts: &AskOptions) -> Result<String, shovel_core::BackendError> {
+    // The question's rules are intersected in one terminal; should a question bring rules that
+    // no query satisfies together (the reply then stops with no token allowed), it is answered
+    // again under fewer: without the cues, then without the shape.
+    let mut looser: Vec<AskOptions> = Vec::new();
+    for o in [AskOptions { cues: false, ..opts.clone() }, AskOptions { cues: false, shape: false, ..opts.clone() }] {
+        if (o.cues, o.shape) != (opts.cues, opts.shape) && !looser.iter().any(|l| (l.cues, l.shape) == (o.cues, o.shape)) {
+            looser.push(o);
+        }
+    }
+    let mut result = generate_once(backend, model, catalog, question, opts).await;
+    for o in &looser {
+        match &result {
+            Err(shovel_core::BackendError::Internal(why)) => {
+                tracing::warn!(question, cues = o.cues, shape = o.shape, "no query fits all of the question's rules ({why}); answering under fewer");
+                result = generate_once(backend, model, catalog, question, o).await;
+            }
+            _ => break,
+        }
+    }
+    result
+}
+
+async fn generate_once(backend: &dyn InferenceBackend, model: &ModelId, catalog: &Catalog, question: &str, opts: &AskOptions) -> Result<String, shovel_core::BackendError> {
     // One decode as a rule: with the decline threshold on, it carries the top log probabilities
     // until the reply commits to answering or declining, and is redone held to the other branch
     // only where the threshold and the greedy choice disagree.

@@ -29,6 +29,9 @@ pub struct Column {
     pub comment: Option<String>,
     /// Every distinct value, for a low-cardinality text column.
     pub values: Vec<String>,
+    /// The smallest value, for a number column (whether it can be below zero).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
 }
 
 /// One table.
@@ -96,6 +99,8 @@ impl Catalog {
                 let ty = c.ty.to_uppercase();
                 if ty.contains("TEXT") || ty.contains("CHAR") || ty.is_empty() {
                     c.values = low_cardinality_values(conn, &t.name, &c.name).await?;
+                } else if ["INT", "REAL", "FLOA", "DOUB", "NUM", "DEC"].iter().any(|k| ty.contains(k)) {
+                    c.min = minimum(conn, &t.name, &c.name).await;
                 }
             }
         }
@@ -135,7 +140,7 @@ impl Catalog {
                     "text" | "character varying" | "character" => "TEXT".to_string(),
                     _ => base.to_uppercase(),
                 };
-                columns.push(Column { name: col, ty, comment, values: Vec::new() });
+                columns.push(Column { name: col, ty, comment, values: Vec::new(), min: None });
             }
             tables.push(Table { name, columns });
         }
@@ -154,7 +159,7 @@ impl Catalog {
                 let col: String = c.get("name");
                 let ty: String = c.get("type");
                 let comment = sql.as_deref().and_then(|s| column_comment(s, &col));
-                columns.push(Column { name: col, ty, comment, values: Vec::new() });
+                columns.push(Column { name: col, ty, comment, values: Vec::new(), min: None });
             }
             tables.push(Table { name, columns });
         }
@@ -309,6 +314,16 @@ async fn low_cardinality_values(conn: &mut Conn, table: &str, column: &str) -> R
             _ => Vec::new(),
         },
     })
+}
+
+/// The smallest value of a number column (`None` for an empty column, or one whose values do
+/// not read as numbers).
+async fn minimum(conn: &mut Conn, table: &str, column: &str) -> Option<f64> {
+    let (c, t) = (quote(column), quote(table));
+    match conn {
+        Conn::Sqlite(db) => sqlx::query_scalar::<_, Option<f64>>(&format!("SELECT CAST(MIN({c}) AS REAL) FROM {t}")).fetch_one(&mut *db).await.ok().flatten(),
+        Conn::Postgres(db) => sqlx::query_scalar::<_, Option<f64>>(&format!("SELECT MIN({c})::float8 FROM {t}")).fetch_one(&mut *db).await.ok().flatten(),
+    }
 }
 
 /// The `-- comment` on the line declaring `column` in a `CREATE TABLE` statement.

@@ -137,6 +137,30 @@ pub fn group_column(catalog: &Catalog, question: &str) -> Option<String> {
     None
 }
 
+static OVER_TIME: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)哪一?个?月|哪一?年|哪一?个?季度|几月|历年|同比|环比|变化|增长|增速|波动|起伏|\b(which|what) (month|year|quarter)s?\b|\bover (time|the (months|years|quarters))\b|\byear[- ](over|to|on)[- ]year\b|\b(change[ds]?|changing|grow(s|n|th)?|grew|move[ds]?|trend(ed|ing)?)\b",
+    )
+    .expect("valid pattern")
+});
+
+static TOTAL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)合计|总额|总共|一共|总计|总和|\b(total|overall|in all|altogether|sum)\b").expect("valid pattern"));
+
+/// Whether the question asks for figures over time (a series by month, quarter or year, a
+/// trend, a change, or which month or year stands out), so that its rows may be grouped by a
+/// time column; a question that asks for none wants one total for its period. A question about
+/// a table kept by month other than the dated one (targets against actual sales, "2018年4-7月
+/// 华东地区完成目标的情况") is read month by month unless it asks for a total.
+pub fn over_time(catalog: &Catalog, question: &str) -> bool {
+    if month_grain(catalog, question).is_some() || MONTHLY.is_match(question) || OVER_TIME.is_match(question) || chart(question) == Some(ChartType::Line) {
+        return true;
+    }
+    let Some(date) = catalog.date_column() else { return true };
+    let Some(table) = catalog.tables.iter().find(|t| t.columns.iter().any(|c| c.name == date)) else { return true };
+    let elsewhere = catalog.mentions(question).iter().any(|(_, _, col)| col.split_once('.').is_some_and(|(t, _)| t != table.name));
+    elsewhere && !TOTAL.is_match(question)
+}
+
 static SIGN: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)亏损|亏钱|亏本|赔钱|为负|负的|负利润|盈利|赚钱|为正|\blo(ss|sses|sing|st money)\b|\bloss-making\b|\bnegative\b|\bpositive\b|\b(un)?profitable\b").expect("valid pattern")
 });
@@ -145,6 +169,36 @@ static SIGN: LazyLock<Regex> = LazyLock::new(|| {
 /// then may a number column be compared to zero (`profit<0`).
 pub fn sign(question: &str) -> bool {
     SIGN.is_match(question)
+}
+
+static POSITIVE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)盈利|赚钱|为正|不亏|没亏|\bpositive\b|\bprofitable\b").expect("valid pattern"));
+static NEGATIVE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)亏损|亏钱|亏本|赔钱|为负|负的|负利润|\blo(ss|sses|sing|st money)\b|\bloss-making\b|\bnegative\b|\bunprofitable\b").expect("valid pattern"));
+
+/// Which side of zero a question about a sign asks for: (below, above). A loss is below zero,
+/// a profitable order above; a question may name both ("盈利和亏损的订单各有多少").
+pub fn sign_sides(question: &str) -> (bool, bool) {
+    let below = NEGATIVE.is_match(question);
+    let above = POSITIVE.is_match(&NEGATIVE.replace_all(question, ""));
+    match (below, above) {
+        (false, false) if sign(question) => (true, true),
+        sides => sides,
+    }
+}
+
+static ACHIEVED: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)实际|完成|达成|达标|实绩|超额|差距|\b(actuals?|against|versus|vs\.?|compared?|above|below|beat|met|meet|miss(ed)?|hit|achiev\w*|attain\w*|exceed\w*|short)\b")
+        .expect("valid pattern")
+});
+
+/// Whether the question holds actual figures against a table kept by month beside the dated
+/// one (sales against targets: "实际销售额与目标", "完成目标的情况", "against target"): its answer
+/// reads both tables.
+pub fn against_target(catalog: &Catalog, question: &str) -> bool {
+    let Some(date) = catalog.date_column() else { return false };
+    let Some(table) = catalog.tables.iter().find(|t| t.columns.iter().any(|c| c.name == date)) else { return false };
+    let elsewhere = catalog.mentions(question).iter().any(|(_, _, col)| col.split_once('.').is_some_and(|(t, _)| t != table.name));
+    elsewhere && ACHIEVED.is_match(question)
 }
 
 static LOWEST: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)最低|最少|最差|倒数|\b(lowest|the least|fewest|worst|bottom)\b").expect("valid pattern"));
@@ -200,9 +254,11 @@ pub fn amounts(question: &str) -> Vec<String> {
 /// filtering the period's months literally, ending with the top-n LIMIT. `None` without cues.
 pub fn sql_pattern(catalog: &Catalog, question: &str) -> Option<String> {
     let date = catalog.date_column();
+    // The column may be qualified (`s.region`, as a join must write it).
+    let qualified = |c: &str| format!(r"([A-Za-z_][A-Za-z0-9_]*\.)?{}", regex::escape(c));
     let head = match (month_grain(catalog, question), date) {
-        (Some(g), Some(d)) => Some(format!("SELECT {} AS ", g.select_expr(d))),
-        _ => group_column(catalog, question).map(|c| format!("SELECT {c}, ")),
+        (Some(g), Some(d)) => Some(regex::escape(&format!("SELECT {} AS ", g.select_expr(d))).replace(&regex::escape(d), &qualified(d))),
+        _ => group_column(catalog, question).map(|c| format!("SELECT {}, ", qualified(&c))),
     };
     // The period's months, literally (either way a single month or a year may be written). A
     // question without a period gets no date filter: [`sql_forbidden`], applied by negation.
@@ -223,7 +279,7 @@ pub fn sql_pattern(catalog: &Catalog, question: &str) -> Option<String> {
         }
         _ => String::new(),
     };
-    let head = head.map(|h| regex::escape(&h)).unwrap_or_default();
+    let head = head.unwrap_or_default();
     let tail = crate::period::top_n(question).map(|n| regex::escape(&format!(" LIMIT {n}"))).unwrap_or_default();
     if head.is_empty() && period.is_empty() && tail.is_empty() {
         return None;
@@ -271,6 +327,11 @@ mod tests {
     fn signs_and_amounts() {
         assert!(sign("2020年亏钱的订单一共有多少?") && sign("How many orders in Shenzhen lost money in 2019?") && sign("Number of orders with negative profit"));
         assert!(!sign("2020年华北的利润") && !sign("Profit by region in 2019"));
+        assert_eq!(sign_sides("2020年亏钱的订单一共有多少?"), (true, false));
+        assert_eq!(sign_sides("Number of unprofitable orders"), (true, false));
+        assert_eq!(sign_sides("2019年盈利的订单有多少"), (false, true));
+        assert_eq!(sign_sides("盈利和亏损的订单各有多少"), (true, true));
+        assert_eq!(sign_sides("2020年华北的利润"), (false, false));
         assert_eq!(amounts("2018年3月到6月金额超过1000元的订单"), vec!["1000"]);
         assert_eq!(amounts("销售额排名前5的城市, Q1 2019, 2020-06"), Vec::<String>::new());
         assert_eq!(amounts("Orders of more than 50 units in 2019"), vec!["50"]);

@@ -271,8 +271,9 @@ mod tests {
         let mut fresh = fresh_set();
         fresh.extend(fresh2_set());
         fresh.extend(fresh3_set());
-        // The fourth set measures the cues and the shape out of sample: its gold answers are
-        // graded (below), not required to agree with them.
+        // The fourth set's misses shaped the named-values and time-grouping rules: its gold
+        // answers must fit the shape. The fifth measures all of it out of sample: its gold
+        // answers are graded (below), not required to agree.
         let fresh4 = fresh4_set();
         // No gold answer filters dates when its question names no period, in any writer's style.
         for e in eval.iter().chain(&train).chain(&fresh) {
@@ -303,9 +304,21 @@ mod tests {
             let Some(sql) = &e.reply.sql else { continue };
             assert!(shape(&e.question).is_match(sql), "{}: {sql} does not fit the query shape", e.question);
         }
-        for e in &fresh {
+        for e in fresh.iter().chain(&fresh4) {
             let Some(sql) = &e.reply.sql else { continue };
             assert!(shape(&e.question).is_match(sql) || sql.matches("SELECT").count() > 1, "{}: {sql} does not fit the query shape", e.question);
+        }
+        // Every value a question names is in its gold query, in any writer's style.
+        for e in eval.iter().chain(&train).chain(&fresh).chain(&fresh4) {
+            let Some(sql) = &e.reply.sql else { continue };
+            for v in crate::shape::required_values(&db.catalog, &e.question) {
+                assert!(sql.contains(&v), "{}: names {v}, but {sql}", e.question);
+            }
+        }
+        // A question holding actual figures against targets is answered from both tables.
+        for e in eval.iter().chain(&train).chain(&fresh).chain(&fresh4) {
+            let Some(sql) = &e.reply.sql else { continue };
+            assert!(!crate::cues::against_target(&db.catalog, &e.question) || sql.contains(" JOIN "), "{}: against target, but {sql}", e.question);
         }
         // A question after the lowest rows is never answered in descending order.
         for e in eval.iter().chain(&train).chain(&fresh) {

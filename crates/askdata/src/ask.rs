@@ -343,7 +343,8 @@ pub fn reply_constraint(catalog: &Catalog, question: &str, opts: &AskOptions, br
     // A Lark regex literal ends at an unescaped `/`.
     let lark = |re: &str| format!("/{}/", re.replace('/', r"\/"));
     // The query shape, or else any JSON string's characters (the teaching SQL needs no
-    // escapes; the shape writes none).
+    // escapes; the shape writes none). With the shape and the cues, the values the question
+    // names must also be in the query (`shape::values_pattern`).
     let shape = opts.shape.then(|| crate::shape::sql_shape(catalog, Some(question))).flatten();
     let mut sql = vec![lark(shape.as_deref().unwrap_or(r#"[^"\\\x00-\x1f]*"#))];
     if opts.cues {
@@ -382,15 +383,16 @@ pub async fn generate(backend: &dyn InferenceBackend, model: &ModelId, catalog: 
     // no query satisfies together (the reply then stops with no token allowed), it is answered
     // again under fewer: without the cues, then without the shape.
     let mut looser: Vec<AskOptions> = Vec::new();
-    for o in [AskOptions { cues: false, ..opts.clone() }, AskOptions { cues: false, shape: false, ..opts.clone() }] {
-        if (o.cues, o.shape) != (opts.cues, opts.shape) && !looser.iter().any(|l| (l.cues, l.shape) == (o.cues, o.shape)) {
-            looser.push(o);
-        }
+    if opts.cues {
+        looser.push(AskOptions { cues: false, ..opts.clone() });
+    }
+    if opts.shape {
+        looser.push(AskOptions { cues: false, shape: false, ..opts.clone() });
     }
     let mut result = generate_once(backend, model, catalog, question, opts).await;
     for o in &looser {
         match &result {
-            Err(shovel_core::BackendError::Internal(why)) => {
+            Err(shovel_core::BackendError::ConstraintFailed(why)) => {
                 tracing::warn!(question, cues = o.cues, shape = o.shape, "no query fits all of the question's rules ({why}); answering under fewer");
                 result = generate_once(backend, model, catalog, question, o).await;
             }

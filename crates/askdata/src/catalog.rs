@@ -34,6 +34,14 @@ pub struct Column {
     pub min: Option<f64>,
 }
 
+impl Column {
+    /// Whether the declared type is a number type.
+    pub fn is_number(&self) -> bool {
+        let t = self.ty.to_uppercase();
+        ["INT", "REAL", "FLOA", "DOUB", "NUM", "DEC"].iter().any(|k| t.contains(k))
+    }
+}
+
 /// One table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Table {
@@ -99,7 +107,7 @@ impl Catalog {
                 let ty = c.ty.to_uppercase();
                 if ty.contains("TEXT") || ty.contains("CHAR") || ty.is_empty() {
                     c.values = low_cardinality_values(conn, &t.name, &c.name).await?;
-                } else if ["INT", "REAL", "FLOA", "DOUB", "NUM", "DEC"].iter().any(|k| ty.contains(k)) {
+                } else if c.is_number() {
                     c.min = minimum(conn, &t.name, &c.name).await;
                 }
             }
@@ -316,8 +324,8 @@ async fn low_cardinality_values(conn: &mut Conn, table: &str, column: &str) -> R
     })
 }
 
-/// The smallest value of a number column (`None` for an empty column, or one whose values do
-/// not read as numbers).
+/// The smallest value of a number column (`None` for an empty column or a failed query; SQLite
+/// reads a value that is not a number as 0).
 async fn minimum(conn: &mut Conn, table: &str, column: &str) -> Option<f64> {
     let (c, t) = (quote(column), quote(table));
     match conn {

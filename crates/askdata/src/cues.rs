@@ -83,10 +83,17 @@ pub fn month_grain(catalog: &Catalog, question: &str) -> Option<Grain> {
     if let Some(g) = grain(question) {
         return Some(g);
     }
+    let elsewhere = names_undated_table(catalog, question)?;
+    (MONTHLY.is_match(question) && !elsewhere).then_some(Grain::Month)
+}
+
+/// Whether the question names (through the glossary) a column of a table other than the one
+/// holding the catalogue's date column (a targets table kept by month, say); `None` without a
+/// date column.
+fn names_undated_table(catalog: &Catalog, question: &str) -> Option<bool> {
     let date = catalog.date_column()?;
     let table = catalog.tables.iter().find(|t| t.columns.iter().any(|c| c.name == date))?;
-    let elsewhere = catalog.mentions(question).iter().any(|(_, _, col)| col.split_once('.').is_some_and(|(t, _)| t != table.name));
-    (MONTHLY.is_match(question) && !elsewhere).then_some(Grain::Month)
+    Some(catalog.mentions(question).iter().any(|(_, _, col)| col.split_once('.').is_some_and(|(t, _)| t != table.name)))
 }
 
 static MONTHLY: LazyLock<Regex> =
@@ -155,35 +162,34 @@ pub fn over_time(catalog: &Catalog, question: &str) -> bool {
     if month_grain(catalog, question).is_some() || MONTHLY.is_match(question) || OVER_TIME.is_match(question) || chart(question) == Some(ChartType::Line) {
         return true;
     }
-    let Some(date) = catalog.date_column() else { return true };
-    let Some(table) = catalog.tables.iter().find(|t| t.columns.iter().any(|c| c.name == date)) else { return true };
-    let elsewhere = catalog.mentions(question).iter().any(|(_, _, col)| col.split_once('.').is_some_and(|(t, _)| t != table.name));
-    elsewhere && !TOTAL.is_match(question)
+    names_undated_table(catalog, question).is_none_or(|elsewhere| elsewhere && !TOTAL.is_match(question))
 }
 
-static SIGN: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)亏损|亏钱|亏本|赔钱|为负|负的|负利润|盈利|赚钱|为正|\blo(ss|sses|sing|st money)\b|\bloss-making\b|\bnegative\b|\bpositive\b|\b(un)?profitable\b").expect("valid pattern")
-});
-
-/// Whether the question asks about a sign (losses, negative profit, profitable orders): only
-/// then may a number column be compared to zero (`profit<0`).
-pub fn sign(question: &str) -> bool {
-    SIGN.is_match(question)
-}
-
-static POSITIVE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)盈利|赚钱|为正|不亏|没亏|\bpositive\b|\bprofitable\b").expect("valid pattern"));
+/// A loss or profit denied ("不亏损", "没有亏钱", "not profitable"): the other side of zero.
+static DENIED: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)(不|没有?|未)(亏损|亏钱|亏本|亏|赔钱|盈利|赚钱)|\bnot (profitable|loss-making)\b").expect("valid pattern"));
+static POSITIVE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)盈利|赚钱|为正|\bpositive\b|\bprofitable\b").expect("valid pattern"));
 static NEGATIVE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?i)亏损|亏钱|亏本|赔钱|为负|负的|负利润|\blo(ss|sses|sing|st money)\b|\bloss-making\b|\bnegative\b|\bunprofitable\b").expect("valid pattern"));
 
-/// Which side of zero a question about a sign asks for: (below, above). A loss is below zero,
-/// a profitable order above; a question may name both ("盈利和亏损的订单各有多少").
+/// Which side of zero the question asks about, if it asks about a sign: (below, above). Only
+/// then may a number column be compared to zero. A loss is below zero, a profitable order
+/// above, a denied one the other side ("不亏损的订单" above); a question may name both
+/// ("盈利和亏损的订单各有多少").
 pub fn sign_sides(question: &str) -> (bool, bool) {
-    let below = NEGATIVE.is_match(question);
-    let above = POSITIVE.is_match(&NEGATIVE.replace_all(question, ""));
-    match (below, above) {
-        (false, false) if sign(question) => (true, true),
-        sides => sides,
+    let mut below = false;
+    let mut above = false;
+    for m in DENIED.find_iter(question) {
+        // A denied profit is below zero; a denied loss above.
+        if POSITIVE.is_match(m.as_str()) {
+            below = true;
+        } else {
+            above = true;
+        }
     }
+    let rest = DENIED.replace_all(question, " ");
+    below |= NEGATIVE.is_match(&rest);
+    above |= POSITIVE.is_match(&NEGATIVE.replace_all(&rest, " "));
+    (below, above)
 }
 
 static ACHIEVED: LazyLock<Regex> = LazyLock::new(|| {
@@ -195,10 +201,7 @@ static ACHIEVED: LazyLock<Regex> = LazyLock::new(|| {
 /// one (sales against targets: "实际销售额与目标", "完成目标的情况", "against target"): its answer
 /// reads both tables.
 pub fn against_target(catalog: &Catalog, question: &str) -> bool {
-    let Some(date) = catalog.date_column() else { return false };
-    let Some(table) = catalog.tables.iter().find(|t| t.columns.iter().any(|c| c.name == date)) else { return false };
-    let elsewhere = catalog.mentions(question).iter().any(|(_, _, col)| col.split_once('.').is_some_and(|(t, _)| t != table.name));
-    elsewhere && ACHIEVED.is_match(question)
+    names_undated_table(catalog, question) == Some(true) && ACHIEVED.is_match(question)
 }
 
 static LOWEST: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)最低|最少|最差|倒数|\b(lowest|the least|fewest|worst|bottom)\b").expect("valid pattern"));
@@ -325,8 +328,15 @@ mod tests {
 
     #[test]
     fn signs_and_amounts() {
-        assert!(sign("2020年亏钱的订单一共有多少?") && sign("How many orders in Shenzhen lost money in 2019?") && sign("Number of orders with negative profit"));
-        assert!(!sign("2020年华北的利润") && !sign("Profit by region in 2019"));
+        for q in ["2020年亏钱的订单一共有多少?", "How many orders in Shenzhen lost money in 2019?", "Number of orders with negative profit"] {
+            assert_eq!(sign_sides(q), (true, false), "{q}");
+        }
+        assert_eq!(sign_sides("Profit by region in 2019"), (false, false));
+        assert_eq!(sign_sides("不亏损的订单有多少"), (false, true));
+        assert_eq!(sign_sides("没有亏钱的订单"), (false, true));
+        assert_eq!(sign_sides("2019年没亏的订单"), (false, true));
+        assert_eq!(sign_sides("不盈利的产品"), (true, false));
+        assert_eq!(sign_sides("How many orders were not profitable?"), (true, false));
         assert_eq!(sign_sides("2020年亏钱的订单一共有多少?"), (true, false));
         assert_eq!(sign_sides("Number of unprofitable orders"), (true, false));
         assert_eq!(sign_sides("2019年盈利的订单有多少"), (false, true));

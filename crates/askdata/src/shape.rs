@@ -76,11 +76,6 @@ fn is_id(c: &Column) -> bool {
     c.name.eq_ignore_ascii_case("id") || c.name.to_ascii_lowercase().ends_with("_id")
 }
 
-fn is_number(c: &Column) -> bool {
-    let t = c.ty.to_uppercase();
-    ["INT", "REAL", "FLOA", "DOUB", "NUM", "DEC"].iter().any(|k| t.contains(k))
-}
-
 /// Whether every listed value of `c` is a date or a month (`2019-03`): a column such as a
 /// targets table's `month`, compared like a date column rather than to named values.
 fn holds_dates(c: &Column) -> bool {
@@ -121,7 +116,7 @@ fn predicates(qual: &str, c: &Column, date: Option<&str>, named: &Named) -> Vec<
             format!("{cast} BETWEEN {NUM} AND {NUM}"),
         ];
     }
-    if is_number(c) {
+    if c.is_number() {
         let Some(numbers) = &named.numbers else {
             return vec![format!("{col}{CMP}{NUM}"), format!("{col} BETWEEN {NUM} AND {NUM}")];
         };
@@ -242,20 +237,14 @@ pub fn required_values(catalog: &Catalog, question: &str) -> Vec<String> {
 /// first character ("Compare furniture and electronics sales in East China for 2020"); with the
 /// first two required, the model wrote the third unasked.
 pub fn values_pattern(values: &[String]) -> Option<String> {
-    fn orders(rest: &[&str]) -> Vec<String> {
-        if rest.len() <= 1 {
-            return rest.iter().map(|v| regex::escape(v)).collect();
+    match values {
+        [] => None,
+        [a] => Some(format!(".*{}.*", regex::escape(a))),
+        [a, b, ..] => {
+            let (a, b) = (regex::escape(a), regex::escape(b));
+            Some(format!(".*({a}.*{b}|{b}.*{a}).*"))
         }
-        (0..rest.len())
-            .flat_map(|i| {
-                let mut others = rest.to_vec();
-                let first = others.remove(i);
-                orders(&others).into_iter().map(move |o| format!("{}.*{o}", regex::escape(first)))
-            })
-            .collect()
     }
-    let vs: Vec<&str> = values.iter().take(2).map(String::as_str).collect();
-    (!vs.is_empty()).then(|| format!(".*{}.*", alt(orders(&vs))))
 }
 
 /// The one-letter alias of a table in a join: the first letter of its name's last word
@@ -270,8 +259,11 @@ fn alias(t: &Table) -> Option<char> {
 /// clause, each table with its qualifier). Before, a join could link a table to itself
 /// (`sales_targets JOIN sales_targets`), on a tautology (`sales_targets.region=
 /// sales_targets.region`) or on anything, and name columns both tables have unqualified (an
-/// "ambiguous column" error): the model, made to join, wrote all of those. Catalogues of many
-/// tables get joins of linked pairs only.
+/// "ambiguous column" error): the model, made to join, wrote all of those. Only linked pairs are
+/// joined, and past six linked pairs none (the shape would grow with the square of the tables).
+/// Left open: a qualifier may be the table's name or its alias whether or not FROM declared the
+/// alias (two variants per pair would double the join shapes), and a GROUP BY or ORDER BY item
+/// may be an unqualified name (an alias of the select list, or an ambiguous column).
 fn joins<'a>(catalog: &'a Catalog, date: Option<&str>) -> Vec<(String, Vec<(&'a Table, String)>)> {
     let mut out = Vec::new();
     for (i, a) in catalog.tables.iter().enumerate() {
@@ -308,7 +300,6 @@ fn joins<'a>(catalog: &'a Catalog, date: Option<&str>) -> Vec<(String, Vec<(&'a 
             out.push((format!("{from} ON {l}( AND {l}){{0,2}}"), vec![(a, qa), (b, qb)]));
         }
     }
-    // Past a handful of linked pairs the shape would grow with the square of the tables.
     if out.len() > 6 {
         out.clear();
     }
@@ -362,10 +353,12 @@ pub fn sql_shape(catalog: &Catalog, question: Option<&str>) -> Option<String> {
         let columns: Vec<(&str, &Column)> = parts.iter().flat_map(|(t, q)| t.columns.iter().map(move |c| (q.as_str(), c))).collect();
         let conds = conditions(&columns, date, &named);
         // Three kinds of query: grouped (rows per group), totals (the select list opens with an
-        // aggregate), or rows listed (no aggregate at all). A column beside an aggregate without
-        // GROUP BY, which SQLite answers with one arbitrary row, fits none: the model wrote
-        // `SELECT channel, SUM(amount) FROM sales` for shares of each channel, and dodged the
-        // rule above with `SELECT substr(order_date,1,7) AS month, SUM(amount)` and no GROUP BY.
+        // aggregate), or rows listed (no aggregate at all). A select list that opens with a
+        // column and has an aggregate after it needs GROUP BY (SQLite answers one arbitrary
+        // row without): the model wrote `SELECT channel, SUM(amount) FROM sales` for shares of
+        // each channel, and dodged the rule above with `SELECT substr(order_date,1,7) AS month,
+        // SUM(amount)` and no GROUP BY. (A column after the opening aggregate is not caught.)
+        // Left open: a GROUP BY item may name a time column unselected (`GROUP BY month`).
         let count_id = ids.as_ref().map_or(String::new(), |i| format!(r"|COUNT\((DISTINCT )?{i}\)"));
         let aggregate = format!(r"(ROUND\()?({}\({count_id})", escaped(AGGREGATES.iter().copied()));
         let mut kinds = vec![
@@ -385,12 +378,11 @@ pub fn sql_shape(catalog: &Catalog, question: Option<&str>) -> Option<String> {
     // A question that holds actual figures against targets reads both tables: the model
     // answered "每个月实际销售额和目标" and "against its monthly targets" from the targets alone
     // (3 misses on fresh4, 2 on each earlier set).
-    if catalog.tables.len() > 1 && question.is_some_and(|q| crate::cues::against_target(catalog, q)) {
+    let joined: Vec<String> = joins(catalog, date).into_iter().map(|(from, parts)| query(&parts, from, false)).collect();
+    if !joined.is_empty() && question.is_some_and(|q| crate::cues::against_target(catalog, q)) {
         shapes.clear();
     }
-    for (from, parts) in joins(catalog, date) {
-        shapes.push(query(&parts, from, false));
-    }
+    shapes.extend(joined);
     if shapes.is_empty() {
         return None;
     }

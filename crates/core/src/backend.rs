@@ -117,6 +117,10 @@ pub enum BackendError {
     /// The backend is at capacity; retry later.
     #[error("The server is overloaded; retry later")]
     Overloaded,
+    /// Constrained decoding reached a state where its grammar allows no token (rules that no
+    /// output satisfies together); details are logged, not sent.
+    #[error("constrained decoding failed: {0}")]
+    ConstraintFailed(String),
     /// Anything else; details are logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),

@@ -246,7 +246,7 @@ pub fn run(model: Model, tokenizer: Arc<Tokenizer>, rx: Receiver<Command>, cfg: 
                 Step::Continue => {}
                 Step::Failed(why) => {
                     tracing::error!(error = %why, "constrained decoding failed");
-                    let _ = s.req.tx.send(Event::Error(shovel_core::BackendError::Internal(why)));
+                    let _ = s.req.tx.send(Event::Error(shovel_core::BackendError::ConstraintFailed(why)));
                     finished.push(i);
                 }
                 Step::Finished(reason) => {

@@ -71,7 +71,7 @@ impl From<BackendError> for ApiError {
                 tracing::error!(error = %message, "model load failed");
                 ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message, kind: "server_error", param: Some("model".into()), code: Some("model_load_failed"), retry_after: None }
             }
-            BackendError::Internal(detail) => {
+            BackendError::Internal(detail) | BackendError::ConstraintFailed(detail) => {
                 tracing::error!(%detail, "internal error");
                 ApiError {
                     status: StatusCode::INTERNAL_SERVER_ERROR,

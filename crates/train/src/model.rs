@@ -436,9 +436,10 @@ impl Pass<'_> {
 
     /// Attention probabilities of head `h` for query rows `a..b` of branch `seg` (`(b - a) x
     /// keys`, keys = `seg.off + b` of the branch's gathered keys `kg`, key `j` at position `j`;
-    /// zeros past each row's last visible key and, in a sliding-window layer, before its first). The backward pass calls this again rather than keeping them:
-    /// recomputing costs one small product, keeping them costs `heads x T x keys` floats per
-    /// layer (43 MB per 200-token sequence for SmolLM2).
+    /// zeros past each row's last visible key and, in a sliding-window layer, before its
+    /// first). The backward pass calls this again rather than keeping them: recomputing costs
+    /// one small product, keeping them costs `heads x T x keys` floats per layer (43 MB per
+    /// 200-token sequence for SmolLM2).
     #[allow(clippy::too_many_arguments)]
     fn chunk_probs(&self, q: &[f32], h: usize, seg: &Segment, a: usize, b: usize, kg: &[f32], window: Option<usize>) -> Vec<f32> {
         let c = &self.base.config;
@@ -467,7 +468,8 @@ impl Pass<'_> {
     }
 
     /// Causal attention: `attn = softmax(q k^T * scale) v` per head, branch by branch and in
-    /// blocks of `geo.chunk` query rows, each block multiplying only the keys it can see.
+    /// blocks of `geo.chunk` query rows, each block multiplying only the keys up to its last row
+    /// (in a sliding-window layer, keys before a row's window are multiplied and then masked).
     /// Computing the whole `T x T` square and masking it (as this did before) spent most of
     /// the work on masked keys: half of it for one sequence, about two thirds for a schema
     /// prefix shared by four branches, and attention was 40% of the Ask-Data tuning step.

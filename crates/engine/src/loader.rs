@@ -323,6 +323,20 @@ pub fn load_hf_dir(dir: &Path) -> Result<LoadedParts> {
         embed_scale: if gemma { (hidden as f32).sqrt() } else { 1.0 },
     };
     let st = SafetensorsDir::open(dir)?;
+    // The llama code has no bias terms. A checkpoint with them (Qwen2's q/k/v projections)
+    // would load and answer wrongly without them: refused, naming them.
+    let mut biases: Vec<&str> = st.tensors.keys().chain(st.other.keys()).map(String::as_str).filter(|n| n.starts_with("model.layers.") && n.ends_with(".bias")).collect();
+    if !biases.is_empty() {
+        biases.sort();
+        let more = if biases.len() > 3 { format!(" and {} more", biases.len() - 3) } else { String::new() };
+        return Err(Error::ModelDir {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "has bias tensors ({}{more}), which this engine does not apply yet; a `{model_type}` model with biases cannot be served correctly",
+                biases[..biases.len().min(3)].join(", ")
+            ),
+        });
+    }
     let model = build_model(&st, config, |l, n| format!("model.layers.{l}.{n}.weight"), &HF_NAMES, "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight", gemma)?;
     let tk_cfg_path = dir.join("tokenizer_config.json");
     let tk_cfg = if tk_cfg_path.exists() { Some(read_json(&tk_cfg_path)?) } else { None };

@@ -110,6 +110,18 @@ fn greedy(model: &Model, prompts: &[Vec<u32>], join: &[usize], n: usize) -> Vec<
 }
 
 #[test]
+fn a_checkpoint_with_bias_tensors_is_refused_naming_them() {
+    // Qwen2's attention has q/k/v biases the llama code does not apply: refused, not served wrong.
+    let dir = tempfile::tempdir().unwrap();
+    write_model(dir.path(), 3);
+    let bias: Vec<u8> = (0..H).flat_map(|_| 0.5f32.to_le_bytes()).collect();
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![H], &bias).unwrap();
+    safetensors::serialize_to_file(HashMap::from([("model.layers.0.self_attn.q_proj.bias".to_string(), view)]), &None, &dir.path().join("model-bias.safetensors")).unwrap();
+    let e = load_hf_dir(dir.path()).err().expect("a model with biases must not load").to_string();
+    assert!(e.contains("model.layers.0.self_attn.q_proj.bias") && e.contains("bias"), "{e}");
+}
+
+#[test]
 fn hf_directory_loads_with_its_tokenizer_and_template() {
     let (_d, parts) = tiny();
     assert_eq!(parts.model.config.n_layers, LAYERS);

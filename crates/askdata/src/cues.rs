@@ -43,8 +43,12 @@ pub fn chart(question: &str) -> Option<ChartType> {
 /// A time grain the rows are grouped by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grain {
-    /// One row per quarter of the year.
+    /// One row per quarter of the year (`1` to `4`), for a question within one year.
     Quarter,
+    /// One row per quarter labelled with its year (`2019-Q3`), for a question over several
+    /// years or all time: quarters 1 to 4 would add up different years (fresh4's and fresh5's
+    /// multi-year quarterly trends were answered as four rows).
+    YearQuarter,
     /// One row per year.
     Year,
     /// One row per month (`YYYY-MM`).
@@ -56,6 +60,7 @@ impl Grain {
     pub fn select_expr(self, date_column: &str) -> String {
         match self {
             Grain::Quarter => format!("(CAST(substr({date_column},6,2) AS INTEGER)+2)/3"),
+            Grain::YearQuarter => format!("substr({date_column},1,4) || '-Q' || ((CAST(substr({date_column},6,2) AS INTEGER)+2)/3)"),
             Grain::Year => format!("substr({date_column},1,4)"),
             Grain::Month => format!("substr({date_column},1,7)"),
         }
@@ -73,7 +78,14 @@ static GRAINS: LazyLock<Rules<Grain>> = LazyLock::new(|| {
 /// The time grain the question groups by, when it is a quarter or a year (months are grouped in
 /// more than one way, by `order_date` or by the targets' `month`: [`month_grain`]).
 pub fn grain(question: &str) -> Option<Grain> {
-    GRAINS.find(question)
+    let within_a_year = |p: Period| match p {
+        Period::Year(_) | Period::Month(..) => true,
+        Period::Range((y1, _), (y2, _)) => y1 == y2,
+    };
+    match GRAINS.find(question) {
+        Some(Grain::Quarter) if !crate::period::find(question).is_some_and(within_a_year) => Some(Grain::YearQuarter),
+        g => g,
+    }
 }
 
 /// The grain over the catalogue's date column: a quarter or a year as [`grain`] finds it, or a
@@ -193,9 +205,21 @@ pub fn sign_sides(question: &str) -> (bool, bool) {
 }
 
 static ACHIEVED: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)实际|完成|达成|达标|实绩|超额|差距|\b(actuals?|against|versus|vs\.?|compared?|above|below|beat|met|meet|miss(ed)?|hit|achiev\w*|attain\w*|exceed\w*|short)\b")
+    Regex::new(r"(?i)实际|完成|达成|达标|达到|实绩|超额|差距|(超过|低于|高于|不到)了?(销售)?目标|\b(actuals?|against|versus|vs\.?|compared?|above|below|beat|met|meet|miss(ed)?|hit|achiev\w*|attain\w*|exceed\w*|short|reach(ed)?|completion|percent(age)?|close)\b")
         .expect("valid pattern")
 });
+
+static SHORT_OR_OVER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)(没|未|没有)(完成|达成|达到|达标)|不达标|超额|(超过|低于|高于|不到)了?(销售)?目标|\b(fell|fall(s|ing)?|came|come) short\b|\bmiss(ed|es)?\b|\b(below|above|under|over|beat|exceed\w*|met|meet|hit)( (its|their|the))? (monthly )?targets?\b")
+        .expect("valid pattern")
+});
+
+/// Whether the question picks the rows where an actual figure fell short of, or beat, its target
+/// ("哪些大区没完成销售目标", "months that fell short of target"): the condition compares two
+/// columns (`s.amount < t.target`), which the shape allows only then.
+pub fn short_or_over(question: &str) -> bool {
+    SHORT_OR_OVER.is_match(question)
+}
 
 /// Whether the question holds actual figures against a table kept by month beside the dated
 /// one (sales against targets: "实际销售额与目标", "完成目标的情况", "against target"): its answer
@@ -358,6 +382,9 @@ mod tests {
         assert_eq!(grain("2020年西北地区每个季度的销售额"), Some(Grain::Quarter));
         assert_eq!(grain("Office supplies profit by quarter for 2019"), Some(Grain::Quarter));
         assert_eq!(grain("Quarterly sales in Guangdong for 2018"), Some(Grain::Quarter));
+        assert_eq!(grain("华南地区按季度看利润趋势"), Some(Grain::YearQuarter));
+        assert_eq!(grain("Quarterly sales trend for Chengdu over 2019-2020"), Some(Grain::YearQuarter));
+        assert_eq!(grain("Quarterly sales trend for Chengdu in 2019"), Some(Grain::Quarter));
         assert_eq!(grain("上海这三年每年的销售额"), Some(Grain::Year));
         assert_eq!(grain("Orders per year in Central China"), Some(Grain::Year));
         assert_eq!(grain("东北地区2018年第四季度的销售目标"), None);

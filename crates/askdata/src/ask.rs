@@ -193,11 +193,12 @@ fn is_chinese(s: &str) -> bool {
 
 /// The JSON schema of [`Reply`] as the model writes it (compact, keys in the teaching data's
 /// order): `{"sql", "chart": {"type", "x"?, "y"?, "series"?, "title"?}}` or `{"error"}`, with
-/// the chart type the question names ([`crate::cues::chart`]) the only one allowed. Generation
-/// is held to it, its SQL string further held by [`reply_constraint`].
-pub fn reply_schema(question: &str, cues: bool) -> serde_json::Value {
+/// the chart type the question names, or a month-by-month series's line
+/// ([`crate::cues::chart_for`]), the only one allowed. Generation is held to it, its SQL string
+/// further held by [`reply_constraint`].
+pub fn reply_schema(catalog: &Catalog, question: &str, cues: bool) -> serde_json::Value {
     let s = || serde_json::json!({"type": "string"});
-    let types: Vec<&str> = match crate::cues::chart(question).filter(|_| cues) {
+    let types: Vec<&str> = match crate::cues::chart_for(catalog, question).filter(|_| cues) {
         Some(t) => vec![t.as_str()],
         None => ChartType::ALL.iter().map(|t| t.as_str()).collect(),
     };
@@ -328,7 +329,7 @@ fn branch_margin(prefix: &str, top: &[shovel_core::TopLogprob], branches: [&str;
 /// `city='淑'`, wrote worse SQL elsewhere: 86.7% vs 88.9% held-out). Inside the shape the same
 /// rule for values helps (docs/BENCHMARKS.md).
 pub fn reply_constraint(catalog: &Catalog, question: &str, opts: &AskOptions, branch: Branch) -> OutputConstraint {
-    let schema = reply_schema(question, opts.cues);
+    let schema = reply_schema(catalog, question, opts.cues);
     if branch == Branch::Decline {
         return OutputConstraint::JsonSchema(serde_json::json!({"x-guidance": schema["x-guidance"].clone(), "anyOf": [schema["anyOf"][1].clone()]}));
     }

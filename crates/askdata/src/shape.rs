@@ -169,11 +169,13 @@ fn predicates(qual: &str, c: &Column, date: Option<&str>, named: &Named) -> Vec<
         }
         (false, values) => format!("'{}'", escaped(values)),
     };
-    let more = match named.values {
-        Some(_) => format!("{{0,{}}}", writable(c, named.values.as_deref()).len().saturating_sub(1)),
-        None => "*".into(),
-    };
-    vec![format!("{col}{CMP}{v}"), format!(r"{col} (NOT )?IN \({v}(, ?{v}){more}\)"), format!("{col} BETWEEN {v} AND {v}"), format!("{col} (NOT )?LIKE {LIT}"), format!("{col} IS (NOT )?NULL")]
+    // A listed column, with the question known, is compared only to the values it names: no
+    // LIKE with any text, no NULL test (the model wrote `channel LIKE '打印机'` for a product).
+    if !c.values.is_empty() && named.values.is_some() {
+        let more = writable(c, named.values.as_deref()).len().saturating_sub(1);
+        return vec![format!("{col}{CMP}{v}"), format!(r"{col} (NOT )?IN \({v}(, ?{v}){{0,{more}}}\)")];
+    }
+    vec![format!("{col}{CMP}{v}"), format!(r"{col} (NOT )?IN \({v}(, ?{v})*\)"), format!("{col} BETWEEN {v} AND {v}"), format!("{col} (NOT )?LIKE {LIT}"), format!("{col} IS (NOT )?NULL")]
 }
 
 /// What the question allows conditions to name.

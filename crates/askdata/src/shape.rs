@@ -113,6 +113,7 @@ fn predicates(qual: &str, c: &Column, date: Option<&str>, named: &Named) -> Vec<
             format!("{col} BETWEEN {DATE_LIT} AND {DATE_LIT}"),
             format!(r"{col} (NOT )?IN \({DATE_LIT}(, ?{DATE_LIT})*\)"),
             format!(r"substr\({col}, ?[0-9]+, ?[0-9]+\){CMP}{DATE_LIT}"),
+            format!("{col} ?>= ?{DATE_LIT} AND {col} ?<=? ?{DATE_LIT}"),
         ];
     }
     if Some(c.name.as_str()) == date {
@@ -121,6 +122,7 @@ fn predicates(qual: &str, c: &Column, date: Option<&str>, named: &Named) -> Vec<
         return vec![
             format!("{dx}{CMP}{DATE_LIT}"),
             format!("{dx} BETWEEN {DATE_LIT} AND {DATE_LIT}"),
+            format!("{dx} ?>= ?{DATE_LIT} AND {dx} ?<=? ?{DATE_LIT}"),
             format!(r"{dx} (NOT )?IN \({DATE_LIT}(, ?{DATE_LIT})*\)"),
             format!("{cast}{CMP}{NUM}"),
             format!("{cast} BETWEEN {NUM} AND {NUM}"),
@@ -200,7 +202,15 @@ struct Named {
 /// ` WHERE` and its conditions over `columns` (each with its qualifier; predicates joined by
 /// AND), optional; nothing when no column can be compared.
 fn conditions(columns: &[(&str, &Column)], date: Option<&str>, named: &Named) -> String {
-    let mut preds: Vec<String> = columns.iter().flat_map(|(qual, c)| predicates(qual, c, date, named)).collect();
+    let (mut dated, mut preds) = (Vec::new(), Vec::new());
+    for (qual, c) in columns {
+        let p = predicates(qual, c, date, named);
+        if is_time(c, date) {
+            dated.extend(p);
+        } else {
+            preds.extend(p);
+        }
+    }
     // An actual figure against its target, in a join (`s.amount < t.target`), when the question
     // asks which rows fell short or beat it.
     if named.versus {
@@ -218,15 +228,21 @@ fn conditions(columns: &[(&str, &Column)], date: Option<&str>, named: &Named) ->
             }
         }
     }
-    if preds.is_empty() {
-        return String::new();
-    }
     // Every shipped gold query has at most three conditions, no parentheses and no OR (a
     // column's alternatives are an IN list); a fourth condition is allowed. Unbounded, a model
     // unsure of its filter repeats conditions until `max_tokens`; with OR it chained a
     // question's filters into alternatives (`... OR city IN ('上海','北京') OR region='华东'`).
-    let atom = alt(preds);
-    format!("( WHERE {atom}( AND {atom}){{0,3}})?")
+    // The period is one condition (a range written as a `>=` and `<` pair counts as one), with
+    // up to two others on each side: the model repeated it, or wrote contradictory ones
+    // (`BETWEEN '2018' AND '2020' AND substr(order_date,1,7)='2018' AND ...`, `t.month BETWEEN
+    // '2020-01' AND '2020-12' AND s.month='2020-01'`), on fresh6.
+    let atoms = match (alt(&dated), alt(&preds)) {
+        _ if dated.is_empty() && preds.is_empty() => return String::new(),
+        (_, o) if dated.is_empty() => format!("{o}( AND {o}){{0,3}}"),
+        (d, _) if preds.is_empty() => d,
+        (d, o) => format!("(({o} AND ){{0,2}}{d}( AND {o}){{0,2}}|{o}( AND {o}){{0,3}})"),
+    };
+    format!("( WHERE {atoms})?")
 }
 
 /// What may follow the conditions: one `GROUP BY` (required when `grouped`, none otherwise),
@@ -616,6 +632,9 @@ mod tests {
         assert!(!both.is_match("SELECT region, SUM(amount) FROM sales WHERE region IN ('华北', '华东', '华北') GROUP BY region"));
         assert!(north.is_match("SELECT SUM(amount) FROM sales WHERE region IN ('华北')"));
         assert!(!north.is_match("SELECT SUM(amount) FROM sales WHERE region IN ('华北', '华北')"));
+        // One period condition.
+        assert!(!north.is_match("SELECT SUM(amount) FROM sales WHERE region='华北' AND substr(order_date,1,7)='2019-03' AND substr(order_date,1,7)='2019-03'"));
+        assert!(north.is_match("SELECT SUM(amount) FROM sales WHERE order_date >= '2019-03-01' AND order_date < '2019-04-01' AND region='华北'"));
         // At most four conditions.
         assert!(!north.is_match("SELECT SUM(amount) FROM sales WHERE region='华北' AND region='华北' AND region='华北' AND region='华北' AND region='华北'"));
     }

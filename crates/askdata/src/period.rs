@@ -77,8 +77,8 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         // 2018年3月到2019年2月, 2018-2019年
         r(format!(r"(\d{{4}})年{NUM_ZH}月?\s*(?:-|~|到|至)\s*(\d{{4}})年{NUM_ZH}月"), |c| range(y(c, 1), zh_number(&c[2])?, y(c, 3), zh_number(&c[4])?)),
         r(r"(\d{4})\s*(?:-|~|到|至)\s*(\d{4})\s*年".into(), |c| range(y(c, 1), 1, y(c, 2), 12)),
-        // 2019年到2020年, 2019-2020, from 2018 to 2020, between 2019 and 2020
-        r(r"((?:19|20)\d{2})\s*年?\s*(?:-|–|~|到|至|to|through|until|and)\s*((?:19|20)\d{2})(?:\D|$)".into(), |c| range(y(c, 1), 1, y(c, 2), 12)),
+        // 2019年到2020年3月
+        r(format!(r"(\d{{4}})\s*年?\s*(?:-|~|到|至)\s*(\d{{4}})\s*年\s*{NUM_ZH}\s*月"), |c| range(y(c, 1), 1, y(c, 2), zh_number(&c[3])?)),
         // 2020年前三季度, 2019年前5个月
         r(r"(\d{4})\s*年\s*前\s*([1-3一二三])\s*个?季度".into(), |c| range(y(c, 1), 1, y(c, 1), 3 * zh_number(&c[2])?)),
         r(format!(r"(\d{{4}})\s*年\s*前\s*{NUM_ZH}\s*个月"), |c| range(y(c, 1), 1, y(c, 1), zh_number(&c[2])?)),
@@ -107,6 +107,9 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         r(format!(r"(\d{{4}})\s*年\s*{NUM_ZH}\s*月"), |c| range(y(c, 1), zh_number(&c[2])?, y(c, 1), zh_number(&c[2])?)),
         r(format!(r"\b{MONTH_EN}\s*,?\s*(?:of\s+)?(\d{{4}})"), |c| range(y(c, 2), en_month(&c[1])?, y(c, 2), en_month(&c[1])?)),
         r(r"\b(\d{4})-(\d{2})\b".into(), |c| range(y(c, 1), c[2].parse().ok()?, y(c, 1), c[2].parse().ok()?)),
+        // 2019年到2020年, 2019-2020, from 2018 to 2020, between 2019 and 2020: after the quarter,
+        // half and month rules, so "Q1 2019 and 2020" stays a quarter.
+        r(r"((?:19|20)\d{2})\s*年?\s*(?:-|–|~|到|至|to|through|until|and)\s*((?:19|20)\d{2})(?:\D|$)".into(), |c| range(y(c, 1), 1, y(c, 2), 12)),
         // 2019年, in 2019, 2019 alone
         r(r"(?:^|[^\d])((?:19|20)\d{2})(?:[^\d-]|$)".into(), |c| Some(Period::Year(y(c, 1)))),
     ]
@@ -118,18 +121,39 @@ pub fn find(question: &str) -> Option<Period> {
     RULES.iter().find_map(|r| r.re.captures(&question).and_then(|c| (r.make)(&c)))
 }
 
-/// `question` with two-digit years written in full: "19年" is 2019 (three questions of a
-/// reviewer's fresh set wrote years so, and were answered for all time).
-fn full_years(question: &str) -> std::borrow::Cow<'_, str> {
-    static SHORT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(^|[^\d])(1[5-9]|2\d)(\s*年)").expect("valid pattern"));
-    SHORT.replace_all(question, "${1}20${2}${3}")
+/// `question` with two-digit years written in full: "19年" is 2019, "19-20年" 2019-2020 (three
+/// questions of a reviewer's fresh set wrote years so, and were answered for all time). Not a
+/// count of years: "近20年", "第19年", "过去15年", "20年来" stay as they are.
+fn full_years(question: &str) -> String {
+    static TWO: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(1[5-9]|2\d)(\s*(?:年|[-~到至]\s*(?:1[5-9]|2\d)\s*年))").expect("valid pattern"));
+    static SECOND: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(1[5-9]|2\d)(\s*年)$").expect("valid pattern"));
+    static COUNT_BEFORE: &[char] = &['近', '前', '第', '去', '后', '这', '每', '几', '过', '十', '多'];
+    let mut out = String::with_capacity(question.len() + 8);
+    let mut last = 0;
+    for c in TWO.captures_iter(question) {
+        let (m, tail) = (c.get(0).expect("match"), &c[2]);
+        let before = question[..m.start()].chars().next_back();
+        let counted = before.is_some_and(|b| b.is_ascii_digit() || COUNT_BEFORE.contains(&b)) || question[m.end()..].starts_with('来');
+        if counted {
+            continue;
+        }
+        out.push_str(&question[last..m.start()]);
+        out.push_str("20");
+        out.push_str(&c[1]);
+        // The second year of a span ("19-20年").
+        out.push_str(&SECOND.replace(tail, "20${1}${2}"));
+        last = m.end();
+    }
+    out.push_str(&question[last..]);
+    out
 }
 
 static TOP: LazyLock<Vec<Regex>> = LazyLock::new(|| {
     [
         r"前\s*(\d{1,2}|[一二三四五六七八九十]{1,2})\s*(?:名|个|位|大|款|家|种|$|的)",
         r"(?:最高|最多|最大|最好|最低|最少)的?\s*(\d{1,2}|[一二三四五六七八九十]{1,2})\s*(?:个|名|位|大|款|家|种)",
-        r"哪\s*(\d{1,2}|[一二三四五六七八九十]{1,2})\s*(?:个|名|位|款|家|种)",
+        // Not 哪一个: "which one", answered with every row ranked.
+        r"哪\s*(\d{1,2}|[二三四五六七八九]|十[一二三四五六七八九]?)\s*(?:个|名|位|款|家|种)",
         r"(?i)\btop\s*(\d{1,2})\b",
         r"(?i)\b(?:best|which|the)\s+(\d{1,2})\s+[a-z]",
     ]
@@ -180,6 +204,13 @@ mod tests {
             ("2019年前5个月的订单数", Some(Range((2019, 1), (2019, 5)))),
             ("上海这三年每年的销售额", None),
             ("近12个月", None),
+            ("近20年的销售额", None),
+            ("第19年", None),
+            ("19-20年各地区的销售额", Some(Range((2019, 1), (2020, 12)))),
+            ("Compare Q1 2019 and 2020", Some(Range((2019, 1), (2019, 3)))),
+            ("first half of 2019 and 2020", Some(Range((2019, 1), (2019, 6)))),
+            ("2019年到2020年3月的销售额", Some(Range((2019, 1), (2020, 3)))),
+            ("2019年3月到2020年2月", Some(Range((2019, 3), (2020, 2)))),
             ("Orders per year in Central China", None),
             ("Top 10 products", None),
         ];
@@ -203,6 +234,7 @@ mod tests {
             ("2018年销量最多的5款产品", Some(5)),
             ("2020年哪5个城市亏钱的订单最多", Some(5)),
             ("哪个城市亏钱的订单最多", None),
+            ("哪一个城市亏钱的订单最多", None),
         ] {
             assert_eq!(top_n(q), n, "{q}");
         }

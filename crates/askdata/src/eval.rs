@@ -14,31 +14,30 @@ use std::time::Duration;
 pub const TRAIN_JSONL: &str = include_str!("../data/train.jsonl");
 /// The evaluation questions with gold SQL; none is a paraphrase of a training example.
 pub const EVAL_JSONL: &str = include_str!("../data/eval.jsonl");
-/// A second held-out set, written afresh by a reviewer who saw the schema and the dimension
-/// values but not the teaching or evaluation sets, with gold SQL in their own style.
-pub const FRESH_JSONL: &str = include_str!("../data/fresh.jsonl");
-/// A second set written afresh by another reviewer after the question cues ([`crate::cues`])
-/// were fixed, so it measures them on questions they were not shaped by.
-pub const FRESH2_JSONL: &str = include_str!("../data/fresh2.jsonl");
-/// A third reviewer's 30 questions, written after the monthly grain, the no-period rule and the
-/// all-time teaching examples (it saw only SCHEMA.md, dimensions.json and the database).
-pub const FRESH3_JSONL: &str = include_str!("../data/fresh3.jsonl");
-/// A fourth reviewer's 28 questions, written after the query shape ([`crate::shape`]) and the
-/// cues it came with were fixed (the reviewer saw only SCHEMA.md, dimensions.json and the
-/// database): the out-of-sample measure of them, until its misses shaped the next rules.
-pub const FRESH4_JSONL: &str = include_str!("../data/fresh4.jsonl");
-/// A fifth reviewer's 32 questions, written (from SCHEMA.md, dimensions.json and the database
-/// only) before the rules drawn from fresh4's misses were measured, and not looked at while
-/// they were made: the out-of-sample measure of those rules and of the Gemma 3 base.
-pub const FRESH5_JSONL: &str = include_str!("../data/fresh5.jsonl");
-/// A sixth reviewer's 32 questions, written (from SCHEMA.md, dimensions.json and the database
-/// only) before the rules and teaching kinds drawn from the first five sets' misses were
-/// measured, and not looked at while they were made: the out-of-sample measure of them.
-pub const FRESH6_JSONL: &str = include_str!("../data/fresh6.jsonl");
-/// A seventh reviewer's 32 questions, written (from SCHEMA.md, dimensions.json and the database
-/// only) after fresh6 was measured and before the rule drawn from fresh6's misses (one period
-/// condition) was: the out-of-sample measure of that rule.
-pub const FRESH7_JSONL: &str = include_str!("../data/fresh7.jsonl");
+/// The sets of questions written afresh by reviewers who saw SCHEMA.md, the dimension values and
+/// the database, but neither the teaching nor the evaluation set, with gold SQL in their own
+/// styles, by name (`shovel askdata eval --file fresh3`). Each was written at a later point of
+/// the work, so each measures out of sample what came before it:
+pub const FRESH_SETS: [(&str, &str); 7] = [
+    // The first reviewer's 30.
+    ("fresh", include_str!("../data/fresh.jsonl")),
+    // Written after the question cues ([`crate::cues`]) were fixed.
+    ("fresh2", include_str!("../data/fresh2.jsonl")),
+    // Written after the monthly grain, the no-period rule and the all-time teaching examples.
+    ("fresh3", include_str!("../data/fresh3.jsonl")),
+    // Written after the query shape ([`crate::shape`]) and its cues; its misses shaped the
+    // next rules.
+    ("fresh4", include_str!("../data/fresh4.jsonl")),
+    // Written before the rules drawn from fresh4's misses were measured; the measure of those
+    // and of the Gemma 3 base.
+    ("fresh5", include_str!("../data/fresh5.jsonl")),
+    // Written before the rules and teaching kinds drawn from the first five sets' misses were
+    // measured.
+    ("fresh6", include_str!("../data/fresh6.jsonl")),
+    // Written after fresh6 was measured and before the rule drawn from its misses (one period
+    // condition) was.
+    ("fresh7", include_str!("../data/fresh7.jsonl")),
+];
 
 /// Parses a JSONL file of examples.
 pub fn parse_examples(text: &str) -> Result<Vec<Example>, String> {
@@ -55,39 +54,9 @@ pub fn eval_set() -> Vec<Example> {
     parse_examples(EVAL_JSONL).expect("the compiled-in evaluation set parses")
 }
 
-/// The reviewer's fresh questions.
-pub fn fresh_set() -> Vec<Example> {
-    parse_examples(FRESH_JSONL).expect("the compiled-in fresh set parses")
-}
-
-/// The second reviewer's fresh questions.
-pub fn fresh2_set() -> Vec<Example> {
-    parse_examples(FRESH2_JSONL).expect("the compiled-in second fresh set parses")
-}
-
-/// The third reviewer's fresh questions.
-pub fn fresh3_set() -> Vec<Example> {
-    parse_examples(FRESH3_JSONL).expect("the compiled-in third fresh set parses")
-}
-
-/// The fourth reviewer's fresh questions.
-pub fn fresh4_set() -> Vec<Example> {
-    parse_examples(FRESH4_JSONL).expect("the compiled-in fourth fresh set parses")
-}
-
-/// The fifth reviewer's fresh questions.
-pub fn fresh5_set() -> Vec<Example> {
-    parse_examples(FRESH5_JSONL).expect("the compiled-in fifth fresh set parses")
-}
-
-/// The sixth reviewer's fresh questions.
-pub fn fresh6_set() -> Vec<Example> {
-    parse_examples(FRESH6_JSONL).expect("the compiled-in sixth fresh set parses")
-}
-
-/// The seventh reviewer's fresh questions.
-pub fn fresh7_set() -> Vec<Example> {
-    parse_examples(FRESH7_JSONL).expect("the compiled-in seventh fresh set parses")
+/// A fresh set by its name in [`FRESH_SETS`].
+pub fn fresh(name: &str) -> Option<Vec<Example>> {
+    FRESH_SETS.iter().find(|(n, _)| *n == name).map(|(n, text)| parse_examples(text).unwrap_or_else(|e| panic!("the compiled-in set {n} does not parse: {e}")))
 }
 
 /// A result in comparable form: each row's values as sorted strings, rows sorted.
@@ -295,17 +264,18 @@ mod tests {
             "SELECT (CAST(substr(order_date,6,2) AS INTEGER)+2)/3 AS quarter, SUM(quantity) AS quantity FROM sales WHERE channel='线上' AND substr(order_date,1,7) BETWEEN '2020-07' AND '2020-09' GROUP BY quarter ORDER BY quarter"
         ));
         assert_eq!(crate::cues::month_grain(&db.catalog, "华南地区2019年上半年每月实际销售额与目标"), None);
-        let mut fresh = fresh_set();
-        fresh.extend(fresh2_set());
-        fresh.extend(fresh3_set());
+        let set = |name: &str| super::fresh(name).expect("a shipped set");
+        let mut fresh = set("fresh");
+        fresh.extend(set("fresh2"));
+        fresh.extend(set("fresh3"));
         // The fourth set's misses shaped the named-values and time-grouping rules: its gold
         // answers must fit the shape. The fifth's misses shaped the teaching kinds added after
         // it, the sixth's the one-period rule, and the seventh measures that out of sample:
         // their gold answers are graded (below), not required to agree.
-        let fresh4 = fresh4_set();
-        let fresh5 = fresh5_set();
-        let fresh6 = fresh6_set();
-        let fresh7 = fresh7_set();
+        let fresh4 = set("fresh4");
+        let fresh5 = set("fresh5");
+        let fresh6 = set("fresh6");
+        let fresh7 = set("fresh7");
         // No gold answer filters dates when its question names no period, in any writer's style.
         for e in eval.iter().chain(&train).chain(&fresh) {
             let (Some(sql), Some(f)) = (&e.reply.sql, crate::cues::sql_forbidden(&db.catalog, &e.question)) else { continue };

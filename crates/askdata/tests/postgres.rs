@@ -74,7 +74,8 @@ async fn postgres_demo_answers_like_sqlite_read_only_and_under_a_time_limit() {
     // PostgreSQL, except those using SQLite-only functions, which must fail with the database's
     // message rather than give other numbers.
     let (mut same, mut sqlite_only) = (0, Vec::new());
-    let sets = [eval::train_set(), eval::eval_set(), eval::fresh_set(), eval::fresh2_set(), eval::fresh3_set(), eval::fresh4_set(), eval::fresh5_set(), eval::fresh6_set(), eval::fresh7_set()];
+    let mut sets = vec![eval::train_set(), eval::eval_set()];
+    sets.extend(eval::FRESH_SETS.iter().map(|(name, _)| eval::fresh(name).expect("a shipped set")));
     for ex in sets.iter().flatten() {
         let Some(sql) = ex.reply.sql.as_deref() else { continue };
         let want = exec::run(&mut lite.conn, &guard::check(sql, &lc.table_names(), 1000).unwrap(), Duration::from_secs(30)).await.unwrap();

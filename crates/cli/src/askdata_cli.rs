@@ -239,15 +239,11 @@ async fn register_stable(cfg: &Config, store: &Store, tuned: &str, stable: &str)
 /// score, and with `--json` the score as JSON last.
 pub async fn eval_cmd(cfg: &Config, file: Option<PathBuf>, model: Option<String>, json: bool, opts: AskOptions, margins: bool) -> Result<()> {
     let set = match &file {
-        Some(f) if f.as_os_str() == "fresh" => eval::fresh_set(),
-        Some(f) if f.as_os_str() == "fresh2" => eval::fresh2_set(),
-        Some(f) if f.as_os_str() == "fresh3" => eval::fresh3_set(),
-        Some(f) if f.as_os_str() == "fresh4" => eval::fresh4_set(),
-        Some(f) if f.as_os_str() == "fresh5" => eval::fresh5_set(),
-        Some(f) if f.as_os_str() == "fresh6" => eval::fresh6_set(),
-        Some(f) if f.as_os_str() == "fresh7" => eval::fresh7_set(),
-        Some(f) => eval::parse_examples(&std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?,
         None => eval::eval_set(),
+        Some(f) => match f.to_str().and_then(eval::fresh) {
+            Some(set) => set,
+            None => eval::parse_examples(&std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?,
+        },
     };
     let store = crate::open_store(cfg).await?;
     let model = match model {

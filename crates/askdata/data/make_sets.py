@@ -496,6 +496,20 @@ UNANSWERABLE = [
 ALL_TIME_KINDS = [(total, 6), (compare, 6), (share, 5), (top, 7), (losses, 3), (average, 3)]
 
 
+def unique(rng, fn, n, zh, seen, fix=lambda q: q):
+    """n examples of kind `fn` (Chinese with probability `zh`), each question (after `fix`) new to
+    `seen`, one at a time: a caller may draw from `rng` between them."""
+    made = 0
+    while made < n:
+        e = fn(rng, rng.random() < zh)
+        e["question"] = fix(e["question"])
+        if e["question"] in seen:
+            continue
+        seen.add(e["question"])
+        made += 1
+        yield e
+
+
 def tidy(q):
     """A question with its period left out: no doubled or dangling spaces, no orphaned 在."""
     q = re.sub(r"\s+", " ", q).strip()
@@ -510,15 +524,7 @@ def all_time_set(seen):
     ALL_TIME = True
     try:
         for fn, n in ALL_TIME_KINDS:
-            made = 0
-            while made < n:
-                e = fn(rng, rng.random() < 0.7)
-                e["question"] = tidy(e["question"])
-                if e["question"] in seen:
-                    continue
-                seen.add(e["question"])
-                out.append(e)
-                made += 1
+            out.extend(unique(rng, fn, n, 0.7, seen, tidy))
     finally:
         ALL_TIME = False
     return out
@@ -543,14 +549,7 @@ def train_set():
               "line", "month", "amount")]
     seen = {out[0]["question"]}
     for fn, n in KINDS:
-        made = 0
-        while made < n:
-            e = fn(rng, rng.random() < 0.7)
-            if e["question"] in seen:
-                continue
-            seen.add(e["question"])
-            out.append(e)
-            made += 1
+        out.extend(unique(rng, fn, n, 0.7, seen))
     for q, why in UNANSWERABLE:
         out.append(ex(q, None, error=why))
     rng.shuffle(out)
@@ -565,14 +564,8 @@ def train_set():
     drop = set(rng3.sample(keep, TRIM))
     out = [e for i, e in enumerate(out) if i not in drop]
     for fn, n in NEW_KINDS:
-        made = 0
-        while made < n:
-            e = fn(rng3, rng3.random() < 0.6)
-            if e["question"] in seen:
-                continue
-            seen.add(e["question"])
+        for e in unique(rng3, fn, n, 0.6, seen):
             out.insert(rng3.randrange(len(out) + 1), e)
-            made += 1
     return out
 
 

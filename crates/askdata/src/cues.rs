@@ -215,13 +215,16 @@ pub fn sign_sides(question: &str) -> (bool, bool) {
     (below, above)
 }
 
+/// Chinese words for an actual figure beyond or short of its target, in both rules below.
+const PAST_TARGET: &str = r"超额|(超过|低于|高于|不到)了?(销售)?目标";
+
 static ACHIEVED: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)实际|完成|达成|达标|达到|实绩|超额|差距|(超过|低于|高于|不到)了?(销售)?目标|\b(actuals?|against|versus|vs\.?|compared?|above|below|beat|met|meet|miss(ed)?|hit|achiev\w*|attain\w*|exceed\w*|short|reach(ed)?|completion|percent(age)?|close)\b")
+    Regex::new(&format!(r"(?i)实际|完成|达成|达标|达到|实绩|差距|{PAST_TARGET}|\b(actuals?|against|versus|vs\.?|compared?|above|below|beat|met|meet|miss(ed)?|hit|achiev\w*|attain\w*|exceed\w*|short|reach(ed)?|completion|percent(age)?|close)\b"))
         .expect("valid pattern")
 });
 
 static SHORT_OR_OVER: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)(没|未|没有)(完成|达成|达到|达标)|不达标|超额|(超过|低于|高于|不到)了?(销售)?目标|\b(fell|fall(s|ing)?|came|come) short\b|\bmiss(ed|es)?\b|\b(below|above|under|over|beat|exceed\w*|met|meet|hit)( (its|their|the))? (monthly )?targets?\b")
+    Regex::new(&format!(r"(?i)(没|未|没有)(完成|达成|达到|达标)|不达标|{PAST_TARGET}|\b(fell|fall(s|ing)?|came|come) short\b|\bmiss(ed|es)?\b|\b(below|above|under|over|beat|exceed\w*|met|meet|hit)( (its|their|the))? (monthly )?targets?\b"))
         .expect("valid pattern")
 });
 

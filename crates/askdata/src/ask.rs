@@ -55,7 +55,7 @@ pub fn user_prompt(catalog: &Catalog, question: &str) -> String {
 
 /// The conversation the model continues.
 pub fn messages(catalog: &Catalog, question: &str) -> Vec<ChatMessage> {
-    vec![ChatMessage { role: "system".into(), content: system_prompt(catalog) }, ChatMessage { role: "user".into(), content: user_prompt(catalog, question) }]
+    vec![ChatMessage::new("system", system_prompt(catalog)), ChatMessage::new("user", user_prompt(catalog, question))]
 }
 
 /// What the model replies: a query and a chart, or why it cannot.

@@ -540,7 +540,7 @@ async fn real_main() -> Result<()> {
             let parts = shovel_engine::loader::load(std::path::Path::new(&r.path))?;
             // Tokens as training will see them: the server's chat template and tokenizer.
             let count = |e: &shovel_data::Example| -> usize {
-                let msgs: Vec<shovel_core::ChatMessage> = e.messages.iter().map(|t| shovel_core::ChatMessage { role: t.role.clone(), content: t.content.clone() }).collect();
+                let msgs: Vec<shovel_core::ChatMessage> = e.messages.iter().map(|t| shovel_core::ChatMessage::new(t.role.clone(), t.content.clone())).collect();
                 parts.template.render(&msgs, false).ok().and_then(|t| parts.tokenizer.encode(&t, false, true).ok()).map_or(0, |v| v.len())
             };
             let st = shovel_data::stats(&parsed.examples, &count, max_len, epochs, train_tok_s.unwrap_or(0.0));

@@ -69,8 +69,8 @@ pub async fn run_once(engine: &Engine, model: &ModelId, prompt: &str, opts: &Gen
     let p = if opts.raw {
         Prompt::Text(prompt.to_string())
     } else {
-        let mut msgs: Vec<ChatMessage> = opts.system.iter().map(|s| ChatMessage { role: "system".into(), content: s.clone() }).collect();
-        msgs.push(ChatMessage { role: "user".into(), content: prompt.to_string() });
+        let mut msgs: Vec<ChatMessage> = opts.system.iter().map(|s| ChatMessage::new("system", s.clone())).collect();
+        msgs.push(ChatMessage::new("user", prompt.to_string()));
         Prompt::Chat(msgs)
     };
     stream(engine, opts.request(model, p)).await.map(|_| ())
@@ -78,7 +78,7 @@ pub async fn run_once(engine: &Engine, model: &ModelId, prompt: &str, opts: &Gen
 
 /// `shovel chat`: a REPL keeping the conversation.
 pub async fn chat(engine: &Engine, model: &ModelId, opts: &GenOpts) -> Result<()> {
-    let base: Vec<ChatMessage> = opts.system.clone().map(|s| ChatMessage { role: "system".into(), content: s }).into_iter().collect();
+    let base: Vec<ChatMessage> = opts.system.clone().map(|s| ChatMessage::new("system", s)).into_iter().collect();
     let mut history = base.clone();
     eprintln!("chatting with {model}; /reset clears the conversation, /exit (or Ctrl-D) quits");
     let stdin = std::io::stdin();
@@ -98,8 +98,8 @@ pub async fn chat(engine: &Engine, model: &ModelId, opts: &GenOpts) -> Result<()
             }
             _ => {}
         }
-        history.push(ChatMessage { role: "user".into(), content: line.to_string() });
+        history.push(ChatMessage::new("user", line.to_string()));
         let reply = stream(engine, opts.request(model, Prompt::Chat(history.clone()))).await?;
-        history.push(ChatMessage { role: "assistant".into(), content: reply });
+        history.push(ChatMessage::new("assistant", reply));
     }
 }

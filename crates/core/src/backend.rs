@@ -15,6 +15,18 @@ pub enum ModelKind {
     Embedding,
 }
 
+/// How a model writes tool calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolFormat {
+    /// Shovel's own, for any template: the tools are described in the system prompt and a call
+    /// is a bare JSON object `{"name", "arguments"}` per line.
+    Json,
+    /// The model's own, Hermes-style, as Qwen 2.5 and Hermes templates define it: the template
+    /// renders the tools, earlier calls and `tool` results itself, and a call is
+    /// `<tool_call>\n{"name", "arguments"}\n</tool_call>`.
+    Hermes,
+}
+
 /// A model as the catalogue lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
@@ -180,6 +192,13 @@ pub trait InferenceBackend: Send + Sync + 'static {
     /// Embeds texts with an embedding model. Backends without embedding models refuse.
     async fn embed(&self, req: EmbedRequest) -> Result<Embeddings, BackendError> {
         Err(BackendError::Unsupported { message: format!("`{}` cannot produce embeddings here", req.model), param: Some("model".into()) })
+    }
+
+    /// How `model` writes tool calls ([`ToolFormat::Json`] unless its chat template has a
+    /// format of its own). May load the model.
+    async fn tool_format(&self, model: &ModelId) -> Result<ToolFormat, BackendError> {
+        let _ = model;
+        Ok(ToolFormat::Json)
     }
 
     /// Gauges for /metrics (running and waiting sequences, cache sizes); none by default.

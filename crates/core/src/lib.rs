@@ -12,7 +12,7 @@ pub mod ids;
 pub mod request;
 pub mod testing;
 
-pub use backend::{BackendError, EmbedInput, EmbedRequest, Embeddings, Event, EventStream, Gauge, InferenceBackend, ModelInfo, ModelKind};
+pub use backend::{BackendError, EmbedInput, EmbedRequest, Embeddings, Event, EventStream, Gauge, InferenceBackend, ModelInfo, ModelKind, ToolFormat};
 pub use files::{FileError, FileObject, FileStore, Purpose};
 pub use fine_tuning::{CreateJob, FineTuning, FtError, Job, JobCheckpoint, JobEvent};
 pub use ids::{ModelId, Principal, TenantId};

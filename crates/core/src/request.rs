@@ -6,13 +6,30 @@
 use crate::ids::ModelId;
 use serde::{Deserialize, Serialize};
 
-/// One chat message, already flattened to text.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One chat message: its text and, for templates that write tool calls themselves
+/// ([`crate::ToolFormat::Hermes`]), the calls an assistant message made and the call a `tool`
+/// message answers. Serialized as the template sees it (Hugging Face's message dicts).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// `system`, `user`, `assistant` or `tool`.
     pub role: String,
     /// The message text.
     pub content: String,
+    /// An assistant message's calls, OpenAI-shaped (`{"id", "type": "function", "function":
+    /// {"name", "arguments"}}`) with `arguments` a JSON object, as templates write it; empty
+    /// where the calls are written into `content`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<serde_json::Value>,
+    /// A `tool` message's call id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl ChatMessage {
+    /// A message of text alone.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage { role: role.into(), content: content.into(), ..Default::default() }
+    }
 }
 
 /// What the model continues from.
@@ -20,6 +37,15 @@ pub struct ChatMessage {
 pub enum Prompt {
     /// Chat messages, rendered with the model's chat template (generation prompt added).
     Chat(Vec<ChatMessage>),
+    /// Chat messages and the tools the model may call, OpenAI-shaped (`{"type": "function",
+    /// "function": {"name", "description", "parameters"}}`), both given to a template that
+    /// describes tools itself ([`crate::ToolFormat::Hermes`]).
+    ChatWithTools {
+        /// The conversation.
+        messages: Vec<ChatMessage>,
+        /// The tools.
+        tools: Vec<serde_json::Value>,
+    },
     /// Raw text, tokenized with BOS as the model's metadata asks; no template.
     Text(String),
 }

@@ -3,7 +3,7 @@
 //! The fake "model" answers by echoing the words of the last message (or the raw prompt) back,
 //! one word per token, which makes streaming, usage and stop handling checkable by exact text.
 
-use crate::backend::{BackendError, EmbedInput, EmbedRequest, Embeddings, Event, EventStream, InferenceBackend, ModelInfo, ModelKind};
+use crate::backend::{BackendError, EmbedInput, EmbedRequest, Embeddings, Event, EventStream, InferenceBackend, ModelInfo, ModelKind, ToolFormat};
 use crate::ids::ModelId;
 use crate::request::{FinishReason, GenerateRequest, Prompt, Usage};
 use tokio::sync::mpsc;
@@ -15,18 +15,22 @@ pub struct EchoBackend {
     pub model: ModelId,
     /// Its context length, for overflow checks.
     pub context_length: usize,
+    /// How its "template" writes tool calls.
+    pub tool_format: ToolFormat,
+    /// The last prompt submitted, for tests to inspect.
+    pub last_prompt: std::sync::Arc<std::sync::Mutex<Option<Prompt>>>,
 }
 
 impl EchoBackend {
     /// An echo backend serving `model` with a 64-token context.
     pub fn new(model: &str) -> Self {
-        EchoBackend { model: ModelId::new(model), context_length: 64 }
+        EchoBackend { model: ModelId::new(model), context_length: 64, tool_format: ToolFormat::Json, last_prompt: Default::default() }
     }
 }
 
 fn words(prompt: &Prompt) -> Vec<String> {
     let text = match prompt {
-        Prompt::Chat(msgs) => msgs.last().map(|m| m.content.clone()).unwrap_or_default(),
+        Prompt::Chat(msgs) | Prompt::ChatWithTools { messages: msgs, .. } => msgs.last().map(|m| m.content.clone()).unwrap_or_default(),
         Prompt::Text(t) => t.clone(),
     };
     text.split_whitespace().map(|w| format!(" {w}")).collect()
@@ -63,10 +67,18 @@ impl InferenceBackend for EchoBackend {
         Ok(Embeddings { vectors, prompt_tokens })
     }
 
+    async fn tool_format(&self, model: &ModelId) -> Result<ToolFormat, BackendError> {
+        if *model != self.model {
+            return Err(BackendError::ModelNotFound { model: model.clone() });
+        }
+        Ok(self.tool_format)
+    }
+
     async fn submit(&self, req: GenerateRequest) -> Result<EventStream, BackendError> {
         if req.model != self.model {
             return Err(BackendError::ModelNotFound { model: req.model });
         }
+        *self.last_prompt.lock().expect("not poisoned") = Some(req.prompt.clone());
         let words = words(&req.prompt);
         if words.is_empty() {
             return Err(BackendError::EmptyPrompt);

@@ -13,7 +13,7 @@ use crate::sampler::Sampler;
 use crate::scheduler::{self, Command, InflightGuard, SchedStats, SchedulerConfig, SeqRequest};
 use crate::template::ChatTemplate;
 use crate::tokenizer::Tokenizer;
-use shovel_core::{BackendError, EmbedInput, EmbedRequest, Embeddings, EventStream, Gauge, GenerateRequest, InferenceBackend, ModelId, ModelInfo, ModelKind, OutputConstraint, Prompt};
+use shovel_core::{BackendError, EmbedInput, EmbedRequest, Embeddings, EventStream, Gauge, GenerateRequest, InferenceBackend, ModelId, ModelInfo, ModelKind, OutputConstraint, Prompt, ToolFormat};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -96,16 +96,15 @@ impl LoadedModel {
 
     /// Tokenizes a prompt as the engine would for generation.
     pub fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<u32>, crate::Error> {
-        match prompt {
-            Prompt::Chat(messages) => {
-                let text = self.template.render(messages, true)?;
-                // The template may spell BOS itself; never add a second one.
-                let bos_text = self.tokenizer.bos.map(|b| self.tokenizer.piece(b).to_string());
-                let has_bos = bos_text.is_some_and(|b| !b.is_empty() && text.starts_with(&b));
-                self.tokenizer.encode(&text, self.tokenizer.add_bos && !has_bos, true)
-            }
-            Prompt::Text(text) => self.tokenizer.encode(text, self.tokenizer.add_bos, true),
-        }
+        let text = match prompt {
+            Prompt::Text(text) => return self.tokenizer.encode(text, self.tokenizer.add_bos, true),
+            Prompt::Chat(messages) => self.template.render(messages, true)?,
+            Prompt::ChatWithTools { messages, tools } => self.template.render_with_tools(messages, Some(tools), true)?,
+        };
+        // The template may spell BOS itself; never add a second one.
+        let bos_text = self.tokenizer.bos.map(|b| self.tokenizer.piece(b).to_string());
+        let has_bos = bos_text.is_some_and(|b| !b.is_empty() && text.starts_with(&b));
+        self.tokenizer.encode(&text, self.tokenizer.add_bos && !has_bos, true)
     }
 }
 
@@ -361,6 +360,10 @@ impl InferenceBackend for Engine {
         tokio::task::spawn_blocking(move || embed_blocking(&enc, &req.inputs)).await.map_err(|e| BackendError::Internal(e.to_string()))?
     }
 
+    async fn tool_format(&self, model: &ModelId) -> Result<ToolFormat, BackendError> {
+        Ok(self.load(model).await?.template.tool_format())
+    }
+
     async fn submit(&self, req: GenerateRequest) -> Result<EventStream, BackendError> {
         let (m, adapter) = self.resolve(&req.model).await?;
         let prompt = m.prompt_tokens(&req.prompt).map_err(|e| BackendError::Unsupported { message: e.to_string(), param: Some("messages".into()) })?;
@@ -375,7 +378,7 @@ impl InferenceBackend for Engine {
             None => ctx - prompt.len(),
         };
         let mut stop = req.stop.clone();
-        if matches!(req.prompt, Prompt::Chat(_)) {
+        if matches!(req.prompt, Prompt::Chat(_) | Prompt::ChatWithTools { .. }) {
             stop.extend(m.template.stops.iter().cloned());
         }
         // Admission: a bounded queue. The guard travels with the request and frees its place

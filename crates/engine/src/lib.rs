@@ -24,6 +24,7 @@ pub mod sampler;
 pub mod scheduler;
 pub mod template;
 pub mod tensor;
+pub mod testing;
 pub mod tokenizer;
 
 pub use engine::{CatalogEntry, Engine, EngineConfig, LoadedModel};

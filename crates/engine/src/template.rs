@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use minijinja::{context, Environment, ErrorKind, Value};
-use shovel_core::ChatMessage;
+use shovel_core::{ChatMessage, ToolFormat};
 
 /// ChatML, the fallback llama.cpp uses for models without a template of their own; used when the
 /// vocabulary has ChatML's tokens.
@@ -94,14 +94,34 @@ impl ChatTemplate {
     /// Renders `messages`; with `add_generation_prompt` the text ends where the assistant's
     /// answer begins.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// Renders `messages` with the `tools` a template that describes them itself lists (as
+    /// Hugging Face's `apply_chat_template(tools=...)` passes them; `None` leaves `tools`
+    /// undefined, as transformers passes `None`).
+    pub fn render_with_tools(&self, messages: &[ChatMessage], tools: Option<&[serde_json::Value]>, add_generation_prompt: bool) -> Result<String> {
         let tmpl = self.env.get_template("chat").map_err(|e| Error::Template(e.to_string()))?;
         tmpl.render(context! {
             messages => messages,
+            tools => tools,
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos,
             eos_token => self.eos,
         })
         .map_err(|e| Error::Template(e.to_string()))
+    }
+
+    /// How the model writes tool calls: [`ToolFormat::Hermes`] when its own template lists
+    /// `tools` and writes calls in `<tool_call>` tags (Qwen 2 and 2.5, Hermes 2 and 3, and their
+    /// fine-tunes), else Shovel's own [`ToolFormat::Json`], which any template carries as text.
+    pub fn tool_format(&self) -> ToolFormat {
+        let own = self.kind == TemplateKind::Own;
+        if own && self.source.contains("tools") && self.source.contains("<tool_call>") {
+            ToolFormat::Hermes
+        } else {
+            ToolFormat::Json
+        }
     }
 }
 
@@ -110,7 +130,7 @@ mod tests {
     use super::*;
 
     fn msg(role: &str, content: &str) -> ChatMessage {
-        ChatMessage { role: role.into(), content: content.into() }
+        ChatMessage::new(role, content)
     }
 
     #[test]
@@ -135,6 +155,28 @@ mod tests {
         let src = "{% for m in messages %}\n  {{ m.role.upper() }}:{{ m.content.strip() }}\n{% endfor %}";
         let t = ChatTemplate::new(Some(src), "<s>", "</s>", true).unwrap();
         assert_eq!(t.render(&[msg("user", " a ")], false).unwrap(), "  USER:a\n");
+    }
+
+    #[test]
+    fn a_template_with_tool_call_tags_renders_tools_calls_and_results() {
+        let t = ChatTemplate::new(Some(crate::testing::HERMES_TEMPLATE), "", "<|im_end|>", true).unwrap();
+        assert_eq!(t.tool_format(), ToolFormat::Hermes);
+        let tools = [serde_json::json!({"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}})];
+        let call = serde_json::json!({"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}});
+        let msgs = [
+            msg("user", "Weather in Paris?"),
+            ChatMessage { role: "assistant".into(), content: String::new(), tool_calls: vec![call], tool_call_id: None },
+            ChatMessage { role: "tool".into(), content: "sunny".into(), tool_calls: vec![], tool_call_id: Some("c1".into()) },
+        ];
+        let s = t.render_with_tools(&msgs, Some(&tools), true).unwrap();
+        assert!(s.starts_with("<|im_start|>system\n# Tools\n<tools>\n{") && s.contains("\"name\":\"get_weather\""), "{s}");
+        assert!(s.contains("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\":\"Paris\"}}\n</tool_call>"), "{s}");
+        assert!(s.contains("<tool_response>\nsunny\n</tool_response>") && s.ends_with("<|im_start|>assistant\n"), "{s}");
+        // Without tools the same template is a plain chat.
+        assert_eq!(t.render(&[msg("user", "hi")], true).unwrap(), "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+        // Fallbacks and templates without tags use Shovel's own format.
+        assert_eq!(ChatTemplate::new(None, "", "", true).unwrap().tool_format(), ToolFormat::Json);
+        assert_eq!(ChatTemplate::new(Some("{{ tools }}"), "", "", true).unwrap().tool_format(), ToolFormat::Json);
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! tokenizer.json + tokenizer_config.json) exercises the Hugging Face loading path, batching
 //! invariants and the engine's request handling without any downloaded weights.
 
-use rand::{Rng, SeedableRng};
 use shovel_core::{BackendError, ChatMessage, Event, FinishReason, GenerateRequest, InferenceBackend, ModelId, ModelInfo, ModelKind, Prompt, SamplingParams};
 use shovel_engine::loader::load_hf_dir;
 use shovel_engine::model::{BatchItem, KvCache, Model, KV_BLOCK};
@@ -12,67 +11,11 @@ use shovel_engine::{CatalogEntry, Engine, EngineConfig};
 use std::collections::HashMap;
 use std::path::Path;
 
-const H: usize = 32;
-const HEADS: usize = 4;
-const KV_HEADS: usize = 2;
-const FFN: usize = 64;
-const LAYERS: usize = 2;
-
-fn write_tokenizer(dir: &Path) -> usize {
-    use tokenizers::models::bpe::BPE;
-    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-    use tokenizers::AddedToken;
-    let mut alphabet: Vec<char> = ByteLevel::alphabet().into_iter().collect();
-    alphabet.sort();
-    let vocab: tokenizers::models::bpe::Vocab = alphabet.iter().enumerate().map(|(i, c)| (c.to_string(), i as u32)).collect();
-    let bpe = BPE::builder().vocab_and_merges(vocab, vec![]).build().unwrap();
-    let mut tk = tokenizers::Tokenizer::new(bpe);
-    tk.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
-    tk.with_decoder(Some(ByteLevel::default()));
-    tk.add_special_tokens(&[AddedToken::from("<|im_start|>", true), AddedToken::from("<|im_end|>", true)]);
-    tk.save(dir.join("tokenizer.json"), false).unwrap();
-    let template = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
-    let cfg = serde_json::json!({"chat_template": template, "eos_token": "<|im_end|>", "bos_token": null, "add_bos_token": false});
-    std::fs::write(dir.join("tokenizer_config.json"), cfg.to_string()).unwrap();
-    alphabet.len() + 2
-}
+const H: usize = shovel_engine::testing::TINY_HIDDEN;
+const LAYERS: usize = shovel_engine::testing::TINY_LAYERS;
 
 fn write_model(dir: &Path, seed: u64) {
-    let vocab = write_tokenizer(dir);
-    let cfg = serde_json::json!({
-        "model_type": "llama", "hidden_size": H, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
-        "num_hidden_layers": LAYERS, "intermediate_size": FFN, "vocab_size": vocab,
-        "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "rope_theta": 10000.0
-    });
-    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let kvd = H / HEADS * KV_HEADS;
-    let mut shapes: Vec<(String, Vec<usize>)> = vec![("model.embed_tokens.weight".into(), vec![vocab, H]), ("model.norm.weight".into(), vec![H]), ("lm_head.weight".into(), vec![vocab, H])];
-    for l in 0..LAYERS {
-        let p = format!("model.layers.{l}");
-        shapes.extend([
-            (format!("{p}.input_layernorm.weight"), vec![H]),
-            (format!("{p}.post_attention_layernorm.weight"), vec![H]),
-            (format!("{p}.self_attn.q_proj.weight"), vec![H, H]),
-            (format!("{p}.self_attn.k_proj.weight"), vec![kvd, H]),
-            (format!("{p}.self_attn.v_proj.weight"), vec![kvd, H]),
-            (format!("{p}.self_attn.o_proj.weight"), vec![H, H]),
-            (format!("{p}.mlp.gate_proj.weight"), vec![FFN, H]),
-            (format!("{p}.mlp.up_proj.weight"), vec![FFN, H]),
-            (format!("{p}.mlp.down_proj.weight"), vec![H, FFN]),
-        ]);
-    }
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
-        .into_iter()
-        .map(|(name, shape)| {
-            let n: usize = shape.iter().product();
-            let vals: Vec<f32> = if shape.len() == 1 { (0..n).map(|_| 1.0 + rng.gen_range(-0.1..0.1)).collect() } else { (0..n).map(|_| rng.gen_range(-0.5..0.5)).collect() };
-            (name, shape, vals.iter().flat_map(|v| v.to_le_bytes()).collect())
-        })
-        .collect();
-    let views: HashMap<String, safetensors::tensor::TensorView> =
-        data.iter().map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())).collect();
-    safetensors::serialize_to_file(&views, &None, &dir.join("model.safetensors")).unwrap();
+    shovel_engine::testing::write_tiny_llama(dir, seed, shovel_engine::testing::CHATML_TEMPLATE, 64);
 }
 
 fn tiny() -> (tempfile::TempDir, shovel_engine::loader::LoadedParts) {
@@ -127,7 +70,7 @@ fn hf_directory_loads_with_its_tokenizer_and_template() {
     assert_eq!(parts.model.config.n_layers, LAYERS);
     let ids = parts.tokenizer.encode("héllo 世界", false, true).unwrap();
     assert_eq!(parts.tokenizer.decode(&ids), "héllo 世界");
-    let msgs = vec![ChatMessage { role: "user".into(), content: "hi".into() }];
+    let msgs = vec![ChatMessage::new("user", "hi")];
     assert_eq!(parts.template.render(&msgs, true).unwrap(), "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
     let chat_ids = parts.tokenizer.encode("<|im_start|>user", false, true).unwrap();
     assert_eq!(chat_ids.len(), 1 + 4, "the special token is one id: {chat_ids:?}");
@@ -260,7 +203,7 @@ async fn engine_serves_concurrent_requests_and_checks_context() {
     let dir = tempfile::tempdir().unwrap();
     write_model(dir.path(), 5);
     let e = engine(dir.path(), 48);
-    let chat = Prompt::Chat(vec![ChatMessage { role: "user".into(), content: "hello".into() }]);
+    let chat = Prompt::Chat(vec![ChatMessage::new("user", "hello")]);
     let (a, b) = tokio::join!(run(&e, req(chat.clone(), Some(5))), run(&e, req(Prompt::Text("abc".into()), Some(7))));
     assert_eq!(a.2.completion_tokens.min(5), a.2.completion_tokens);
     assert!(a.1 == FinishReason::Length || a.2.completion_tokens < 5);
@@ -363,7 +306,7 @@ async fn a_json_schema_holds_even_a_random_model_to_it() {
     let dir = tempfile::tempdir().unwrap();
     write_model(dir.path(), 11);
     let e = engine(dir.path(), 64);
-    let chat = Prompt::Chat(vec![ChatMessage { role: "user".into(), content: "hi".into() }]);
+    let chat = Prompt::Chat(vec![ChatMessage::new("user", "hi")]);
     let schema = serde_json::json!({
         "type": "object",
         "properties": {"region": {"enum": ["north", "south"]}, "n": {"enum": [1, 22, 333]}},

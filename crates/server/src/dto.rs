@@ -4,7 +4,7 @@
 use crate::error::ApiError;
 use serde::Deserialize;
 use serde_json::Value;
-use shovel_core::{ChatMessage, GenerateRequest, ModelId, OutputConstraint, Prompt, SamplingParams};
+use shovel_core::{ChatMessage, GenerateRequest, ModelId, OutputConstraint, Prompt, SamplingParams, ToolFormat};
 
 /// `stop`: one string or a list.
 #[derive(Debug, Deserialize)]
@@ -238,8 +238,14 @@ fn fan_out(base: GenerateRequest, n: usize) -> Vec<GenerateRequest> {
 }
 
 impl ChatCompletionRequest {
-    /// Validates into engine requests.
-    pub fn plan(self) -> Result<Plan, ApiError> {
+    /// Whether the conversation or the request involves tools (the model's
+    /// [`ToolFormat`] then decides how they are written).
+    pub fn uses_tools(&self) -> bool {
+        self.tools.as_ref().is_some_and(|t| !t.is_empty()) || self.messages.iter().any(|m| m.role == "tool" || m.tool_calls.as_ref().is_some_and(|c| !c.is_empty()))
+    }
+
+    /// Validates into engine requests; `format` is how the model writes tool calls.
+    pub fn plan(self, format: ToolFormat) -> Result<Plan, ApiError> {
         if self.messages.is_empty() {
             return Err(ApiError::invalid("messages", "`messages` must contain at least one message"));
         }
@@ -265,28 +271,34 @@ impl ChatCompletionRequest {
             };
             // Tool calls and results are written into the conversation as text: the calls as
             // the model writes them, a result as a user turn naming its tool (every chat
-            // template has user turns; few have a tool role).
-            let (role, content) = match m.role.as_str() {
-                "developer" => ("system".to_string(), content),
-                "assistant" if m.tool_calls.as_ref().is_some_and(|c| !c.is_empty()) => {
-                    let calls = m.tool_calls.as_deref().unwrap_or_default();
-                    let text = crate::tools::calls_as_text(calls).map_err(|e| ApiError::invalid(format!("messages[{i}].tool_calls"), format!("messages[{i}].{e}")))?;
+            // template has user turns; few have a tool role). A template with its own format
+            // gets them as they are, and writes them its way.
+            let calls = m.tool_calls.as_deref().unwrap_or_default();
+            let field = |e: String| ApiError::invalid(format!("messages[{i}].tool_calls"), format!("messages[{i}].{e}"));
+            let msg = match (m.role.as_str(), format) {
+                ("developer", _) => ChatMessage::new("system", content),
+                ("assistant", ToolFormat::Hermes) if !calls.is_empty() => {
+                    ChatMessage { role: m.role, content, tool_calls: crate::tools::calls_for_template(calls).map_err(field)?, tool_call_id: None }
+                }
+                ("tool", ToolFormat::Hermes) => ChatMessage { role: m.role, content, tool_calls: vec![], tool_call_id: m.tool_call_id },
+                ("assistant", ToolFormat::Json) if !calls.is_empty() => {
+                    let text = crate::tools::calls_as_text(calls).map_err(field)?;
                     for c in calls {
                         if let (Some(id), Some(name)) = (c.get("id").and_then(Value::as_str), c.get("function").and_then(|f| f.get("name")).and_then(Value::as_str)) {
                             call_names.insert(id.to_string(), name.to_string());
                         }
                     }
-                    ("assistant".to_string(), if content.is_empty() { text } else { format!("{content}\n{text}") })
+                    ChatMessage::new("assistant", if content.is_empty() { text } else { format!("{content}\n{text}") })
                 }
-                "tool" => {
+                ("tool", ToolFormat::Json) => {
                     let name = m.tool_call_id.as_deref().and_then(|id| call_names.get(id)).map(String::as_str).unwrap_or("the tool");
-                    ("user".to_string(), format!("Result of {name}: {content}"))
+                    ChatMessage::new("user", format!("Result of {name}: {content}"))
                 }
-                _ => (m.role, content),
+                _ => ChatMessage::new(m.role, content),
             };
-            messages.push(ChatMessage { role, content });
+            messages.push(msg);
         }
-        let tools = crate::tools::parse(self.tools.as_deref(), self.tool_choice.as_ref(), self.parallel_tool_calls)?;
+        let tools = crate::tools::parse(self.tools.as_deref(), self.tool_choice.as_ref(), self.parallel_tool_calls, format)?;
         let constraint = match (&self.response_format, &tools) {
             (Some(rf), Some(_)) if response_format(rf)?.is_some() => {
                 return Err(ApiError::invalid("response_format", "`response_format` cannot be combined with `tools`: both decide the reply's shape"));
@@ -308,7 +320,10 @@ impl ChatCompletionRequest {
         let c = &self.common;
         let base = GenerateRequest {
             model: ModelId::new(self.model),
-            prompt: Prompt::Chat(messages),
+            prompt: match &tools {
+                Some(u) if u.format == ToolFormat::Hermes => Prompt::ChatWithTools { messages, tools: u.definitions() },
+                _ => Prompt::Chat(messages),
+            },
             sampling: sampling(c)?,
             max_tokens: max_tokens("max_completion_tokens", self.max_completion_tokens)?.or(max_tokens("max_tokens", c.max_tokens)?),
             stop: stops(c)?,

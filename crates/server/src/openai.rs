@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
 use serde_json::{json, Value};
-use shovel_core::{BackendError, Event, EventStream, FinishReason, TokenLogprob, Usage};
+use shovel_core::{BackendError, Event, EventStream, FinishReason, ModelId, TokenLogprob, ToolFormat, Usage};
 use std::convert::Infallible;
 use std::time::Instant;
 use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
@@ -340,7 +340,9 @@ pub async fn chat_completions(State(st): State<AppState>, PrincipalExt(_p): Prin
     let req: ChatCompletionRequest = from_value(&body)?;
     let model = req.model.clone();
     let n = req.common.n.unwrap_or(1);
-    let plan = req.plan()?;
+    // How this model writes tool calls decides how the conversation's calls are written.
+    let format = if req.uses_tools() { st.backend.tool_format(&ModelId::new(&model)).await? } else { ToolFormat::Json };
+    let plan = req.plan(format)?;
     respond(st, plan, model, Kind::Chat, n).await
 }
 

@@ -11,12 +11,15 @@
 //! back into the conversation in the same shape, so any chat template can carry them.
 //!
 //! The built-in models' templates have no tool-call format of their own, so this one format
-//! serves every model; a model whose template defines one (Hermes-style `<tool_call>` tags) is
-//! still prompted this way.
+//! ([`ToolFormat::Json`]) serves every model. A model whose template defines Hermes-style
+//! `<tool_call>` tags (Qwen 2 and 2.5, Hermes, and their fine-tunes; [`ToolFormat::Hermes`]) is
+//! prompted the way it was trained: its template lists the tools and renders earlier calls and
+//! `tool` results itself, and a call is `<tool_call>\n{"name", "arguments"}\n</tool_call>`,
+//! held to the tool's schema the same way.
 
 use crate::error::ApiError;
 use serde_json::{json, Value};
-use shovel_core::{ChatMessage, Event, EventStream, FinishReason, OutputConstraint, Usage};
+use shovel_core::{ChatMessage, Event, EventStream, FinishReason, OutputConstraint, ToolFormat, Usage};
 
 /// A validated function tool.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +53,13 @@ pub struct ToolUse {
     pub choice: Choice,
     /// Whether one reply may make several calls (`parallel_tool_calls`, default false).
     pub parallel: bool,
+    /// How the model writes a call.
+    pub format: ToolFormat,
 }
+
+/// Hermes-style tags around one call ([`ToolFormat::Hermes`]).
+const OPEN: &str = "<tool_call>";
+const CLOSE: &str = "</tool_call>";
 
 /// Most calls in one reply: a small model asked for "several" can otherwise repeat calls until
 /// `max_tokens`.
@@ -61,8 +70,9 @@ pub(crate) fn valid_name(n: &str) -> bool {
     !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-/// Validates `tools` and `tool_choice`; `parallel` is `parallel_tool_calls`.
-pub fn parse(tools: Option<&[Value]>, choice: Option<&Value>, parallel: Option<bool>) -> Result<Option<ToolUse>, ApiError> {
+/// Validates `tools` and `tool_choice`; `parallel` is `parallel_tool_calls`; `format` is how the
+/// model writes calls.
+pub fn parse(tools: Option<&[Value]>, choice: Option<&Value>, parallel: Option<bool>, format: ToolFormat) -> Result<Option<ToolUse>, ApiError> {
     let tools = tools.unwrap_or_default();
     let mut out = Vec::with_capacity(tools.len());
     for (i, t) in tools.iter().enumerate() {
@@ -110,7 +120,7 @@ pub fn parse(tools: Option<&[Value]>, choice: Option<&Value>, parallel: Option<b
             _ => Err(ApiError::invalid("tool_choice", "`tool_choice` asks for a tool call but `tools` is empty")),
         };
     }
-    Ok(Some(ToolUse { tools: out, choice, parallel: parallel.unwrap_or(false) }))
+    Ok(Some(ToolUse { tools: out, choice, parallel: parallel.unwrap_or(false), format }))
 }
 
 /// The JSON Schema of one call of `t`.
@@ -132,8 +142,9 @@ impl ToolUse {
     }
 
     /// The grammar of the reply: calls of the chosen tool(s), one per line, at most
-    /// [`MAX_CALLS`] (one unless parallel), or (auto) text not starting with `{` or the calls,
-    /// either after optional whitespace.
+    /// [`MAX_CALLS`] (one unless parallel), or (auto) text that does not open a call (with
+    /// `{`, or with `<tool_call>` in the Hermes format) or the calls, either after optional
+    /// whitespace.
     pub fn constraint(&self) -> OutputConstraint {
         let calls: Vec<Value> = match &self.choice {
             Choice::Named(n) => self.tools.iter().filter(|t| &t.name == n).map(call_schema).collect(),
@@ -141,21 +152,34 @@ impl ToolUse {
         };
         let schema = json!({"anyOf": calls, "x-guidance": {"whitespace_flexible": false}});
         let more = if self.parallel { format!(" (NL call)~0..{}", MAX_CALLS - 1) } else { String::new() };
-        let calls = format!("call{more}\ncall: %json {schema}\nNL: \"\\n\"");
+        let (call, text) = match self.format {
+            ToolFormat::Json => (format!("%json {schema}"), r"TEXT: /\s*[^{\s](.|\n)*/".to_string()),
+            ToolFormat::Hermes => (format!("{OPEN:?} NL %json {schema} NL {CLOSE:?}"), format!(r"TEXT: /\s*[^\s](.|\n)*/ & ~/\s*{OPEN}(.|\n)*/")),
+        };
+        let calls = format!("call{more}\ncall: {call}\nNL: \"\\n\"");
         match self.choice {
             // Leading whitespace is allowed either way: some models open every turn with a newline,
             // and forbidding it pushes them onto junk tokens.
-            Choice::Auto => OutputConstraint::Lark(format!("start: text | calls\ntext: TEXT\nTEXT: /\\s*[^{{\\s](.|\\n)*/\ncalls: LEAD? {calls}\nLEAD: /\\s+/")),
+            Choice::Auto => OutputConstraint::Lark(format!("start: text | calls\ntext: TEXT\n{text}\ncalls: LEAD? {calls}\nLEAD: /\\s+/")),
             _ => OutputConstraint::Lark(format!("start: {calls}")),
         }
     }
 
-    /// Adds the tool instructions to the conversation: to its system message, or as a new first one.
+    /// The tools as the request gave them, for a template that lists them itself.
+    pub fn definitions(&self) -> Vec<Value> {
+        self.tools.iter().map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}})).collect()
+    }
+
+    /// Adds the tool instructions to the conversation: to its system message, or as a new first
+    /// one. A template with its own format describes the tools itself: nothing is added.
     pub fn add_to(&self, messages: &mut Vec<ChatMessage>) {
+        if self.format == ToolFormat::Hermes {
+            return;
+        }
         let text = self.instructions();
         match messages.first_mut() {
             Some(m) if m.role == "system" => m.content = format!("{}\n\n{text}", m.content),
-            _ => messages.insert(0, ChatMessage { role: "system".into(), content: text }),
+            _ => messages.insert(0, ChatMessage::new("system", text)),
         }
     }
 
@@ -165,37 +189,55 @@ impl ToolUse {
     /// reply [`end_at_repeated_call`] ended mid-token) is left out.
     pub fn calls_in(&self, text: &str) -> Option<Vec<(String, String)>> {
         let t = text.trim();
-        if !t.starts_with('{') {
-            return None;
-        }
-        let (mut calls, mut objects) = (Vec::new(), 0);
-        for v in serde_json::Deserializer::from_str(t).into_iter::<Value>() {
-            let v = match v {
-                Ok(v) => v,
-                Err(e) if e.is_eof() && self.parallel && !calls.is_empty() => break,
-                Err(_) => return None,
-            };
-            objects += 1;
-            let name = v.get("name")?.as_str()?;
-            let args = v.get("arguments")?;
-            if !self.tools.iter().any(|x| x.name == name) {
-                return None;
+        let objects: Vec<&str> = match self.format {
+            ToolFormat::Json if t.starts_with('{') => vec![t],
+            // Each call in its tags, nothing but whitespace between; the last may lack its
+            // closing tag when a repeated call ended the reply.
+            ToolFormat::Hermes if t.starts_with(OPEN) => {
+                let mut parts = Vec::new();
+                let blocks: Vec<&str> = t.split(OPEN).skip(1).collect();
+                for (i, b) in blocks.iter().enumerate() {
+                    match b.trim_end().strip_suffix(CLOSE) {
+                        Some(body) if !body.contains(CLOSE) => parts.push(body),
+                        None if i + 1 == blocks.len() && self.parallel && i > 0 && !b.contains(CLOSE) => parts.push(b),
+                        _ => return None,
+                    }
+                }
+                parts
             }
-            let call = (name.to_string(), args.to_string());
-            if !calls.contains(&call) {
-                calls.push(call);
+            _ => return None,
+        };
+        let (mut calls, mut count) = (Vec::new(), 0);
+        for o in objects {
+            for v in serde_json::Deserializer::from_str(o).into_iter::<Value>() {
+                let v = match v {
+                    Ok(v) => v,
+                    Err(e) if e.is_eof() && self.parallel && !calls.is_empty() => break,
+                    Err(_) => return None,
+                };
+                count += 1;
+                let name = v.get("name")?.as_str()?;
+                let args = v.get("arguments")?;
+                if !self.tools.iter().any(|x| x.name == name) {
+                    return None;
+                }
+                let call = (name.to_string(), args.to_string());
+                if !calls.contains(&call) {
+                    calls.push(call);
+                }
             }
         }
-        (!calls.is_empty() && objects <= if self.parallel { MAX_CALLS } else { 1 }).then_some(calls)
+        (!calls.is_empty() && count <= if self.parallel { MAX_CALLS } else { 1 }).then_some(calls)
     }
 }
 
 /// Whether a reply of calls has written a call it wrote before: its newest complete line (a
 /// whole JSON object; a token may carry the newline and the next call's `{` with it) equals an
 /// earlier line. A small model allowed several calls can repeat its first until `max_tokens`.
+/// In the Hermes format the calls are the lines between the tags.
 pub fn repeats_a_call(text: &str) -> bool {
     let t = text.trim_start();
-    if !t.starts_with('{') {
+    if !t.starts_with('{') && !t.starts_with(OPEN) {
         return false;
     }
     let lines: Vec<&str> = t.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect();
@@ -237,10 +279,10 @@ pub fn end_at_repeated_call(mut rx: EventStream) -> EventStream {
     out
 }
 
-/// An assistant message's `tool_calls`, written as the model writes a call (one JSON object per
-/// line), so the conversation shows the model its own earlier calls.
-pub fn calls_as_text(calls: &[Value]) -> Result<String, String> {
-    let mut lines = Vec::new();
+/// An assistant message's `tool_calls` as (name, arguments), the arguments parsed from
+/// OpenAI's JSON string where they parse.
+fn call_parts(calls: &[Value]) -> Result<Vec<(&str, Value)>, String> {
+    let mut out = Vec::new();
     for (j, c) in calls.iter().enumerate() {
         let f = c.get("function").ok_or(format!("tool_calls[{j}].function is required"))?;
         let name = f.get("name").and_then(Value::as_str).ok_or(format!("tool_calls[{j}].function.name is required"))?;
@@ -249,6 +291,23 @@ pub fn calls_as_text(calls: &[Value]) -> Result<String, String> {
             Some(v) => v.clone(),
             None => json!({}),
         };
+        out.push((name, args));
+    }
+    Ok(out)
+}
+
+/// An assistant message's `tool_calls` as a template that writes calls itself reads them
+/// (Hugging Face's convention): `arguments` a JSON object, not OpenAI's string.
+pub fn calls_for_template(calls: &[Value]) -> Result<Vec<Value>, String> {
+    let parts = call_parts(calls)?;
+    Ok(calls.iter().zip(parts).map(|(c, (name, args))| json!({"id": c.get("id").cloned().unwrap_or(Value::Null), "type": "function", "function": {"name": name, "arguments": args}})).collect())
+}
+
+/// An assistant message's `tool_calls`, written as the model writes a call (one JSON object per
+/// line), so the conversation shows the model its own earlier calls.
+pub fn calls_as_text(calls: &[Value]) -> Result<String, String> {
+    let mut lines = Vec::new();
+    for (name, args) in call_parts(calls)? {
         // Written by hand so `name` comes first, as the model is told to write a call, whether or
         // not serde_json keeps insertion order in this build.
         lines.push(format!("{{\"name\":{},\"arguments\":{args}}}", Value::from(name)));
@@ -268,22 +327,22 @@ mod tests {
     fn tools_and_choices_validate_naming_the_field() {
         let t = weather();
         let tools = t.as_array().unwrap();
-        assert_eq!(parse(Some(tools), None, None).unwrap().unwrap().choice, Choice::Auto);
-        assert_eq!(parse(Some(tools), Some(&json!("none")), None).unwrap(), None);
-        assert_eq!(parse(Some(tools), Some(&json!({"type": "function", "function": {"name": "get_weather"}})), None).unwrap().unwrap().choice, Choice::Named("get_weather".into()));
-        let err = |tools: Value, choice: Option<Value>| parse(Some(tools.as_array().unwrap()), choice.as_ref(), None).unwrap_err().param.unwrap();
+        assert_eq!(parse(Some(tools), None, None, ToolFormat::Json).unwrap().unwrap().choice, Choice::Auto);
+        assert_eq!(parse(Some(tools), Some(&json!("none")), None, ToolFormat::Json).unwrap(), None);
+        assert_eq!(parse(Some(tools), Some(&json!({"type": "function", "function": {"name": "get_weather"}})), None, ToolFormat::Json).unwrap().unwrap().choice, Choice::Named("get_weather".into()));
+        let err = |tools: Value, choice: Option<Value>| parse(Some(tools.as_array().unwrap()), choice.as_ref(), None, ToolFormat::Json).unwrap_err().param.unwrap();
         assert_eq!(err(weather(), Some(json!({"type": "function", "function": {"name": "nope"}}))), "tool_choice");
         assert_eq!(err(weather(), Some(json!("always"))), "tool_choice");
         assert_eq!(err(json!([{"type": "retrieval"}]), None), "tools[0].type");
         assert_eq!(err(json!([{"type": "function", "function": {"name": "a b"}}]), None), "tools[0].function.name");
         assert_eq!(err(json!([{"type": "function", "function": {"name": "a", "parameters": "x"}}]), None), "tools[0].function.parameters");
         assert_eq!(err(json!([]), Some(json!("required"))), "tool_choice");
-        assert_eq!(parse(None, None, None).unwrap(), None);
+        assert_eq!(parse(None, None, None, ToolFormat::Json).unwrap(), None);
     }
 
     #[test]
     fn a_reply_is_a_call_only_when_it_names_a_tool() {
-        let u = parse(Some(weather().as_array().unwrap()), None, Some(true)).unwrap().unwrap();
+        let u = parse(Some(weather().as_array().unwrap()), None, Some(true), ToolFormat::Json).unwrap().unwrap();
         let paris = ("get_weather".to_string(), r#"{"city":"Paris"}"#.to_string());
         assert_eq!(u.calls_in(r#" {"name":"get_weather","arguments":{"city":"Paris"}}"#), Some(vec![paris.clone()]));
         assert_eq!(u.calls_in(r#"{"name":"other","arguments":{}}"#), None);
@@ -292,7 +351,7 @@ mod tests {
         let two = "{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}\n{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Tokyo\"}}";
         assert_eq!(u.calls_in(two).map(|c| c.len()), Some(2));
         assert_eq!(u.calls_in(&format!("{two}\nand then")), None);
-        let single = parse(Some(weather().as_array().unwrap()), None, None).unwrap().unwrap();
+        let single = parse(Some(weather().as_array().unwrap()), None, None, ToolFormat::Json).unwrap().unwrap();
         assert!(!single.parallel, "one call per reply unless asked");
         assert_eq!(single.calls_in(two), None);
         // A call repeated word for word is made once, and ends the reply.
@@ -309,10 +368,45 @@ mod tests {
         assert!(g.contains(&format!("call (NL call)~0..{}", MAX_CALLS - 1)), "{g}");
         let OutputConstraint::Lark(g) = single.constraint() else { panic!("a Lark grammar") };
         assert!(g.contains("calls: LEAD? call\n"), "{g}");
-        let mut msgs = vec![ChatMessage { role: "user".into(), content: "hi".into() }];
+        let mut msgs = vec![ChatMessage::new("user", "hi")];
         u.add_to(&mut msgs);
         assert_eq!(msgs[0].role, "system");
         assert!(msgs[0].content.contains("get_weather") && msgs[0].content.contains("\"city\""));
         assert_eq!(calls_as_text(&[json!({"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}})]).unwrap(), r#"{"name":"f","arguments":{"a":1}}"#);
+    }
+
+    #[test]
+    fn the_hermes_format_writes_and_reads_calls_in_tags() {
+        let tools = weather();
+        let u = parse(Some(tools.as_array().unwrap()), None, Some(true), ToolFormat::Hermes).unwrap().unwrap();
+        let paris = ("get_weather".to_string(), r#"{"city":"Paris"}"#.to_string());
+        let one = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+        assert_eq!(u.calls_in(one), Some(vec![paris.clone()]));
+        assert_eq!(u.calls_in(&format!("\n{one}\n")), Some(vec![paris.clone()]), "whitespace around");
+        let tokyo = one.replace("Paris", "Tokyo");
+        assert_eq!(u.calls_in(&format!("{one}\n{tokyo}")).map(|c| c.len()), Some(2));
+        // Text is not a call; neither is a bare object, text after a call, or a tag left open
+        // unless a repeated call ended the reply there.
+        assert_eq!(u.calls_in("It is sunny."), None);
+        assert_eq!(u.calls_in(r#"{"name":"get_weather","arguments":{"city":"Paris"}}"#), None);
+        assert_eq!(u.calls_in(&format!("{one} and more")), None);
+        assert_eq!(u.calls_in(&one[..one.len() - CLOSE.len()]), None);
+        let repeated = format!("{one}\n<tool_call>\n{{\"name\": \"get_weather\", \"arguments\": {{\"city\": \"Paris\"}}}}");
+        assert!(repeats_a_call(&repeated) && !repeats_a_call(one));
+        assert_eq!(u.calls_in(&repeated), Some(vec![paris.clone()]));
+        let single = parse(Some(tools.as_array().unwrap()), None, None, ToolFormat::Hermes).unwrap().unwrap();
+        assert_eq!(single.calls_in(&format!("{one}\n{tokyo}")), None, "one call unless parallel");
+        assert_eq!(single.calls_in(&repeated), None);
+        // The grammar wraps each call in the tags; text may not open one; nothing is added to
+        // the conversation (the template lists the tools).
+        let OutputConstraint::Lark(g) = u.constraint() else { panic!("a Lark grammar") };
+        assert!(g.contains(r#"call: "<tool_call>" NL %json"#) && g.contains(r#"NL "</tool_call>""#) && g.contains("~/\\s*<tool_call>"), "{g}");
+        let mut msgs = vec![ChatMessage::new("user", "hi")];
+        u.add_to(&mut msgs);
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(u.definitions()[0]["function"]["name"], "get_weather");
+        let c = calls_for_template(&[json!({"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}})]).unwrap();
+        assert_eq!(c[0]["function"]["arguments"], json!({"a": 1}));
+        assert_eq!(c[0]["id"], "c1");
     }
 }

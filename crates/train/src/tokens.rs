@@ -39,7 +39,7 @@ fn render(t: &ChatTemplate, msgs: &[ChatMessage], gen: bool) -> Result<String> {
 
 /// Tokenizes one example, cutting at `max_len` tokens.
 pub fn encode(tk: &Tokenizer, tmpl: &ChatTemplate, ex: &Example, max_len: usize) -> Result<TokSeq> {
-    let msgs: Vec<ChatMessage> = ex.messages.iter().map(|m| ChatMessage { role: m.role.clone(), content: m.content.clone() }).collect();
+    let msgs: Vec<ChatMessage> = ex.messages.iter().map(|m| ChatMessage::new(m.role.clone(), m.content.clone())).collect();
     let mut tokens: Vec<u32> = Vec::new();
     let mut weights: Vec<f32> = Vec::new();
     let mut prev = String::new();

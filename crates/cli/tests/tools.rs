@@ -1,0 +1,64 @@
+//! Tool calls in a model's own format, through the real router and the real engine: a tiny
+//! random model whose chat template lists tools and writes calls in Hermes-style `<tool_call>`
+//! tags (as Qwen 2.5's and Hermes' do). The reply is held to the tags and the tool's schema, so
+//! even random weights make a well-formed call.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use shovel_core::{ModelId, ModelInfo, ModelKind};
+use shovel_engine::testing::{write_tiny_llama, HERMES_TEMPLATE};
+use shovel_engine::{CatalogEntry, Engine, EngineConfig};
+use shovel_server::{app, AppState, ServerConfig};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+async fn chat(router: &axum::Router, body: Value) -> Value {
+    let req = Request::builder().method("POST").uri("/v1/chat/completions").header("content-type", "application/json").body(Body::from(body.to_string())).unwrap();
+    let resp = router.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_with_its_own_tool_call_format_calls_tools_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_llama(dir.path(), 7, HERMES_TEMPLATE, 2048);
+    let info = ModelInfo { id: ModelId::new("tiny-hermes"), owned_by: "test".into(), created: 0, kind: ModelKind::Chat };
+    let engine = Engine::new(EngineConfig { max_context: 2048, ..Default::default() }, vec![CatalogEntry { info, path: dir.path().to_path_buf(), base: None }]);
+    let router = app(AppState::new(Arc::new(engine)), &ServerConfig { max_body_bytes: 1 << 20, max_file_bytes: 1 << 20 });
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather now",
+        "parameters": {"type": "object", "properties": {"unit": {"enum": ["c", "f"]}}, "required": ["unit"], "additionalProperties": false}}}]);
+    let ask = json!([{"role": "user", "content": "Weather?"}]);
+
+    let v = chat(&router, json!({"model": "tiny-hermes", "tools": tools, "tool_choice": "required", "messages": ask, "max_tokens": 100, "temperature": 0, "logprobs": true})).await;
+    let c = &v["choices"][0];
+    // What the model wrote, token by token: the call in its tags.
+    let raw: String = c["logprobs"]["content"].as_array().map(|t| t.iter().filter_map(|t| t["token"].as_str()).collect()).unwrap_or_default();
+    assert!(raw.starts_with("<tool_call>\n{\"name\":\"get_weather\"") && raw.ends_with("}\n</tool_call>"), "{raw:?} in {v}");
+    assert_eq!(c["finish_reason"], "tool_calls", "{v}");
+    let call = &c["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather", "{v}");
+    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["unit"] == "c" || args["unit"] == "f", "{args}");
+
+    // The template, not a system message of Shovel's, lists the tools: without them (`none`)
+    // the prompt is shorter by at least the tool's definition (one token per byte here).
+    let none = chat(&router, json!({"model": "tiny-hermes", "tools": tools, "tool_choice": "none", "messages": ask, "max_tokens": 1})).await;
+    let (with, without) = (v["usage"]["prompt_tokens"].as_u64().unwrap(), none["usage"]["prompt_tokens"].as_u64().unwrap());
+    assert!(with > without + tools[0]["function"]["parameters"].to_string().len() as u64, "{with} vs {without}");
+
+    // The call and its result go back into the conversation in the template's own shape.
+    let turn2 = json!([
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": call["id"], "type": "function", "function": call["function"]}]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "sunny, 21"}
+    ]);
+    let v2 = chat(&router, json!({"model": "tiny-hermes", "tools": tools, "tool_choice": "none", "messages": turn2, "max_tokens": 1})).await;
+    let grown = v2["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(grown > without + "<tool_call>".len() as u64 + "<tool_response>".len() as u64, "{grown} vs {without}");
+}

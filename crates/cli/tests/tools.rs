@@ -39,7 +39,7 @@ async fn a_model_with_its_own_tool_call_format_calls_tools_in_it() {
     let c = &v["choices"][0];
     // What the model wrote, token by token: the call in its tags.
     let raw: String = c["logprobs"]["content"].as_array().map(|t| t.iter().filter_map(|t| t["token"].as_str()).collect()).unwrap_or_default();
-    assert!(raw.starts_with("<tool_call>\n{\"name\":\"get_weather\"") && raw.ends_with("}\n</tool_call>"), "{raw:?} in {v}");
+    assert!(raw.starts_with("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"unit\": \"") && raw.ends_with("}\n</tool_call>"), "{raw:?} in {v}");
     assert_eq!(c["finish_reason"], "tool_calls", "{v}");
     let call = &c["message"]["tool_calls"][0];
     assert_eq!(call["function"]["name"], "get_weather", "{v}");

@@ -72,6 +72,123 @@ fn strftime_now(fmt: String) -> String {
     fmt.replace("%Y", &y.to_string()).replace("%m", &format!("{m:02}")).replace("%d", &format!("{d:02}")).replace("%B", MONTHS[(m - 1) as usize]).replace("%b", MON[(m - 1) as usize])
 }
 
+/// JSON the way transformers' chat templates write it: Python's `json.dumps` with
+/// `ensure_ascii=False` (its override of Jinja's filter), so `", "` and `": "` between items
+/// (`","` with an `indent`), `separators` and `ensure_ascii` as keywords, and no HTML escaping.
+/// minijinja's own filter writes compact JSON with `<`, `>`, `&` and `'` escaped: a tool list
+/// rendered by it is not the text the model was trained on. Keys come out sorted (serde_json's
+/// map), as `sort_keys=True` would give; Python keeps insertion order otherwise.
+fn tojson(value: &Value, indent: Option<Value>, kwargs: minijinja::value::Kwargs) -> std::result::Result<String, minijinja::Error> {
+    let bad = |what: &str| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {what}"));
+    let indent = match indent.or(kwargs.get::<Option<Value>>("indent")?) {
+        None => None,
+        Some(v) if v.is_none() => None,
+        Some(v) => Some(usize::try_from(v).map_err(|_| bad("indent must be a number"))?),
+    };
+    let ensure_ascii = kwargs.get::<Option<bool>>("ensure_ascii")?.unwrap_or(false);
+    let seps: Option<Vec<String>> = kwargs.get("separators")?;
+    let _: Option<bool> = kwargs.get("sort_keys")?;
+    kwargs.assert_all_used()?;
+    let (item, key) = match seps {
+        Some(s) if s.len() == 2 => (s[0].clone(), s[1].clone()),
+        Some(_) => return Err(bad("separators must be two strings")),
+        None if indent.is_some() => (",".into(), ": ".into()),
+        None => (", ".into(), ": ".into()),
+    };
+    let mut out = Vec::new();
+    let f = PyJson { item, key, indent: indent.map(|n| " ".repeat(n)), level: 0, has_value: false, ensure_ascii };
+    serde::Serialize::serialize(value, &mut serde_json::Serializer::with_formatter(&mut out, f)).map_err(|e| bad(&e.to_string()))?;
+    String::from_utf8(out).map_err(|e| bad(&e.to_string()))
+}
+
+/// A serde_json formatter with Python's `json.dumps` layout.
+struct PyJson {
+    item: String,
+    key: String,
+    indent: Option<String>,
+    level: usize,
+    has_value: bool,
+    ensure_ascii: bool,
+}
+
+impl PyJson {
+    fn newline<W: ?Sized + std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
+        if let Some(ind) = &self.indent {
+            w.write_all(b"\n")?;
+            for _ in 0..self.level {
+                w.write_all(ind.as_bytes())?;
+            }
+        }
+        Ok(())
+    }
+    fn open<W: ?Sized + std::io::Write>(&mut self, w: &mut W, c: &[u8]) -> std::io::Result<()> {
+        self.level += 1;
+        self.has_value = false;
+        w.write_all(c)
+    }
+    fn close<W: ?Sized + std::io::Write>(&mut self, w: &mut W, c: &[u8]) -> std::io::Result<()> {
+        self.level -= 1;
+        if self.has_value {
+            self.newline(w)?;
+        }
+        self.has_value = true;
+        w.write_all(c)
+    }
+    fn next<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        if !first {
+            w.write_all(self.item.as_bytes())?;
+        }
+        self.newline(w)
+    }
+}
+
+impl serde_json::ser::Formatter for PyJson {
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.open(w, b"[")
+    }
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.close(w, b"]")
+    }
+    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        self.next(w, first)
+    }
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, _w: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.open(w, b"{")
+    }
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.close(w, b"}")
+    }
+    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        self.next(w, first)
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(self.key.as_bytes())
+    }
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, _w: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+    fn write_string_fragment<W: ?Sized + std::io::Write>(&mut self, w: &mut W, fragment: &str) -> std::io::Result<()> {
+        if !self.ensure_ascii {
+            return w.write_all(fragment.as_bytes());
+        }
+        for c in fragment.chars() {
+            if c.is_ascii() {
+                w.write_all(&[c as u8])?;
+            } else {
+                for u in c.encode_utf16(&mut [0; 2]) {
+                    write!(w, "\\u{u:04x}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl ChatTemplate {
     /// Compiles `source`; without one, a fallback: ChatML when the vocabulary has its tokens
     /// (`has_chatml`), else a plain transcript.
@@ -87,6 +204,7 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
+        env.add_filter("tojson", tojson);
         env.add_template_owned("chat", src.clone()).map_err(|e| Error::Template(e.to_string()))?;
         Ok(ChatTemplate { env, source: src, kind, stops, bos: bos.to_string(), eos: eos.to_string() })
     }
@@ -169,14 +287,34 @@ mod tests {
             ChatMessage { role: "tool".into(), content: "sunny".into(), tool_calls: vec![], tool_call_id: Some("c1".into()) },
         ];
         let s = t.render_with_tools(&msgs, Some(&tools), true).unwrap();
-        assert!(s.starts_with("<|im_start|>system\n# Tools\n<tools>\n{") && s.contains("\"name\":\"get_weather\""), "{s}");
-        assert!(s.contains("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\":\"Paris\"}}\n</tool_call>"), "{s}");
+        assert!(
+            s.starts_with("<|im_start|>system\n# Tools\n<tools>\n{") && s.contains("{\"function\": {\"name\": \"get_weather\", \"parameters\": {\"type\": \"object\"}}, \"type\": \"function\"}"),
+            "{s}"
+        );
+        assert!(s.contains("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"), "{s}");
         assert!(s.contains("<tool_response>\nsunny\n</tool_response>") && s.ends_with("<|im_start|>assistant\n"), "{s}");
         // Without tools the same template is a plain chat.
         assert_eq!(t.render(&[msg("user", "hi")], true).unwrap(), "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
         // Fallbacks and templates without tags use Shovel's own format.
         assert_eq!(ChatTemplate::new(None, "", "", true).unwrap().tool_format(), ToolFormat::Json);
         assert_eq!(ChatTemplate::new(Some("{{ tools }}"), "", "", true).unwrap().tool_format(), ToolFormat::Json);
+    }
+
+    #[test]
+    fn tojson_writes_what_transformers_writes() {
+        // Expected strings are Python's: json.dumps(v, ensure_ascii=False[, indent=2]).
+        let t = ChatTemplate::new(
+            Some("{{ v | tojson }}|{{ v | tojson(indent=2) }}|{{ v | tojson(separators=[',', ':']) }}|{{ 'é' | tojson(ensure_ascii=true) }}|{{ [] | tojson(indent=2) }}"),
+            "",
+            "",
+            true,
+        )
+        .unwrap();
+        let tmpl = t.env.get_template("chat").unwrap();
+        let v = serde_json::json!({"a": [1, "<b> & 'c' é"], "d": {}});
+        let s = tmpl.render(context! { v => v }).unwrap();
+        let want = [r#"{"a": [1, "<b> & 'c' é"], "d": {}}"#, "{\n  \"a\": [\n    1,\n    \"<b> & 'c' é\"\n  ],\n  \"d\": {}\n}", r#"{"a":[1,"<b> & 'c' é"],"d":{}}"#, r#""\u00e9""#, "[]"];
+        assert_eq!(s, want.join("|"));
     }
 
     #[test]

@@ -150,7 +150,14 @@ impl ToolUse {
             Choice::Named(n) => self.tools.iter().filter(|t| &t.name == n).map(call_schema).collect(),
             _ => self.tools.iter().map(call_schema).collect(),
         };
-        let schema = json!({"anyOf": calls, "x-guidance": {"whitespace_flexible": false}});
+        // The JSON's spacing as the model learnt it: compact for Shovel's format; Python's
+        // `json.dumps` spacing for the Hermes format, as Qwen's and Hermes' templates and
+        // training data write calls (`{"name": "f", "arguments": {"a": 1}}`).
+        let spacing = match self.format {
+            ToolFormat::Json => json!({"whitespace_flexible": false}),
+            ToolFormat::Hermes => json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "}),
+        };
+        let schema = json!({"anyOf": calls, "x-guidance": spacing});
         let more = if self.parallel { format!(" (NL call)~0..{}", MAX_CALLS - 1) } else { String::new() };
         let (call, text) = match self.format {
             ToolFormat::Json => (format!("%json {schema}"), r"TEXT: /\s*[^{\s](.|\n)*/".to_string()),
@@ -401,6 +408,7 @@ mod tests {
         // the conversation (the template lists the tools).
         let OutputConstraint::Lark(g) = u.constraint() else { panic!("a Lark grammar") };
         assert!(g.contains(r#"call: "<tool_call>" NL %json"#) && g.contains(r#"NL "</tool_call>""#) && g.contains("~/\\s*<tool_call>"), "{g}");
+        assert!(g.contains(r#""key_separator":": ""#), "Python's spacing: {g}");
         let mut msgs = vec![ChatMessage::new("user", "hi")];
         u.add_to(&mut msgs);
         assert_eq!(msgs.len(), 1);

@@ -1,6 +1,6 @@
 //! Tool calls in a model's own format, through the real router and the real engine: a tiny
-//! random model whose chat template lists tools and writes calls in Hermes-style `<tool_call>`
-//! tags (as Qwen 2.5's and Hermes' do). The reply is held to the tags and the tool's schema, so
+//! random model whose `tool_use` chat template lists tools and writes calls in Hermes-style
+//! `<tool_call>` tags (as Hermes 3's does). The reply is held to the tags and the tool's schema, so
 //! even random weights make a well-formed call.
 
 use axum::body::Body;
@@ -8,7 +8,7 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use shovel_core::{ModelId, ModelInfo, ModelKind};
-use shovel_engine::testing::{write_tiny_llama, HERMES_TEMPLATE};
+use shovel_engine::testing::{write_tiny_llama, CHATML_TEMPLATE, HERMES_TEMPLATE};
 use shovel_engine::{CatalogEntry, Engine, EngineConfig};
 use shovel_server::{app, AppState, ServerConfig};
 use std::sync::Arc;
@@ -27,7 +27,8 @@ async fn chat(router: &axum::Router, body: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_with_its_own_tool_call_format_calls_tools_in_it() {
     let dir = tempfile::tempdir().unwrap();
-    write_tiny_llama(dir.path(), 7, HERMES_TEMPLATE, 2048);
+    // Named templates, as Hermes 2 Pro and 3 ship them: the tool_use one serves prompts with tools.
+    write_tiny_llama(dir.path(), 7, json!([{"name": "default", "template": CHATML_TEMPLATE}, {"name": "tool_use", "template": HERMES_TEMPLATE}]), 2048);
     let info = ModelInfo { id: ModelId::new("tiny-hermes"), owned_by: "test".into(), created: 0, kind: ModelKind::Chat };
     let engine = Engine::new(EngineConfig { max_context: 2048, ..Default::default() }, vec![CatalogEntry { info, path: dir.path().to_path_buf(), base: None }]);
     let router = app(AppState::new(Arc::new(engine)), &ServerConfig { max_body_bytes: 1 << 20, max_file_bytes: 1 << 20 });
@@ -58,7 +59,10 @@ async fn a_model_with_its_own_tool_call_format_calls_tools_in_it() {
         {"role": "assistant", "content": null, "tool_calls": [{"id": call["id"], "type": "function", "function": call["function"]}]},
         {"role": "tool", "tool_call_id": call["id"], "content": "sunny, 21"}
     ]);
-    let v2 = chat(&router, json!({"model": "tiny-hermes", "tools": tools, "tool_choice": "none", "messages": turn2, "max_tokens": 1})).await;
+    let v2 = chat(&router, json!({"model": "tiny-hermes", "tools": tools, "tool_choice": "none", "messages": turn2, "max_tokens": 1, "logprobs": true})).await;
     let grown = v2["usage"]["prompt_tokens"].as_u64().unwrap();
-    assert!(grown > without + "<tool_call>".len() as u64 + "<tool_response>".len() as u64, "{grown} vs {without}");
+    // The call and the result are in the prompt through the tool template (the default ChatML
+    // one would drop the call): at least the call's JSON and both tags' text longer.
+    let call_text = format!("{{\"name\": \"get_weather\", \"arguments\": {args}}}");
+    assert!(grown >= without + (call_text.len() + "<tool_call>".len() + "<tool_response>".len() + "sunny, 21".len()) as u64, "{grown} vs {without}");
 }

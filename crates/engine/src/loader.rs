@@ -105,17 +105,36 @@ pub fn load_gguf(path: &Path) -> Result<LoadedParts> {
         embed_scale: if gemma { (hidden as f32).sqrt() } else { 1.0 },
     };
     let model = build_model(&g, config, |l, n| format!("blk.{l}.{n}.weight"), &GGUF_NAMES, "token_embd.weight", "output_norm.weight", "output.weight", false)?;
+    // llama.cpp's converter writes a tokenizer's named templates as `.{name}` keys.
     let template_src = g.opt("tokenizer.chat_template").and_then(|v| v.as_str());
-    let template = template_for(&tokenizer, template_src)?;
+    let tool_use = g.opt("tokenizer.chat_template.tool_use").and_then(|v| v.as_str());
+    let template = template_for(&tokenizer, template_src, tool_use)?;
     Ok(LoadedParts { model, tokenizer, template })
 }
 
-/// The model's chat template (or a fallback), with its BOS/EOS texts from the tokenizer.
-fn template_for(tokenizer: &Tokenizer, source: Option<&str>) -> Result<ChatTemplate> {
+/// The model's chat template (or a fallback) and its `tool_use` template if it has a separate
+/// one, with its BOS/EOS texts from the tokenizer.
+fn template_for(tokenizer: &Tokenizer, source: Option<&str>, tool_use: Option<&str>) -> Result<ChatTemplate> {
     let bos = tokenizer.bos.map(|b| tokenizer.piece(b).to_string()).unwrap_or_default();
     let eos = tokenizer.eog.first().map(|&e| tokenizer.piece(e).to_string()).unwrap_or_default();
     let has_chatml = tokenizer.token_id("<|im_start|>").is_some();
-    ChatTemplate::new(source, &bos, &eos, has_chatml)
+    ChatTemplate::new(source, &bos, &eos, has_chatml)?.with_tool_use(tool_use)
+}
+
+/// A Hugging Face directory's chat templates, (default, tool_use): `chat_template` in
+/// tokenizer_config.json, a string or a list of `{"name", "template"}` (Hermes 2 Pro and 3 name
+/// a `default` and a `tool_use` one), else a `chat_template.jinja` file beside it.
+fn hf_templates(dir: &Path, tk_cfg: Option<&serde_json::Value>) -> Result<(Option<String>, Option<String>)> {
+    let named = |list: &[serde_json::Value], name: &str| list.iter().find(|t| t.get("name").and_then(|n| n.as_str()) == Some(name)).and_then(|t| t.get("template")?.as_str()).map(str::to_string);
+    match tk_cfg.and_then(|c| c.get("chat_template")) {
+        Some(serde_json::Value::String(s)) => Ok((Some(s.clone()), None)),
+        Some(serde_json::Value::Array(list)) => Ok((named(list, "default"), named(list, "tool_use"))),
+        _ => {
+            let file = dir.join("chat_template.jinja");
+            let src = if file.exists() { Some(std::fs::read_to_string(&file).map_err(|e| Error::Io { path: file.clone(), source: e })?) } else { None };
+            Ok((src, None))
+        }
+    }
 }
 
 /// Per-layer tensor names: attn_norm, q, k, v, o, q_norm, k_norm, post_attn_norm, ffn_norm,
@@ -341,8 +360,8 @@ pub fn load_hf_dir(dir: &Path) -> Result<LoadedParts> {
     let tk_cfg_path = dir.join("tokenizer_config.json");
     let tk_cfg = if tk_cfg_path.exists() { Some(read_json(&tk_cfg_path)?) } else { None };
     let tokenizer = Tokenizer::from_hf_file(&dir.join("tokenizer.json"), tk_cfg.as_ref())?;
-    let template_src = tk_cfg.as_ref().and_then(|c| c.get("chat_template")).and_then(|v| v.as_str());
-    let template = template_for(&tokenizer, template_src)?;
+    let (template_src, tool_use) = hf_templates(dir, tk_cfg.as_ref())?;
+    let template = template_for(&tokenizer, template_src.as_deref(), tool_use.as_deref())?;
     Ok(LoadedParts { model, tokenizer, template })
 }
 

@@ -39,6 +39,8 @@ pub struct ChatTemplate {
     pub kind: TemplateKind,
     /// Stop strings the template implies (a fallback's turn marker the vocabulary lacks).
     pub stops: Vec<String>,
+    /// A separate template for prompts with tools (a tokenizer's named `tool_use` template).
+    pub tool_use: Option<String>,
     bos: String,
     eos: String,
 }
@@ -206,7 +208,17 @@ impl ChatTemplate {
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson);
         env.add_template_owned("chat", src.clone()).map_err(|e| Error::Template(e.to_string()))?;
-        Ok(ChatTemplate { env, source: src, kind, stops, bos: bos.to_string(), eos: eos.to_string() })
+        Ok(ChatTemplate { env, source: src, kind, stops, tool_use: None, bos: bos.to_string(), eos: eos.to_string() })
+    }
+
+    /// Adds the template a tokenizer names `tool_use`, which transformers renders instead of the
+    /// default one when tools are given.
+    pub fn with_tool_use(mut self, source: Option<&str>) -> Result<Self> {
+        if let Some(src) = source.filter(|s| !s.trim().is_empty()) {
+            self.env.add_template_owned("tool_use", src.to_string()).map_err(|e| Error::Template(e.to_string()))?;
+            self.tool_use = Some(src.to_string());
+        }
+        Ok(self)
     }
 
     /// Renders `messages`; with `add_generation_prompt` the text ends where the assistant's
@@ -216,10 +228,11 @@ impl ChatTemplate {
     }
 
     /// Renders `messages` with the `tools` a template that describes them itself lists (as
-    /// Hugging Face's `apply_chat_template(tools=...)` passes them; `None` leaves `tools`
-    /// undefined, as transformers passes `None`).
+    /// Hugging Face's `apply_chat_template(tools=...)` passes them; `None` passes `none`, as
+    /// transformers does), through the `tool_use` template when there are tools and one.
     pub fn render_with_tools(&self, messages: &[ChatMessage], tools: Option<&[serde_json::Value]>, add_generation_prompt: bool) -> Result<String> {
-        let tmpl = self.env.get_template("chat").map_err(|e| Error::Template(e.to_string()))?;
+        let name = if tools.is_some() && self.tool_use.is_some() { "tool_use" } else { "chat" };
+        let tmpl = self.env.get_template(name).map_err(|e| Error::Template(e.to_string()))?;
         tmpl.render(context! {
             messages => messages,
             tools => tools,
@@ -234,8 +247,12 @@ impl ChatTemplate {
     /// `tools` and writes calls in `<tool_call>` tags (Qwen 2 and 2.5, Hermes 2 and 3, and their
     /// fine-tunes), else Shovel's own [`ToolFormat::Json`], which any template carries as text.
     pub fn tool_format(&self) -> ToolFormat {
-        let own = self.kind == TemplateKind::Own;
-        if own && self.source.contains("tools") && self.source.contains("<tool_call>") {
+        let src = match &self.tool_use {
+            Some(t) => t.as_str(),
+            None if self.kind == TemplateKind::Own => self.source.as_str(),
+            None => "",
+        };
+        if src.contains("tools") && src.contains("<tool_call>") {
             ToolFormat::Hermes
         } else {
             ToolFormat::Json
@@ -298,6 +315,11 @@ mod tests {
         // Fallbacks and templates without tags use Shovel's own format.
         assert_eq!(ChatTemplate::new(None, "", "", true).unwrap().tool_format(), ToolFormat::Json);
         assert_eq!(ChatTemplate::new(Some("{{ tools }}"), "", "", true).unwrap().tool_format(), ToolFormat::Json);
+        // A separate tool_use template (Hermes 2 Pro and 3) serves prompts with tools.
+        let named = ChatTemplate::new(Some(crate::testing::CHATML_TEMPLATE), "", "<|im_end|>", true).unwrap().with_tool_use(Some(crate::testing::HERMES_TEMPLATE)).unwrap();
+        assert_eq!(named.tool_format(), ToolFormat::Hermes);
+        assert_eq!(named.render_with_tools(&msgs, Some(&tools), true).unwrap(), s);
+        assert!(!named.render(&msgs[..1], true).unwrap().contains("<tools>"));
     }
 
     #[test]

@@ -33,7 +33,7 @@ const FFN: usize = 64;
 pub const TINY_LAYERS: usize = 2;
 const LAYERS: usize = TINY_LAYERS;
 
-fn write_tokenizer(dir: &Path, template: &str) -> usize {
+fn write_tokenizer(dir: &Path, template: serde_json::Value) -> usize {
     use tokenizers::models::bpe::BPE;
     use tokenizers::pre_tokenizers::byte_level::ByteLevel;
     use tokenizers::AddedToken;
@@ -53,10 +53,11 @@ fn write_tokenizer(dir: &Path, template: &str) -> usize {
 
 /// Writes a tiny random llama model (2 layers, hidden size [`TINY_HIDDEN`], a byte-level
 /// tokenizer with ChatML's two special tokens) as a Hugging Face directory: safetensors,
-/// config.json, tokenizer.json and tokenizer_config.json with `template` as its chat template
-/// and `context` positions. Panics if it cannot write them.
-pub fn write_tiny_llama(dir: &Path, seed: u64, template: &str, context: usize) {
-    let vocab = write_tokenizer(dir, template);
+/// config.json, tokenizer.json and tokenizer_config.json with `template` as its `chat_template`
+/// (a string, or a list of `{"name", "template"}`) and `context` positions. Panics if it cannot
+/// write them.
+pub fn write_tiny_llama(dir: &Path, seed: u64, template: impl Into<serde_json::Value>, context: usize) {
+    let vocab = write_tokenizer(dir, template.into());
     let cfg = serde_json::json!({
         "model_type": "llama", "hidden_size": H, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
         "num_hidden_layers": LAYERS, "intermediate_size": FFN, "vocab_size": vocab,

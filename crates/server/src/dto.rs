@@ -241,7 +241,12 @@ impl ChatCompletionRequest {
     /// Whether the conversation or the request involves tools (the model's
     /// [`ToolFormat`] then decides how they are written).
     pub fn uses_tools(&self) -> bool {
-        self.tools.as_ref().is_some_and(|t| !t.is_empty()) || self.messages.iter().any(|m| m.role == "tool" || m.tool_calls.as_ref().is_some_and(|c| !c.is_empty()))
+        self.tools.as_ref().is_some_and(|t| !t.is_empty()) || self.history_has_tools()
+    }
+
+    /// Whether earlier turns made tool calls or gave their results.
+    fn history_has_tools(&self) -> bool {
+        self.messages.iter().any(|m| m.role == "tool" || m.tool_calls.as_ref().is_some_and(|c| !c.is_empty()))
     }
 
     /// Validates into engine requests; `format` is how the model writes tool calls.
@@ -249,6 +254,9 @@ impl ChatCompletionRequest {
         if self.messages.is_empty() {
             return Err(ApiError::invalid("messages", "`messages` must contain at least one message"));
         }
+        // A template with its own format renders earlier calls and results only through its
+        // tool template (transformers picks a `tool_use` template whenever tools are passed).
+        let history_has_tools = self.history_has_tools();
         let mut messages = Vec::with_capacity(self.messages.len() + 1);
         let mut call_names: std::collections::HashMap<String, String> = Default::default();
         for (i, m) in self.messages.into_iter().enumerate() {
@@ -320,8 +328,9 @@ impl ChatCompletionRequest {
         let c = &self.common;
         let base = GenerateRequest {
             model: ModelId::new(self.model),
-            prompt: match &tools {
-                Some(u) if u.format == ToolFormat::Hermes => Prompt::ChatWithTools { messages, tools: u.definitions() },
+            prompt: match (&tools, format) {
+                (Some(u), ToolFormat::Hermes) => Prompt::ChatWithTools { messages, tools: u.definitions() },
+                (None, ToolFormat::Hermes) if history_has_tools => Prompt::ChatWithTools { messages, tools: vec![] },
                 _ => Prompt::Chat(messages),
             },
             sampling: sampling(c)?,

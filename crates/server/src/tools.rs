@@ -196,45 +196,53 @@ impl ToolUse {
     /// reply [`end_at_repeated_call`] ended mid-token) is left out.
     pub fn calls_in(&self, text: &str) -> Option<Vec<(String, String)>> {
         let t = text.trim();
-        let objects: Vec<&str> = match self.format {
-            ToolFormat::Json if t.starts_with('{') => vec![t],
-            // Each call in its tags, nothing but whitespace between; the last may lack its
-            // closing tag when a repeated call ended the reply.
-            ToolFormat::Hermes if t.starts_with(OPEN) => {
-                let mut parts = Vec::new();
-                let blocks: Vec<&str> = t.split(OPEN).skip(1).collect();
-                for (i, b) in blocks.iter().enumerate() {
-                    match b.trim_end().strip_suffix(CLOSE) {
-                        Some(body) if !body.contains(CLOSE) => parts.push(body),
-                        None if i + 1 == blocks.len() && self.parallel && i > 0 && !b.contains(CLOSE) => parts.push(b),
-                        _ => return None,
+        let mut values = Vec::new();
+        match self.format {
+            ToolFormat::Json if t.starts_with('{') => {
+                for v in serde_json::Deserializer::from_str(t).into_iter::<Value>() {
+                    match v {
+                        Ok(v) => values.push(v),
+                        Err(e) if e.is_eof() && self.parallel && !values.is_empty() => break,
+                        Err(_) => return None,
                     }
                 }
-                parts
+            }
+            // Each call in its tags, nothing but whitespace between. The object is read as
+            // JSON first, so a tag inside an argument's string is just text. A repeated call
+            // ends the reply after its object: the closing tag may be missing or cut short.
+            ToolFormat::Hermes if t.starts_with(OPEN) => {
+                let mut rest = t;
+                while !rest.is_empty() {
+                    let body = rest.strip_prefix(OPEN)?;
+                    let mut it = serde_json::Deserializer::from_str(body).into_iter::<Value>();
+                    match it.next()? {
+                        Ok(v) => values.push(v),
+                        Err(e) if e.is_eof() && self.parallel && !values.is_empty() => break,
+                        Err(_) => return None,
+                    }
+                    let after = body[it.byte_offset()..].trim_start();
+                    match after.strip_prefix(CLOSE) {
+                        Some(r) => rest = r.trim_start(),
+                        None if self.parallel && values.len() > 1 && CLOSE.starts_with(after) => break,
+                        None => return None,
+                    }
+                }
             }
             _ => return None,
-        };
-        let (mut calls, mut count) = (Vec::new(), 0);
-        for o in objects {
-            for v in serde_json::Deserializer::from_str(o).into_iter::<Value>() {
-                let v = match v {
-                    Ok(v) => v,
-                    Err(e) if e.is_eof() && self.parallel && !calls.is_empty() => break,
-                    Err(_) => return None,
-                };
-                count += 1;
-                let name = v.get("name")?.as_str()?;
-                let args = v.get("arguments")?;
-                if !self.tools.iter().any(|x| x.name == name) {
-                    return None;
-                }
-                let call = (name.to_string(), args.to_string());
-                if !calls.contains(&call) {
-                    calls.push(call);
-                }
+        }
+        let mut calls = Vec::new();
+        for v in &values {
+            let name = v.get("name")?.as_str()?;
+            let args = v.get("arguments")?;
+            if !self.tools.iter().any(|x| x.name == name) {
+                return None;
+            }
+            let call = (name.to_string(), args.to_string());
+            if !calls.contains(&call) {
+                calls.push(call);
             }
         }
-        (!calls.is_empty() && count <= if self.parallel { MAX_CALLS } else { 1 }).then_some(calls)
+        (!calls.is_empty() && values.len() <= if self.parallel { MAX_CALLS } else { 1 }).then_some(calls)
     }
 }
 
@@ -401,6 +409,11 @@ mod tests {
         let repeated = format!("{one}\n<tool_call>\n{{\"name\": \"get_weather\", \"arguments\": {{\"city\": \"Paris\"}}}}");
         assert!(repeats_a_call(&repeated) && !repeats_a_call(one));
         assert_eq!(u.calls_in(&repeated), Some(vec![paris.clone()]));
+        // The tags inside an argument are text; a repeat may cut the closing tag short.
+        let echo = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"a </tool_call> <tool_call> b\"}}\n</tool_call>";
+        assert_eq!(u.calls_in(echo).map(|c| c[0].1.clone()), Some(r#"{"city":"a </tool_call> <tool_call> b"}"#.to_string()));
+        assert_eq!(u.calls_in(&format!("{repeated}\n</")), Some(vec![paris.clone()]));
+        assert_eq!(u.calls_in(&format!("{one}\n</")), None, "a cut tag only after a repeat");
         let single = parse(Some(tools.as_array().unwrap()), None, None, ToolFormat::Hermes).unwrap().unwrap();
         assert_eq!(single.calls_in(&format!("{one}\n{tokyo}")), None, "one call unless parallel");
         assert_eq!(single.calls_in(&repeated), None);

@@ -559,3 +559,44 @@ async fn console_page_and_script_are_served_together() {
         assert!(js.contains(path), "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_model_with_the_hermes_format_gets_tools_and_calls_as_its_template_takes_them() {
+    let echo = EchoBackend { tool_format: shovel_core::ToolFormat::Hermes, context_length: 256, ..EchoBackend::new("echo") };
+    let seen = echo.last_prompt.clone();
+    let router = app(AppState::new(Arc::new(echo)), &ServerConfig { max_body_bytes: 8192, max_file_bytes: 1 << 20 });
+    let post = |body: Value| {
+        let router = router.clone();
+        async move {
+            let req = Request::builder().method("POST").uri("/v1/chat/completions").header("content-type", "application/json").body(Body::from(body.to_string())).unwrap();
+            let resp = router.oneshot(req).await.unwrap();
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+        }
+    };
+    // The echo model repeats the last message: a call in the tags comes back as a tool call.
+    let call = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+    let (s, v) = post(json!({"model": "echo", "tools": weather_tools(), "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": call}]})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{v}");
+    assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], r#"{"city":"Paris"}"#);
+    // The template gets the tools as the request gave them, and no instructions of Shovel's.
+    let Some(shovel_core::Prompt::ChatWithTools { messages, tools }) = seen.lock().unwrap().clone() else { panic!("a prompt with tools") };
+    assert_eq!(tools[0]["function"]["name"], "get_weather");
+    assert_eq!(messages[0].content, "Be brief.");
+    // Earlier calls keep their structure (arguments as an object) and results their role,
+    // even when this request offers no tools.
+    let history = json!([
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
+    ]);
+    let (s, v) = post(json!({"model": "echo", "messages": history})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["choices"][0]["message"]["content"], " sunny");
+    let Some(shovel_core::Prompt::ChatWithTools { messages, tools }) = seen.lock().unwrap().clone() else { panic!("the tool template") };
+    assert!(tools.is_empty());
+    assert_eq!(messages[1].tool_calls[0]["function"]["arguments"], json!({"city": "Paris"}));
+    assert_eq!((messages[2].role.as_str(), messages[2].tool_call_id.as_deref()), ("tool", Some("call_1")));
+}

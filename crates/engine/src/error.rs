@@ -31,11 +31,14 @@ pub enum Error {
         reason: String,
     },
     /// The model's architecture is not one the engine runs.
-    #[error("unsupported architecture `{arch}` (supported: llama, gemma3)")]
+    #[error("unsupported architecture `{arch}` (supported: llama, mistral, qwen2, gemma3)")]
     UnsupportedArch {
         /// The architecture named by the model.
         arch: String,
     },
+    /// The weights do not fit together (a tensor the architecture needs beside one it has).
+    #[error("weights: {0}")]
+    Weights(String),
     /// Building or running the tokenizer failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),

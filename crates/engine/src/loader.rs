@@ -70,7 +70,8 @@ pub fn load_gguf(path: &Path) -> Result<LoadedParts> {
     let g = GgufFile::open(path)?;
     let arch_name = g.get_str("general.architecture")?.to_string();
     let arch = match arch_name.as_str() {
-        "llama" => Arch::Llama,
+        // Qwen 2 is llama with q/k/v biases (read where present) and rotate-half rope.
+        "llama" | "qwen2" => Arch::Llama,
         "gemma3" => Arch::Gemma3,
         _ => return Err(Error::UnsupportedArch { arch: arch_name }),
     };
@@ -98,7 +99,9 @@ pub fn load_gguf(path: &Path) -> Result<LoadedParts> {
         rms_eps: g.get_f64(&format!("{a}.attention.layer_norm_rms_epsilon"))? as f32,
         rope_base: g.opt(&format!("{a}.rope.freq_base")).and_then(|v| v.as_f64()).unwrap_or(10_000.0) as f32,
         rope_base_local: 10_000.0,
-        rope_style: if gemma { RopeStyle::Neox } else { RopeStyle::Interleaved },
+        // llama.cpp's converter permutes llama's q/k rows for interleaved rope; Qwen 2 and
+        // Gemma 3 keep Hugging Face's rotate-half order.
+        rope_style: if gemma || a == "qwen2" { RopeStyle::Neox } else { RopeStyle::Interleaved },
         sliding_window: g.opt(&format!("{a}.attention.sliding_window")).and_then(|v| v.as_u64()).map(|v| v as usize),
         swa_pattern: if gemma { 6 } else { 0 },
         attn_scale: 1.0 / (head_dim as f32).sqrt(),
@@ -134,6 +137,17 @@ fn hf_templates(dir: &Path, tk_cfg: Option<&serde_json::Value>) -> Result<(Optio
             let src = if file.exists() { Some(std::fs::read_to_string(&file).map_err(|e| Error::Io { path: file.clone(), source: e })?) } else { None };
             Ok((src, None))
         }
+    }
+}
+
+/// The q/k/v projections' biases, next to their weights (`….bias` for `….weight`): all three
+/// or none.
+fn qkv_bias(src: &dyn WeightSource, weights: [String; 3], lens: [usize; 3]) -> Result<Option<[Vec<f32>; 3]>> {
+    let names = weights.map(|w| format!("{}.bias", w.strip_suffix(".weight").unwrap_or(&w)));
+    match names.iter().filter(|n| src.has(n)).count() {
+        0 => Ok(None),
+        3 => Ok(Some([src.vector(&names[0], lens[0])?, src.vector(&names[1], lens[1])?, src.vector(&names[2], lens[2])?])),
+        _ => Err(Error::Weights(format!("some of the q/k/v biases ({}) without the others", names.iter().filter(|n| src.has(n)).cloned().collect::<Vec<_>>().join(", ")))),
     }
 }
 
@@ -210,6 +224,7 @@ fn build_model(
             up: mat(&nm(10), ffn, h)?,
             down: mat(&nm(11), h, ffn)?,
             post_ffn_norm: if gemma { Some(norm(&nm(12), h)?) } else { None },
+            qkv_bias: qkv_bias(src, [nm(1), nm(2), nm(3)], [qd, kvd, kvd])?,
         });
     }
     // The embedding is packed too: a tied head is a matrix product over the same bytes, and a
@@ -342,18 +357,17 @@ pub fn load_hf_dir(dir: &Path) -> Result<LoadedParts> {
         embed_scale: if gemma { (hidden as f32).sqrt() } else { 1.0 },
     };
     let st = SafetensorsDir::open(dir)?;
-    // The llama code has no bias terms. A checkpoint with them (Qwen2's q/k/v projections)
-    // would load and answer wrongly without them: refused, naming them.
-    let mut biases: Vec<&str> = st.tensors.keys().chain(st.other.keys()).map(String::as_str).filter(|n| n.starts_with("model.layers.") && n.ends_with(".bias")).collect();
+    // The llama code applies the q/k/v projections' biases (Qwen 2) and no others. A checkpoint
+    // with other biases would load and answer wrongly without them: refused, naming them.
+    let qkv = ["self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"];
+    let mut biases: Vec<&str> =
+        st.tensors.keys().chain(st.other.keys()).map(String::as_str).filter(|n| n.starts_with("model.layers.") && n.ends_with(".bias") && !qkv.iter().any(|b| n.ends_with(b))).collect();
     if !biases.is_empty() {
         biases.sort();
         let more = if biases.len() > 3 { format!(" and {} more", biases.len() - 3) } else { String::new() };
         return Err(Error::ModelDir {
             path: dir.to_path_buf(),
-            reason: format!(
-                "has bias tensors ({}{more}), which this engine does not apply yet; a `{model_type}` model with biases cannot be served correctly",
-                biases[..biases.len().min(3)].join(", ")
-            ),
+            reason: format!("has bias tensors ({}{more}), which this engine does not apply; a `{model_type}` model with them cannot be served correctly", biases[..biases.len().min(3)].join(", ")),
         });
     }
     let model = build_model(&st, config, |l, n| format!("model.layers.{l}.{n}.weight"), &HF_NAMES, "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight", gemma)?;

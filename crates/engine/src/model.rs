@@ -103,6 +103,15 @@ pub struct Layer {
     pub down: Weight,
     /// Norm on the MLP output before the residual add (Gemma 3).
     pub post_ffn_norm: Option<Vec<f32>>,
+    /// Biases of the query, key and value projections (Qwen 2), added after the product.
+    pub qkv_bias: Option<[Vec<f32>; 3]>,
+}
+
+/// Adds `bias` to each row of `y`.
+pub fn add_bias(y: &mut [f32], bias: &[f32]) {
+    for row in y.chunks_exact_mut(bias.len()) {
+        row.iter_mut().zip(bias).for_each(|(a, b)| *a += b);
+    }
 }
 
 /// A loaded model's weights.
@@ -329,6 +338,11 @@ impl Model {
             hbuf.copy_from_slice(&x);
             rms_norm(&mut hbuf, &layer.attn_norm, c.rms_eps);
             matmul_many(&[&layer.wq, &layer.wk, &layer.wv], &hbuf, t, &mut [&mut q, &mut k, &mut v]);
+            if let Some([bq, bk, bv]) = &layer.qkv_bias {
+                add_bias(&mut q, bq);
+                add_bias(&mut k, bk);
+                add_bias(&mut v, bv);
+            }
             lora(li, Target::QProj, &hbuf, &mut q);
             lora(li, Target::KProj, &hbuf, &mut k);
             lora(li, Target::VProj, &hbuf, &mut v);

@@ -57,9 +57,18 @@ fn write_tokenizer(dir: &Path, template: serde_json::Value) -> usize {
 /// (a string, or a list of `{"name", "template"}`) and `context` positions. Panics if it cannot
 /// write them.
 pub fn write_tiny_llama(dir: &Path, seed: u64, template: impl Into<serde_json::Value>, context: usize) {
-    let vocab = write_tokenizer(dir, template.into());
+    write_tiny(dir, seed, template.into(), context, false)
+}
+
+/// [`write_tiny_llama`]'s model as a Qwen 2 checkpoint: `model_type` qwen2, with q/k/v biases.
+pub fn write_tiny_qwen2(dir: &Path, seed: u64, template: impl Into<serde_json::Value>, context: usize) {
+    write_tiny(dir, seed, template.into(), context, true)
+}
+
+fn write_tiny(dir: &Path, seed: u64, template: serde_json::Value, context: usize, qwen2: bool) {
+    let vocab = write_tokenizer(dir, template);
     let cfg = serde_json::json!({
-        "model_type": "llama", "hidden_size": H, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
+        "model_type": if qwen2 { "qwen2" } else { "llama" }, "tie_word_embeddings": false, "hidden_size": H, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
         "num_hidden_layers": LAYERS, "intermediate_size": FFN, "vocab_size": vocab,
         "max_position_embeddings": context, "rms_norm_eps": 1e-5, "rope_theta": 10000.0
     });
@@ -80,12 +89,16 @@ pub fn write_tiny_llama(dir: &Path, seed: u64, template: impl Into<serde_json::V
             (format!("{p}.mlp.up_proj.weight"), vec![FFN, H]),
             (format!("{p}.mlp.down_proj.weight"), vec![H, FFN]),
         ]);
+        if qwen2 {
+            shapes.extend([(format!("{p}.self_attn.q_proj.bias"), vec![H]), (format!("{p}.self_attn.k_proj.bias"), vec![kvd]), (format!("{p}.self_attn.v_proj.bias"), vec![kvd])]);
+        }
     }
     let data: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
         .into_iter()
         .map(|(name, shape)| {
             let n: usize = shape.iter().product();
-            let vals: Vec<f32> = if shape.len() == 1 { (0..n).map(|_| 1.0 + rng.gen_range(-0.1..0.1)).collect() } else { (0..n).map(|_| rng.gen_range(-0.5..0.5)).collect() };
+            let vals: Vec<f32> =
+                if shape.len() == 1 && !name.ends_with(".bias") { (0..n).map(|_| 1.0 + rng.gen_range(-0.1..0.1)).collect() } else { (0..n).map(|_| rng.gen_range(-0.5..0.5)).collect() };
             (name, shape, vals.iter().flat_map(|v| v.to_le_bytes()).collect())
         })
         .collect();

@@ -28,6 +28,8 @@ const TT_BYTE: i64 = 6;
 
 /// The GPT-2 pattern shared by many byte-level tokenizers.
 const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+/// Qwen 2's: llama 3's with single digits.
+const QWEN2_PATTERN: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const LLAMA3_PATTERN: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// llama.cpp's split regexes for a GGUF `tokenizer.ggml.pre` value.
@@ -40,6 +42,7 @@ fn pre_regexes(pre: &str) -> Option<Vec<&'static str>> {
             vec![GPT2_PATTERN]
         }
         "llama-bpe" | "llama3" | "falcon3" | "pixtral" => vec![LLAMA3_PATTERN],
+        "qwen2" | "stablelm2" | "hunyuan" => vec![QWEN2_PATTERN],
         _ => return None,
     })
 }
@@ -204,7 +207,8 @@ impl Tokenizer {
         let unk = g.opt("tokenizer.ggml.unknown_token_id").and_then(|v| v.as_u64()).map(|v| v as u32);
         let (inner, token_bytes) = match model {
             "gpt2" => {
-                let merges = g.get_str_array("tokenizer.ggml.merges")?;
+                // A vocabulary of single symbols has no merges (gguf-py writes no empty array).
+                let merges = if g.opt("tokenizer.ggml.merges").is_some() { g.get_str_array("tokenizer.ggml.merges")? } else { Vec::new() };
                 let pre = g.opt("tokenizer.ggml.pre").and_then(|v| v.as_str()).unwrap_or("default");
                 let regexes = pre_regexes(pre).ok_or_else(|| Error::Tokenizer(format!("{}: pre-tokenizer `{pre}` is not supported yet", g.path.display())))?;
                 let tk = build_byte_level_bpe(&tokens, &merges, &regexes)?;

@@ -102,6 +102,8 @@ struct BaseLayer {
     /// Gemma 3's norms on the attention's and the MLP's outputs, before their residual adds.
     post_attn_norm: Option<Vec<f32>>,
     post_ffn_norm: Option<Vec<f32>>,
+    /// Qwen 2's q/k/v biases (frozen: they shift the forward pass and change no gradient).
+    qkv_bias: Option<[Vec<f32>; 3]>,
 }
 
 /// A frozen base model in f32, ready to train adapters on.
@@ -145,6 +147,7 @@ impl Base {
                 k_norm: l.k_norm.clone(),
                 post_attn_norm: l.post_attn_norm.clone(),
                 post_ffn_norm: l.post_ffn_norm.clone(),
+                qkv_bias: l.qkv_bias.clone(),
             })
             .collect();
         let ffn = m.ffn();
@@ -371,7 +374,11 @@ impl Pass<'_> {
     /// `y (T x out) = x W^T + s (x_d A^T) B^T`; returns `x_d A^T` for the backward pass.
     fn linear(&self, l: usize, target: Target, x: &[f32], t: usize, y: &mut [f32]) -> Vec<f32> {
         let (out, inp) = (y.len() / t.max(1), x.len() / t.max(1));
-        self.base.layers[l].w[target.index()].fwd(x, t, y);
+        let bl = &self.base.layers[l];
+        bl.w[target.index()].fwd(x, t, y);
+        if let Some(b) = bl.qkv_bias.as_ref().and_then(|b| b.get(target.index())) {
+            shovel_engine::model::add_bias(y, b);
+        }
         let Some(p) = self.adapter.pair(l, target) else {
             return Vec::new();
         };

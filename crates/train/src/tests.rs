@@ -50,6 +50,7 @@ fn tiny_model(style: RopeStyle) -> Model {
             up: w(ffn, 16),
             down: w(16, ffn),
             post_ffn_norm: None,
+            qkv_bias: None,
         })
         .collect();
     let embed = w(32, 16);
@@ -59,6 +60,18 @@ fn tiny_model(style: RopeStyle) -> Model {
 
 /// A tiny Gemma 3: per-head q/k norms, post-norms, GELU, an embedding scale, and a first layer
 /// with a 3-token sliding window and its own rope base (so the window bites on [`seq`]).
+/// Qwen 2: llama with rotate-half rope and q/k/v biases.
+fn tiny_qwen2() -> Model {
+    let mut m = tiny_model(RopeStyle::Neox);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+    let (qd, kvd) = (m.config.q_dim(), m.config.kv_dim());
+    let mut v = |n: usize| (0..n).map(|_| rng.gen_range(-0.5f32..0.5)).collect::<Vec<f32>>();
+    for l in &mut m.layers {
+        l.qkv_bias = Some([v(qd), v(kvd), v(kvd)]);
+    }
+    m
+}
+
 fn tiny_gemma() -> Model {
     let mut m = tiny_model(RopeStyle::Neox);
     let c = &mut m.config;
@@ -205,6 +218,11 @@ fn gradients_match_finite_differences_neox_rope_with_dropout_attention_in_blocks
 }
 
 #[test]
+fn gradients_match_finite_differences_qwen2_with_qkv_biases() {
+    check_gradients(tiny_qwen2(), 0.0, 64);
+}
+
+#[test]
 fn gradients_match_finite_differences_gemma3_with_a_sliding_window() {
     check_gradients(tiny_gemma(), 0.0, 64);
     check_gradients(tiny_gemma(), 0.25, 2);
@@ -329,8 +347,8 @@ fn the_engine_serves_an_adapter_as_the_trainer_trained_it() {
     // The engine's batched forward with a per-sequence adapter, after a PEFT save and load,
     // scores the next token as the trainer's own forward does (up to the engine's f16 KV cache).
     use shovel_engine::model::{BatchItem, KvCache};
-    for model in [tiny_model(RopeStyle::Interleaved), tiny_model(RopeStyle::Neox), tiny_gemma()] {
-        let style = (model.config.arch, model.config.rope_style);
+    for model in [tiny_model(RopeStyle::Interleaved), tiny_model(RopeStyle::Neox), tiny_qwen2(), tiny_gemma()] {
+        let style = (model.config.arch, model.config.rope_style, model.layers[0].qkv_bias.is_some());
         let base = Base::with_precision(&model, Precision::F32).unwrap();
         let mut adapter = random_adapter(&base, 21);
         if model.config.arch == Arch::Gemma3 {

@@ -76,10 +76,12 @@ fn strftime_now(fmt: String) -> String {
 
 /// JSON the way transformers' chat templates write it: Python's `json.dumps` with
 /// `ensure_ascii=False` (its override of Jinja's filter), so `", "` and `": "` between items
-/// (`","` with an `indent`), `separators` and `ensure_ascii` as keywords, and no HTML escaping.
+/// (`","` with an `indent`), `separators`, `ensure_ascii` and `sort_keys` as keywords, and no HTML
+/// escaping.
 /// minijinja's own filter writes compact JSON with `<`, `>`, `&` and `'` escaped: a tool list
-/// rendered by it is not the text the model was trained on. Keys come out sorted (serde_json's
-/// map), as `sort_keys=True` would give; Python keeps insertion order otherwise.
+/// rendered by it is not the text the model was trained on. Keys keep the order they were
+/// written in (serde_json's and minijinja's `preserve_order`), as Python's dicts do, unless
+/// `sort_keys`.
 fn tojson(value: &Value, indent: Option<Value>, kwargs: minijinja::value::Kwargs) -> std::result::Result<String, minijinja::Error> {
     let bad = |what: &str| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {what}"));
     let indent = match indent.or(kwargs.get::<Option<Value>>("indent")?) {
@@ -89,7 +91,7 @@ fn tojson(value: &Value, indent: Option<Value>, kwargs: minijinja::value::Kwargs
     };
     let ensure_ascii = kwargs.get::<Option<bool>>("ensure_ascii")?.unwrap_or(false);
     let seps: Option<Vec<String>> = kwargs.get("separators")?;
-    let _: Option<bool> = kwargs.get("sort_keys")?;
+    let sort_keys = kwargs.get::<Option<bool>>("sort_keys")?.unwrap_or(false);
     kwargs.assert_all_used()?;
     let (item, key) = match seps {
         Some(s) if s.len() == 2 => (s[0].clone(), s[1].clone()),
@@ -99,7 +101,15 @@ fn tojson(value: &Value, indent: Option<Value>, kwargs: minijinja::value::Kwargs
     };
     let mut out = Vec::new();
     let f = PyJson { item, key, indent: indent.map(|n| " ".repeat(n)), level: 0, has_value: false, ensure_ascii };
-    serde::Serialize::serialize(value, &mut serde_json::Serializer::with_formatter(&mut out, f)).map_err(|e| bad(&e.to_string()))?;
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, f);
+    if sort_keys {
+        let mut v = serde_json::to_value(value).map_err(|e| bad(&e.to_string()))?;
+        v.sort_all_objects();
+        serde::Serialize::serialize(&v, &mut ser)
+    } else {
+        serde::Serialize::serialize(value, &mut ser)
+    }
+    .map_err(|e| bad(&e.to_string()))?;
     String::from_utf8(out).map_err(|e| bad(&e.to_string()))
 }
 
@@ -305,7 +315,7 @@ mod tests {
         ];
         let s = t.render_with_tools(&msgs, Some(&tools), true).unwrap();
         assert!(
-            s.starts_with("<|im_start|>system\n# Tools\n<tools>\n{") && s.contains("{\"function\": {\"name\": \"get_weather\", \"parameters\": {\"type\": \"object\"}}, \"type\": \"function\"}"),
+            s.starts_with("<|im_start|>system\n# Tools\n<tools>\n{") && s.contains("{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"parameters\": {\"type\": \"object\"}}}"),
             "{s}"
         );
         assert!(s.contains("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"), "{s}");
@@ -334,7 +344,8 @@ mod tests {
         .unwrap();
         let tmpl = t.env.get_template("chat").unwrap();
         let v = serde_json::json!({"a": [1, "<b> & 'c' é"], "d": {}});
-        let s = tmpl.render(context! { v => v }).unwrap();
+        let w = serde_json::json!({"b": 1, "a": {"d": 2, "c": 3}});
+        let s = tmpl.render(context! { v => v, w => w }).unwrap();
         let want = [r#"{"a": [1, "<b> & 'c' é"], "d": {}}"#, "{\n  \"a\": [\n    1,\n    \"<b> & 'c' é\"\n  ],\n  \"d\": {}\n}", r#"{"a":[1,"<b> & 'c' é"],"d":{}}"#, r#""\u00e9""#, "[]"];
         assert_eq!(s, want.join("|"));
     }

@@ -179,7 +179,7 @@ impl FineTuning for FtService {
         }
         let arch = shovel_engine::loader::arch_name(Path::new(&base.path)).map_err(|e| invalid("model", format!("model `{}` cannot be read: {e}", req.model)))?;
         if !matches!(arch.as_str(), "llama" | "mistral" | "qwen2" | "gemma3" | "gemma3_text") {
-            return Err(invalid("model", format!("model `{}` has architecture `{arch}`, which cannot be fine-tuned yet (supported: llama, gemma3)", req.model)));
+            return Err(invalid("model", format!("model `{}` has architecture `{arch}`, which cannot be fine-tuned yet (supported: llama, mistral, qwen2, gemma3)", req.model)));
         }
         if let Some(s) = &req.suffix {
             if s.is_empty() || s.len() > 40 || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {

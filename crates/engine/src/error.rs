@@ -31,7 +31,7 @@ pub enum Error {
         reason: String,
     },
     /// The model's architecture is not one the engine runs.
-    #[error("unsupported architecture `{arch}` (supported: llama, mistral, qwen2, gemma3)")]
+    #[error("unsupported architecture `{arch}` (supported: llama, qwen2 and gemma3; mistral from a Hugging Face directory)")]
     UnsupportedArch {
         /// The architecture named by the model.
         arch: String,

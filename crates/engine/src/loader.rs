@@ -80,6 +80,8 @@ pub fn load_gguf(path: &Path) -> Result<LoadedParts> {
     let n_heads = u(&g, &format!("{a}.attention.head_count"))?;
     let n_kv_heads = g.opt(&format!("{a}.attention.head_count_kv")).and_then(|v| v.as_u64()).map_or(n_heads, |v| v as usize);
     let head_dim = g.opt(&format!("{a}.attention.key_length")).and_then(|v| v.as_u64()).map_or(hidden / n_heads.max(1), |v| v as usize);
+    refuse_unapplied_biases(a, g.tensors.keys().map(String::as_str).filter(|n| n.starts_with("blk.")), &["attn_q.bias", "attn_k.bias", "attn_v.bias"])
+        .map_err(|reason| Error::Gguf { path: path.to_path_buf(), reason })?;
     let tokenizer = Tokenizer::from_gguf(&g)?;
     let embed_info = g.tensors.get("token_embd.weight").ok_or_else(|| Error::Gguf { path: path.to_path_buf(), reason: "missing tensor `token_embd.weight`".into() })?;
     let vocab = embed_info.dims.get(1).copied().unwrap_or(0);
@@ -138,6 +140,19 @@ fn hf_templates(dir: &Path, tk_cfg: Option<&serde_json::Value>) -> Result<(Optio
             Ok((src, None))
         }
     }
+}
+
+/// Refuses a checkpoint with bias tensors among `names` other than the q/k/v projections' (the
+/// `applied` name endings): the model code would ignore them and answer wrongly, so they are
+/// named instead.
+fn refuse_unapplied_biases<'a>(arch: &str, names: impl Iterator<Item = &'a str>, applied: &[&str]) -> std::result::Result<(), String> {
+    let mut biases: Vec<&str> = names.filter(|n| n.ends_with(".bias") && !applied.iter().any(|b| n.ends_with(b))).collect();
+    if biases.is_empty() {
+        return Ok(());
+    }
+    biases.sort();
+    let more = if biases.len() > 3 { format!(" and {} more", biases.len() - 3) } else { String::new() };
+    Err(format!("has bias tensors ({}{more}), which this engine does not apply; a `{arch}` model with them cannot be served correctly", biases[..biases.len().min(3)].join(", ")))
 }
 
 /// The q/k/v projections' biases, next to their weights (`….bias` for `….weight`): all three
@@ -357,19 +372,9 @@ pub fn load_hf_dir(dir: &Path) -> Result<LoadedParts> {
         embed_scale: if gemma { (hidden as f32).sqrt() } else { 1.0 },
     };
     let st = SafetensorsDir::open(dir)?;
-    // The llama code applies the q/k/v projections' biases (Qwen 2) and no others. A checkpoint
-    // with other biases would load and answer wrongly without them: refused, naming them.
-    let qkv = ["self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"];
-    let mut biases: Vec<&str> =
-        st.tensors.keys().chain(st.other.keys()).map(String::as_str).filter(|n| n.starts_with("model.layers.") && n.ends_with(".bias") && !qkv.iter().any(|b| n.ends_with(b))).collect();
-    if !biases.is_empty() {
-        biases.sort();
-        let more = if biases.len() > 3 { format!(" and {} more", biases.len() - 3) } else { String::new() };
-        return Err(Error::ModelDir {
-            path: dir.to_path_buf(),
-            reason: format!("has bias tensors ({}{more}), which this engine does not apply; a `{model_type}` model with them cannot be served correctly", biases[..biases.len().min(3)].join(", ")),
-        });
-    }
+    let names = st.tensors.keys().chain(st.other.keys()).map(String::as_str);
+    refuse_unapplied_biases(&model_type, names.filter(|n| n.starts_with("model.layers.")), &["self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"])
+        .map_err(|reason| Error::ModelDir { path: dir.to_path_buf(), reason })?;
     let model = build_model(&st, config, |l, n| format!("model.layers.{l}.{n}.weight"), &HF_NAMES, "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight", gemma)?;
     let tk_cfg_path = dir.join("tokenizer_config.json");
     let tk_cfg = if tk_cfg_path.exists() { Some(read_json(&tk_cfg_path)?) } else { None };

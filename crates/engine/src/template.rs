@@ -336,7 +336,7 @@ mod tests {
     fn tojson_writes_what_transformers_writes() {
         // Expected strings are Python's: json.dumps(v, ensure_ascii=False[, indent=2]).
         let t = ChatTemplate::new(
-            Some("{{ v | tojson }}|{{ v | tojson(indent=2) }}|{{ v | tojson(separators=[',', ':']) }}|{{ 'é' | tojson(ensure_ascii=true) }}|{{ [] | tojson(indent=2) }}"),
+            Some("{{ v | tojson }}|{{ v | tojson(indent=2) }}|{{ v | tojson(separators=[',', ':']) }}|{{ 'é' | tojson(ensure_ascii=true) }}|{{ [] | tojson(indent=2) }}|{{ w | tojson }}|{{ w | tojson(sort_keys=true) }}"),
             "",
             "",
             true,
@@ -346,7 +346,16 @@ mod tests {
         let v = serde_json::json!({"a": [1, "<b> & 'c' é"], "d": {}});
         let w = serde_json::json!({"b": 1, "a": {"d": 2, "c": 3}});
         let s = tmpl.render(context! { v => v, w => w }).unwrap();
-        let want = [r#"{"a": [1, "<b> & 'c' é"], "d": {}}"#, "{\n  \"a\": [\n    1,\n    \"<b> & 'c' é\"\n  ],\n  \"d\": {}\n}", r#"{"a":[1,"<b> & 'c' é"],"d":{}}"#, r#""\u00e9""#, "[]"];
+        let want = [
+            r#"{"a": [1, "<b> & 'c' é"], "d": {}}"#,
+            "{\n  \"a\": [\n    1,\n    \"<b> & 'c' é\"\n  ],\n  \"d\": {}\n}",
+            r#"{"a":[1,"<b> & 'c' é"],"d":{}}"#,
+            r#""\u00e9""#,
+            "[]",
+            // Keys in the order they were written, as Python's dicts keep them, unless sorted.
+            r#"{"b": 1, "a": {"d": 2, "c": 3}}"#,
+            r#"{"a": {"c": 3, "d": 2}, "b": 1}"#,
+        ];
         assert_eq!(s, want.join("|"));
     }
 

@@ -42,7 +42,7 @@ fn pre_regexes(pre: &str) -> Option<Vec<&'static str>> {
             vec![GPT2_PATTERN]
         }
         "llama-bpe" | "llama3" | "falcon3" | "pixtral" => vec![LLAMA3_PATTERN],
-        "qwen2" | "stablelm2" | "hunyuan" => vec![QWEN2_PATTERN],
+        "qwen2" | "deepseek-r1-qwen" | "kormo" | "megrez" | "stablelm2" | "hunyuan" => vec![QWEN2_PATTERN],
         _ => return None,
     })
 }

@@ -58,8 +58,6 @@ fn tiny_model(style: RopeStyle) -> Model {
     Model { config: c, embed, layers, out_norm: vec![1.0; 16], output }
 }
 
-/// A tiny Gemma 3: per-head q/k norms, post-norms, GELU, an embedding scale, and a first layer
-/// with a 3-token sliding window and its own rope base (so the window bites on [`seq`]).
 /// Qwen 2: llama with rotate-half rope and q/k/v biases.
 fn tiny_qwen2() -> Model {
     let mut m = tiny_model(RopeStyle::Neox);
@@ -72,6 +70,8 @@ fn tiny_qwen2() -> Model {
     m
 }
 
+/// A tiny Gemma 3: per-head q/k norms, post-norms, GELU, an embedding scale, and a first layer
+/// with a 3-token sliding window and its own rope base (so the window bites on [`seq`]).
 fn tiny_gemma() -> Model {
     let mut m = tiny_model(RopeStyle::Neox);
     let c = &mut m.config;

@@ -33,18 +33,26 @@ const FFN: usize = 64;
 pub const TINY_LAYERS: usize = 2;
 const LAYERS: usize = TINY_LAYERS;
 
+/// The tiny tokenizer's byte-level symbols, in id order (ChatML's two special tokens follow).
+fn alphabet() -> Vec<char> {
+    let mut alphabet: Vec<char> = tokenizers::pre_tokenizers::byte_level::ByteLevel::alphabet().into_iter().collect();
+    alphabet.sort();
+    alphabet
+}
+
+const SPECIALS: [&str; 2] = ["<|im_start|>", "<|im_end|>"];
+
 fn write_tokenizer(dir: &Path, template: serde_json::Value) -> usize {
     use tokenizers::models::bpe::BPE;
     use tokenizers::pre_tokenizers::byte_level::ByteLevel;
     use tokenizers::AddedToken;
-    let mut alphabet: Vec<char> = ByteLevel::alphabet().into_iter().collect();
-    alphabet.sort();
+    let alphabet = alphabet();
     let vocab: tokenizers::models::bpe::Vocab = alphabet.iter().enumerate().map(|(i, c)| (c.to_string(), i as u32)).collect();
     let bpe = BPE::builder().vocab_and_merges(vocab, vec![]).build().unwrap();
     let mut tk = tokenizers::Tokenizer::new(bpe);
     tk.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
     tk.with_decoder(Some(ByteLevel::default()));
-    tk.add_special_tokens(&[AddedToken::from("<|im_start|>", true), AddedToken::from("<|im_end|>", true)]);
+    tk.add_special_tokens(&SPECIALS.map(|t| AddedToken::from(t, true)));
     tk.save(dir.join("tokenizer.json"), false).unwrap();
     let cfg = serde_json::json!({"chat_template": template, "eos_token": "<|im_end|>", "bos_token": null, "add_bos_token": false});
     std::fs::write(dir.join("tokenizer_config.json"), cfg.to_string()).unwrap();
@@ -73,6 +81,15 @@ fn write_tiny(dir: &Path, seed: u64, template: serde_json::Value, context: usize
         "max_position_embeddings": context, "rms_norm_eps": 1e-5, "rope_theta": 10000.0
     });
     std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = tiny_tensors(seed, vocab, qwen2).into_iter().map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
+    let views: HashMap<String, safetensors::tensor::TensorView> =
+        data.iter().map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())).collect();
+    safetensors::serialize_to_file(&views, &None, &dir.join("model.safetensors")).unwrap();
+}
+
+/// The tiny model's tensors: Hugging Face names, shapes (rows first) and values, drawn from
+/// `seed` in this order.
+fn tiny_tensors(seed: u64, vocab: usize, qwen2: bool) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let kvd = H / HEADS * KV_HEADS;
     let mut shapes: Vec<(String, Vec<usize>)> = vec![("model.embed_tokens.weight".into(), vec![vocab, H]), ("model.norm.weight".into(), vec![H]), ("lm_head.weight".into(), vec![vocab, H])];
@@ -93,16 +110,130 @@ fn write_tiny(dir: &Path, seed: u64, template: serde_json::Value, context: usize
             shapes.extend([(format!("{p}.self_attn.q_proj.bias"), vec![H]), (format!("{p}.self_attn.k_proj.bias"), vec![kvd]), (format!("{p}.self_attn.v_proj.bias"), vec![kvd])]);
         }
     }
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
+    shapes
         .into_iter()
         .map(|(name, shape)| {
             let n: usize = shape.iter().product();
             let vals: Vec<f32> =
                 if shape.len() == 1 && !name.ends_with(".bias") { (0..n).map(|_| 1.0 + rng.gen_range(-0.1..0.1)).collect() } else { (0..n).map(|_| rng.gen_range(-0.5..0.5)).collect() };
-            (name, shape, vals.iter().flat_map(|v| v.to_le_bytes()).collect())
+            (name, shape, vals)
         })
-        .collect();
-    let views: HashMap<String, safetensors::tensor::TensorView> =
-        data.iter().map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())).collect();
-    safetensors::serialize_to_file(&views, &None, &dir.join("model.safetensors")).unwrap();
+        .collect()
+}
+
+/// [`write_tiny_qwen2`]'s model and tokenizer as one GGUF file laid out as llama.cpp's converter
+/// writes Qwen 2: architecture `qwen2`, `blk.N.attn_q.bias`, q/k rows in Hugging Face's order,
+/// a `gpt2` vocabulary with the `qwen2` pre-tokenizer, f32 tensors.
+pub fn write_tiny_qwen2_gguf(path: &Path, seed: u64, template: &str, context: usize) {
+    use crate::gguf::Value;
+    let tokens: Vec<String> = alphabet().iter().map(|c| c.to_string()).chain(SPECIALS.map(String::from)).collect();
+    let n = |v: usize| Value::U64(v as u64);
+    let kvs = [
+        ("general.architecture", Value::Str("qwen2".into())),
+        ("qwen2.block_count", n(LAYERS)),
+        ("qwen2.context_length", n(context)),
+        ("qwen2.embedding_length", n(H)),
+        ("qwen2.feed_forward_length", n(FFN)),
+        ("qwen2.attention.head_count", n(HEADS)),
+        ("qwen2.attention.head_count_kv", n(KV_HEADS)),
+        ("qwen2.rope.freq_base", Value::F64(10000.0)),
+        ("qwen2.attention.layer_norm_rms_epsilon", Value::F64(1e-5)),
+        ("tokenizer.ggml.model", Value::Str("gpt2".into())),
+        ("tokenizer.ggml.pre", Value::Str("qwen2".into())),
+        ("tokenizer.ggml.token_type", Value::Array(tokens.iter().map(|t| Value::I64(if SPECIALS.contains(&t.as_str()) { 3 } else { 1 })).collect())),
+        ("tokenizer.ggml.tokens", Value::Array(tokens.iter().cloned().map(Value::Str).collect())),
+        ("tokenizer.ggml.merges", Value::Array(vec![])),
+        ("tokenizer.ggml.eos_token_id", n(tokens.len() - 1)),
+        ("tokenizer.ggml.add_bos_token", Value::Bool(false)),
+        ("tokenizer.chat_template", Value::Str(template.into())),
+    ];
+    let gguf_name = |hf: &str| -> String {
+        let fixed = [("model.embed_tokens.weight", "token_embd.weight"), ("model.norm.weight", "output_norm.weight"), ("lm_head.weight", "output.weight")];
+        if let Some((_, g)) = fixed.iter().find(|(h, _)| *h == hf) {
+            return g.to_string();
+        }
+        let rest = hf.strip_prefix("model.layers.").expect("a layer tensor");
+        let (l, tail) = rest.split_once('.').expect("layer.name");
+        let parts = [
+            ("input_layernorm.weight", "attn_norm.weight"),
+            ("post_attention_layernorm.weight", "ffn_norm.weight"),
+            ("self_attn.q_proj.weight", "attn_q.weight"),
+            ("self_attn.k_proj.weight", "attn_k.weight"),
+            ("self_attn.v_proj.weight", "attn_v.weight"),
+            ("self_attn.o_proj.weight", "attn_output.weight"),
+            ("self_attn.q_proj.bias", "attn_q.bias"),
+            ("self_attn.k_proj.bias", "attn_k.bias"),
+            ("self_attn.v_proj.bias", "attn_v.bias"),
+            ("mlp.gate_proj.weight", "ffn_gate.weight"),
+            ("mlp.up_proj.weight", "ffn_up.weight"),
+            ("mlp.down_proj.weight", "ffn_down.weight"),
+        ];
+        let g = parts.iter().find(|(h, _)| *h == tail).expect("a known tensor").1;
+        format!("blk.{l}.{g}")
+    };
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = tiny_tensors(seed, tokens.len(), true).into_iter().map(|(name, shape, v)| (gguf_name(&name), shape, v)).collect();
+    write_gguf(path, &kvs, &tensors);
+}
+
+/// Writes a GGUF file (version 3, alignment 32): `kvs`, then f32 `tensors` given with their
+/// shapes outermost first (rows, then columns), as GGUF's dimensions reversed.
+pub fn write_gguf(path: &Path, kvs: &[(&str, crate::gguf::Value)], tensors: &[(String, Vec<usize>, Vec<f32>)]) {
+    use crate::gguf::Value;
+    fn put_str(out: &mut Vec<u8>, s: &str) {
+        out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    // GGUF value types: 7 bool, 8 string, 9 array, 10 u64, 11 i64, 12 f64.
+    fn tag(v: &Value) -> u32 {
+        match v {
+            Value::Bool(_) => 7,
+            Value::Str(_) => 8,
+            Value::Array(_) => 9,
+            Value::U64(_) => 10,
+            Value::I64(_) => 11,
+            Value::F64(_) => 12,
+        }
+    }
+    fn put(out: &mut Vec<u8>, v: &Value) {
+        match v {
+            Value::Bool(b) => out.push(u8::from(*b)),
+            Value::Str(s) => put_str(out, s),
+            Value::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
+            Value::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
+            Value::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
+            Value::Array(items) => {
+                out.extend_from_slice(&items.first().map_or(8, tag).to_le_bytes());
+                out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+                items.iter().for_each(|i| put(out, i));
+            }
+        }
+    }
+    const ALIGN: usize = 32;
+    let mut out = Vec::new();
+    out.extend_from_slice(b"GGUF");
+    out.extend_from_slice(&3u32.to_le_bytes());
+    out.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(kvs.len() as u64).to_le_bytes());
+    for (k, v) in kvs {
+        put_str(&mut out, k);
+        out.extend_from_slice(&tag(v).to_le_bytes());
+        put(&mut out, v);
+    }
+    let mut offset = 0usize;
+    for (name, shape, vals) in tensors {
+        put_str(&mut out, name);
+        out.extend_from_slice(&(shape.len() as u32).to_le_bytes());
+        for d in shape.iter().rev() {
+            out.extend_from_slice(&(*d as u64).to_le_bytes());
+        }
+        out.extend_from_slice(&0u32.to_le_bytes()); // F32
+        out.extend_from_slice(&(offset as u64).to_le_bytes());
+        offset += (vals.len() * 4).div_ceil(ALIGN) * ALIGN;
+    }
+    out.resize(out.len().div_ceil(ALIGN) * ALIGN, 0);
+    for (_, _, vals) in tensors {
+        out.extend(vals.iter().flat_map(|v| v.to_le_bytes()));
+        out.resize(out.len().div_ceil(ALIGN) * ALIGN, 0);
+    }
+    std::fs::write(path, out).unwrap();
 }

@@ -207,8 +207,7 @@ impl Tokenizer {
         let unk = g.opt("tokenizer.ggml.unknown_token_id").and_then(|v| v.as_u64()).map(|v| v as u32);
         let (inner, token_bytes) = match model {
             "gpt2" => {
-                // A vocabulary of single symbols has no merges (gguf-py writes no empty array).
-                let merges = if g.opt("tokenizer.ggml.merges").is_some() { g.get_str_array("tokenizer.ggml.merges")? } else { Vec::new() };
+                let merges = g.get_str_array("tokenizer.ggml.merges")?;
                 let pre = g.opt("tokenizer.ggml.pre").and_then(|v| v.as_str()).unwrap_or("default");
                 let regexes = pre_regexes(pre).ok_or_else(|| Error::Tokenizer(format!("{}: pre-tokenizer `{pre}` is not supported yet", g.path.display())))?;
                 let tk = build_byte_level_bpe(&tokens, &merges, &regexes)?;

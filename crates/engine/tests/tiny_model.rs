@@ -92,13 +92,17 @@ fn a_qwen2_checkpoint_gives_transformers_logits() {
 }
 
 /// The same checkpoint as a GGUF file laid out as llama.cpp's converter writes Qwen 2
-/// (`scripts/qwen2_reference.py --gguf`), loaded through the GGUF path.
+/// (`qwen2` architecture and pre-tokenizer, `blk.N.attn_q.bias`, q/k rows unpermuted), loaded
+/// through the GGUF path.
 #[test]
-#[ignore = "needs the GGUF file scripts/qwen2_reference.py writes (SHOVEL_TINY_QWEN2_GGUF)"]
-fn qwen2_gguf_gives_transformers_logits() {
-    let path = std::env::var("SHOVEL_TINY_QWEN2_GGUF").expect("SHOVEL_TINY_QWEN2_GGUF names the GGUF file");
-    let parts = shovel_engine::loader::load_gguf(Path::new(&path)).unwrap();
+fn a_qwen2_gguf_gives_transformers_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny-qwen2.gguf");
+    shovel_engine::testing::write_tiny_qwen2_gguf(&path, QWEN2_SEED, shovel_engine::testing::CHATML_TEMPLATE, 64);
+    let parts = shovel_engine::loader::load_gguf(&path).unwrap();
     assert!(parts.model.layers.iter().all(|l| l.qkv_bias.is_some()));
+    assert_eq!(parts.model.config.rope_style, shovel_engine::ops::RopeStyle::Neox);
+    assert_eq!(parts.template.render(&[ChatMessage::new("user", "hi")], true).unwrap(), "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
     assert_qwen2_reference(&parts.model);
 }
 

@@ -8,7 +8,7 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use shovel_core::{ModelId, ModelInfo, ModelKind};
-use shovel_engine::testing::{write_tiny_llama, CHATML_TEMPLATE, HERMES_TEMPLATE};
+use shovel_engine::testing::{write_tiny_llama, CHATML_TEMPLATE, HERMES_TEMPLATE, LLAMA3_TEMPLATE};
 use shovel_engine::{CatalogEntry, Engine, EngineConfig};
 use shovel_server::{app, AppState, ServerConfig};
 use std::sync::Arc;
@@ -65,4 +65,34 @@ async fn a_model_with_its_own_tool_call_format_calls_tools_in_it() {
     // one would drop the call): at least the call's JSON and both tags' text longer.
     let call_text = format!("{{\"name\": \"get_weather\", \"arguments\": {args}}}");
     assert!(grown >= without + (call_text.len() + "<tool_call>".len() + "<tool_response>".len() + "sunny, 21".len()) as u64, "{grown} vs {without}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_llama3_model_calls_tools_as_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_llama(dir.path(), 9, LLAMA3_TEMPLATE, 2048);
+    let info = ModelInfo { id: ModelId::new("tiny-llama3"), owned_by: "test".into(), created: 0, kind: ModelKind::Chat };
+    let engine = Engine::new(EngineConfig { max_context: 2048, ..Default::default() }, vec![CatalogEntry { info, path: dir.path().to_path_buf(), base: None }]);
+    let router = app(AppState::new(Arc::new(engine)), &ServerConfig { max_body_bytes: 1 << 20, max_file_bytes: 1 << 20 });
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather now",
+        "parameters": {"type": "object", "properties": {"unit": {"enum": ["c", "f"]}}, "required": ["unit"], "additionalProperties": false}}}]);
+    let ask = json!([{"role": "user", "content": "Weather?"}]);
+    let v = chat(&router, json!({"model": "tiny-llama3", "tools": tools, "tool_choice": "required", "parallel_tool_calls": true, "messages": ask, "max_tokens": 100, "logprobs": true})).await;
+    let c = &v["choices"][0];
+    let raw: String = c["logprobs"]["content"].as_array().map(|t| t.iter().filter_map(|t| t["token"].as_str()).collect()).unwrap_or_default();
+    assert!(raw.starts_with("{\"name\": \"get_weather\", \"parameters\": {\"unit\": \"") && raw.ends_with("}}"), "{raw:?} in {v}");
+    assert_eq!(c["finish_reason"], "tool_calls", "{v}");
+    let call = &c["message"]["tool_calls"][0];
+    assert_eq!(c["message"]["tool_calls"].as_array().unwrap().len(), 1, "one call per reply: {v}");
+    // The call and its result in the next turn, through the template's own shape.
+    let turn2 = json!([
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": call["id"], "type": "function", "function": call["function"]}]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "sunny, 21"}
+    ]);
+    let none = chat(&router, json!({"model": "tiny-llama3", "messages": ask, "max_tokens": 1})).await;
+    let v2 = chat(&router, json!({"model": "tiny-llama3", "tools": tools, "tool_choice": "none", "messages": turn2, "max_tokens": 1})).await;
+    let (grown, base) = (v2["usage"]["prompt_tokens"].as_u64().unwrap(), none["usage"]["prompt_tokens"].as_u64().unwrap());
+    let call_text = "{\"name\": \"get_weather\", \"parameters\": {\"unit\": \"c\"}}";
+    assert!(grown >= base + (call_text.len() + "<|start_header_id|>ipython<|end_header_id|>".len() + "sunny, 21".len()) as u64, "{grown} vs {base}");
 }

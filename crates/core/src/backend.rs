@@ -25,6 +25,18 @@ pub enum ToolFormat {
     /// renders the tools, earlier calls and `tool` results itself, and a call is
     /// `<tool_call>\n{"name", "arguments"}\n</tool_call>`.
     Hermes,
+    /// The model's own, as Llama 3.1's and 3.2's templates define it: the template lists the
+    /// tools (in the first user turn) and renders earlier calls and `tool` results itself (as
+    /// `ipython` turns), and a call is a bare JSON object `{"name", "parameters"}`, one per
+    /// reply (the template refuses to render several).
+    Llama3,
+}
+
+impl ToolFormat {
+    /// Whether the model's template lists the tools and renders calls and results itself.
+    pub fn own_template(self) -> bool {
+        self != ToolFormat::Json
+    }
 }
 
 /// A model as the catalogue lists it.

@@ -255,15 +255,21 @@ impl ChatTemplate {
 
     /// How the model writes tool calls: [`ToolFormat::Hermes`] when its own template lists
     /// `tools` and writes calls in `<tool_call>` tags (Qwen 2 and 2.5, Hermes 2 and 3, and their
-    /// fine-tunes), else Shovel's own [`ToolFormat::Json`], which any template carries as text.
+    /// fine-tunes); [`ToolFormat::Llama3`] when it is Llama 3's (header tokens, `tools`, calls
+    /// written as `"parameters": `); else Shovel's own [`ToolFormat::Json`], which any template
+    /// carries as text.
     pub fn tool_format(&self) -> ToolFormat {
         let src = match &self.tool_use {
             Some(t) => t.as_str(),
             None if self.kind == TemplateKind::Own => self.source.as_str(),
             None => "",
         };
-        if src.contains("tools") && src.contains("<tool_call>") {
+        if !src.contains("tools") {
+            ToolFormat::Json
+        } else if src.contains("<tool_call>") {
             ToolFormat::Hermes
+        } else if src.contains("<|start_header_id|>") && src.contains("\"parameters\": ") {
+            ToolFormat::Llama3
         } else {
             ToolFormat::Json
         }
@@ -330,6 +336,27 @@ mod tests {
         assert_eq!(named.tool_format(), ToolFormat::Hermes);
         assert_eq!(named.render_with_tools(&msgs, Some(&tools), true).unwrap(), s);
         assert!(!named.render(&msgs[..1], true).unwrap().contains("<tools>"));
+    }
+
+    #[test]
+    fn a_llama3_template_lists_tools_in_the_first_user_turn_and_renders_calls_as_parameters() {
+        let t = ChatTemplate::new(Some(crate::testing::LLAMA3_TEMPLATE), "", "<|eot_id|>", false).unwrap();
+        assert_eq!(t.tool_format(), ToolFormat::Llama3);
+        let tools = [serde_json::json!({"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}})];
+        let call = serde_json::json!({"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}});
+        let msgs = [
+            msg("system", "Be brief."),
+            msg("user", "Weather in Paris?"),
+            ChatMessage { role: "assistant".into(), content: String::new(), tool_calls: vec![call], tool_call_id: None },
+            ChatMessage { role: "tool".into(), content: "sunny".into(), tool_calls: vec![], tool_call_id: Some("c1".into()) },
+        ];
+        let s = t.render_with_tools(&msgs, Some(&tools), true).unwrap();
+        assert!(s.contains("<|start_header_id|>user<|end_header_id|>\n\nRespond in the format") && s.contains("{\n    \"type\": \"function\",\n    \"function\": {"), "{s}");
+        assert!(s.contains("{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}<|eot_id|>"), "{s}");
+        assert!(s.contains("<|start_header_id|>ipython<|end_header_id|>\n\nsunny<|eot_id|>"), "{s}");
+        // Without tools: no list, and earlier calls still render.
+        let plain = t.render(&msgs, true).unwrap();
+        assert!(!plain.contains("Respond in the format") && plain.contains("\"parameters\": {\"city\": \"Paris\"}"), "{plain}");
     }
 
     #[test]

@@ -23,6 +23,22 @@ pub const HERMES_TEMPLATE: &str = concat!(
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{% endif %}"
 );
 
+/// A Llama 3-style template written for tests, shaped like Llama 3.1's: the tools in the
+/// first user turn (indented JSON), a call as `{"name", "parameters"}`, results as `ipython`
+/// turns.
+pub const LLAMA3_TEMPLATE: &str = concat!(
+    "{%- if not tools is defined %}{%- set tools = none %}{%- endif %}{%- set ns = namespace(listed=false) %}",
+    "{%- for m in messages %}",
+    "{%- if m.role == 'user' and tools is not none and not ns.listed %}",
+    "{{- '<|start_header_id|>user<|end_header_id|>\\n\\nRespond in the format {\"name\": function name, \"parameters\": dictionary of argument name and its value}.\\n\\n' }}",
+    "{%- for t in tools %}{{- (t | tojson(indent=4)) + '\\n\\n' }}{%- endfor %}{{- m.content + '<|eot_id|>' }}{%- set ns.listed = true %}",
+    "{%- elif 'tool_calls' in m %}{%- set c = m.tool_calls[0].function %}",
+    "{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n{\"name\": \"' + c.name + '\", ' + '\"parameters\": ' + (c.arguments | tojson) + '}<|eot_id|>' }}",
+    "{%- elif m.role == 'tool' %}{{- '<|start_header_id|>ipython<|end_header_id|>\\n\\n' + m.content + '<|eot_id|>' }}",
+    "{%- else %}{{- '<|start_header_id|>' + m.role + '<|end_header_id|>\\n\\n' + m.content + '<|eot_id|>' }}{%- endif %}",
+    "{%- endfor %}{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
+);
+
 /// Hidden size of the tiny model.
 pub const TINY_HIDDEN: usize = 32;
 const H: usize = TINY_HIDDEN;

@@ -285,11 +285,11 @@ impl ChatCompletionRequest {
             let field = |e: String| ApiError::invalid(format!("messages[{i}].tool_calls"), format!("messages[{i}].{e}"));
             let msg = match (m.role.as_str(), format) {
                 ("developer", _) => ChatMessage::new("system", content),
-                ("assistant", ToolFormat::Hermes) if !calls.is_empty() => {
+                ("assistant", f) if f.own_template() && !calls.is_empty() => {
                     ChatMessage { role: m.role, content, tool_calls: crate::tools::calls_for_template(calls).map_err(field)?, tool_call_id: None }
                 }
-                ("tool", ToolFormat::Hermes) => ChatMessage { role: m.role, content, tool_calls: vec![], tool_call_id: m.tool_call_id },
-                ("assistant", ToolFormat::Json) if !calls.is_empty() => {
+                ("tool", f) if f.own_template() => ChatMessage { role: m.role, content, tool_calls: vec![], tool_call_id: m.tool_call_id },
+                ("assistant", _) if !calls.is_empty() => {
                     let text = crate::tools::calls_as_text(calls).map_err(field)?;
                     for c in calls {
                         if let (Some(id), Some(name)) = (c.get("id").and_then(Value::as_str), c.get("function").and_then(|f| f.get("name")).and_then(Value::as_str)) {
@@ -298,7 +298,7 @@ impl ChatCompletionRequest {
                     }
                     ChatMessage::new("assistant", if content.is_empty() { text } else { format!("{content}\n{text}") })
                 }
-                ("tool", ToolFormat::Json) => {
+                ("tool", _) => {
                     let name = m.tool_call_id.as_deref().and_then(|id| call_names.get(id)).map(String::as_str).unwrap_or("the tool");
                     ChatMessage::new("user", format!("Result of {name}: {content}"))
                 }
@@ -328,8 +328,11 @@ impl ChatCompletionRequest {
         let c = &self.common;
         let base = GenerateRequest {
             model: ModelId::new(self.model),
+            // Without tools a Hermes conversation with earlier calls still goes through the tool
+            // template (a separate `tool_use` one renders them); Llama 3's one template renders
+            // them with no tools given.
             prompt: match (&tools, format) {
-                (Some(u), ToolFormat::Hermes) => Prompt::ChatWithTools { messages, tools: u.definitions() },
+                (Some(u), f) if f.own_template() => Prompt::ChatWithTools { messages, tools: u.definitions() },
                 (None, ToolFormat::Hermes) if history_has_tools => Prompt::ChatWithTools { messages, tools: vec![] },
                 _ => Prompt::Chat(messages),
             },

@@ -15,7 +15,8 @@
 //! `<tool_call>` tags (Qwen 2 and 2.5, Hermes, and their fine-tunes; [`ToolFormat::Hermes`]) is
 //! prompted the way it was trained: its template lists the tools and renders earlier calls and
 //! `tool` results itself, and a call is `<tool_call>\n{"name", "arguments"}\n</tool_call>`,
-//! held to the tool's schema the same way.
+//! held to the tool's schema the same way. Llama 3.1 / 3.2's template ([`ToolFormat::Llama3`])
+//! lists the tools itself too, and a call is a bare `{"name", "parameters"}`, one per reply.
 
 use crate::error::ApiError;
 use serde_json::{json, Value};
@@ -120,12 +121,23 @@ pub fn parse(tools: Option<&[Value]>, choice: Option<&Value>, parallel: Option<b
             _ => Err(ApiError::invalid("tool_choice", "`tool_choice` asks for a tool call but `tools` is empty")),
         };
     }
-    Ok(Some(ToolUse { tools: out, choice, parallel: parallel.unwrap_or(false), format }))
+    // Llama 3's template renders one call per assistant turn and refuses more.
+    let parallel = parallel.unwrap_or(false) && format != ToolFormat::Llama3;
+    Ok(Some(ToolUse { tools: out, choice, parallel, format }))
 }
 
 /// The JSON Schema of one call of `t`.
-fn call_schema(t: &Tool) -> Value {
-    json!({"type": "object", "properties": {"name": {"const": t.name}, "arguments": t.parameters}, "required": ["name", "arguments"], "additionalProperties": false})
+fn call_schema(t: &Tool, format: ToolFormat) -> Value {
+    let args = args_key(format);
+    json!({"type": "object", "properties": {"name": {"const": t.name}, args: t.parameters}, "required": ["name", args], "additionalProperties": false})
+}
+
+/// The key a call's arguments go under: Llama 3 writes `parameters`.
+fn args_key(format: ToolFormat) -> &'static str {
+    match format {
+        ToolFormat::Llama3 => "parameters",
+        ToolFormat::Json | ToolFormat::Hermes => "arguments",
+    }
 }
 
 impl ToolUse {
@@ -147,20 +159,20 @@ impl ToolUse {
     /// whitespace.
     pub fn constraint(&self) -> OutputConstraint {
         let calls: Vec<Value> = match &self.choice {
-            Choice::Named(n) => self.tools.iter().filter(|t| &t.name == n).map(call_schema).collect(),
-            _ => self.tools.iter().map(call_schema).collect(),
+            Choice::Named(n) => self.tools.iter().filter(|t| &t.name == n).map(|t| call_schema(t, self.format)).collect(),
+            _ => self.tools.iter().map(|t| call_schema(t, self.format)).collect(),
         };
         // The JSON's spacing as the model learnt it: compact for Shovel's format; Python's
-        // `json.dumps` spacing for the Hermes format, as Qwen's and Hermes' templates and
-        // training data write calls (`{"name": "f", "arguments": {"a": 1}}`).
+        // `json.dumps` spacing for the models' own formats, as their templates and training
+        // data write calls (`{"name": "f", "arguments": {"a": 1}}`).
         let spacing = match self.format {
             ToolFormat::Json => json!({"whitespace_flexible": false}),
-            ToolFormat::Hermes => json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "}),
+            ToolFormat::Hermes | ToolFormat::Llama3 => json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "}),
         };
         let schema = json!({"anyOf": calls, "x-guidance": spacing});
         let more = if self.parallel { format!(" (NL call)~0..{}", MAX_CALLS - 1) } else { String::new() };
         let (call, text) = match self.format {
-            ToolFormat::Json => (format!("%json {schema}"), r"TEXT: /\s*[^{\s](.|\n)*/".to_string()),
+            ToolFormat::Json | ToolFormat::Llama3 => (format!("%json {schema}"), r"TEXT: /\s*[^{\s](.|\n)*/".to_string()),
             ToolFormat::Hermes => (format!("{OPEN:?} NL %json {schema} NL {CLOSE:?}"), format!(r"TEXT: /\s*[^\s](.|\n)*/ & ~/\s*{OPEN}(.|\n)*/")),
         };
         let calls = format!("call{more}\ncall: {call}\nNL: \"\\n\"");
@@ -180,7 +192,7 @@ impl ToolUse {
     /// Adds the tool instructions to the conversation: to its system message, or as a new first
     /// one. A template with its own format describes the tools itself: nothing is added.
     pub fn add_to(&self, messages: &mut Vec<ChatMessage>) {
-        if self.format == ToolFormat::Hermes {
+        if self.format.own_template() {
             return;
         }
         let text = self.instructions();
@@ -198,7 +210,7 @@ impl ToolUse {
         let t = text.trim();
         let mut values = Vec::new();
         match self.format {
-            ToolFormat::Json if t.starts_with('{') => {
+            ToolFormat::Json | ToolFormat::Llama3 if t.starts_with('{') => {
                 for v in serde_json::Deserializer::from_str(t).into_iter::<Value>() {
                     match v {
                         Ok(v) => values.push(v),
@@ -233,7 +245,7 @@ impl ToolUse {
         let mut calls = Vec::new();
         for v in &values {
             let name = v.get("name")?.as_str()?;
-            let args = v.get("arguments")?;
+            let args = v.get(args_key(self.format))?;
             if !self.tools.iter().any(|x| x.name == name) {
                 return None;
             }
@@ -429,5 +441,21 @@ mod tests {
         let c = calls_for_template(&[json!({"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}})]).unwrap();
         assert_eq!(c[0]["function"]["arguments"], json!({"a": 1}));
         assert_eq!(c[0]["id"], "c1");
+    }
+
+    #[test]
+    fn the_llama3_format_writes_calls_as_parameters_one_per_reply() {
+        let tools = weather();
+        let u = parse(Some(tools.as_array().unwrap()), None, Some(true), ToolFormat::Llama3).unwrap().unwrap();
+        assert!(!u.parallel, "Llama 3's template renders one call per turn");
+        let call = r#"{"name": "get_weather", "parameters": {"city": "Paris"}}"#;
+        assert_eq!(u.calls_in(call), Some(vec![("get_weather".to_string(), r#"{"city":"Paris"}"#.to_string())]));
+        assert_eq!(u.calls_in(r#"{"name": "get_weather", "arguments": {"city": "Paris"}}"#), None, "Llama 3 writes parameters");
+        assert_eq!(u.calls_in(&format!("{call}\n{call}")), None);
+        let OutputConstraint::Lark(g) = u.constraint() else { panic!("a Lark grammar") };
+        assert!(g.contains(r#""required":["name","parameters"]"#) && g.contains(r#""key_separator":": ""#), "{g}");
+        let mut msgs = vec![ChatMessage::new("user", "hi")];
+        u.add_to(&mut msgs);
+        assert_eq!(msgs.len(), 1, "the template lists the tools");
     }
 }

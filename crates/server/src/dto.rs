@@ -283,12 +283,20 @@ impl ChatCompletionRequest {
             // gets them as they are, and writes them its way.
             let calls = m.tool_calls.as_deref().unwrap_or_default();
             let field = |e: String| ApiError::invalid(format!("messages[{i}].tool_calls"), format!("messages[{i}].{e}"));
-            let msg = match (m.role.as_str(), format) {
-                ("developer", _) => ChatMessage::new("system", content),
+            let turns = match (m.role.as_str(), format) {
+                ("developer", _) => vec![ChatMessage::new("system", content)],
+                // Llama 3's template renders one call per assistant turn (and refuses more): one
+                // turn per call, the text with the first.
+                ("assistant", ToolFormat::Llama3) if calls.len() > 1 => crate::tools::calls_for_template(calls)
+                    .map_err(field)?
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, c)| ChatMessage { role: "assistant".into(), content: if j == 0 { content.clone() } else { String::new() }, tool_calls: vec![c], tool_call_id: None })
+                    .collect(),
                 ("assistant", f) if f.own_template() && !calls.is_empty() => {
-                    ChatMessage { role: m.role, content, tool_calls: crate::tools::calls_for_template(calls).map_err(field)?, tool_call_id: None }
+                    vec![ChatMessage { role: m.role, content, tool_calls: crate::tools::calls_for_template(calls).map_err(field)?, tool_call_id: None }]
                 }
-                ("tool", f) if f.own_template() => ChatMessage { role: m.role, content, tool_calls: vec![], tool_call_id: m.tool_call_id },
+                ("tool", f) if f.own_template() => vec![ChatMessage { role: m.role, content, tool_calls: vec![], tool_call_id: m.tool_call_id }],
                 ("assistant", _) if !calls.is_empty() => {
                     let text = crate::tools::calls_as_text(calls).map_err(field)?;
                     for c in calls {
@@ -296,15 +304,15 @@ impl ChatCompletionRequest {
                             call_names.insert(id.to_string(), name.to_string());
                         }
                     }
-                    ChatMessage::new("assistant", if content.is_empty() { text } else { format!("{content}\n{text}") })
+                    vec![ChatMessage::new("assistant", if content.is_empty() { text } else { format!("{content}\n{text}") })]
                 }
                 ("tool", _) => {
                     let name = m.tool_call_id.as_deref().and_then(|id| call_names.get(id)).map(String::as_str).unwrap_or("the tool");
-                    ChatMessage::new("user", format!("Result of {name}: {content}"))
+                    vec![ChatMessage::new("user", format!("Result of {name}: {content}"))]
                 }
-                _ => ChatMessage::new(m.role, content),
+                _ => vec![ChatMessage::new(m.role, content)],
             };
-            messages.push(msg);
+            messages.extend(turns);
         }
         let tools = crate::tools::parse(self.tools.as_deref(), self.tool_choice.as_ref(), self.parallel_tool_calls, format)?;
         let constraint = match (&self.response_format, &tools) {

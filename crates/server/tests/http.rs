@@ -600,3 +600,27 @@ async fn a_model_with_the_hermes_format_gets_tools_and_calls_as_its_template_tak
     assert_eq!(messages[1].tool_calls[0]["function"]["arguments"], json!({"city": "Paris"}));
     assert_eq!((messages[2].role.as_str(), messages[2].tool_call_id.as_deref()), ("tool", Some("call_1")));
 }
+
+#[tokio::test]
+async fn a_llama3_model_gets_one_call_per_assistant_turn() {
+    // Llama 3's template renders one call per turn and refuses more: an earlier message with
+    // two calls becomes two turns, the text with the first.
+    let echo = EchoBackend { tool_format: shovel_core::ToolFormat::Llama3, context_length: 256, ..EchoBackend::new("echo") };
+    let seen = echo.last_prompt.clone();
+    let router = app(AppState::new(Arc::new(echo)), &ServerConfig { max_body_bytes: 8192, max_file_bytes: 1 << 20 });
+    let call = |id: &str, city: &str| json!({"id": id, "type": "function", "function": {"name": "get_weather", "arguments": format!("{{\"city\":\"{city}\"}}")}});
+    let body = json!({"model": "echo", "tools": weather_tools(), "messages": [
+        {"role": "user", "content": "Paris and Rome?"},
+        {"role": "assistant", "content": "Checking.", "tool_calls": [call("c1", "Paris"), call("c2", "Rome")]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+        {"role": "tool", "tool_call_id": "c2", "content": "rain"}
+    ]});
+    let req = Request::builder().method("POST").uri("/v1/chat/completions").header("content-type", "application/json").body(Body::from(body.to_string())).unwrap();
+    let resp = router.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let Some(shovel_core::Prompt::ChatWithTools { messages, tools }) = seen.lock().unwrap().clone() else { panic!("a prompt with tools") };
+    assert_eq!(tools.len(), 1);
+    let turns: Vec<(&str, &str, usize)> = messages.iter().map(|m| (m.role.as_str(), m.content.as_str(), m.tool_calls.len())).collect();
+    assert_eq!(turns, [("user", "Paris and Rome?", 0), ("assistant", "Checking.", 1), ("assistant", "", 1), ("tool", "sunny", 0), ("tool", "rain", 0)]);
+    assert_eq!(messages[2].tool_calls[0]["function"]["arguments"], json!({"city": "Rome"}));
+}

@@ -24,22 +24,37 @@ async fn chat(router: &axum::Router, body: Value) -> Value {
     v
 }
 
+/// The router over a tiny random model written to `dir` with `template`, served as `id`.
+fn serve_tiny(dir: &std::path::Path, seed: u64, template: impl Into<Value>, id: &str) -> axum::Router {
+    write_tiny_llama(dir, seed, template, 2048);
+    let info = ModelInfo { id: ModelId::new(id), owned_by: "test".into(), created: 0, kind: ModelKind::Chat };
+    let engine = Engine::new(EngineConfig { max_context: 2048, ..Default::default() }, vec![CatalogEntry { info, path: dir.to_path_buf(), base: None }]);
+    app(AppState::new(Arc::new(engine)), &ServerConfig { max_body_bytes: 1 << 20, max_file_bytes: 1 << 20 })
+}
+
+/// One tool whose arguments are an enum, so even random weights finish a call.
+fn weather_tool() -> Value {
+    json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather now",
+        "parameters": {"type": "object", "properties": {"unit": {"enum": ["c", "f"]}}, "required": ["unit"], "additionalProperties": false}}}])
+}
+
+/// What the model wrote in a choice, token by token (from its logprobs).
+fn written(choice: &Value) -> String {
+    choice["logprobs"]["content"].as_array().map(|t| t.iter().filter_map(|t| t["token"].as_str()).collect()).unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_with_its_own_tool_call_format_calls_tools_in_it() {
     let dir = tempfile::tempdir().unwrap();
     // Named templates, as Hermes 2 Pro and 3 ship them: the tool_use one serves prompts with tools.
-    write_tiny_llama(dir.path(), 7, json!([{"name": "default", "template": CHATML_TEMPLATE}, {"name": "tool_use", "template": HERMES_TEMPLATE}]), 2048);
-    let info = ModelInfo { id: ModelId::new("tiny-hermes"), owned_by: "test".into(), created: 0, kind: ModelKind::Chat };
-    let engine = Engine::new(EngineConfig { max_context: 2048, ..Default::default() }, vec![CatalogEntry { info, path: dir.path().to_path_buf(), base: None }]);
-    let router = app(AppState::new(Arc::new(engine)), &ServerConfig { max_body_bytes: 1 << 20, max_file_bytes: 1 << 20 });
-    let tools = json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather now",
-        "parameters": {"type": "object", "properties": {"unit": {"enum": ["c", "f"]}}, "required": ["unit"], "additionalProperties": false}}}]);
+    let router = serve_tiny(dir.path(), 7, json!([{"name": "default", "template": CHATML_TEMPLATE}, {"name": "tool_use", "template": HERMES_TEMPLATE}]), "tiny-hermes");
+    let tools = weather_tool();
     let ask = json!([{"role": "user", "content": "Weather?"}]);
 
     let v = chat(&router, json!({"model": "tiny-hermes", "tools": tools, "tool_choice": "required", "messages": ask, "max_tokens": 100, "temperature": 0, "logprobs": true})).await;
     let c = &v["choices"][0];
     // What the model wrote, token by token: the call in its tags.
-    let raw: String = c["logprobs"]["content"].as_array().map(|t| t.iter().filter_map(|t| t["token"].as_str()).collect()).unwrap_or_default();
+    let raw = written(c);
     assert!(raw.starts_with("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"unit\": \"") && raw.ends_with("}\n</tool_call>"), "{raw:?} in {v}");
     assert_eq!(c["finish_reason"], "tool_calls", "{v}");
     let call = &c["message"]["tool_calls"][0];
@@ -70,16 +85,12 @@ async fn a_model_with_its_own_tool_call_format_calls_tools_in_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_llama3_model_calls_tools_as_parameters() {
     let dir = tempfile::tempdir().unwrap();
-    write_tiny_llama(dir.path(), 9, LLAMA3_TEMPLATE, 2048);
-    let info = ModelInfo { id: ModelId::new("tiny-llama3"), owned_by: "test".into(), created: 0, kind: ModelKind::Chat };
-    let engine = Engine::new(EngineConfig { max_context: 2048, ..Default::default() }, vec![CatalogEntry { info, path: dir.path().to_path_buf(), base: None }]);
-    let router = app(AppState::new(Arc::new(engine)), &ServerConfig { max_body_bytes: 1 << 20, max_file_bytes: 1 << 20 });
-    let tools = json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather now",
-        "parameters": {"type": "object", "properties": {"unit": {"enum": ["c", "f"]}}, "required": ["unit"], "additionalProperties": false}}}]);
+    let router = serve_tiny(dir.path(), 9, LLAMA3_TEMPLATE, "tiny-llama3");
+    let tools = weather_tool();
     let ask = json!([{"role": "user", "content": "Weather?"}]);
     let v = chat(&router, json!({"model": "tiny-llama3", "tools": tools, "tool_choice": "required", "parallel_tool_calls": true, "messages": ask, "max_tokens": 100, "logprobs": true})).await;
     let c = &v["choices"][0];
-    let raw: String = c["logprobs"]["content"].as_array().map(|t| t.iter().filter_map(|t| t["token"].as_str()).collect()).unwrap_or_default();
+    let raw = written(c);
     assert!(raw.starts_with("{\"name\": \"get_weather\", \"parameters\": {\"unit\": \"") && raw.ends_with("}}"), "{raw:?} in {v}");
     assert_eq!(c["finish_reason"], "tool_calls", "{v}");
     let call = &c["message"]["tool_calls"][0];

@@ -560,21 +560,21 @@ async fn console_page_and_script_are_served_together() {
     }
 }
 
+/// A chat completion on `router` (a backend other than the shared echo): status and JSON body.
+async fn chat_on(router: &axum::Router, body: Value) -> (StatusCode, Value) {
+    let req = Request::builder().method("POST").uri("/v1/chat/completions").header("content-type", "application/json").body(Body::from(body.to_string())).unwrap();
+    let resp = router.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
 #[tokio::test]
 async fn a_model_with_the_hermes_format_gets_tools_and_calls_as_its_template_takes_them() {
     let echo = EchoBackend { tool_format: shovel_core::ToolFormat::Hermes, context_length: 256, ..EchoBackend::new("echo") };
     let seen = echo.last_prompt.clone();
     let router = app(AppState::new(Arc::new(echo)), &ServerConfig { max_body_bytes: 8192, max_file_bytes: 1 << 20 });
-    let post = |body: Value| {
-        let router = router.clone();
-        async move {
-            let req = Request::builder().method("POST").uri("/v1/chat/completions").header("content-type", "application/json").body(Body::from(body.to_string())).unwrap();
-            let resp = router.oneshot(req).await.unwrap();
-            let status = resp.status();
-            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
-        }
-    };
+    let post = |body: Value| chat_on(&router, body);
     // The echo model repeats the last message: a call in the tags comes back as a tool call.
     let call = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
     let (s, v) = post(json!({"model": "echo", "tools": weather_tools(), "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": call}]})).await;
@@ -615,9 +615,8 @@ async fn a_llama3_model_gets_one_call_per_assistant_turn() {
         {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
         {"role": "tool", "tool_call_id": "c2", "content": "rain"}
     ]});
-    let req = Request::builder().method("POST").uri("/v1/chat/completions").header("content-type", "application/json").body(Body::from(body.to_string())).unwrap();
-    let resp = router.oneshot(req).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    let (s, v) = chat_on(&router, body).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
     let Some(shovel_core::Prompt::ChatWithTools { messages, tools }) = seen.lock().unwrap().clone() else { panic!("a prompt with tools") };
     assert_eq!(tools.len(), 1);
     let turns: Vec<(&str, &str, usize)> = messages.iter().map(|m| (m.role.as_str(), m.content.as_str(), m.tool_calls.len())).collect();

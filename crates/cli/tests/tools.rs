@@ -8,7 +8,7 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use shovel_core::{ModelId, ModelInfo, ModelKind};
-use shovel_engine::testing::{write_tiny_llama, CHATML_TEMPLATE, HERMES_TEMPLATE, LLAMA3_TEMPLATE};
+use shovel_engine::testing::{write_tiny_llama, write_tiny_mistral, CHATML_TEMPLATE, HERMES_TEMPLATE, LLAMA3_TEMPLATE, MISTRAL_ARGS_TEMPLATE, MISTRAL_TEMPLATE};
 use shovel_engine::{CatalogEntry, Engine, EngineConfig};
 use shovel_server::{app, AppState, ServerConfig};
 use std::sync::Arc;
@@ -27,6 +27,11 @@ async fn chat(router: &axum::Router, body: Value) -> Value {
 /// The router over a tiny random model written to `dir` with `template`, served as `id`.
 fn serve_tiny(dir: &std::path::Path, seed: u64, template: impl Into<Value>, id: &str) -> axum::Router {
     write_tiny_llama(dir, seed, template, 2048);
+    serve(dir, id)
+}
+
+/// The router over the model already written to `dir`, served as `id`.
+fn serve(dir: &std::path::Path, id: &str) -> axum::Router {
     let info = ModelInfo { id: ModelId::new(id), owned_by: "test".into(), created: 0, kind: ModelKind::Chat };
     let engine = Engine::new(EngineConfig { max_context: 2048, ..Default::default() }, vec![CatalogEntry { info, path: dir.to_path_buf(), base: None }]);
     app(AppState::new(Arc::new(engine)), &ServerConfig { max_body_bytes: 1 << 20, max_file_bytes: 1 << 20 })
@@ -106,4 +111,59 @@ async fn a_llama3_model_calls_tools_as_parameters() {
     let (grown, base) = (v2["usage"]["prompt_tokens"].as_u64().unwrap(), none["usage"]["prompt_tokens"].as_u64().unwrap());
     let call_text = "{\"name\": \"get_weather\", \"parameters\": {\"unit\": \"c\"}}";
     assert!(grown >= base + (call_text.len() + "<|start_header_id|>ipython<|end_header_id|>".len() + "sunny, 21".len()) as u64, "{grown} vs {base}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mistral_model_calls_tools_after_its_control_token() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_mistral(dir.path(), 11, MISTRAL_TEMPLATE, 2048);
+    let router = serve(dir.path(), "tiny-mistral");
+    let tools = weather_tool();
+    let ask = json!([{"role": "user", "content": "Weather?"}]);
+    let v = chat(&router, json!({"model": "tiny-mistral", "tools": tools, "tool_choice": "required", "messages": ask, "max_tokens": 100, "logprobs": true})).await;
+    let c = &v["choices"][0];
+    // The first token is the control token `[TOOL_CALLS]` (no text), then the list of calls.
+    let tokens = c["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(tokens[0]["token"], "", "{v}");
+    let raw = written(c);
+    assert!(raw.trim_start().starts_with("[{\"name\": \"get_weather\", \"arguments\": {\"unit\": \"") && raw.ends_with("}}]"), "{raw:?} in {v}");
+    assert_eq!(c["finish_reason"], "tool_calls", "{v}");
+    let call = &c["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather", "{v}");
+    // Turn two: Shovel's own call id (`call_` and 32 hex digits) would make Mistral 7B's
+    // template raise; it is given as 9 letters and digits, alike in the call and the result.
+    let turn2 = json!([
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": call["id"], "type": "function", "function": call["function"]}]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "sunny, 21"},
+        {"role": "user", "content": "And tomorrow?"}
+    ]);
+    let none = chat(&router, json!({"model": "tiny-mistral", "messages": ask, "max_tokens": 1})).await;
+    let v2 = chat(&router, json!({"model": "tiny-mistral", "tools": tools, "messages": turn2, "max_tokens": 1})).await;
+    let (grown, base) = (v2["usage"]["prompt_tokens"].as_u64().unwrap(), none["usage"]["prompt_tokens"].as_u64().unwrap());
+    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    let call_text = format!("[{{\"name\": \"get_weather\", \"arguments\": {args}, \"id\": \"123456789\"}}]");
+    let result_text = "{\"content\": \"sunny, 21\", \"call_id\": \"123456789\"}";
+    assert!(grown >= base + (call_text.len() + result_text.len() + tools[0]["function"]["parameters"].to_string().len()) as u64, "{grown} vs {base}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_mistral_model_calls_tools_by_name_and_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_mistral(dir.path(), 12, MISTRAL_ARGS_TEMPLATE, 2048);
+    let router = serve(dir.path(), "tiny-magistral");
+    let v = chat(
+        &router,
+        json!({"model": "tiny-magistral", "tools": weather_tool(), "tool_choice": "required", "messages": [{"role": "user", "content": "Weather?"}], "max_tokens": 100, "logprobs": true}),
+    )
+    .await;
+    let c = &v["choices"][0];
+    // `[TOOL_CALLS]`, the name, `[ARGS]`, the arguments: the two control tokens have no text.
+    let tokens: Vec<&str> = c["logprobs"]["content"].as_array().unwrap().iter().map(|t| t["token"].as_str().unwrap()).collect();
+    let name_end = 1 + "get_weather".len();
+    assert!(tokens[0].is_empty() && tokens[1..name_end].concat() == "get_weather" && tokens[name_end].is_empty(), "{tokens:?}");
+    assert!(tokens[name_end + 1..].concat().starts_with("{\"unit\": \""), "{tokens:?}");
+    assert_eq!(c["finish_reason"], "tool_calls", "{v}");
+    let args: Value = serde_json::from_str(c["message"]["tool_calls"][0]["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["unit"] == "c" || args["unit"] == "f", "{args}");
 }

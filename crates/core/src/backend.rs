@@ -30,6 +30,15 @@ pub enum ToolFormat {
     /// `ipython` turns), and a call is a bare JSON object `{"name", "parameters"}`, one per
     /// reply (the template refuses to render several).
     Llama3,
+    /// The model's own, as Mistral's templates define it for the v3 and v7 tokenizers (Mistral
+    /// 7B Instruct v0.3, Mistral Nemo, Mistral Small 3 and 3.1): the template lists the tools
+    /// (`[AVAILABLE_TOOLS]`) and renders earlier calls and `tool` results itself, with call ids
+    /// of 9 letters and digits, and a reply of calls is the control token `[TOOL_CALLS]` and a
+    /// JSON list `[{"name", "arguments"}, ...]`.
+    Mistral,
+    /// Mistral's later form (v11 tokenizers and on: Mistral Small 3.2, Magistral, Devstral):
+    /// each call is `[TOOL_CALLS]` name `[ARGS]` arguments, the two markers control tokens.
+    MistralArgs,
 }
 
 impl ToolFormat {

@@ -256,8 +256,9 @@ impl ChatTemplate {
     /// How the model writes tool calls: [`ToolFormat::Hermes`] when its own template lists
     /// `tools` and writes calls in `<tool_call>` tags (Qwen 2 and 2.5, Hermes 2 and 3, and their
     /// fine-tunes); [`ToolFormat::Llama3`] when it is Llama 3's (header tokens, `tools`, calls
-    /// written as `"parameters": `); else Shovel's own [`ToolFormat::Json`], which any template
-    /// carries as text.
+    /// written as `"parameters": `); [`ToolFormat::Mistral`] or [`ToolFormat::MistralArgs`] when
+    /// it is Mistral's (`[TOOL_CALLS]`, with `[ARGS]` in the later form); else Shovel's own
+    /// [`ToolFormat::Json`], which any template carries as text.
     pub fn tool_format(&self) -> ToolFormat {
         let src = match &self.tool_use {
             Some(t) => t.as_str(),
@@ -270,6 +271,10 @@ impl ChatTemplate {
             ToolFormat::Hermes
         } else if src.contains("<|start_header_id|>") && src.contains("\"parameters\": ") {
             ToolFormat::Llama3
+        } else if src.contains("[TOOL_CALLS]") && src.contains("[ARGS]") {
+            ToolFormat::MistralArgs
+        } else if src.contains("[TOOL_CALLS]") {
+            ToolFormat::Mistral
         } else {
             ToolFormat::Json
         }
@@ -357,6 +362,39 @@ mod tests {
         // Without tools: no list, and earlier calls still render.
         let plain = t.render(&msgs, true).unwrap();
         assert!(!plain.contains("Respond in the format") && plain.contains("\"parameters\": {\"city\": \"Paris\"}"), "{plain}");
+    }
+
+    #[test]
+    fn a_mistral_template_lists_tools_and_renders_calls_with_their_ids() {
+        let t = ChatTemplate::new(Some(crate::testing::MISTRAL_TEMPLATE), "<s>", "</s>", false).unwrap();
+        assert_eq!(t.tool_format(), ToolFormat::Mistral);
+        let later = ChatTemplate::new(Some(crate::testing::MISTRAL_ARGS_TEMPLATE), "<s>", "</s>", false).unwrap();
+        assert_eq!(later.tool_format(), ToolFormat::MistralArgs);
+        let tools = [serde_json::json!({"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}})];
+        let call = |id: &str| serde_json::json!({"id": id, "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}});
+        let msgs = |id: &str| {
+            [
+                msg("user", "Weather in Paris?"),
+                ChatMessage { role: "assistant".into(), content: String::new(), tool_calls: vec![call(id)], tool_call_id: None },
+                ChatMessage { role: "tool".into(), content: "sunny".into(), tool_calls: vec![], tool_call_id: Some(id.into()) },
+                msg("user", "Thanks. Tomorrow?"),
+            ]
+        };
+        let s = t.render_with_tools(&msgs("abcDEF123"), Some(&tools), true).unwrap();
+        assert_eq!(
+            s,
+            concat!(
+                "<s>[INST] Weather in Paris?[/INST]",
+                "[TOOL_CALLS] [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}, \"id\": \"abcDEF123\"}]</s>",
+                "[TOOL_RESULTS] {\"content\": \"sunny\", \"call_id\": \"abcDEF123\"}[/TOOL_RESULTS]",
+                "[AVAILABLE_TOOLS] [{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"parameters\": {\"type\": \"object\"}}}][/AVAILABLE_TOOLS][INST] Thanks. Tomorrow?[/INST]"
+            )
+        );
+        // Its ids are 9 characters, as the server maps them; any other is the template's error.
+        let e = t.render_with_tools(&msgs("call_1"), Some(&tools), true).unwrap_err().to_string();
+        assert!(e.contains("length 9"), "{e}");
+        let s = later.render_with_tools(&msgs("abcDEF123"), Some(&tools), true).unwrap();
+        assert!(s.contains("[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\"}</s>[TOOL_RESULTS]sunny[/TOOL_RESULTS]"), "{s}");
     }
 
     #[test]

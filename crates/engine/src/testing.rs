@@ -39,6 +39,34 @@ pub const LLAMA3_TEMPLATE: &str = concat!(
     "{%- endfor %}{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
 );
 
+/// A Mistral-style template written for tests, shaped like Mistral 7B Instruct v0.3's: the tools
+/// before the last user turn, calls after `[TOOL_CALLS]` as a JSON list with 9-character ids
+/// (anything else raises, as the real one does), results in `[TOOL_RESULTS]`.
+pub const MISTRAL_TEMPLATE: &str = concat!(
+    "{{- bos_token }}{%- set user_messages = messages | selectattr('role', 'equalto', 'user') | list %}",
+    "{%- for m in messages %}{%- if m.role == 'user' %}",
+    "{%- if tools is defined and tools is not none and m == user_messages[-1] %}{{- '[AVAILABLE_TOOLS] ' + (tools | tojson) + '[/AVAILABLE_TOOLS]' }}{%- endif %}",
+    "{{- '[INST] ' + m.content + '[/INST]' }}",
+    "{%- elif m.tool_calls is defined and m.tool_calls %}{{- '[TOOL_CALLS] [' }}{%- for c in m.tool_calls %}",
+    "{%- if c.id is not defined or c.id | length != 9 %}{{- raise_exception('Tool call IDs should be alphanumeric strings with length 9!') }}{%- endif %}",
+    "{%- set out = c.function | tojson %}{{- out[:-1] + ', \"id\": \"' + c.id + '\"}' }}{%- if not loop.last %}{{- ', ' }}{%- endif %}",
+    "{%- endfor %}{{- ']' + eos_token }}",
+    "{%- elif m.role == 'assistant' %}{{- ' ' + m.content + eos_token }}",
+    "{%- elif m.role == 'tool' %}{{- '[TOOL_RESULTS] {\"content\": ' + (m.content | tojson) + ', \"call_id\": \"' + m.tool_call_id + '\"}[/TOOL_RESULTS]' }}",
+    "{%- endif %}{%- endfor %}"
+);
+
+/// A template in Mistral's later tool format (v11 tokenizers: Mistral Small 3.2, Magistral),
+/// written for tests: each call is `[TOOL_CALLS]` name `[ARGS]` arguments.
+pub const MISTRAL_ARGS_TEMPLATE: &str = concat!(
+    "{{- bos_token }}{%- if tools is defined and tools %}{{- '[AVAILABLE_TOOLS]' + (tools | tojson) + '[/AVAILABLE_TOOLS]' }}{%- endif %}",
+    "{%- for m in messages %}{%- if m.role == 'user' %}{{- '[INST]' + m.content + '[/INST]' }}",
+    "{%- elif m.tool_calls is defined and m.tool_calls %}{%- for c in m.tool_calls %}{{- '[TOOL_CALLS]' + c.function.name + '[ARGS]' + (c.function.arguments | tojson) }}{%- endfor %}{{- eos_token }}",
+    "{%- elif m.role == 'assistant' %}{{- m.content + eos_token }}",
+    "{%- elif m.role == 'tool' %}{{- '[TOOL_RESULTS]' + m.content + '[/TOOL_RESULTS]' }}",
+    "{%- endif %}{%- endfor %}"
+);
+
 /// Hidden size of the tiny model.
 pub const TINY_HIDDEN: usize = 32;
 const H: usize = TINY_HIDDEN;
@@ -58,7 +86,20 @@ fn alphabet() -> Vec<char> {
 
 const SPECIALS: [&str; 2] = ["<|im_start|>", "<|im_end|>"];
 
-fn write_tokenizer(dir: &Path, template: serde_json::Value) -> usize {
+/// The tiny Mistral-style tokenizer's control tokens (after the byte-level symbols).
+const MISTRAL_SPECIALS: [&str; 10] = ["<s>", "</s>", "[INST]", "[/INST]", "[TOOL_CALLS]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[ARGS]"];
+
+/// A tokenizer flavour: its control tokens, and which are BOS and EOS.
+struct Vocab {
+    specials: &'static [&'static str],
+    bos: Option<&'static str>,
+    eos: &'static str,
+}
+
+const CHATML_VOCAB: Vocab = Vocab { specials: &SPECIALS, bos: None, eos: "<|im_end|>" };
+const MISTRAL_VOCAB: Vocab = Vocab { specials: &MISTRAL_SPECIALS, bos: Some("<s>"), eos: "</s>" };
+
+fn write_tokenizer(dir: &Path, template: serde_json::Value, v: &Vocab) -> usize {
     use tokenizers::models::bpe::BPE;
     use tokenizers::pre_tokenizers::byte_level::ByteLevel;
     use tokenizers::AddedToken;
@@ -68,11 +109,12 @@ fn write_tokenizer(dir: &Path, template: serde_json::Value) -> usize {
     let mut tk = tokenizers::Tokenizer::new(bpe);
     tk.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
     tk.with_decoder(Some(ByteLevel::default()));
-    tk.add_special_tokens(&SPECIALS.map(|t| AddedToken::from(t, true)));
+    let specials: Vec<AddedToken> = v.specials.iter().map(|t| AddedToken::from(*t, true)).collect();
+    tk.add_special_tokens(&specials);
     tk.save(dir.join("tokenizer.json"), false).unwrap();
-    let cfg = serde_json::json!({"chat_template": template, "eos_token": "<|im_end|>", "bos_token": null, "add_bos_token": false});
+    let cfg = serde_json::json!({"chat_template": template, "eos_token": v.eos, "bos_token": v.bos, "add_bos_token": false});
     std::fs::write(dir.join("tokenizer_config.json"), cfg.to_string()).unwrap();
-    alphabet.len() + 2
+    alphabet.len() + v.specials.len()
 }
 
 /// Writes a tiny random llama model (2 layers, hidden size [`TINY_HIDDEN`], a byte-level
@@ -81,16 +123,23 @@ fn write_tokenizer(dir: &Path, template: serde_json::Value) -> usize {
 /// (a string, or a list of `{"name", "template"}`) and `context` positions. Panics if it cannot
 /// write them.
 pub fn write_tiny_llama(dir: &Path, seed: u64, template: impl Into<serde_json::Value>, context: usize) {
-    write_tiny(dir, seed, template.into(), context, false)
+    write_tiny(dir, seed, template.into(), context, false, &CHATML_VOCAB)
 }
 
 /// [`write_tiny_llama`]'s model as a Qwen 2 checkpoint: `model_type` qwen2, with q/k/v biases.
 pub fn write_tiny_qwen2(dir: &Path, seed: u64, template: impl Into<serde_json::Value>, context: usize) {
-    write_tiny(dir, seed, template.into(), context, true)
+    write_tiny(dir, seed, template.into(), context, true, &CHATML_VOCAB)
 }
 
-fn write_tiny(dir: &Path, seed: u64, template: serde_json::Value, context: usize, qwen2: bool) {
-    let vocab = write_tokenizer(dir, template);
+/// [`write_tiny_llama`]'s model with a Mistral-style vocabulary: `<s>`, `</s>` (BOS and EOS),
+/// `[INST]`, `[/INST]`, `[TOOL_CALLS]`, `[AVAILABLE_TOOLS]`, `[/AVAILABLE_TOOLS]`,
+/// `[TOOL_RESULTS]`, `[/TOOL_RESULTS]` and `[ARGS]`, all control tokens as in Mistral's.
+pub fn write_tiny_mistral(dir: &Path, seed: u64, template: impl Into<serde_json::Value>, context: usize) {
+    write_tiny(dir, seed, template.into(), context, false, &MISTRAL_VOCAB)
+}
+
+fn write_tiny(dir: &Path, seed: u64, template: serde_json::Value, context: usize, qwen2: bool, v: &Vocab) {
+    let vocab = write_tokenizer(dir, template, v);
     let cfg = serde_json::json!({
         "model_type": if qwen2 { "qwen2" } else { "llama" }, "tie_word_embeddings": false, "hidden_size": H, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
         "num_hidden_layers": LAYERS, "intermediate_size": FFN, "vocab_size": vocab,

@@ -287,16 +287,19 @@ impl ChatCompletionRequest {
                 ("developer", _) => vec![ChatMessage::new("system", content)],
                 // Llama 3's template renders one call per assistant turn (and refuses more): one
                 // turn per call, the text with the first.
-                ("assistant", ToolFormat::Llama3) if calls.len() > 1 => crate::tools::calls_for_template(calls)
+                ("assistant", ToolFormat::Llama3) if calls.len() > 1 => crate::tools::calls_for_template(calls, format)
                     .map_err(field)?
                     .into_iter()
                     .enumerate()
                     .map(|(j, c)| ChatMessage { role: "assistant".into(), content: if j == 0 { content.clone() } else { String::new() }, tool_calls: vec![c], tool_call_id: None })
                     .collect(),
                 ("assistant", f) if f.own_template() && !calls.is_empty() => {
-                    vec![ChatMessage { role: m.role, content, tool_calls: crate::tools::calls_for_template(calls).map_err(field)?, tool_call_id: None }]
+                    vec![ChatMessage { role: m.role, content, tool_calls: crate::tools::calls_for_template(calls, format).map_err(field)?, tool_call_id: None }]
                 }
-                ("tool", f) if f.own_template() => vec![ChatMessage { role: m.role, content, tool_calls: vec![], tool_call_id: m.tool_call_id }],
+                ("tool", f) if f.own_template() => {
+                    let tool_call_id = m.tool_call_id.map(|id| crate::tools::template_call_id(&id, f));
+                    vec![ChatMessage { role: m.role, content, tool_calls: vec![], tool_call_id }]
+                }
                 ("assistant", _) if !calls.is_empty() => {
                     let text = crate::tools::calls_as_text(calls).map_err(field)?;
                     for c in calls {

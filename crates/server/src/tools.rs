@@ -17,6 +17,11 @@
 //! `tool` results itself, and a call is `<tool_call>\n{"name", "arguments"}\n</tool_call>`,
 //! held to the tool's schema the same way. Llama 3.1 / 3.2's template ([`ToolFormat::Llama3`])
 //! lists the tools itself too, and a call is a bare `{"name", "parameters"}`, one per reply.
+//! Mistral's templates ([`ToolFormat::Mistral`]) list the tools in `[AVAILABLE_TOOLS]`, and a
+//! reply of calls is the control token `[TOOL_CALLS]` and a JSON list of `{"name", "arguments"}`;
+//! in the later form ([`ToolFormat::MistralArgs`]) each call is `[TOOL_CALLS]` name `[ARGS]`
+//! arguments. The control tokens have no text, so the reply's text is the list (or the names
+//! and arguments) alone; text that is not a call may not start the way calls do.
 
 use crate::error::ApiError;
 use serde_json::{json, Value};
@@ -136,8 +141,47 @@ fn call_schema(t: &Tool, format: ToolFormat) -> Value {
 fn args_key(format: ToolFormat) -> &'static str {
     match format {
         ToolFormat::Llama3 => "parameters",
-        ToolFormat::Json | ToolFormat::Hermes => "arguments",
+        ToolFormat::Json | ToolFormat::Hermes | ToolFormat::Mistral | ToolFormat::MistralArgs => "arguments",
     }
+}
+
+/// JSON spacing as the model learnt it: compact for Shovel's format; Python's `json.dumps`
+/// spacing for the models' own formats, as their templates and training data write calls
+/// (`{"name": "f", "arguments": {"a": 1}}`).
+fn spacing(format: ToolFormat) -> Value {
+    match format {
+        ToolFormat::Json => json!({"whitespace_flexible": false}),
+        _ => json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "}),
+    }
+}
+
+/// Mistral's control tokens around calls, as the engine's Lark grammars name them.
+const MISTRAL_CALLS: &str = "<[TOOL_CALLS]>";
+const MISTRAL_ARGS: &str = "<[ARGS]>";
+
+/// A call id as Mistral's templates take it: 9 letters and digits (Mistral 7B v0.3's template
+/// refuses any other length; later ones use the last 9). An id already so shaped is kept;
+/// another becomes the last 9 of its letters and digits (Shovel's own `call_` + 32 hex
+/// digits), or, with fewer, 9 derived from a hash of it. A call and the result naming it map
+/// alike, so they still pair.
+pub fn mistral_call_id(id: &str) -> String {
+    let alnum: Vec<char> = id.chars().filter(char::is_ascii_alphanumeric).collect();
+    if alnum.len() >= 9 {
+        return alnum[alnum.len() - 9..].iter().collect();
+    }
+    // FNV-1a, written out so the mapping never changes between builds.
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for b in id.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x1000_0000_01b3);
+    }
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    (0..9)
+        .map(|_| {
+            let c = DIGITS[(h % 62) as usize] as char;
+            h /= 62;
+            c
+        })
+        .collect()
 }
 
 impl ToolUse {
@@ -162,24 +206,37 @@ impl ToolUse {
             Choice::Named(n) => self.tools.iter().filter(|t| &t.name == n).map(|t| call_schema(t, self.format)).collect(),
             _ => self.tools.iter().map(|t| call_schema(t, self.format)).collect(),
         };
-        // The JSON's spacing as the model learnt it: compact for Shovel's format; Python's
-        // `json.dumps` spacing for the models' own formats, as their templates and training
-        // data write calls (`{"name": "f", "arguments": {"a": 1}}`).
-        let spacing = match self.format {
-            ToolFormat::Json => json!({"whitespace_flexible": false}),
-            ToolFormat::Hermes | ToolFormat::Llama3 => json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "}),
+        let chosen: Vec<&Tool> = match &self.choice {
+            Choice::Named(n) => self.tools.iter().filter(|t| &t.name == n).collect(),
+            _ => self.tools.iter().collect(),
         };
-        let schema = json!({"anyOf": calls, "x-guidance": spacing});
-        let more = if self.parallel { format!(" (NL call)~0..{}", MAX_CALLS - 1) } else { String::new() };
-        let (call, text) = match self.format {
-            ToolFormat::Json | ToolFormat::Llama3 => (format!("%json {schema}"), r"TEXT: /\s*[^{\s](.|\n)*/".to_string()),
-            ToolFormat::Hermes => (format!("{OPEN:?} NL %json {schema} NL {CLOSE:?}"), format!(r"TEXT: /\s*[^\s](.|\n)*/ & ~/\s*{OPEN}(.|\n)*/")),
+        let schema = json!({"anyOf": calls, "x-guidance": spacing(self.format)});
+        let n_more = if self.parallel { MAX_CALLS - 1 } else { 0 };
+        let more = |sep: &str| if n_more > 0 { format!(" ({sep}call)~0..{n_more}") } else { String::new() };
+        // A reply of calls, and the text a reply that is not one may be. With `auto`, leading
+        // whitespace before calls written as text is allowed: some models open every turn with
+        // a newline, and forbidding it pushes them onto junk tokens. Mistral's calls open with a
+        // control token instead.
+        let (calls, text) = match self.format {
+            ToolFormat::Json | ToolFormat::Llama3 => (format!("call{}\ncall: %json {schema}", more("NL ")), r"TEXT: /\s*[^{\s](.|\n)*/".to_string()),
+            ToolFormat::Hermes => (format!("call{}\ncall: {OPEN:?} NL %json {schema} NL {CLOSE:?}", more("NL ")), format!(r"TEXT: /\s*[^\s](.|\n)*/ & ~/\s*{OPEN}(.|\n)*/")),
+            ToolFormat::Mistral => (format!("{MISTRAL_CALLS} \" \"? \"[\" call{} \"]\"\ncall: %json {schema}", more("\", \" ")), r"TEXT: /\s*[^\[\s](.|\n)*/".to_string()),
+            ToolFormat::MistralArgs => {
+                let args = |t: &Tool| {
+                    let mut p = t.parameters.clone();
+                    p["x-guidance"] = spacing(self.format);
+                    p
+                };
+                let one: Vec<String> = chosen.iter().map(|t| format!("{:?} {MISTRAL_ARGS} %json {}", t.name, args(t))).collect();
+                // Tool names are letters, digits, `_` and `-` (`valid_name`): nothing to escape.
+                let names: Vec<&str> = chosen.iter().map(|t| t.name.as_str()).collect();
+                (format!("call{}\ncall: {MISTRAL_CALLS} ({})", more(""), one.join(" | ")), format!(r"TEXT: /\s*[^\s](.|\n)*/ & ~/\s*({})\{{(.|\n)*/", names.join("|")))
+            }
         };
-        let calls = format!("call{more}\ncall: {call}\nNL: \"\\n\"");
+        let lead = if matches!(self.format, ToolFormat::Mistral | ToolFormat::MistralArgs) { "" } else { "LEAD? " };
+        let calls = format!("{calls}\nNL: \"\\n\"");
         match self.choice {
-            // Leading whitespace is allowed either way: some models open every turn with a newline,
-            // and forbidding it pushes them onto junk tokens.
-            Choice::Auto => OutputConstraint::Lark(format!("start: text | calls\ntext: TEXT\n{text}\ncalls: LEAD? {calls}\nLEAD: /\\s+/")),
+            Choice::Auto => OutputConstraint::Lark(format!("start: text | calls\ntext: TEXT\n{text}\ncalls: {lead}{calls}\nLEAD: /\\s+/")),
             _ => OutputConstraint::Lark(format!("start: {calls}")),
         }
     }
@@ -238,6 +295,27 @@ impl ToolUse {
                         None if self.parallel && values.len() > 1 && CLOSE.starts_with(after) => break,
                         None => return None,
                     }
+                }
+            }
+            // The list after `[TOOL_CALLS]` (which has no text), and nothing after it.
+            ToolFormat::Mistral if t.starts_with('[') => {
+                let mut it = serde_json::Deserializer::from_str(t).into_iter::<Value>();
+                let Some(Ok(Value::Array(list))) = it.next() else { return None };
+                if !t[it.byte_offset()..].trim().is_empty() {
+                    return None;
+                }
+                values = list;
+            }
+            // Name, then arguments, per call (`[TOOL_CALLS]` and `[ARGS]` have no text).
+            ToolFormat::MistralArgs => {
+                let mut rest = t;
+                while !rest.is_empty() {
+                    let brace = rest.find('{')?;
+                    let name = &rest[..brace];
+                    let mut it = serde_json::Deserializer::from_str(&rest[brace..]).into_iter::<Value>();
+                    let args = it.next()?.ok()?;
+                    values.push(json!({"name": name, "arguments": args}));
+                    rest = rest[brace + it.byte_offset()..].trim_start();
                 }
             }
             _ => return None,
@@ -324,10 +402,21 @@ fn call_parts(calls: &[Value]) -> Result<Vec<(&str, Value)>, String> {
 }
 
 /// An assistant message's `tool_calls` as a template that writes calls itself reads them
-/// (Hugging Face's convention): `arguments` a JSON object, not OpenAI's string.
-pub fn calls_for_template(calls: &[Value]) -> Result<Vec<Value>, String> {
+/// (Hugging Face's convention): `arguments` a JSON object, not OpenAI's string; ids as
+/// [`template_call_id`] gives them.
+pub fn calls_for_template(calls: &[Value], format: ToolFormat) -> Result<Vec<Value>, String> {
     let parts = call_parts(calls)?;
-    Ok(calls.iter().zip(parts).map(|(c, (name, args))| json!({"id": c.get("id").cloned().unwrap_or(Value::Null), "type": "function", "function": {"name": name, "arguments": args}})).collect())
+    let id = |c: &Value| c.get("id").and_then(Value::as_str).map_or(Value::Null, |id| Value::from(template_call_id(id, format)));
+    Ok(calls.iter().zip(parts).map(|(c, (name, args))| json!({"id": id(c), "type": "function", "function": {"name": name, "arguments": args}})).collect())
+}
+
+/// A call id as `format`'s template takes it: Mistral's as [`mistral_call_id`] makes them,
+/// others as given.
+pub fn template_call_id(id: &str, format: ToolFormat) -> String {
+    match format {
+        ToolFormat::Mistral | ToolFormat::MistralArgs => mistral_call_id(id),
+        _ => id.to_string(),
+    }
 }
 
 /// An assistant message's `tool_calls`, written as the model writes a call (one JSON object per
@@ -438,7 +527,7 @@ mod tests {
         u.add_to(&mut msgs);
         assert_eq!(msgs.len(), 1);
         assert_eq!(u.definitions()[0]["function"]["name"], "get_weather");
-        let c = calls_for_template(&[json!({"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}})]).unwrap();
+        let c = calls_for_template(&[json!({"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}})], ToolFormat::Hermes).unwrap();
         assert_eq!(c[0]["function"]["arguments"], json!({"a": 1}));
         assert_eq!(c[0]["id"], "c1");
     }
@@ -457,5 +546,55 @@ mod tests {
         let mut msgs = vec![ChatMessage::new("user", "hi")];
         u.add_to(&mut msgs);
         assert_eq!(msgs.len(), 1, "the template lists the tools");
+    }
+
+    #[test]
+    fn the_mistral_format_reads_a_list_after_the_control_token() {
+        let tools = weather();
+        let u = parse(Some(tools.as_array().unwrap()), None, Some(true), ToolFormat::Mistral).unwrap().unwrap();
+        let paris = ("get_weather".to_string(), r#"{"city":"Paris"}"#.to_string());
+        // `[TOOL_CALLS]` has no text: the reply's text is the list.
+        let one = r#" [{"name": "get_weather", "arguments": {"city": "Paris"}}]"#;
+        assert_eq!(u.calls_in(one), Some(vec![paris.clone()]));
+        let two = r#"[{"name": "get_weather", "arguments": {"city": "Paris"}}, {"name": "get_weather", "arguments": {"city": "Tokyo"}}]"#;
+        assert_eq!(u.calls_in(two).map(|c| c.len()), Some(2));
+        assert_eq!(u.calls_in(&format!("{one} and more")), None);
+        assert_eq!(u.calls_in(r#"[{"name": "other", "arguments": {}}]"#), None);
+        assert_eq!(u.calls_in(r#"{"name": "get_weather", "arguments": {"city": "Paris"}}"#), None, "a bare object is not Mistral's");
+        assert_eq!(u.calls_in("[1, 2]"), None);
+        let single = parse(Some(tools.as_array().unwrap()), None, None, ToolFormat::Mistral).unwrap().unwrap();
+        assert_eq!(single.calls_in(two), None, "one call unless parallel");
+        // The grammar opens calls with the control token; text may not open with `[`.
+        let OutputConstraint::Lark(g) = u.constraint() else { panic!("a Lark grammar") };
+        assert!(g.contains(r#"<[TOOL_CALLS]> " "? "[" call (", " call)~0..7 "]""#) && g.contains(r"TEXT: /\s*[^\[\s]"), "{g}");
+        let OutputConstraint::Lark(g) = single.constraint() else { panic!("a Lark grammar") };
+        assert!(g.contains(r#""[" call "]""#), "{g}");
+        // Ids become 9 letters and digits, alike for a call and its result.
+        assert_eq!(mistral_call_id("call_0123456789abcdef0123456789abcdef"), "789abcdef");
+        assert_eq!(mistral_call_id("abcDEF123"), "abcDEF123");
+        let short = mistral_call_id("c1");
+        assert!(short.len() == 9 && short.chars().all(|c| c.is_ascii_alphanumeric()) && short == mistral_call_id("c1") && short != mistral_call_id("c2"), "{short}");
+        let c = calls_for_template(&[json!({"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}})], ToolFormat::Mistral).unwrap();
+        assert_eq!(c[0]["id"], json!(short));
+        assert_eq!(template_call_id("c1", ToolFormat::Hermes), "c1");
+    }
+
+    #[test]
+    fn the_later_mistral_format_reads_names_and_arguments() {
+        let mut tools = weather();
+        tools.as_array_mut().unwrap().push(json!({"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}));
+        let u = parse(Some(tools.as_array().unwrap()), None, Some(true), ToolFormat::MistralArgs).unwrap().unwrap();
+        // `[TOOL_CALLS]` and `[ARGS]` have no text: name, then arguments, per call.
+        assert_eq!(u.calls_in(r#"get_weather{"city": "Paris"}"#), Some(vec![("get_weather".to_string(), r#"{"city":"Paris"}"#.to_string())]));
+        assert_eq!(u.calls_in(r#"get_weather{"city": "Paris"}get_time{}"#).map(|c| c.len()), Some(2));
+        assert_eq!(u.calls_in(r#"get_weather{"city": "Paris"} then"#), None);
+        assert_eq!(u.calls_in("It is {warm}."), None);
+        assert_eq!(u.calls_in("sunny"), None);
+        let OutputConstraint::Lark(g) = u.constraint() else { panic!("a Lark grammar") };
+        assert!(g.contains(r#"call: <[TOOL_CALLS]> ("get_weather" <[ARGS]> %json {"#) && g.contains(r#"| "get_time" <[ARGS]> %json {"#), "{g}");
+        assert!(g.contains(r"& ~/\s*(get_weather|get_time)\{"), "{g}");
+        let named = parse(Some(tools.as_array().unwrap()), Some(&json!({"type": "function", "function": {"name": "get_time"}})), None, ToolFormat::MistralArgs).unwrap().unwrap();
+        let OutputConstraint::Lark(g) = named.constraint() else { panic!("a Lark grammar") };
+        assert!(g.contains(r#"("get_time" <[ARGS]>"#) && !g.contains("get_weather"), "{g}");
     }
 }

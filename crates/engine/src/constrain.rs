@@ -36,7 +36,7 @@ impl TokenizerEnv for Env {
 /// constrained request (the trie and llguidance's precomputed slices take some milliseconds).
 pub struct GrammarCompiler {
     factory: ParserFactory,
-    /// Control tokens written `[NAME]` (Mistral's), by text, for [`resolve_bracketed`].
+    /// Tokens written `[NAME]` (Mistral's control tokens), by text, for [`resolve_bracketed`].
     bracketed: Vec<(String, u32)>,
 }
 
@@ -57,11 +57,10 @@ impl GrammarCompiler {
                 }
             })
             .collect();
-        let bracketed = (0..n as u32)
-            .filter(|&id| tokenizer.token_bytes(id).is_empty())
-            .map(|id| (tokenizer.piece(id).to_string(), id))
-            .filter(|(p, _)| p.len() > 2 && p.starts_with('[') && p.ends_with(']'))
-            .collect();
+        // Control tokens first: a conversion may also have written the name as a user-defined
+        // token (with text), and either is the one the model was trained to write.
+        let mut bracketed: Vec<(String, u32)> = (0..n as u32).map(|id| (tokenizer.piece(id).to_string(), id)).filter(|(p, _)| p.len() > 2 && p.starts_with('[') && p.ends_with(']')).collect();
+        bracketed.sort_by_key(|&(_, id)| !tokenizer.token_bytes(id).is_empty());
         let eos = tokenizer.eog.first().copied().ok_or("the model has no end-of-generation token, so a grammar could not end")?;
         let mut info = TokRxInfo::new(n as u32, eos);
         info.tok_bos = tokenizer.bos;

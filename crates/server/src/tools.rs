@@ -299,6 +299,8 @@ impl ToolUse {
             }
             // The list after `[TOOL_CALLS]` (which has no text), and nothing after it.
             ToolFormat::Mistral if t.starts_with('[') => {
+                // A vocabulary that has `[TOOL_CALLS]` as an ordinary added token writes it.
+                let t = t.strip_prefix("[TOOL_CALLS]").unwrap_or(t);
                 let mut it = serde_json::Deserializer::from_str(t).into_iter::<Value>();
                 let Some(Ok(Value::Array(list))) = it.next() else { return None };
                 if !t[it.byte_offset()..].trim().is_empty() {
@@ -311,7 +313,8 @@ impl ToolUse {
                 let mut rest = t;
                 while !rest.is_empty() {
                     let brace = rest.find('{')?;
-                    let name = &rest[..brace];
+                    // As above, the markers may have text.
+                    let name = rest[..brace].trim_start_matches("[TOOL_CALLS]").trim_end_matches("[ARGS]");
                     let mut it = serde_json::Deserializer::from_str(&rest[brace..]).into_iter::<Value>();
                     let args = it.next()?.ok()?;
                     values.push(json!({"name": name, "arguments": args}));
@@ -562,6 +565,7 @@ mod tests {
         assert_eq!(u.calls_in(r#"[{"name": "other", "arguments": {}}]"#), None);
         assert_eq!(u.calls_in(r#"{"name": "get_weather", "arguments": {"city": "Paris"}}"#), None, "a bare object is not Mistral's");
         assert_eq!(u.calls_in("[1, 2]"), None);
+        assert_eq!(u.calls_in(&format!("[TOOL_CALLS]{one}")), Some(vec![paris.clone()]), "the marker as text");
         let single = parse(Some(tools.as_array().unwrap()), None, None, ToolFormat::Mistral).unwrap().unwrap();
         assert_eq!(single.calls_in(two), None, "one call unless parallel");
         // The grammar opens calls with the control token; text may not open with `[`.
@@ -588,6 +592,7 @@ mod tests {
         assert_eq!(u.calls_in(r#"get_weather{"city": "Paris"}"#), Some(vec![("get_weather".to_string(), r#"{"city":"Paris"}"#.to_string())]));
         assert_eq!(u.calls_in(r#"get_weather{"city": "Paris"}get_time{}"#).map(|c| c.len()), Some(2));
         assert_eq!(u.calls_in(r#"get_weather{"city": "Paris"} then"#), None);
+        assert_eq!(u.calls_in(r#"[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}"#).map(|c| c.len()), Some(1), "the markers as text");
         assert_eq!(u.calls_in("It is {warm}."), None);
         assert_eq!(u.calls_in("sunny"), None);
         let OutputConstraint::Lark(g) = u.constraint() else { panic!("a Lark grammar") };

@@ -145,6 +145,7 @@ async fn a_mistral_model_calls_tools_after_its_control_token() {
     let call_text = format!("[{{\"name\": \"get_weather\", \"arguments\": {args}, \"id\": \"123456789\"}}]");
     let result_text = "{\"content\": \"sunny, 21\", \"call_id\": \"123456789\"}";
     assert!(grown >= base + (call_text.len() + result_text.len() + tools[0]["function"]["parameters"].to_string().len()) as u64, "{grown} vs {base}");
+    auto_with_two_tools(&router, "tiny-mistral").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,4 +167,28 @@ async fn a_later_mistral_model_calls_tools_by_name_and_arguments() {
     assert_eq!(c["finish_reason"], "tool_calls", "{v}");
     let args: Value = serde_json::from_str(c["message"]["tool_calls"][0]["function"]["arguments"].as_str().unwrap()).unwrap();
     assert!(args["unit"] == "c" || args["unit"] == "f", "{args}");
+    auto_with_two_tools(&router, "tiny-magistral").await;
+}
+
+/// `auto` with two tools and several calls allowed: the grammar (text that may not open a
+/// call, or calls of either tool) compiles for the model's vocabulary, and the reply is text
+/// or calls of those tools.
+async fn auto_with_two_tools(router: &axum::Router, model: &str) {
+    let mut tools = weather_tool();
+    tools
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {"zone": {"enum": ["utc", "local"]}}, "required": ["zone"]}}}));
+    for seed in 0..3 {
+        let v = chat(
+            router,
+            json!({"model": model, "tools": tools, "parallel_tool_calls": true, "messages": [{"role": "user", "content": "Weather and time?"}], "max_tokens": 60, "temperature": 1.0, "seed": seed}),
+        )
+        .await;
+        let c = &v["choices"][0];
+        match c["finish_reason"].as_str() {
+            Some("tool_calls") => assert!(c["message"]["tool_calls"].as_array().unwrap().iter().all(|t| ["get_weather", "get_time"].contains(&t["function"]["name"].as_str().unwrap())), "{v}"),
+            _ => assert!(c["message"]["content"].is_string() && c["message"]["tool_calls"].is_null(), "{v}"),
+        }
+    }
 }

@@ -35,10 +35,18 @@ pub enum ToolFormat {
     /// (`[AVAILABLE_TOOLS]`) and renders earlier calls and `tool` results itself, with call ids
     /// of 9 letters and digits, and a reply of calls is the control token `[TOOL_CALLS]` and a
     /// JSON list `[{"name", "arguments"}, ...]`.
-    Mistral,
-    /// Mistral's later form (v11 tokenizers and on: Mistral Small 3.2, Magistral, Devstral):
-    /// each call is `[TOOL_CALLS]` name `[ARGS]` arguments, the two markers control tokens.
-    MistralArgs,
+    Mistral {
+        /// The id of the `[TOOL_CALLS]` token in the model's vocabulary.
+        calls: u32,
+    },
+    /// Mistral's later form (v11 tokenizers and on: Mistral Small 3.2, Magistral): each call is
+    /// `[TOOL_CALLS]` name `[ARGS]` arguments, the two markers control tokens.
+    MistralArgs {
+        /// The id of `[TOOL_CALLS]`.
+        calls: u32,
+        /// The id of `[ARGS]`.
+        args: u32,
+    },
 }
 
 impl ToolFormat {

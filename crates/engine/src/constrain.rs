@@ -36,8 +36,6 @@ impl TokenizerEnv for Env {
 /// constrained request (the trie and llguidance's precomputed slices take some milliseconds).
 pub struct GrammarCompiler {
     factory: ParserFactory,
-    /// Tokens written `[NAME]` (Mistral's control tokens), by text, for [`resolve_bracketed`].
-    bracketed: Vec<(String, u32)>,
 }
 
 impl GrammarCompiler {
@@ -57,17 +55,13 @@ impl GrammarCompiler {
                 }
             })
             .collect();
-        // Control tokens first: a conversion may also have written the name as a user-defined
-        // token (with text), and either is the one the model was trained to write.
-        let mut bracketed: Vec<(String, u32)> = (0..n as u32).map(|id| (tokenizer.piece(id).to_string(), id)).filter(|(p, _)| p.len() > 2 && p.starts_with('[') && p.ends_with(']')).collect();
-        bracketed.sort_by_key(|&(_, id)| !tokenizer.token_bytes(id).is_empty());
         let eos = tokenizer.eog.first().copied().ok_or("the model has no end-of-generation token, so a grammar could not end")?;
         let mut info = TokRxInfo::new(n as u32, eos);
         info.tok_bos = tokenizer.bos;
         let trie = TokTrie::from(&info, &words).with_eos_tokens(&tokenizer.eog);
         let env: TokEnv = Arc::new(Env { trie, tokenizer });
         let factory = ParserFactory::new_simple(&env).map_err(|e| e.to_string())?;
-        Ok(GrammarCompiler { factory, bracketed })
+        Ok(GrammarCompiler { factory })
     }
 
     /// Compiles a constraint into a fresh matcher, or says what is wrong with it.
@@ -80,7 +74,7 @@ impl GrammarCompiler {
                 }
                 TopLevelGrammar::from_json_schema(bounded_whitespace(schema.clone()))
             }
-            OutputConstraint::Lark(src) => TopLevelGrammar::from_lark(resolve_bracketed(src, &self.bracketed)?),
+            OutputConstraint::Lark(src) => TopLevelGrammar::from_lark(src.clone()),
         };
         // llguidance stops a mask whose lexer work passes a fuel limit (default 200k, about 14
         // ms). A Lark terminal that intersects several large regular expressions (Ask-Data's
@@ -102,35 +96,6 @@ impl GrammarCompiler {
         }
         Ok(Grammar { matcher })
     }
-}
-
-/// `src` with each `<[NAME]>` (a capital letter, then capitals, digits, `_` or `/`) replaced by
-/// `<[id]>`, the id of the control token written `[NAME]`.
-///
-/// llguidance's Lark names a special token `<text>` only when its text has that shape
-/// (`<|python_tag|>`), and reads `<[...]>` as token ids; Mistral's control tokens are written
-/// `[TOOL_CALLS]`, `[ARGS]`, so a grammar of Shovel's writes them `<[TOOL_CALLS]>` and they are
-/// resolved here, against this model's vocabulary. Numeric id lists are left as they are.
-fn resolve_bracketed(src: &str, bracketed: &[(String, u32)]) -> Result<String, String> {
-    let mut out = String::with_capacity(src.len());
-    let mut rest = src;
-    while let Some(at) = rest.find("<[") {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 2..];
-        let name_len = after.find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' || c == '/')).unwrap_or(after.len());
-        let name = &after[..name_len];
-        if name.starts_with(|c: char| c.is_ascii_uppercase()) && after[name_len..].starts_with("]>") {
-            let text = format!("[{name}]");
-            let id = bracketed.iter().find(|(p, _)| *p == text).map(|(_, id)| *id).ok_or_else(|| format!("the grammar names the control token `{text}`, which this model's vocabulary lacks"))?;
-            out.push_str(&format!("<[{id}]>"));
-            rest = &after[name_len + 2..];
-        } else {
-            out.push_str("<[");
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 /// Whitespace between JSON tokens: at most this many characters per gap. llguidance allows any
@@ -216,18 +181,6 @@ mod tests {
             last = g.advance(t)?;
         }
         Ok(last)
-    }
-
-    #[test]
-    fn bracketed_control_tokens_are_named_by_id() {
-        let vocab = [("[TOOL_CALLS]".to_string(), 5), ("[ARGS]".to_string(), 32)];
-        assert_eq!(resolve_bracketed("start: <[TOOL_CALLS]> \"f\" <[ARGS]> x", &vocab).unwrap(), "start: <[5]> \"f\" <[32]> x");
-        // Id lists, wildcards and text that only looks similar are left alone.
-        for src in ["a: <[1-3,7]>", "a: <[*]>", "a: <[^5]>", "a: \"<[\" b", "a: <[lower]>", "a: <[TOOL_CALLS]"] {
-            assert_eq!(resolve_bracketed(src, &vocab).unwrap(), src);
-        }
-        let e = resolve_bracketed("a: <[INST]>", &vocab).unwrap_err();
-        assert!(e.contains("`[INST]`"), "{e}");
     }
 
     #[test]

@@ -361,7 +361,8 @@ impl InferenceBackend for Engine {
     }
 
     async fn tool_format(&self, model: &ModelId) -> Result<ToolFormat, BackendError> {
-        Ok(self.load(model).await?.template.tool_format())
+        let m = self.load(model).await?;
+        Ok(m.template.tool_format(|t| m.tokenizer.token_id(t)))
     }
 
     async fn submit(&self, req: GenerateRequest) -> Result<EventStream, BackendError> {

@@ -259,7 +259,11 @@ impl ChatTemplate {
     /// written as `"parameters": `); [`ToolFormat::Mistral`] or [`ToolFormat::MistralArgs`] when
     /// it is Mistral's (`[TOOL_CALLS]`, with `[ARGS]` in the later form); else Shovel's own
     /// [`ToolFormat::Json`], which any template carries as text.
-    pub fn tool_format(&self) -> ToolFormat {
+    ///
+    /// `token` looks a token up by its text in the model's vocabulary: Mistral's formats need
+    /// their control tokens there, and a template that writes them for a vocabulary without
+    /// them gets the JSON format.
+    pub fn tool_format(&self, token: impl Fn(&str) -> Option<u32>) -> ToolFormat {
         let src = match &self.tool_use {
             Some(t) => t.as_str(),
             None if self.kind == TemplateKind::Own => self.source.as_str(),
@@ -271,10 +275,12 @@ impl ChatTemplate {
             ToolFormat::Hermes
         } else if src.contains("<|start_header_id|>") && src.contains("\"parameters\": ") {
             ToolFormat::Llama3
-        } else if src.contains("[TOOL_CALLS]") && src.contains("[ARGS]") {
-            ToolFormat::MistralArgs
         } else if src.contains("[TOOL_CALLS]") {
-            ToolFormat::Mistral
+            match (token("[TOOL_CALLS]"), src.contains("[ARGS]")) {
+                (Some(calls), false) => ToolFormat::Mistral { calls },
+                (Some(calls), true) => token("[ARGS]").map_or(ToolFormat::Json, |args| ToolFormat::MistralArgs { calls, args }),
+                (None, _) => ToolFormat::Json,
+            }
         } else {
             ToolFormat::Json
         }
@@ -316,7 +322,7 @@ mod tests {
     #[test]
     fn a_template_with_tool_call_tags_renders_tools_calls_and_results() {
         let t = ChatTemplate::new(Some(crate::testing::HERMES_TEMPLATE), "", "<|im_end|>", true).unwrap();
-        assert_eq!(t.tool_format(), ToolFormat::Hermes);
+        assert_eq!(t.tool_format(|_| None), ToolFormat::Hermes);
         let tools = [serde_json::json!({"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}})];
         let call = serde_json::json!({"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}});
         let msgs = [
@@ -334,11 +340,11 @@ mod tests {
         // Without tools the same template is a plain chat.
         assert_eq!(t.render(&[msg("user", "hi")], true).unwrap(), "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
         // Fallbacks and templates without tags use Shovel's own format.
-        assert_eq!(ChatTemplate::new(None, "", "", true).unwrap().tool_format(), ToolFormat::Json);
-        assert_eq!(ChatTemplate::new(Some("{{ tools }}"), "", "", true).unwrap().tool_format(), ToolFormat::Json);
+        assert_eq!(ChatTemplate::new(None, "", "", true).unwrap().tool_format(|_| None), ToolFormat::Json);
+        assert_eq!(ChatTemplate::new(Some("{{ tools }}"), "", "", true).unwrap().tool_format(|_| None), ToolFormat::Json);
         // A separate tool_use template (Hermes 2 Pro and 3) serves prompts with tools.
         let named = ChatTemplate::new(Some(crate::testing::CHATML_TEMPLATE), "", "<|im_end|>", true).unwrap().with_tool_use(Some(crate::testing::HERMES_TEMPLATE)).unwrap();
-        assert_eq!(named.tool_format(), ToolFormat::Hermes);
+        assert_eq!(named.tool_format(|_| None), ToolFormat::Hermes);
         assert_eq!(named.render_with_tools(&msgs, Some(&tools), true).unwrap(), s);
         assert!(!named.render(&msgs[..1], true).unwrap().contains("<tools>"));
     }
@@ -346,7 +352,7 @@ mod tests {
     #[test]
     fn a_llama3_template_lists_tools_in_the_first_user_turn_and_renders_calls_as_parameters() {
         let t = ChatTemplate::new(Some(crate::testing::LLAMA3_TEMPLATE), "", "<|eot_id|>", false).unwrap();
-        assert_eq!(t.tool_format(), ToolFormat::Llama3);
+        assert_eq!(t.tool_format(|_| None), ToolFormat::Llama3);
         let tools = [serde_json::json!({"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}})];
         let call = serde_json::json!({"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}});
         let msgs = [
@@ -367,9 +373,13 @@ mod tests {
     #[test]
     fn a_mistral_template_lists_tools_and_renders_calls_with_their_ids() {
         let t = ChatTemplate::new(Some(crate::testing::MISTRAL_TEMPLATE), "<s>", "</s>", false).unwrap();
-        assert_eq!(t.tool_format(), ToolFormat::Mistral);
+        let vocab = |t: &str| [("[TOOL_CALLS]", 5), ("[ARGS]", 32)].iter().find(|(s, _)| *s == t).map(|(_, id)| *id);
+        assert_eq!(t.tool_format(vocab), ToolFormat::Mistral { calls: 5 });
         let later = ChatTemplate::new(Some(crate::testing::MISTRAL_ARGS_TEMPLATE), "<s>", "</s>", false).unwrap();
-        assert_eq!(later.tool_format(), ToolFormat::MistralArgs);
+        assert_eq!(later.tool_format(vocab), ToolFormat::MistralArgs { calls: 5, args: 32 });
+        // A vocabulary without the control tokens gets the JSON format.
+        assert_eq!(t.tool_format(|_| None), ToolFormat::Json);
+        assert_eq!(later.tool_format(|t| (t == "[TOOL_CALLS]").then_some(5)), ToolFormat::Json);
         let tools = [serde_json::json!({"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}})];
         let call = |id: &str| serde_json::json!({"id": id, "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}});
         let msgs = |id: &str| {

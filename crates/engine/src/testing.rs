@@ -52,7 +52,8 @@ pub const MISTRAL_TEMPLATE: &str = concat!(
     "{%- set out = c.function | tojson %}{{- out[:-1] + ', \"id\": \"' + c.id + '\"}' }}{%- if not loop.last %}{{- ', ' }}{%- endif %}",
     "{%- endfor %}{{- ']' + eos_token }}",
     "{%- elif m.role == 'assistant' %}{{- ' ' + m.content + eos_token }}",
-    "{%- elif m.role == 'tool' %}{{- '[TOOL_RESULTS] {\"content\": ' + (m.content | tojson) + ', \"call_id\": \"' + m.tool_call_id + '\"}[/TOOL_RESULTS]' }}",
+    "{%- elif m.role == 'tool' %}{%- if m.tool_call_id is not defined or m.tool_call_id | length != 9 %}{{- raise_exception('Tool call IDs should be alphanumeric strings with length 9!') }}{%- endif %}",
+    "{{- '[TOOL_RESULTS] {\"content\": ' + (m.content | tojson) + ', \"call_id\": \"' + m.tool_call_id + '\"}[/TOOL_RESULTS]' }}",
     "{%- endif %}{%- endfor %}"
 );
 

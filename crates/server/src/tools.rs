@@ -141,7 +141,7 @@ fn call_schema(t: &Tool, format: ToolFormat) -> Value {
 fn args_key(format: ToolFormat) -> &'static str {
     match format {
         ToolFormat::Llama3 => "parameters",
-        ToolFormat::Json | ToolFormat::Hermes | ToolFormat::Mistral | ToolFormat::MistralArgs => "arguments",
+        ToolFormat::Json | ToolFormat::Hermes | ToolFormat::Mistral { .. } | ToolFormat::MistralArgs { .. } => "arguments",
     }
 }
 
@@ -155,19 +155,20 @@ fn spacing(format: ToolFormat) -> Value {
     }
 }
 
-/// Mistral's control tokens around calls, as the engine's Lark grammars name them.
-const MISTRAL_CALLS: &str = "<[TOOL_CALLS]>";
-const MISTRAL_ARGS: &str = "<[ARGS]>";
+/// A control token in a Lark grammar, by its id (llguidance's `<[id]>`): Mistral's are written
+/// `[TOOL_CALLS]`, which llguidance cannot name as it names `<|python_tag|>`.
+fn token(id: u32) -> String {
+    format!("<[{id}]>")
+}
 
 /// A call id as Mistral's templates take it: 9 letters and digits (Mistral 7B v0.3's template
 /// refuses any other length; later ones use the last 9). An id already so shaped is kept;
-/// another becomes the last 9 of its letters and digits (Shovel's own `call_` + 32 hex
-/// digits), or, with fewer, 9 derived from a hash of it. A call and the result naming it map
-/// alike, so they still pair.
+/// another (Shovel's own are `call_` and 32 hex digits) becomes 9 derived from a hash of all of
+/// it, so ids that differ anywhere stay apart (53 bits: two ids of one conversation collide
+/// about once in 10^15). A call and the result naming it map alike, so they still pair.
 pub fn mistral_call_id(id: &str) -> String {
-    let alnum: Vec<char> = id.chars().filter(char::is_ascii_alphanumeric).collect();
-    if alnum.len() >= 9 {
-        return alnum[alnum.len() - 9..].iter().collect();
+    if id.len() == 9 && id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return id.to_string();
     }
     // FNV-1a, written out so the mapping never changes between builds.
     let mut h = 0xcbf2_9ce4_8422_2325u64;
@@ -220,20 +221,22 @@ impl ToolUse {
         let (calls, text) = match self.format {
             ToolFormat::Json | ToolFormat::Llama3 => (format!("call{}\ncall: %json {schema}", more("NL ")), r"TEXT: /\s*[^{\s](.|\n)*/".to_string()),
             ToolFormat::Hermes => (format!("call{}\ncall: {OPEN:?} NL %json {schema} NL {CLOSE:?}", more("NL ")), format!(r"TEXT: /\s*[^\s](.|\n)*/ & ~/\s*{OPEN}(.|\n)*/")),
-            ToolFormat::Mistral => (format!("{MISTRAL_CALLS} \" \"? \"[\" call{} \"]\"\ncall: %json {schema}", more("\", \" ")), r"TEXT: /\s*[^\[\s](.|\n)*/".to_string()),
-            ToolFormat::MistralArgs => {
+            ToolFormat::Mistral { calls } => (format!("{} \" \"? \"[\" call{} \"]\"\ncall: %json {schema}", token(calls), more("\", \" ")), r"TEXT: /\s*[^\[\s](.|\n)*/".to_string()),
+            ToolFormat::MistralArgs { calls, args: args_token } => {
                 let args = |t: &Tool| {
                     let mut p = t.parameters.clone();
                     p["x-guidance"] = spacing(self.format);
                     p
                 };
-                let one: Vec<String> = chosen.iter().map(|t| format!("{:?} {MISTRAL_ARGS} %json {}", t.name, args(t))).collect();
+                let one: Vec<String> = chosen.iter().map(|t| format!("{:?} {} %json {}", t.name, token(args_token), args(t))).collect();
                 // Tool names are letters, digits, `_` and `-` (`valid_name`): nothing to escape.
+                // Text may not look like a call either, markers written out included (a
+                // vocabulary may have them as ordinary tokens with text).
                 let names: Vec<&str> = chosen.iter().map(|t| t.name.as_str()).collect();
-                (format!("call{}\ncall: {MISTRAL_CALLS} ({})", more(""), one.join(" | ")), format!(r"TEXT: /\s*[^\s](.|\n)*/ & ~/\s*({})\{{(.|\n)*/", names.join("|")))
+                (format!("call{}\ncall: {} ({})", more(""), token(calls), one.join(" | ")), format!(r"TEXT: /\s*[^\s](.|\n)*/ & ~/\s*(\[TOOL_CALLS\]|({})\{{)(.|\n)*/", names.join("|")))
             }
         };
-        let lead = if matches!(self.format, ToolFormat::Mistral | ToolFormat::MistralArgs) { "" } else { "LEAD? " };
+        let lead = if matches!(self.format, ToolFormat::Mistral { .. } | ToolFormat::MistralArgs { .. }) { "" } else { "LEAD? " };
         let calls = format!("{calls}\nNL: \"\\n\"");
         match self.choice {
             Choice::Auto => OutputConstraint::Lark(format!("start: text | calls\ntext: TEXT\n{text}\ncalls: {lead}{calls}\nLEAD: /\\s+/")),
@@ -298,7 +301,7 @@ impl ToolUse {
                 }
             }
             // The list after `[TOOL_CALLS]` (which has no text), and nothing after it.
-            ToolFormat::Mistral if t.starts_with('[') => {
+            ToolFormat::Mistral { .. } if t.starts_with('[') => {
                 // A vocabulary that has `[TOOL_CALLS]` as an ordinary added token writes it.
                 let t = t.strip_prefix("[TOOL_CALLS]").unwrap_or(t);
                 let mut it = serde_json::Deserializer::from_str(t).into_iter::<Value>();
@@ -309,7 +312,7 @@ impl ToolUse {
                 values = list;
             }
             // Name, then arguments, per call (`[TOOL_CALLS]` and `[ARGS]` have no text).
-            ToolFormat::MistralArgs => {
+            ToolFormat::MistralArgs { .. } => {
                 let mut rest = t;
                 while !rest.is_empty() {
                     let brace = rest.find('{')?;
@@ -417,7 +420,7 @@ pub fn calls_for_template(calls: &[Value], format: ToolFormat) -> Result<Vec<Val
 /// others as given.
 pub fn template_call_id(id: &str, format: ToolFormat) -> String {
     match format {
-        ToolFormat::Mistral | ToolFormat::MistralArgs => mistral_call_id(id),
+        ToolFormat::Mistral { .. } | ToolFormat::MistralArgs { .. } => mistral_call_id(id),
         _ => id.to_string(),
     }
 }
@@ -551,10 +554,13 @@ mod tests {
         assert_eq!(msgs.len(), 1, "the template lists the tools");
     }
 
+    const MISTRAL: ToolFormat = ToolFormat::Mistral { calls: 5 };
+    const LATER: ToolFormat = ToolFormat::MistralArgs { calls: 5, args: 32 };
+
     #[test]
     fn the_mistral_format_reads_a_list_after_the_control_token() {
         let tools = weather();
-        let u = parse(Some(tools.as_array().unwrap()), None, Some(true), ToolFormat::Mistral).unwrap().unwrap();
+        let u = parse(Some(tools.as_array().unwrap()), None, Some(true), MISTRAL).unwrap().unwrap();
         let paris = ("get_weather".to_string(), r#"{"city":"Paris"}"#.to_string());
         // `[TOOL_CALLS]` has no text: the reply's text is the list.
         let one = r#" [{"name": "get_weather", "arguments": {"city": "Paris"}}]"#;
@@ -566,19 +572,21 @@ mod tests {
         assert_eq!(u.calls_in(r#"{"name": "get_weather", "arguments": {"city": "Paris"}}"#), None, "a bare object is not Mistral's");
         assert_eq!(u.calls_in("[1, 2]"), None);
         assert_eq!(u.calls_in(&format!("[TOOL_CALLS]{one}")), Some(vec![paris.clone()]), "the marker as text");
-        let single = parse(Some(tools.as_array().unwrap()), None, None, ToolFormat::Mistral).unwrap().unwrap();
+        let single = parse(Some(tools.as_array().unwrap()), None, None, MISTRAL).unwrap().unwrap();
         assert_eq!(single.calls_in(two), None, "one call unless parallel");
         // The grammar opens calls with the control token; text may not open with `[`.
         let OutputConstraint::Lark(g) = u.constraint() else { panic!("a Lark grammar") };
-        assert!(g.contains(r#"<[TOOL_CALLS]> " "? "[" call (", " call)~0..7 "]""#) && g.contains(r"TEXT: /\s*[^\[\s]"), "{g}");
+        assert!(g.contains(r#"<[5]> " "? "[" call (", " call)~0..7 "]""#) && g.contains(r"TEXT: /\s*[^\[\s]"), "{g}");
         let OutputConstraint::Lark(g) = single.constraint() else { panic!("a Lark grammar") };
         assert!(g.contains(r#""[" call "]""#), "{g}");
         // Ids become 9 letters and digits, alike for a call and its result.
-        assert_eq!(mistral_call_id("call_0123456789abcdef0123456789abcdef"), "789abcdef");
         assert_eq!(mistral_call_id("abcDEF123"), "abcDEF123");
+        let ours = mistral_call_id("call_0123456789abcdef0123456789abcdef");
+        assert!(ours.len() == 9 && ours.chars().all(|c| c.is_ascii_alphanumeric()), "{ours}");
+        assert_ne!(mistral_call_id("0_get_weather"), mistral_call_id("1_get_weather"), "ids that share an ending stay apart");
         let short = mistral_call_id("c1");
         assert!(short.len() == 9 && short.chars().all(|c| c.is_ascii_alphanumeric()) && short == mistral_call_id("c1") && short != mistral_call_id("c2"), "{short}");
-        let c = calls_for_template(&[json!({"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}})], ToolFormat::Mistral).unwrap();
+        let c = calls_for_template(&[json!({"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}})], MISTRAL).unwrap();
         assert_eq!(c[0]["id"], json!(short));
         assert_eq!(template_call_id("c1", ToolFormat::Hermes), "c1");
     }
@@ -587,7 +595,7 @@ mod tests {
     fn the_later_mistral_format_reads_names_and_arguments() {
         let mut tools = weather();
         tools.as_array_mut().unwrap().push(json!({"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}));
-        let u = parse(Some(tools.as_array().unwrap()), None, Some(true), ToolFormat::MistralArgs).unwrap().unwrap();
+        let u = parse(Some(tools.as_array().unwrap()), None, Some(true), LATER).unwrap().unwrap();
         // `[TOOL_CALLS]` and `[ARGS]` have no text: name, then arguments, per call.
         assert_eq!(u.calls_in(r#"get_weather{"city": "Paris"}"#), Some(vec![("get_weather".to_string(), r#"{"city":"Paris"}"#.to_string())]));
         assert_eq!(u.calls_in(r#"get_weather{"city": "Paris"}get_time{}"#).map(|c| c.len()), Some(2));
@@ -596,10 +604,10 @@ mod tests {
         assert_eq!(u.calls_in("It is {warm}."), None);
         assert_eq!(u.calls_in("sunny"), None);
         let OutputConstraint::Lark(g) = u.constraint() else { panic!("a Lark grammar") };
-        assert!(g.contains(r#"call: <[TOOL_CALLS]> ("get_weather" <[ARGS]> %json {"#) && g.contains(r#"| "get_time" <[ARGS]> %json {"#), "{g}");
-        assert!(g.contains(r"& ~/\s*(get_weather|get_time)\{"), "{g}");
-        let named = parse(Some(tools.as_array().unwrap()), Some(&json!({"type": "function", "function": {"name": "get_time"}})), None, ToolFormat::MistralArgs).unwrap().unwrap();
+        assert!(g.contains(r#"call: <[5]> ("get_weather" <[32]> %json {"#) && g.contains(r#"| "get_time" <[32]> %json {"#), "{g}");
+        assert!(g.contains(r"& ~/\s*(\[TOOL_CALLS\]|(get_weather|get_time)\{)"), "{g}");
+        let named = parse(Some(tools.as_array().unwrap()), Some(&json!({"type": "function", "function": {"name": "get_time"}})), None, LATER).unwrap().unwrap();
         let OutputConstraint::Lark(g) = named.constraint() else { panic!("a Lark grammar") };
-        assert!(g.contains(r#"("get_time" <[ARGS]>"#) && !g.contains("get_weather"), "{g}");
+        assert!(g.contains(r#"("get_time" <[32]>"#) && !g.contains("get_weather"), "{g}");
     }
 }

@@ -59,6 +59,7 @@ struct RawEngine {
     max_running: usize,
     max_waiting: usize,
     prefix_cache_bytes: usize,
+    kv_cache_bytes: usize,
     max_adapters: usize,
     threads: usize,
 }
@@ -219,6 +220,7 @@ fn validate(raw: RawConfig, home_env: Option<String>) -> Result<Config> {
                 max_batch_tokens: raw.engine.max_batch_tokens,
                 max_running: raw.engine.max_running,
                 prefix_cache_bytes: raw.engine.prefix_cache_bytes,
+                kv_cache_bytes: raw.engine.kv_cache_bytes,
             },
             max_waiting: raw.engine.max_waiting,
             max_adapters: raw.engine.max_adapters,

@@ -68,6 +68,10 @@ impl ModelConfig {
     pub fn kv_dim(&self) -> usize {
         self.n_kv_heads * self.head_dim
     }
+    /// Bytes of one key/value block ([`KV_BLOCK`] positions of every layer, f16).
+    pub fn kv_block_bytes(&self) -> usize {
+        2 * self.n_layers * KV_BLOCK * self.kv_dim() * 2
+    }
     /// Whether layer `l` uses the sliding window.
     pub fn is_swa(&self, l: usize) -> bool {
         self.sliding_window.is_some() && self.swa_pattern > 0 && (l + 1) % self.swa_pattern != 0
@@ -210,6 +214,17 @@ impl KvCache {
         let blocks = blocks.min(self.len / KV_BLOCK).min(other.len / KV_BLOCK);
         assert!(self.kv_dim == other.kv_dim && self.n_layers == other.n_layers, "caches of one model");
         self.blocks[..blocks].clone_from_slice(&other.blocks[..blocks]);
+    }
+
+    /// Blocks [`KvCache::reserve`] would allocate for `n` more positions: new ones past the end,
+    /// and a copy of a shared partial block it would write into.
+    pub fn blocks_to_grow(&self, n: usize) -> usize {
+        if n == 0 {
+            return 0;
+        }
+        let first = self.len / KV_BLOCK;
+        let copy = first < self.blocks.len() && Arc::strong_count(&self.blocks[first]) > 1;
+        (self.len + n).div_ceil(KV_BLOCK).saturating_sub(self.blocks.len()) + usize::from(copy)
     }
 
     /// Bytes of the blocks this cache refers to (shared blocks count in full), for metrics.

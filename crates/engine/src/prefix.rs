@@ -58,6 +58,17 @@ impl PrefixCache {
         Some(e.kv.prefix(n))
     }
 
+    /// Drops the least recently used entry; false when there is none. Its blocks are freed
+    /// unless a running sequence or another entry still refers to them.
+    pub fn evict_lru(&mut self) -> bool {
+        let Some(lru) = self.entries.iter().enumerate().min_by_key(|(_, e)| e.last_used).map(|(i, _)| i) else {
+            return false;
+        };
+        self.used -= self.entries[lru].bytes;
+        self.entries.swap_remove(lru);
+        true
+    }
+
     /// Keeps a finished sequence's cache; `tokens` are the tokens whose positions it holds.
     pub fn insert(&mut self, ns: u64, mut tokens: Vec<u32>, mut kv: KvCache) {
         tokens.truncate(kv.len());
@@ -85,10 +96,6 @@ impl PrefixCache {
         self.clock += 1;
         self.used += bytes;
         self.entries.push(Entry { ns, tokens, kv, bytes, last_used: self.clock });
-        while self.used > self.capacity {
-            let lru = self.entries.iter().enumerate().min_by_key(|(_, e)| e.last_used).map(|(i, _)| i).expect("non-empty while over capacity");
-            self.used -= self.entries[lru].bytes;
-            self.entries.swap_remove(lru);
-        }
+        while self.used > self.capacity && self.evict_lru() {}
     }
 }

@@ -3,6 +3,14 @@
 //! prompt chunk (prefill, under a token budget) or its one new token (decode) to a single forward
 //! pass, samples, streams text out, and retires finished or abandoned sequences. A client that
 //! hangs up (its receiver dropped) is retired at the next step.
+//!
+//! Key/value memory is one budget ([`SchedulerConfig::kv_cache_bytes`]) for running sequences
+//! and the prefix cache together, so memory stays bounded however many clients come: the cache
+//! lives in what running sequences leave free and gives way (least recently used first) when
+//! they need it; a request is admitted only when its prompt fits beside the running sequences'
+//! prompts; and when decoding sequences outgrow the budget, the newest is preempted (its blocks
+//! freed) and later recomputed from its prompt and the tokens it had made, as vLLM does, so
+//! its client sees only a pause.
 
 use crate::constrain::{Advance, Grammar};
 use crate::lora::Adapter;
@@ -26,11 +34,25 @@ pub struct SchedulerConfig {
     pub max_running: usize,
     /// Bytes of finished sequences' keys and values kept for prompts that share their prefix.
     pub prefix_cache_bytes: usize,
+    /// Bytes of keys and values this model may hold in all: running sequences' and the prefix
+    /// cache's (0: no bound). Also bounds one sequence's length.
+    pub kv_cache_bytes: usize,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        SchedulerConfig { max_batch_tokens: 512, max_running: 16, prefix_cache_bytes: 256 << 20 }
+        SchedulerConfig { max_batch_tokens: 512, max_running: 16, prefix_cache_bytes: 256 << 20, kv_cache_bytes: 1 << 30 }
+    }
+}
+
+impl SchedulerConfig {
+    /// Blocks of `block_bytes` the budget allows (`usize::MAX` when unbounded).
+    pub fn kv_blocks(&self, block_bytes: usize) -> usize {
+        if self.kv_cache_bytes == 0 {
+            usize::MAX
+        } else {
+            self.kv_cache_bytes / block_bytes.max(1)
+        }
     }
 }
 
@@ -93,6 +115,8 @@ pub struct SchedStats {
     pub kv_blocks: AtomicUsize,
     /// Key/value blocks alive for this model: running sequences' and the prefix cache's.
     pub kv_blocks_held: AtomicUsize,
+    /// Sequences preempted so far for want of key/value memory (each recomputed later).
+    pub preemptions: AtomicUsize,
 }
 
 /// Messages to the scheduler thread.
@@ -103,6 +127,8 @@ pub enum Command {
 
 struct Sequence {
     req: SeqRequest,
+    /// Admission order, to preempt the newest first.
+    admitted: u64,
     cached: usize,
     tokens: Vec<u32>,
     kv: KvCache,
@@ -167,10 +193,14 @@ impl Sequence {
 pub fn run(model: Model, tokenizer: Arc<Tokenizer>, rx: Receiver<Command>, cfg: SchedulerConfig, context_length: usize, stats: Arc<SchedStats>) {
     let mut running: Vec<Sequence> = Vec::new();
     let mut waiting: std::collections::VecDeque<SeqRequest> = Default::default();
+    // Sequences preempted for memory: started, and first in line to run again.
+    let mut preempted: std::collections::VecDeque<Sequence> = Default::default();
     let n_layers = model.config.n_layers;
+    let budget = cfg.kv_blocks(model.config.kv_block_bytes());
     let mut prefixes = PrefixCache::new(cfg.prefix_cache_bytes);
+    let mut admissions = 0u64;
     loop {
-        if running.is_empty() && waiting.is_empty() {
+        if running.is_empty() && waiting.is_empty() && preempted.is_empty() {
             match rx.recv() {
                 Ok(Command::Add(r)) => waiting.push_back(*r),
                 Err(_) => return,
@@ -181,7 +211,7 @@ pub fn run(model: Model, tokenizer: Arc<Tokenizer>, rx: Receiver<Command>, cfg: 
                 Ok(Command::Add(r)) => waiting.push_back(*r),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
-                    if running.is_empty() && waiting.is_empty() {
+                    if running.is_empty() && waiting.is_empty() && preempted.is_empty() {
                         return;
                     }
                     break;
@@ -189,39 +219,69 @@ pub fn run(model: Model, tokenizer: Arc<Tokenizer>, rx: Receiver<Command>, cfg: 
             }
         }
         waiting.retain(|r| !r.tx.is_closed());
-        while running.len() < cfg.max_running {
-            let Some(req) = waiting.pop_front() else {
-                break;
-            };
-            let _ = req.tx.send(Event::Started { prompt_tokens: req.prompt.len() });
-            let tokens = req.prompt.clone();
-            let ns = req.adapter.as_ref().map_or(0, |a| a.0);
-            let kv = prefixes.lookup(ns, &tokens).unwrap_or_else(|| KvCache::new(n_layers));
-            let cached = kv.len();
-            running.push(Sequence { req, cached, tokens, kv, generated: 0, pending: Vec::new(), text: String::new(), emitted: 0 });
-        }
+        preempted.retain(|s| !s.req.tx.is_closed());
         // Cancellation: a dropped receiver frees the sequence (and its KV cache) now.
         running.retain(|s| !s.req.tx.is_closed());
-        publish(&stats, &running, waiting.len(), &prefixes);
+        // Admission: preempted sequences first, then new requests in arrival order, each only
+        // if its prompt's blocks fit the budget beside what running sequences hold and still
+        // need for their prompts, with a block of headroom per sequence for decoding (so a
+        // sequence just admitted is not preempted at once); the prefix cache gives way.
+        while running.len() < cfg.max_running {
+            let (tokens, ns) = match (preempted.front(), waiting.front()) {
+                (Some(s), _) => (&s.tokens, s.req.adapter.as_ref().map_or(0, |a| a.0)),
+                (None, Some(r)) => (&r.prompt, r.adapter.as_ref().map_or(0, |a| a.0)),
+                (None, None) => break,
+            };
+            let kv = prefixes.lookup(ns, tokens).unwrap_or_else(|| KvCache::new(n_layers));
+            let need = kv.blocks_to_grow(tokens.len() - kv.len()) + running.iter().map(|s| s.kv.blocks_to_grow(s.tokens.len() - s.kv.len())).sum::<usize>() + running.len() + 1;
+            if !make_room(need, budget, &running, &mut prefixes, Some(&kv)) {
+                if running.is_empty() {
+                    // Nothing will free memory: a prompt longer than the whole budget is refused
+                    // before it gets here (the budget bounds the context), so this is a sequence
+                    // whose own blocks are shared with nothing left to evict. Run it anyway.
+                    tracing::warn!(need, budget, "admitting a sequence over the key/value budget");
+                } else {
+                    break;
+                }
+            }
+            admissions += 1;
+            let cached = kv.len();
+            match preempted.pop_front() {
+                Some(mut s) => {
+                    s.kv = kv;
+                    s.admitted = admissions;
+                    running.push(s);
+                }
+                None => {
+                    let req = waiting.pop_front().expect("checked above");
+                    let _ = req.tx.send(Event::Started { prompt_tokens: req.prompt.len() });
+                    let tokens = req.prompt.clone();
+                    running.push(Sequence { req, admitted: admissions, cached, tokens, kv, generated: 0, pending: Vec::new(), text: String::new(), emitted: 0 });
+                }
+            }
+        }
+        publish(&stats, &running, waiting.len() + preempted.len(), &prefixes);
         if running.is_empty() {
             continue;
         }
-        // Decode tokens first (one each), then prompt chunks in arrival order under the budget.
-        let mut budget = cfg.max_batch_tokens.max(1);
-        let mut take = vec![0usize; running.len()];
-        for (i, s) in running.iter().enumerate() {
-            if !s.prefilling() && budget > 0 {
-                take[i] = 1;
-                budget -= 1;
+        // Decode tokens first (one each), then prompt chunks in arrival order under the token
+        // budget; when the step's new blocks do not fit the memory budget, the newest sequence
+        // is preempted and the plan made again.
+        let take = loop {
+            let take = plan(&running, cfg.max_batch_tokens);
+            let need = running.iter().zip(&take).map(|(s, &n)| s.kv.blocks_to_grow(n)).sum();
+            if make_room(need, budget, &running, &mut prefixes, None) || running.len() == 1 {
+                break take;
             }
-        }
-        for (i, s) in running.iter().enumerate() {
-            if s.prefilling() && budget > 0 {
-                let n = (s.tokens.len() - s.kv.len()).min(budget);
-                take[i] = n;
-                budget -= n;
-            }
-        }
+            let newest = running.iter().enumerate().max_by_key(|(_, s)| s.admitted).map(|(i, _)| i).expect("running is not empty");
+            let mut s = running.swap_remove(newest);
+            // Only its keys and values go: its tokens, text, sampler and grammar stay as they
+            // are, and re-running the tokens rebuilds the cache.
+            s.kv = KvCache::new(n_layers);
+            stats.preemptions.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(tokens = s.tokens.len(), "preempted a sequence for key/value memory");
+            preempted.push_front(s);
+        };
         // Sequences with nothing new to feed (decode waits on its sampled token) are skipped.
         let mut items: Vec<BatchItem<'_>> = Vec::new();
         let mut idx = Vec::new();
@@ -262,13 +322,60 @@ pub fn run(model: Model, tokenizer: Arc<Tokenizer>, rx: Receiver<Command>, cfg: 
                 }
             }
         }
+        finished.sort_unstable();
         for i in finished.into_iter().rev() {
             let s = running.swap_remove(i);
             let ns = s.req.adapter.as_ref().map_or(0, |a| a.0);
             prefixes.insert(ns, s.tokens, s.kv);
         }
         // Also here, so the gauges are right while the thread sleeps waiting for work.
-        publish(&stats, &running, waiting.len(), &prefixes);
+        publish(&stats, &running, waiting.len() + preempted.len(), &prefixes);
+    }
+}
+
+/// Tokens each running sequence feeds this step: decode tokens first (one each), then prompt
+/// chunks in order under `max_batch_tokens`.
+fn plan(running: &[Sequence], max_batch_tokens: usize) -> Vec<usize> {
+    let mut budget = max_batch_tokens.max(1);
+    let mut take = vec![0usize; running.len()];
+    for (i, s) in running.iter().enumerate() {
+        if !s.prefilling() && budget > 0 {
+            take[i] = 1;
+            budget -= 1;
+        }
+    }
+    for (i, s) in running.iter().enumerate() {
+        if s.prefilling() && budget > 0 {
+            let n = (s.tokens.len() - s.kv.len()).min(budget);
+            take[i] = n;
+            budget -= n;
+        }
+    }
+    take
+}
+
+/// Distinct blocks held by running sequences, the prefix cache and `extra`.
+fn held_blocks(running: &[Sequence], prefixes: &PrefixCache, extra: Option<&KvCache>) -> usize {
+    let mut ids: std::collections::HashSet<usize> = running.iter().flat_map(|s| s.kv.block_ids()).collect();
+    ids.extend(prefixes.block_ids());
+    ids.extend(extra.into_iter().flat_map(|k| k.block_ids()));
+    ids.len()
+}
+
+/// Whether `need` more blocks fit the budget, evicting prefix cache entries (least recently
+/// used first) until they do or none is left. `extra` is a cache about to run (its shared
+/// blocks are held).
+fn make_room(need: usize, budget: usize, running: &[Sequence], prefixes: &mut PrefixCache, extra: Option<&KvCache>) -> bool {
+    if budget == usize::MAX {
+        return true;
+    }
+    loop {
+        if held_blocks(running, prefixes, extra) + need <= budget {
+            return true;
+        }
+        if !prefixes.evict_lru() {
+            return false;
+        }
     }
 }
 
@@ -343,7 +450,7 @@ mod tests {
             adapter: None,
             grammar: None,
         };
-        Sequence { req, cached: 0, tokens: vec![], kv: KvCache::new(1), generated: 0, pending: vec![], text: String::new(), emitted: 0 }
+        Sequence { req, admitted: 0, cached: 0, tokens: vec![], kv: KvCache::new(1), generated: 0, pending: vec![], text: String::new(), emitted: 0 }
     }
 
     #[test]

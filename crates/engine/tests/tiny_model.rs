@@ -414,3 +414,54 @@ async fn a_json_schema_holds_even_a_random_model_to_it() {
 /// about +-4). Measured: 0.0081 (the KV cache and q.k in f16, as llama.cpp keeps them); with
 /// the biases left out, 5.45.
 const QWEN2_TOLERANCE: f32 = 0.05;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_kv_budget_preempts_and_recomputes_without_changing_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    shovel_engine::testing::write_tiny_llama(dir.path(), 12, shovel_engine::testing::CHATML_TEMPLATE, 512);
+    let free = engine(dir.path(), 512);
+    // 16 blocks (256 positions): less than eight sequences of ~80 tokens need at once.
+    let block = 2 * LAYERS * KV_BLOCK * (H / 4 * 2) * 2;
+    let info = ModelInfo { id: ModelId::new("tiny"), owned_by: "test".into(), created: 0, kind: ModelKind::Chat };
+    let mut cfg = EngineConfig { max_context: 512, ..Default::default() };
+    cfg.scheduler.kv_cache_bytes = 16 * block;
+    let tight = std::sync::Arc::new(Engine::new(cfg, vec![CatalogEntry { info, path: dir.path().to_path_buf(), base: None }]));
+    let prompts: Vec<String> = (0..8).map(|i| format!("question number {i}: go on")).collect();
+    let ask = |p: &String| req(Prompt::Text(p.clone()), Some(60));
+    let mut alone = Vec::new();
+    for p in &prompts {
+        alone.push(run(&free, ask(p)).await);
+    }
+    let handles: Vec<_> = prompts
+        .iter()
+        .map(|p| {
+            let (e, r) = (tight.clone(), ask(p));
+            tokio::spawn(async move { run(&e, r).await })
+        })
+        .collect();
+    let mut together = Vec::new();
+    for h in handles {
+        together.push(h.await.unwrap());
+    }
+    for (a, t) in alone.iter().zip(&together) {
+        assert_eq!((&t.0, t.1, t.2.completion_tokens), (&a.0, a.1, a.2.completion_tokens), "preemption changed an answer");
+    }
+    let gauge = |gs: &[shovel_core::Gauge], name: &str| gs.iter().find(|g| g.family == name).map(|g| g.value).unwrap();
+    // The scheduler retires a sequence just after sending its last event.
+    let mut gs = tight.gauges().await;
+    for _ in 0..100 {
+        if gauge(&gs, "shovel_kv_blocks_in_use") == 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        gs = tight.gauges().await;
+    }
+    assert!(gauge(&gs, "shovel_kv_preemptions") > 0.0, "the budget should have forced a preemption");
+    assert_eq!(gauge(&gs, "shovel_kv_blocks_in_use"), 0.0);
+    assert!(gauge(&gs, "shovel_kv_blocks_held") <= 16.0, "the prefix cache stays within the budget");
+    // The budget bounds one sequence's length, as the context does.
+    match tight.submit(req(Prompt::Text("x".repeat(300)), Some(10))).await {
+        Err(BackendError::ContextOverflow { context_length: 256, .. }) => {}
+        other => panic!("expected a context overflow, got {:?}", other.map(|_| ())),
+    }
+}

@@ -42,9 +42,9 @@ def write_data(d):
     return train, valid
 
 
-def run_shovel(home, train, valid, a):
+def run_shovel(home, train, valid, a, seed=42):
     cmd = [str(BIN), "tune", "--model", BASE, "--data", str(train), "--val", str(valid), "--epochs", str(a.epochs),
-           "--batch-size", "4", "--max-len", "256", "--lora-r", "16", "--lora-alpha", "32", "--seed", "42", "--suffix", "bench", "--json"]
+           "--batch-size", "4", "--max-len", "256", "--lora-r", "16", "--lora-alpha", "32", "--seed", str(seed), "--suffix", f"bench{seed}", "--json"]
     env = dict(os.environ, SHOVEL_HOME=str(home), SHOVEL__ENGINE__THREADS=str(a.threads))
     t0 = time.time()
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
@@ -55,9 +55,10 @@ def run_shovel(home, train, valid, a):
     return res
 
 
-def run_peft(gguf, train, valid, a):
+def run_peft(gguf, train, valid, a, seed=42):
     cmd = [a.peft_python, str(ROOT / "bench" / "train" / "peft_anchor.py"), str(gguf), str(train), str(valid),
-           "--epochs", str(a.epochs), "--batch", "4", "--max-len", "256", "--r", "16", "--alpha", "32", "--threads", str(a.threads), "--lr", "1e-3"]
+           "--epochs", str(a.epochs), "--batch", "4", "--max-len", "256", "--r", "16", "--alpha", "32", "--threads", str(a.threads), "--lr", "1e-3",
+           "--seed", str(seed)]
     t0 = time.time()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     res = json.loads(out.strip().splitlines()[-1])

@@ -200,6 +200,9 @@ fn validate(raw: RawConfig, home_env: Option<String>) -> Result<Config> {
     if raw.engine.max_context < 16 {
         bail!("engine.max_context must be at least 16, got {}", raw.engine.max_context);
     }
+    if raw.engine.kv_cache_bytes != 0 && raw.engine.kv_cache_bytes < 16 << 20 {
+        bail!("engine.kv_cache_bytes must be 0 (no bound) or at least 16 MiB, got {}", raw.engine.kv_cache_bytes);
+    }
     if raw.engine.max_batch_tokens == 0 || raw.engine.max_running == 0 {
         bail!("engine.max_batch_tokens and engine.max_running must be at least 1");
     }

@@ -258,7 +258,12 @@ fn start(entry: &CatalogEntry, cfg: &EngineConfig) -> Result<Arc<LoadedModel>, B
     let config = parts.model.config.clone();
     let ffn = parts.model.ffn();
     // A sequence cannot outgrow the key/value budget.
-    let context_length = config.context_length.min(cfg.max_context).min(cfg.scheduler.kv_blocks(config.kv_block_bytes()).saturating_mul(crate::model::KV_BLOCK));
+    let budget_tokens = cfg.scheduler.kv_blocks(config.kv_block_bytes()).saturating_mul(crate::model::KV_BLOCK);
+    let context_length = config.context_length.min(cfg.max_context);
+    if budget_tokens < context_length {
+        tracing::warn!(model = %entry.info.id, context_length, budget_tokens, kv_cache_bytes = cfg.scheduler.kv_cache_bytes, "engine.kv_cache_bytes holds fewer tokens than the context: sequences are cut at the budget");
+    }
+    let context_length = context_length.min(budget_tokens);
     let (tx, rx) = std::sync::mpsc::channel();
     let tk = tokenizer.clone();
     let sched = cfg.scheduler.clone();
@@ -345,6 +350,7 @@ impl InferenceBackend for Engine {
             out.push(g("shovel_kv_cache_bytes", "Key/value cache held by running sequences.", m.stats.kv_bytes.load(Ordering::Relaxed)));
             out.push(g("shovel_prefix_cache_bytes", "Key/value cache kept for shared prefixes.", m.stats.prefix_cache_bytes.load(Ordering::Relaxed)));
             out.push(g("shovel_kv_preemptions", "Sequences preempted for key/value memory since the model loaded (each recomputed later).", m.stats.preemptions.load(Ordering::Relaxed)));
+            out.push(g("shovel_kv_blocks_peak", "The most key/value cache blocks held at once since the model loaded.", m.stats.kv_blocks_peak.load(Ordering::Relaxed)));
             out.push(g("shovel_kv_blocks_in_use", "Key/value cache blocks running sequences refer to (shared blocks once).", m.stats.kv_blocks.load(Ordering::Relaxed)));
             out.push(g("shovel_kv_blocks_held", "Key/value cache blocks alive: running sequences' and the prefix cache's.", m.stats.kv_blocks_held.load(Ordering::Relaxed)));
         }

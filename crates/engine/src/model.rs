@@ -227,6 +227,11 @@ impl KvCache {
         (self.len + n).div_ceil(KV_BLOCK).saturating_sub(self.blocks.len()) + usize::from(copy)
     }
 
+    /// Blocks only this cache refers to: what dropping it frees.
+    pub fn private_blocks(&self) -> usize {
+        self.blocks.iter().filter(|b| Arc::strong_count(b) == 1).count()
+    }
+
     /// Bytes of the blocks this cache refers to (shared blocks count in full), for metrics.
     pub fn bytes(&self) -> usize {
         self.blocks.iter().map(|b| b.0.len() * 2).sum()

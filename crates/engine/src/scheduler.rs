@@ -117,6 +117,8 @@ pub struct SchedStats {
     pub kv_blocks_held: AtomicUsize,
     /// Sequences preempted so far for want of key/value memory (each recomputed later).
     pub preemptions: AtomicUsize,
+    /// The most key/value blocks held at once (running sequences' and the prefix cache's).
+    pub kv_blocks_peak: AtomicUsize,
 }
 
 /// Messages to the scheduler thread.
@@ -127,7 +129,8 @@ pub enum Command {
 
 struct Sequence {
     req: SeqRequest,
-    /// Admission order, to preempt the newest first.
+    /// First admission's order, to preempt the newest first (kept when recomputed, so a
+    /// sequence preempted once is not the first victim again).
     admitted: u64,
     cached: usize,
     tokens: Vec<u32>,
@@ -249,7 +252,6 @@ pub fn run(model: Model, tokenizer: Arc<Tokenizer>, rx: Receiver<Command>, cfg: 
             match preempted.pop_front() {
                 Some(mut s) => {
                     s.kv = kv;
-                    s.admitted = admissions;
                     running.push(s);
                 }
                 None => {
@@ -273,8 +275,10 @@ pub fn run(model: Model, tokenizer: Arc<Tokenizer>, rx: Receiver<Command>, cfg: 
             if make_room(need, budget, &running, &mut prefixes, None) || running.len() == 1 {
                 break take;
             }
-            let newest = running.iter().enumerate().max_by_key(|(_, s)| s.admitted).map(|(i, _)| i).expect("running is not empty");
-            let mut s = running.swap_remove(newest);
+            // The newest sequence that frees something: one whose blocks are all shared (with
+            // sequences that share its prompt) would free nothing.
+            let victim = running.iter().enumerate().filter(|(_, s)| s.kv.private_blocks() > 0).max_by_key(|(_, s)| s.admitted).or_else(|| running.iter().enumerate().max_by_key(|(_, s)| s.admitted));
+            let mut s = running.swap_remove(victim.map(|(i, _)| i).expect("running is not empty"));
             // Only its keys and values go: its tokens, text, sampler and grammar stay as they
             // are, and re-running the tokens rebuilds the cache.
             s.kv = KvCache::new(n_layers);
@@ -322,7 +326,6 @@ pub fn run(model: Model, tokenizer: Arc<Tokenizer>, rx: Receiver<Command>, cfg: 
                 }
             }
         }
-        finished.sort_unstable();
         for i in finished.into_iter().rev() {
             let s = running.swap_remove(i);
             let ns = s.req.adapter.as_ref().map_or(0, |a| a.0);
@@ -363,11 +366,17 @@ fn held_blocks(running: &[Sequence], prefixes: &PrefixCache, extra: Option<&KvCa
 }
 
 /// Whether `need` more blocks fit the budget, evicting prefix cache entries (least recently
-/// used first) until they do or none is left. `extra` is a cache about to run (its shared
-/// blocks are held).
+/// used first) until they do. Nothing is evicted when even an empty cache would not make room
+/// (a request waiting for memory must not wipe the cache every step). `extra` is a cache about
+/// to run (its shared blocks are held).
 fn make_room(need: usize, budget: usize, running: &[Sequence], prefixes: &mut PrefixCache, extra: Option<&KvCache>) -> bool {
     if budget == usize::MAX {
         return true;
+    }
+    let mut without_cache: std::collections::HashSet<usize> = running.iter().flat_map(|s| s.kv.block_ids()).collect();
+    without_cache.extend(extra.into_iter().flat_map(|k| k.block_ids()));
+    if without_cache.len() + need > budget {
+        return false;
     }
     loop {
         if held_blocks(running, prefixes, extra) + need <= budget {
@@ -388,6 +397,7 @@ fn publish(stats: &SchedStats, running: &[Sequence], waiting: usize, prefixes: &
     stats.kv_blocks.store(ids.len(), Ordering::Relaxed);
     ids.extend(prefixes.block_ids());
     stats.kv_blocks_held.store(ids.len(), Ordering::Relaxed);
+    stats.kv_blocks_peak.fetch_max(ids.len(), Ordering::Relaxed);
 }
 
 fn sample_one(s: &mut Sequence, logits: &mut [f32], tk: &Tokenizer, context_length: usize) -> Step {

@@ -427,15 +427,23 @@ async fn a_small_kv_budget_preempts_and_recomputes_without_changing_answers() {
     cfg.scheduler.kv_cache_bytes = 16 * block;
     let tight = std::sync::Arc::new(Engine::new(cfg, vec![CatalogEntry { info, path: dir.path().to_path_buf(), base: None }]));
     let prompts: Vec<String> = (0..8).map(|i| format!("question number {i}: go on")).collect();
-    let ask = |p: &String| req(Prompt::Text(p.clone()), Some(60));
+    // Half greedy, half sampled with a seed and with logprobs: a recomputed sequence keeps its
+    // sampler's state, so both give what they give alone.
+    let ask = |i: usize| {
+        let mut r = req(Prompt::Text(prompts[i].clone()), Some(60));
+        if i % 2 == 1 {
+            r.sampling = SamplingParams { temperature: 0.9, seed: Some(i as u64), ..Default::default() };
+            r.top_logprobs = Some(2);
+        }
+        r
+    };
     let mut alone = Vec::new();
-    for p in &prompts {
-        alone.push(run(&free, ask(p)).await);
+    for i in 0..prompts.len() {
+        alone.push(run(&free, ask(i)).await);
     }
-    let handles: Vec<_> = prompts
-        .iter()
-        .map(|p| {
-            let (e, r) = (tight.clone(), ask(p));
+    let handles: Vec<_> = (0..prompts.len())
+        .map(|i| {
+            let (e, r) = (tight.clone(), ask(i));
             tokio::spawn(async move { run(&e, r).await })
         })
         .collect();
@@ -459,6 +467,7 @@ async fn a_small_kv_budget_preempts_and_recomputes_without_changing_answers() {
     assert!(gauge(&gs, "shovel_kv_preemptions") > 0.0, "the budget should have forced a preemption");
     assert_eq!(gauge(&gs, "shovel_kv_blocks_in_use"), 0.0);
     assert!(gauge(&gs, "shovel_kv_blocks_held") <= 16.0, "the prefix cache stays within the budget");
+    assert!(gauge(&gs, "shovel_kv_blocks_peak") <= 16.0, "the budget held throughout: {}", gauge(&gs, "shovel_kv_blocks_peak"));
     // The budget bounds one sequence's length, as the context does.
     match tight.submit(req(Prompt::Text("x".repeat(300)), Some(10))).await {
         Err(BackendError::ContextOverflow { context_length: 256, .. }) => {}

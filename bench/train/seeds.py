@@ -1,0 +1,73 @@
+"""Loss of `shovel tune` against PEFT over several seeds, on the data and recipe of
+bench/train/run.py (100 examples, r 16, alpha 32, batch 4, max length 256, 3 epochs, lr 1e-3).
+
+Why: one run per side compares two draws. The seed sets the order of the examples and the
+adapters' starting values, which differ between the two programs, so the step losses are of
+different batches (step 1 is the base model's loss on each side's first batch) and the last
+step's loss moves by 4x from seed to seed. Compared here: the mean loss over the last epoch and
+the validation loss (20 held-out examples), per seed, and their means. Writes the `train-seeds`
+section of docs/BENCHMARKS.md. Not a test: it asserts nothing.
+
+Usage: python bench/train/seeds.py --peft-python .bench/peft-venv/bin/python [--seeds 42 1 2]
+(scripts/bench_train.sh builds the binary and the anchor's environment first)."""
+import argparse
+import datetime
+import os
+import pathlib
+import statistics
+import subprocess
+import tempfile
+
+import run  # noqa: E402  (bench/train/run.py: data, both runners)
+from sections import cpu_name, write_section  # noqa: E402
+
+
+def summary(losses, valid, steps_per_epoch):
+    return {"last_epoch": statistics.mean(losses[-steps_per_epoch:]), "final": losses[-1], "valid": valid}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--peft-python", required=True)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2])
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cache", default=os.environ.get("SHOVEL_HOME", str(pathlib.Path.home() / ".shovel")))
+    a = ap.parse_args()
+    gguf = pathlib.Path(a.cache) / "models" / run.BASE / "model.gguf"
+    work = pathlib.Path(tempfile.mkdtemp(prefix="shovel-bench-seeds-"))
+    home = work / "home"
+    home.mkdir()
+    subprocess.run([str(run.BIN), "import", str(gguf), "--name", run.BASE], env=dict(os.environ, SHOVEL_HOME=str(home)), check=True, capture_output=True)
+    train, valid = run.write_data(work)
+    rows = []
+    for seed in a.seeds:
+        ours = run.run_shovel(home, train, valid, a, seed)
+        theirs = run.run_peft(gguf, train, valid, a, seed)
+        per_epoch = len(ours["losses"]) // a.epochs
+        row = {"seed": seed, "shovel": summary(ours["losses"], ours["valid_losses"][-1], per_epoch), "peft": summary(theirs["losses"], theirs["valid_loss"], per_epoch)}
+        print(row, flush=True)
+        rows.append(row)
+    mean = lambda side, k: statistics.mean(r[side][k] for r in rows)  # noqa: E731
+    lines = [
+        "## Fine-tuning loss over seeds",
+        "",
+        "Written by `bench/train/seeds.py`: `shovel tune` (bf16 products where the CPU has them) and",
+        "the PEFT anchor (fp32) on bench/train/run.py's data and recipe, once per seed each. The seed",
+        "sets the order of the examples and the adapters' starting values, which the two programs",
+        "draw differently, so single steps are of different batches: compare means.",
+        "",
+        f"- Date: {datetime.date.today()}",
+        f"- Machine: {cpu_name()}, {os.cpu_count()} vCPU, {a.threads} threads",
+        "",
+        "| seed | PEFT: last epoch mean | Shovel: last epoch mean | PEFT: last step | Shovel: last step | PEFT: validation | Shovel: validation |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+        *[f"| {r['seed']} | {r['peft']['last_epoch']:.4f} | {r['shovel']['last_epoch']:.4f} | {r['peft']['final']:.4f} | {r['shovel']['final']:.4f} | {r['peft']['valid']:.4f} | {r['shovel']['valid']:.4f} |" for r in rows],
+        f"| mean | {mean('peft', 'last_epoch'):.4f} | {mean('shovel', 'last_epoch'):.4f} | {mean('peft', 'final'):.4f} | {mean('shovel', 'final'):.4f} | {mean('peft', 'valid'):.4f} | {mean('shovel', 'valid'):.4f} |",
+    ]
+    write_section("train-seeds", "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

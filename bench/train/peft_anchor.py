@@ -10,6 +10,10 @@ Usage: python peft_anchor.py MODEL.gguf TRAIN.jsonl [VALID.jsonl] [--epochs 3 --
 
 --save writes the trained adapter in PEFT's layout (adapter_config.json +
 adapter_model.safetensors), which `shovel import DIR --base MODEL` serves.
+
+--order FILE (a JSON list per epoch of example indices) and --init DIR (an adapter in PEFT's
+layout to start from) replay another trainer's data order and starting values
+(bench/train/replay.py gives `shovel tune`'s), so the losses can be compared step by step.
 """
 import argparse
 import json
@@ -73,6 +77,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--save", help="directory to write the adapter to (PEFT layout)")
+    ap.add_argument("--order", help="JSON file: the example order of each epoch (default: torch.randperm)")
+    ap.add_argument("--init", help="adapter directory (PEFT layout) with the starting values of A and B")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -82,6 +88,13 @@ def main():
     cfg = LoraConfig(r=a.r, lora_alpha=a.alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     model = get_peft_model(model, cfg)
+    if a.init:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+        res = set_peft_model_state_dict(model, load_file(os.path.join(a.init, "adapter_model.safetensors")))
+        missing = [k for k in res.missing_keys if "lora_" in k]
+        assert not missing and not res.unexpected_keys, (missing[:3], res.unexpected_keys[:3])
+    orders = json.load(open(a.order)) if a.order else None
     load = lambda p: [json.loads(x) for x in open(p, encoding="utf-8") if x.strip()]  # noqa: E731
     train = [encode(tok, ex, a.max_len) for ex in load(a.train)]
     valid = [encode(tok, ex, a.max_len) for ex in load(a.valid)] if a.valid else []
@@ -93,8 +106,8 @@ def main():
     losses, tokens = [], 0
     model.train()
     t_loop = time.time()
-    for _ in range(a.epochs):
-        order = torch.randperm(len(train), generator=g).tolist()
+    for e in range(a.epochs):
+        order = orders[e] if orders else torch.randperm(len(train), generator=g).tolist()
         for batch in batches(train, order, a.batch):
             ids, lab, att = collate(batch, pad)
             out = model(input_ids=ids, attention_mask=att, labels=lab)

@@ -192,8 +192,9 @@ fn data_hash(train: &[TokSeq]) -> u64 {
     h
 }
 
-/// The order of the training examples in epoch `e`.
-fn epoch_order(n: usize, seed: u64, e: usize) -> Vec<usize> {
+/// The order of the training examples in epoch `e` (public so a benchmark can replay a run's
+/// order in another trainer: bench/train/replay.py).
+pub fn epoch_order(n: usize, seed: u64, e: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..n).collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (e as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     idx.shuffle(&mut rng);

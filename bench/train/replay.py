@@ -16,7 +16,6 @@ import json
 import os
 import pathlib
 import subprocess
-import tempfile
 
 import run  # noqa: E402  (bench/train/run.py: data, both runners)
 from sections import cpu_name, write_section  # noqa: E402
@@ -32,12 +31,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", default=os.environ.get("SHOVEL_HOME", str(pathlib.Path.home() / ".shovel")))
     a = ap.parse_args()
-    gguf = pathlib.Path(a.cache) / "models" / run.BASE / "model.gguf"
-    work = pathlib.Path(tempfile.mkdtemp(prefix="shovel-bench-replay-"))
-    home = work / "home"
-    home.mkdir()
-    subprocess.run([str(run.BIN), "import", str(gguf), "--name", run.BASE], env=dict(os.environ, SHOVEL_HOME=str(home)), check=True, capture_output=True)
-    train, valid = run.write_data(work)
+    gguf, work, home, train, valid = run.prepare(a.cache, "shovel-bench-replay-")
     n = sum(1 for line in open(train, encoding="utf-8") if line.strip())
     subprocess.run([str(PLAN), str(gguf), str(n), str(a.seed), str(a.epochs), "16", "32", str(work)], check=True)
     os.environ["SHOVEL__TRAIN__PRECISION"] = "f32"

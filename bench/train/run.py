@@ -42,6 +42,18 @@ def write_data(d):
     return train, valid
 
 
+def prepare(cache, prefix):
+    """A fresh work directory with a Shovel home that has the base imported from `cache`, and
+    the data: (GGUF path, work dir, home, train file, validation file)."""
+    gguf = pathlib.Path(cache) / "models" / BASE / "model.gguf"
+    work = pathlib.Path(tempfile.mkdtemp(prefix=prefix))
+    home = work / "home"
+    home.mkdir()
+    subprocess.run([str(BIN), "import", str(gguf), "--name", BASE], env=dict(os.environ, SHOVEL_HOME=str(home)), check=True, capture_output=True)
+    train, valid = write_data(work)
+    return gguf, work, home, train, valid
+
+
 def run_shovel(home, train, valid, a, seed=42):
     cmd = [str(BIN), "tune", "--model", BASE, "--data", str(train), "--val", str(valid), "--epochs", str(a.epochs),
            "--batch-size", "4", "--max-len", "256", "--lora-r", "16", "--lora-alpha", "32", "--seed", str(seed), "--suffix", f"bench{seed}", "--json"]
@@ -126,12 +138,7 @@ def main():
     ap.add_argument("--peft-python", required=True)
     ap.add_argument("--cache", default=os.environ.get("SHOVEL_HOME", str(pathlib.Path.home() / ".shovel")))
     a = ap.parse_args()
-    gguf = pathlib.Path(a.cache) / "models" / BASE / "model.gguf"
-    work = pathlib.Path(tempfile.mkdtemp(prefix="shovel-bench-train-"))
-    home = work / "home"
-    home.mkdir()
-    subprocess.run([str(BIN), "import", str(gguf), "--name", BASE], env=dict(os.environ, SHOVEL_HOME=str(home)), check=True, capture_output=True)
-    train, valid = write_data(work)
+    gguf, work, home, train, valid = prepare(a.cache, "shovel-bench-train-")
     print("== shovel tune", flush=True)
     ours = run_shovel(home, train, valid, a)
     print({k: v for k, v in ours.items() if k != "losses"}, flush=True)

@@ -15,8 +15,6 @@ import datetime
 import os
 import pathlib
 import statistics
-import subprocess
-import tempfile
 
 import run  # noqa: E402  (bench/train/run.py: data, both runners)
 from sections import cpu_name, write_section  # noqa: E402
@@ -34,12 +32,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", default=os.environ.get("SHOVEL_HOME", str(pathlib.Path.home() / ".shovel")))
     a = ap.parse_args()
-    gguf = pathlib.Path(a.cache) / "models" / run.BASE / "model.gguf"
-    work = pathlib.Path(tempfile.mkdtemp(prefix="shovel-bench-seeds-"))
-    home = work / "home"
-    home.mkdir()
-    subprocess.run([str(run.BIN), "import", str(gguf), "--name", run.BASE], env=dict(os.environ, SHOVEL_HOME=str(home)), check=True, capture_output=True)
-    train, valid = run.write_data(work)
+    gguf, _, home, train, valid = run.prepare(a.cache, "shovel-bench-seeds-")
     rows = []
     for seed in a.seeds:
         ours = run.run_shovel(home, train, valid, a, seed)

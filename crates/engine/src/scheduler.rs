@@ -357,14 +357,6 @@ fn plan(running: &[Sequence], max_batch_tokens: usize) -> Vec<usize> {
     take
 }
 
-/// Distinct blocks held by running sequences, the prefix cache and `extra`.
-fn held_blocks(running: &[Sequence], prefixes: &PrefixCache, extra: Option<&KvCache>) -> usize {
-    let mut ids: std::collections::HashSet<usize> = running.iter().flat_map(|s| s.kv.block_ids()).collect();
-    ids.extend(prefixes.block_ids());
-    ids.extend(extra.into_iter().flat_map(|k| k.block_ids()));
-    ids.len()
-}
-
 /// Whether `need` more blocks fit the budget, evicting prefix cache entries (least recently
 /// used first) until they do. Nothing is evicted when even an empty cache would not make room
 /// (a request waiting for memory must not wipe the cache every step). `extra` is a cache about
@@ -378,8 +370,10 @@ fn make_room(need: usize, budget: usize, running: &[Sequence], prefixes: &mut Pr
     if without_cache.len() + need > budget {
         return false;
     }
+    // The running and about-to-run blocks are counted once; each round adds the cache's others.
     loop {
-        if held_blocks(running, prefixes, extra) + need <= budget {
+        let cache_only: std::collections::HashSet<usize> = prefixes.block_ids().filter(|b| !without_cache.contains(b)).collect();
+        if without_cache.len() + cache_only.len() + need <= budget {
             return true;
         }
         if !prefixes.evict_lru() {

@@ -133,11 +133,7 @@ impl Grammar {
     /// positions past the tokenizer's vocabulary in a padded output layer).
     pub fn mask(&mut self, logits: &mut [f32]) -> Result<(), String> {
         let mask = self.matcher.compute_mask_or_eos().map_err(|e| e.to_string())?;
-        for (i, l) in logits.iter_mut().enumerate() {
-            if i >= mask.len() || !mask.is_allowed(i as u32) {
-                *l = f32::NEG_INFINITY;
-            }
-        }
+        apply_mask(mask.as_slice(), mask.len(), logits);
         Ok(())
     }
 
@@ -149,9 +145,55 @@ impl Grammar {
     }
 }
 
+/// Sets the logits of tokens the bitset (`words`, bit `i % 32` of word `i / 32`, `len` bits)
+/// does not allow to -inf, one 32-bit word at a time: a word of all-allowed tokens (most of the
+/// vocabulary inside a free JSON string) is skipped whole. Testing each of SmolLM2's 49,152 bits
+/// on its own took about a fifth of the ~160 us a mask costs.
+fn apply_mask(words: &[u32], len: usize, logits: &mut [f32]) {
+    for (w, chunk) in logits.chunks_mut(32).enumerate() {
+        let base = w * 32;
+        let mut bits = if base >= len { 0 } else { words.get(w).copied().unwrap_or(0) };
+        if base + 32 > len && base < len {
+            bits &= (1u32 << (len - base)) - 1;
+        }
+        if bits == u32::MAX && chunk.len() == 32 {
+            continue;
+        }
+        for (j, l) in chunk.iter_mut().enumerate() {
+            if bits & (1 << j) == 0 {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn apply_mask_matches_testing_each_bit() {
+        // Lengths that end inside a word, on a word's end, and logits longer than the mask.
+        for (len, n) in [(70usize, 70usize), (64, 64), (70, 100), (5, 40), (0, 33)] {
+            let mut x = 0x9e37_79b9u32;
+            let words: Vec<u32> = (0..len.div_ceil(32))
+                .map(|w| {
+                    x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    if w == 0 {
+                        u32::MAX
+                    } else {
+                        x
+                    }
+                })
+                .collect();
+            let mut fast: Vec<f32> = (0..n).map(|i| i as f32).collect();
+            apply_mask(&words, len, &mut fast);
+            for (i, &l) in fast.iter().enumerate() {
+                let allowed = i < len && words[i / 32] & (1 << (i % 32)) != 0;
+                assert_eq!(l, if allowed { i as f32 } else { f32::NEG_INFINITY }, "len {len} n {n} token {i}");
+            }
+        }
+    }
 
     /// A byte-level tokenizer (one token per byte, no merges) with ChatML's two control tokens.
     fn byte_level_tokenizer() -> Tokenizer {

@@ -67,7 +67,7 @@ def shovel():
     r = json.loads(out.strip().splitlines()[-1])
     return {"pp": r["prefill_tok_s"], "tg": r["decode_tok_s"], "batched": r["batched_decode_tok_s"],
             "cold_ms": r["prefix_cold_ttft_ms"], "warm_ms": r["prefix_warm_ttft_ms"],
-            "json_tg": r["json_decode_tok_s"], "mask_us": r["json_mask_us_per_token"]}
+            "json_tg": r["json_decode_tok_s"], "json_free_tg": r["json_free_decode_tok_s"], "json_ratio": r["json_ratio"], "mask_us": r["json_mask_us_per_token"]}
 
 
 def main():
@@ -115,10 +115,12 @@ def main():
         "",
         "| Shovel alone | free decode | held to a JSON schema | ratio | goal |",
         "|---|---:|---:|---:|---|",
-        f"| decode tokens/s, 1 sequence, 128 tokens (llguidance mask every token: {med(ours, 'mask_us'):.0f} us) | {med(ours, 'tg'):.1f} | {med(ours, 'json_tg'):.1f} | {med(ours, 'json_tg') / med(ours, 'tg'):.2f}x | >= 0.9x |",
+        f"| decode tokens/s, 1 sequence, 128 tokens (llguidance mask every token: {med(ours, 'mask_us'):.0f} us) | {med(ours, 'json_free_tg'):.1f} | {med(ours, 'json_tg'):.1f} | {med(ours, 'json_ratio'):.2f}x | >= 0.9x |",
         "",
         "The JSON measure decodes records of free strings, integers and enums (`bench::json_bench_schema`;",
-        "strings are the costliest masks) and cannot finish within its tokens.",
+        "strings are the costliest masks) and cannot finish within its tokens. Free and held decodes run",
+        "back to back in 5 pairs per round (`bench::json_vs_free`); the ratio is the median over rounds of",
+        "each round's median pair ratio (two separate 128-token runs gave 0.81x to 1.10x on a busy machine).",
         "",
         "Serving over HTTP (8 concurrent streaming chats, peak RSS, start to first token): the next",
         "section, written by bench/http/run.py in the same `scripts/bench.sh` run.",

@@ -123,7 +123,7 @@ enum Cmd {
         /// Prompt length of each sequence in the batched measure.
         #[arg(long, default_value_t = 128)]
         parallel_prompt: usize,
-        /// Which measures: pp, tg, batched, prefix, json (tg held to a JSON schema).
+        /// Which measures: pp, tg, batched, prefix, json (tg held to a JSON schema, in pairs with free tg).
         #[arg(long, value_delimiter = ',', default_value = "pp,tg,batched,prefix,json")]
         only: Vec<String>,
     },
@@ -508,10 +508,12 @@ async fn real_main() -> Result<()> {
                 prefix_warm_ttft_ms: None,
                 json_decode_tok_s: None,
                 json_mask_us_per_token: None,
+                json_free_decode_tok_s: None,
+                json_ratio: None,
             };
             let result = if want("json") {
-                let (tok_s, mask_us) = shovel_engine::bench::json_decode(m, std::sync::Arc::new(parts.tokenizer), gen_tokens).map_err(|e| anyhow::anyhow!(e))?;
-                shovel_engine::bench::BenchResult { json_decode_tok_s: Some(tok_s), json_mask_us_per_token: Some(mask_us), ..result }
+                let (free, held, mask_us, ratio) = shovel_engine::bench::json_vs_free(m, std::sync::Arc::new(parts.tokenizer), gen_tokens).map_err(|e| anyhow::anyhow!(e))?;
+                shovel_engine::bench::BenchResult { json_decode_tok_s: Some(held), json_mask_us_per_token: Some(mask_us), json_free_decode_tok_s: Some(free), json_ratio: Some(ratio), ..result }
             } else {
                 result
             };

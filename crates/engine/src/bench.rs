@@ -25,6 +25,10 @@ pub struct BenchResult {
     pub json_decode_tok_s: Option<f64>,
     /// Of that, the time spent computing and applying masks, microseconds per token.
     pub json_mask_us_per_token: Option<f64>,
+    /// Free decode measured right before each held run, tokens/s (the pair's baseline).
+    pub json_free_decode_tok_s: Option<f64>,
+    /// Held over free decode, the median over pairs measured back to back.
+    pub json_ratio: Option<f64>,
 }
 
 /// A schema the decode measure cannot finish within its tokens: an array of records with free
@@ -61,6 +65,36 @@ pub fn json_decode(model: &Model, tokenizer: std::sync::Arc<crate::tokenizer::To
         mask_s += m.elapsed().as_secs_f64();
     }
     Ok((n as f64 / t.elapsed().as_secs_f64(), mask_s * 1e6 / n as f64))
+}
+
+/// Pairs of free and held decodes run back to back by [`json_vs_free`]. Single 128-token runs
+/// (about half a second each) moved by ±15% on a shared machine, so a ratio of two separate runs
+/// read anywhere from 0.81x to 1.10x; the median of pair ratios is steadier.
+pub const JSON_PAIRS: usize = 5;
+
+/// The JSON measure as pairs: free decode of `n` tokens, then `n` held to the schema, repeated
+/// [`JSON_PAIRS`] times; medians of (free tokens/s, held tokens/s, mask µs per token, held/free).
+pub fn json_vs_free(model: &Model, tokenizer: std::sync::Arc<crate::tokenizer::Tokenizer>, n: usize) -> Result<(f64, f64, f64, f64), String> {
+    let (mut free, mut held, mut mask, mut ratio) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..JSON_PAIRS {
+        let f = decode(model, n);
+        let (h, m) = json_decode(model, tokenizer.clone(), n)?;
+        free.push(f);
+        held.push(h);
+        mask.push(m);
+        ratio.push(h / f);
+    }
+    Ok((median(free), median(held), median(mask), median(ratio)))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// Time to first token (prefill to logits) of `prefix + suffix` tokens, without and then with

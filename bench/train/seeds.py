@@ -9,9 +9,12 @@ the validation loss (20 held-out examples), per seed, and their means. Writes th
 section of docs/BENCHMARKS.md. Not a test: it asserts nothing.
 
 Usage: python bench/train/seeds.py --peft-python .bench/peft-venv/bin/python [--seeds 42 1 2]
-(scripts/bench_train.sh builds the binary and the anchor's environment first)."""
+[--rows FILE] (scripts/bench_train.sh builds the binary and the anchor's environment first).
+Each seed's row is appended to --rows (default .bench/train-seeds.jsonl) as it finishes, and a
+seed already there is not run again: a long run that stops loses at most one seed."""
 import argparse
 import datetime
+import json
 import os
 import pathlib
 import statistics
@@ -31,17 +34,33 @@ def main():
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", default=os.environ.get("SHOVEL_HOME", str(pathlib.Path.home() / ".shovel")))
+    ap.add_argument("--rows", default=str(run.ROOT / ".bench" / "train-seeds.jsonl"), help="per-seed results, appended as each seed finishes; seeds already there are reused")
     a = ap.parse_args()
+    rows_path = pathlib.Path(a.rows)
+    done = {}
+    if rows_path.exists():
+        for line in rows_path.read_text().splitlines():
+            r = json.loads(line)
+            if r.get("epochs") == a.epochs:
+                done[r["seed"]] = r
     gguf, _, home, train, valid = run.prepare(a.cache, "shovel-bench-seeds-")
     rows = []
     for seed in a.seeds:
+        if seed in done:
+            rows.append(done[seed])
+            continue
         ours = run.run_shovel(home, train, valid, a, seed)
         theirs = run.run_peft(gguf, train, valid, a, seed)
         per_epoch = len(ours["losses"]) // a.epochs
-        row = {"seed": seed, "shovel": summary(ours["losses"], ours["valid_losses"][-1], per_epoch), "peft": summary(theirs["losses"], theirs["valid_loss"], per_epoch)}
+        row = {"seed": seed, "epochs": a.epochs, "shovel": summary(ours["losses"], ours["valid_losses"][-1], per_epoch),
+               "peft": summary(theirs["losses"], theirs["valid_loss"], per_epoch)}
         print(row, flush=True)
+        rows_path.parent.mkdir(parents=True, exist_ok=True)
+        with rows_path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
         rows.append(row)
     mean = lambda side, k: statistics.mean(r[side][k] for r in rows)  # noqa: E731
+    sd = lambda side, k: statistics.stdev(r[side][k] for r in rows) if len(rows) > 1 else float("nan")  # noqa: E731
     lines = [
         "## Fine-tuning loss over seeds",
         "",
@@ -57,6 +76,7 @@ def main():
         "|---:|---:|---:|---:|---:|---:|---:|",
         *[f"| {r['seed']} | {r['peft']['last_epoch']:.4f} | {r['shovel']['last_epoch']:.4f} | {r['peft']['final']:.4f} | {r['shovel']['final']:.4f} | {r['peft']['valid']:.4f} | {r['shovel']['valid']:.4f} |" for r in rows],
         f"| mean | {mean('peft', 'last_epoch'):.4f} | {mean('shovel', 'last_epoch'):.4f} | {mean('peft', 'final'):.4f} | {mean('shovel', 'final'):.4f} | {mean('peft', 'valid'):.4f} | {mean('shovel', 'valid'):.4f} |",
+        f"| standard deviation | {sd('peft', 'last_epoch'):.4f} | {sd('shovel', 'last_epoch'):.4f} | {sd('peft', 'final'):.4f} | {sd('shovel', 'final'):.4f} | {sd('peft', 'valid'):.4f} | {sd('shovel', 'valid'):.4f} |",
     ]
     write_section("train-seeds", "\n".join(lines))
     print("\n".join(lines))

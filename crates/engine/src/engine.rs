@@ -222,10 +222,14 @@ impl Engine {
             .get_or_try_init(|| async {
                 let (path, id) = (slot.entry.path.clone(), model.clone());
                 let t0 = std::time::Instant::now();
-                let enc = tokio::task::spawn_blocking(move || Encoder::load(&path))
-                    .await
-                    .map_err(|e| BackendError::Internal(e.to_string()))?
-                    .map_err(|e| BackendError::LoadFailed { model: id.clone(), reason: e.to_string() })?;
+                let enc = tokio::task::spawn_blocking(move || {
+                    let enc = Encoder::load(&path);
+                    release_freed_heap();
+                    enc
+                })
+                .await
+                .map_err(|e| BackendError::Internal(e.to_string()))?
+                .map_err(|e| BackendError::LoadFailed { model: id.clone(), reason: e.to_string() })?;
                 tracing::info!(model = %id, dim = enc.dim(), ms = t0.elapsed().as_millis() as u64, "embedding model loaded");
                 Ok(Arc::new(enc))
             })
@@ -270,10 +274,10 @@ fn start(entry: &CatalogEntry, cfg: &EngineConfig) -> Result<Arc<LoadedModel>, B
     let model = parts.model;
     let stats = Arc::new(SchedStats::default());
     let st = stats.clone();
+    release_freed_heap();
     std::thread::Builder::new().name(format!("sched-{}", entry.info.id)).spawn(move || scheduler::run(model, tk, rx, sched, context_length, st)).map_err(|e| BackendError::Internal(e.to_string()))?;
     tracing::info!(model = %entry.info.id, arch = ?config.arch, layers = config.n_layers, ms = t0.elapsed().as_millis() as u64, "model loaded");
     let max_inflight = cfg.scheduler.max_running + cfg.max_waiting;
-    release_freed_heap();
     Ok(Arc::new(LoadedModel {
         tokenizer,
         template: parts.template,
@@ -291,8 +295,9 @@ fn start(entry: &CatalogEntry, cfg: &EngineConfig) -> Result<Arc<LoadedModel>, B
 /// Hands the pages of memory freed since the process started back to the system.
 ///
 /// Loading a GGUF parses its metadata into ~200,000 small strings (the vocabulary and merges,
-/// copied twice more while the tokenizer is built) between the weights' large allocations; once
-/// freed, glibc keeps those pages resident inside the heap, as it only shrinks a heap from the top.
+/// copied twice more while the tokenizer is built) between the weights' large allocations (an
+/// embedding model's vocabulary likewise); once freed, glibc keeps those pages resident inside
+/// the heap, as it only shrinks a heap from the top.
 /// `malloc_trim` releases whole free pages anywhere in every arena.
 fn release_freed_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -173,8 +173,8 @@ mod tests {
 
     #[test]
     fn apply_mask_matches_testing_each_bit() {
-        // Lengths that end inside a word, on a word's end, and logits longer than the mask.
-        for (len, n) in [(70usize, 70usize), (64, 64), (70, 100), (5, 40), (0, 33)] {
+        // Lengths that end inside a word or on a word's end; logits longer and shorter than the mask.
+        for (len, n) in [(70usize, 70usize), (64, 64), (70, 100), (5, 40), (0, 33), (70, 40), (64, 20)] {
             let mut x = 0x9e37_79b9u32;
             let words: Vec<u32> = (0..len.div_ceil(32))
                 .map(|w| {

@@ -11,9 +11,12 @@ section of docs/BENCHMARKS.md. Not a test: it asserts nothing.
 Usage: python bench/train/seeds.py --peft-python .bench/peft-venv/bin/python [--seeds 42 1 2]
 [--rows FILE] (scripts/bench_train.sh builds the binary and the anchor's environment first).
 Each seed's row is appended to --rows (default .bench/train-seeds.jsonl) as it finishes, and a
-seed already there is not run again: a long run that stops loses at most one seed."""
+seed already there is not run again when its fingerprint (the shovel binary, the anchor and data
+scripts, the machine, threads and epochs) matches this run's: a long run that stops loses at most
+one seed, and a row from another build or machine is never reported as this one's."""
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import pathlib
@@ -27,6 +30,30 @@ def summary(losses, valid, steps_per_epoch):
     return {"last_epoch": statistics.mean(losses[-steps_per_epoch:]), "final": losses[-1], "valid": valid}
 
 
+def fingerprint(a):
+    """What a stored row must have been measured with to be reused."""
+    h = hashlib.sha256()
+    for f in [run.BIN, run.ROOT / "bench" / "train" / "peft_anchor.py", run.ROOT / "bench" / "train" / "run.py", run.ROOT / "bench" / "train" / "make_data.py"]:
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return {"files": h.hexdigest()[:16], "cpu": cpu_name(), "threads": a.threads, "epochs": a.epochs}
+
+
+def stored_rows(path, fp):
+    """Rows of `path` measured under fingerprint `fp`, by seed; blank or cut lines are skipped."""
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(r, dict) and r.get("fingerprint") == fp:
+                done[r["seed"]] = r
+    return done
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--peft-python", required=True)
@@ -37,30 +64,35 @@ def main():
     ap.add_argument("--rows", default=str(run.ROOT / ".bench" / "train-seeds.jsonl"), help="per-seed results, appended as each seed finishes; seeds already there are reused")
     a = ap.parse_args()
     rows_path = pathlib.Path(a.rows)
-    done = {}
-    if rows_path.exists():
-        for line in rows_path.read_text().splitlines():
-            r = json.loads(line)
-            if r.get("epochs") == a.epochs:
-                done[r["seed"]] = r
-    gguf, _, home, train, valid = run.prepare(a.cache, "shovel-bench-seeds-")
+    fp = fingerprint(a)
+    done = stored_rows(rows_path, fp)
+    seeds = list(dict.fromkeys(a.seeds))
+    prepared = None
     rows = []
-    for seed in a.seeds:
+    for seed in seeds:
         if seed in done:
+            print(f"seed {seed}: reused from {rows_path}", flush=True)
             rows.append(done[seed])
             continue
+        if prepared is None:
+            prepared = run.prepare(a.cache, "shovel-bench-seeds-")
+        gguf, _, home, train, valid = prepared
         ours = run.run_shovel(home, train, valid, a, seed)
         theirs = run.run_peft(gguf, train, valid, a, seed)
         per_epoch = len(ours["losses"]) // a.epochs
-        row = {"seed": seed, "epochs": a.epochs, "shovel": summary(ours["losses"], ours["valid_losses"][-1], per_epoch),
+        row = {"seed": seed, "fingerprint": fp, "shovel": summary(ours["losses"], ours["valid_losses"][-1], per_epoch),
                "peft": summary(theirs["losses"], theirs["valid_loss"], per_epoch)}
         print(row, flush=True)
         rows_path.parent.mkdir(parents=True, exist_ok=True)
+        # A line cut by a crash is ended first, so this row is not glued onto it.
+        cut = rows_path.exists() and rows_path.stat().st_size > 0 and not rows_path.read_bytes().endswith(b"\n")
         with rows_path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(("\n" if cut else "") + json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
         rows.append(row)
     mean = lambda side, k: statistics.mean(r[side][k] for r in rows)  # noqa: E731
-    sd = lambda side, k: statistics.stdev(r[side][k] for r in rows) if len(rows) > 1 else float("nan")  # noqa: E731
+    sd = lambda side, k: f"{statistics.stdev(r[side][k] for r in rows):.4f}" if len(rows) > 1 else "-"  # noqa: E731
     lines = [
         "## Fine-tuning loss over seeds",
         "",
@@ -76,7 +108,7 @@ def main():
         "|---:|---:|---:|---:|---:|---:|---:|",
         *[f"| {r['seed']} | {r['peft']['last_epoch']:.4f} | {r['shovel']['last_epoch']:.4f} | {r['peft']['final']:.4f} | {r['shovel']['final']:.4f} | {r['peft']['valid']:.4f} | {r['shovel']['valid']:.4f} |" for r in rows],
         f"| mean | {mean('peft', 'last_epoch'):.4f} | {mean('shovel', 'last_epoch'):.4f} | {mean('peft', 'final'):.4f} | {mean('shovel', 'final'):.4f} | {mean('peft', 'valid'):.4f} | {mean('shovel', 'valid'):.4f} |",
-        f"| standard deviation | {sd('peft', 'last_epoch'):.4f} | {sd('shovel', 'last_epoch'):.4f} | {sd('peft', 'final'):.4f} | {sd('shovel', 'final'):.4f} | {sd('peft', 'valid'):.4f} | {sd('shovel', 'valid'):.4f} |",
+        f"| standard deviation | {sd('peft', 'last_epoch')} | {sd('shovel', 'last_epoch')} | {sd('peft', 'final')} | {sd('shovel', 'final')} | {sd('peft', 'valid')} | {sd('shovel', 'valid')} |",
     ]
     write_section("train-seeds", "\n".join(lines))
     print("\n".join(lines))

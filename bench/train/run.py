@@ -186,6 +186,11 @@ Loss per step (every {every}th step):
 |---:|---:|---:|
 {curve}
 
+The losses above are one seed per side, and each program draws its own example order and starting
+adapter from it: the last step's loss moves by up to 10x between seeds. Means over five seeds: the
+section "Fine-tuning loss over seeds" (`bench/train/seeds.py`); the same batches from the same start:
+"Fine-tuning: PEFT replaying Shovel's batches and start" (`bench/train/replay.py`).
+
 Held-out task accuracy of a PEFT-trained adapter beside Shovel's: the section "Fine-tuning: held-out accuracy against PEFT"
 (`bench/train/askdata_peft.sh`).
 """

@@ -25,7 +25,7 @@ pub struct BenchResult {
     pub json_decode_tok_s: Option<f64>,
     /// Of that, the time spent computing and applying masks, microseconds per token.
     pub json_mask_us_per_token: Option<f64>,
-    /// Free decode measured right before each held run, tokens/s (the pair's baseline).
+    /// Free decode measured back to back with each held run, tokens/s (the pairs' baseline).
     pub json_free_decode_tok_s: Option<f64>,
     /// Held over free decode, the median over pairs measured back to back.
     pub json_ratio: Option<f64>,

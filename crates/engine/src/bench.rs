@@ -23,7 +23,9 @@ pub struct BenchResult {
     pub prefix_warm_ttft_ms: Option<f64>,
     /// Single-sequence decode held to a JSON schema (token mask every step), tokens/s.
     pub json_decode_tok_s: Option<f64>,
-    /// Of that, the time spent computing and applying masks, microseconds per token.
+    /// Of that, the time the grammar holds decoding up, microseconds per token: waiting for the
+    /// mask (computed ahead on the grammar thread during the forward pass), applying it, picking
+    /// the token and feeding it to the grammar.
     pub json_mask_us_per_token: Option<f64>,
     /// Free decode measured back to back with each held run, tokens/s (the pairs' baseline).
     pub json_free_decode_tok_s: Option<f64>,
@@ -47,7 +49,8 @@ pub fn json_bench_schema() -> serde_json::Value {
 }
 
 /// `n` greedy decode steps of one sequence held to [`json_bench_schema`], as the scheduler runs
-/// it (mask before sampling, advance after); (tokens/s, mask microseconds per token).
+/// it (mask before sampling, advance after); (tokens/s, grammar microseconds per token on the
+/// critical path).
 pub fn json_decode(model: &Model, compiler: &crate::constrain::GrammarCompiler, n: usize) -> Result<(f64, f64), String> {
     let mut g = compiler.compile(&shovel_core::OutputConstraint::JsonSchema(json_bench_schema()))?;
     let mut kv = KvCache::new(model.config.n_layers);

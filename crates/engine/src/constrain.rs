@@ -78,7 +78,10 @@ impl GrammarCompiler {
                     let wanted = Arc::strong_count(&slot) > 1;
                     let mut st = slot.lock();
                     if wanted && st.mask.is_none() {
-                        st.mask = Some(compute_mask(&mut st.matcher));
+                        // A panic inside the parser must not leave the job marked queued (the
+                        // scheduler would wait for it forever) nor end the thread.
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compute_mask(&mut st.matcher)));
+                        st.mask = Some(r.unwrap_or_else(|_| Err("the grammar's mask computation panicked".into())));
                     }
                     st.queued = false;
                     drop(st);

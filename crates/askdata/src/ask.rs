@@ -128,11 +128,15 @@ pub struct AskOptions {
     /// Decline when [`decline_margin`] exceeds this, and answer otherwise (the reply is then
     /// held to that branch); `None` leaves the choice to greedy decoding.
     pub decline_above: Option<f32>,
+    /// Decline a question about a business concept the catalogue holds nowhere (customers,
+    /// staff, inventory, ...) or a period wholly outside its dates ([`crate::concepts`]) before
+    /// the model runs; off only to measure what it adds.
+    pub concepts: bool,
 }
 
 impl Default for AskOptions {
     fn default() -> Self {
-        AskOptions { max_rows: 1000, timeout: Duration::from_secs(5), max_tokens: 256, cues: true, shape: true, decline_above: Some(DECLINE_ABOVE) }
+        AskOptions { max_rows: 1000, timeout: Duration::from_secs(5), max_tokens: 256, cues: true, shape: true, decline_above: Some(DECLINE_ABOVE), concepts: true }
     }
 }
 
@@ -379,7 +383,12 @@ pub fn reply_constraint(catalog: &Catalog, question: &str, opts: &AskOptions, br
 /// The model's reply to `question` (greedy, so the same model answers the same way), held to
 /// [`reply_constraint`]; with `decline_above`, a query or a refusal as [`decline_margin`]'s
 /// threshold says.
+/// A question about a concept the catalogue lacks, or a period outside its dates, gets the
+/// refusal [`crate::concepts::refusal`] writes, in the reply's own form, without running the model.
 pub async fn generate(backend: &dyn InferenceBackend, model: &ModelId, catalog: &Catalog, question: &str, opts: &AskOptions) -> Result<String, shovel_core::BackendError> {
+    if let Some(why) = crate::concepts::refusal(catalog, question, is_chinese(question)).filter(|_| opts.concepts) {
+        return Ok(serde_json::json!({ "error": why }).to_string());
+    }
     // The question's rules are intersected in one terminal; should a question bring rules that
     // no query satisfies together (the reply then stops with no token allowed), it is answered
     // again under fewer: without the cues, then without the shape.

@@ -93,6 +93,10 @@ pub struct Catalog {
     /// (`销售额, yuan`) add theirs.
     #[serde(default)]
     pub terms: Vec<Term>,
+    /// The first and last value of the date column ([`Catalog::date_column`]), as text
+    /// (`2018-01-01`, `2020-12-31`): what periods the data covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dates: Option<(String, String)>,
 }
 
 impl Catalog {
@@ -121,7 +125,13 @@ impl Catalog {
                 }
             }
         }
-        Ok(Catalog { tables, aliases: Vec::new(), terms })
+        let mut catalog = Catalog { tables, aliases: Vec::new(), terms, dates: None };
+        if let Some(col) = catalog.date_column().map(str::to_string) {
+            if let Some(t) = catalog.tables.iter().find(|t| t.columns.iter().any(|c| c.name == col)) {
+                catalog.dates = date_range(conn, &t.name.clone(), &col).await;
+            }
+        }
+        Ok(catalog)
     }
 
     /// Tables and views of the connection's current schema, in creation order; comments from
@@ -331,6 +341,20 @@ async fn minimum(conn: &mut Conn, table: &str, column: &str) -> Option<f64> {
     match conn {
         Conn::Sqlite(db) => sqlx::query_scalar::<_, Option<f64>>(&format!("SELECT CAST(MIN({c}) AS REAL) FROM {t}")).fetch_one(&mut *db).await.ok().flatten(),
         Conn::Postgres(db) => sqlx::query_scalar::<_, Option<f64>>(&format!("SELECT MIN({c})::float8 FROM {t}")).fetch_one(&mut *db).await.ok().flatten(),
+    }
+}
+
+/// The first and last value of a date column, as text (`None` for an empty column or a failed query).
+async fn date_range(conn: &mut Conn, table: &str, column: &str) -> Option<(String, String)> {
+    let (c, t) = (quote(column), quote(table));
+    let q = |cast: &str| format!("SELECT MIN({c}){cast}, MAX({c}){cast} FROM {t}");
+    let r = match conn {
+        Conn::Sqlite(db) => sqlx::query_as::<_, (Option<String>, Option<String>)>(&q("")).fetch_one(&mut *db).await,
+        Conn::Postgres(db) => sqlx::query_as::<_, (Option<String>, Option<String>)>(&q("::text")).fetch_one(&mut *db).await,
+    };
+    match r {
+        Ok((Some(a), Some(b))) => Some((a, b)),
+        _ => None,
     }
 }
 

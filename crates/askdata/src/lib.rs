@@ -12,6 +12,7 @@
 pub mod ask;
 pub mod catalog;
 pub mod chart;
+pub mod concepts;
 pub mod cues;
 pub mod demo;
 pub mod eval;

@@ -542,6 +542,7 @@ mod tests {
             ],
             aliases: vec![],
             terms: vec![],
+            dates: None,
         }
     }
 

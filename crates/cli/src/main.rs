@@ -269,6 +269,11 @@ enum AskdataCmd {
         /// refusal's probability against the query's, thresholded): to measure what it adds.
         #[arg(long)]
         no_probe: bool,
+        /// Leave questions about business concepts the database lacks (customers, staff,
+        /// inventory, ...) or periods outside its dates to the model instead of declining them
+        /// before it runs: to measure what the check adds.
+        #[arg(long)]
+        no_concepts: bool,
         /// Print each question's decline margin (log P(refusal) - log P(query)) and whether the
         /// gold answer declines, instead of grading: to calibrate the probe's threshold.
         #[arg(long)]
@@ -620,10 +625,10 @@ async fn real_main() -> Result<()> {
             println!("wrote {} examples to {}", shovel_askdata::eval::train_set().len(), path.display());
             Ok(())
         }
-        Cmd::Askdata { cmd: AskdataCmd::Eval { file, model, json, no_cues, no_shape, no_probe, margins } } => {
+        Cmd::Askdata { cmd: AskdataCmd::Eval { file, model, json, no_cues, no_shape, no_probe, no_concepts, margins } } => {
             init_tracing("warn");
             let defaults = shovel_askdata::ask::AskOptions::default();
-            let opts = shovel_askdata::ask::AskOptions { cues: !no_cues, shape: !no_shape, decline_above: defaults.decline_above.filter(|_| !no_probe), ..defaults };
+            let opts = shovel_askdata::ask::AskOptions { cues: !no_cues, shape: !no_shape, decline_above: defaults.decline_above.filter(|_| !no_probe), concepts: !no_concepts, ..defaults };
             askdata_cli::eval_cmd(&cfg, file, model, json, opts, margins).await
         }
         Cmd::Ask { db, model, format, chart_out, questions, question } => {

@@ -93,8 +93,8 @@ pub struct Catalog {
     /// (`销售额, yuan`) add theirs.
     #[serde(default)]
     pub terms: Vec<Term>,
-    /// The first and last value of the date column ([`Catalog::date_column`]), as text
-    /// (`2018-01-01`, `2020-12-31`): what periods the data covers.
+    /// The first and last value over the date and month columns (names ending in `date` or
+    /// `month`), as text (`2018-01`, `2020-12-31`): what periods the data covers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dates: Option<(String, String)>,
 }
@@ -126,9 +126,27 @@ impl Catalog {
             }
         }
         let mut catalog = Catalog { tables, aliases: Vec::new(), terms, dates: None };
-        if let Some(col) = catalog.date_column().map(str::to_string) {
-            if let Some(t) = catalog.tables.iter().find(|t| t.columns.iter().any(|c| c.name == col)) {
-                catalog.dates = date_range(conn, &t.name.clone(), &col).await;
+        // Every dated column counts (a targets table may run ahead of the sales it is set for).
+        let dated: Vec<(String, String)> = catalog
+            .tables
+            .iter()
+            .flat_map(|t| t.columns.iter().map(move |c| (t, c)))
+            .filter(|(_, c)| {
+                let n = c.name.to_ascii_lowercase();
+                (n.ends_with("date") || n.ends_with("month")) && !c.is_number()
+            })
+            .map(|(t, c)| (t.name.clone(), c.name.clone()))
+            .collect();
+        for (t, c) in dated {
+            if let Some((a, b)) = date_range(conn, &t, &c).await {
+                // Months decide (`2018-01` and `2018-01-01` are the same month: the day is kept).
+                let month = |s: &String| s.get(..7).unwrap_or(s).to_string();
+                catalog.dates = Some(match catalog.dates.take() {
+                    Some((x, y)) => {
+                        (if (month(&a), std::cmp::Reverse(a.len())) < (month(&x), std::cmp::Reverse(x.len())) { a } else { x }, if (month(&b), b.len()) > (month(&y), y.len()) { b } else { y })
+                    }
+                    None => (a, b),
+                });
             }
         }
         Ok(catalog)

@@ -336,7 +336,7 @@ mod tests {
         // The concept check declines every shipped out-of-schema question and no answerable one
         // (its vocabulary was drawn from these sets; `concepts` measures it on unseen ones).
         for e in eval.iter().chain(&train).chain(&fresh).chain(&fresh4).chain(&fresh5).chain(&fresh6).chain(&fresh7) {
-            let declined = crate::concepts::absent(&db.catalog, &e.question).is_some();
+            let declined = crate::concepts::refusal(&db.catalog, &e.question, false).is_some();
             assert_eq!(declined, e.reply.sql.is_none(), "{}: the concept check {}", e.question, if declined { "declines an answerable question" } else { "misses an out-of-schema question" });
         }
         for e in eval.iter().chain(&fresh).chain(&fresh4).chain(&fresh5).chain(&fresh6).chain(&fresh7) {

@@ -68,6 +68,7 @@ async fn postgres_demo_answers_like_sqlite_read_only_and_under_a_time_limit() {
     }
     assert_eq!(pc.aliases, lc.aliases);
     assert_eq!(pc.terms, lc.terms);
+    assert_eq!(pc.dates, lc.dates, "the same date range on either database");
     assert_eq!(pc.schema_text(), lc.schema_text(), "the model sees the same prompt on either database");
 
     // Every gold query of the shipped sets that runs on SQLite gives the same rows on

@@ -358,7 +358,10 @@ mod tests {
             assert_eq!(a, h, "mask before token {t}");
             assert_eq!(ahead.advance(t), here.advance(t));
         }
-        // Dropped with a job queued: the thread skips it and serves the next grammar.
+        // Dropped with a job queued (mid-document): the thread skips it and serves the next grammar.
+        let mut open = c.compile(&OutputConstraint::JsonObject).unwrap();
+        assert_eq!(open.advance(tk.encode("{", false, false).unwrap()[0]), Ok(Advance::Open));
+        drop(open);
         drop(ahead);
         let mut g = c.compile(&OutputConstraint::JsonObject).unwrap();
         assert_eq!(run(&mut g, &tk, "{}"), Ok(Advance::Complete));

@@ -398,26 +398,29 @@ fn short_comment(c: &str) -> String {
     c.split(',').next().unwrap_or("").trim().to_string()
 }
 
+/// The demo database's catalogue with its aliases and glossary, for tests (the directory
+/// holding the database goes with it).
+#[cfg(test)]
+pub(crate) async fn demo_catalog() -> (tempfile::TempDir, Catalog) {
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::ConnectOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("demo.db");
+    crate::demo::write_demo_db(&path).await.unwrap();
+    let mut c = Conn::Sqlite(SqliteConnectOptions::new().filename(&path).read_only(true).connect().await.unwrap());
+    let mut cat = Catalog::read(&mut c).await.unwrap();
+    cat.aliases = crate::demo::aliases();
+    cat.terms.extend(crate::demo::terms());
+    (dir, cat)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sqlx::sqlite::SqliteConnectOptions;
-    use sqlx::ConnectOptions;
-
-    async fn demo() -> (tempfile::TempDir, Catalog) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("demo.db");
-        crate::demo::write_demo_db(&path).await.unwrap();
-        let mut c = Conn::Sqlite(SqliteConnectOptions::new().filename(&path).read_only(true).connect().await.unwrap());
-        let mut cat = Catalog::read(&mut c).await.unwrap();
-        cat.aliases = crate::demo::aliases();
-        cat.terms.extend(crate::demo::terms());
-        (dir, cat)
-    }
 
     #[tokio::test]
     async fn the_catalogue_reads_tables_types_comments_and_values_from_the_database() {
-        let (_d, cat) = demo().await;
+        let (_d, cat) = demo_catalog().await;
         assert_eq!(cat.table_names(), vec!["sales", "sales_targets"]);
         let sales = cat.table("SALES").unwrap();
         let region = sales.columns.iter().find(|c| c.name == "region").unwrap();
@@ -433,7 +436,7 @@ mod tests {
 
     #[tokio::test]
     async fn linking_finds_named_values_and_aliases() {
-        let (_d, cat) = demo().await;
+        let (_d, cat) = demo_catalog().await;
         let l = cat.link("华北地区2019年3-5月的销售额,用折线图来表示");
         assert_eq!(l, vec![Link { table: "sales".into(), column: "region".into(), value: "华北".into(), alias: None }]);
         let l = cat.link("Monthly sales in north china vs Northeast China for office supplies, online");
@@ -448,7 +451,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_glossary_links_words_to_columns() {
-        let (_d, cat) = demo().await;
+        let (_d, cat) = demo_catalog().await;
         // Column comments give 销售额 and 利润 on their own.
         assert!(cat.terms.iter().any(|t| t.term == "销售额" && t.column == "sales.amount"));
         let got = cat.link_columns("2019年全年华中地区卖了多少钱?");

@@ -293,13 +293,7 @@ mod heldout {
     /// it names stores), and the declines caught stay caught.
     #[tokio::test]
     async fn reviewers_sets_are_declined_where_the_data_cannot_answer() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("demo.db");
-        crate::demo::write_demo_db(&path).await.unwrap();
-        let mut conn = crate::exec::open_read_only(&path).await.unwrap();
-        let mut catalog = Catalog::read(&mut conn).await.unwrap();
-        catalog.aliases = crate::demo::aliases();
-        catalog.terms.extend(crate::demo::terms());
+        let (_dir, catalog) = crate::catalog::demo_catalog().await;
         assert_eq!(catalog.dates, Some(("2018-01-01".into(), "2020-12-31".into())));
         let sets = [("1", include_str!("../data/unanswerable-1.jsonl"), 30), ("2", include_str!("../data/unanswerable-2.jsonl"), 27), ("3", include_str!("../data/unanswerable-3.jsonl"), 34)];
         for (name, text, at_least) in sets {

@@ -386,7 +386,7 @@ pub fn reply_constraint(catalog: &Catalog, question: &str, opts: &AskOptions, br
 /// A question about a concept the catalogue lacks, or a period outside its dates, gets the
 /// refusal [`crate::concepts::refusal`] writes, in the reply's own form, without running the model.
 pub async fn generate(backend: &dyn InferenceBackend, model: &ModelId, catalog: &Catalog, question: &str, opts: &AskOptions) -> Result<String, shovel_core::BackendError> {
-    if let Some(why) = crate::concepts::refusal(catalog, question, is_chinese(question)).filter(|_| opts.concepts) {
+    if let Some(why) = opts.concepts.then(|| crate::concepts::refusal(catalog, question, is_chinese(question))).flatten() {
         return Ok(serde_json::json!({ "error": why }).to_string());
     }
     // The question's rules are intersected in one terminal; should a question bring rules that

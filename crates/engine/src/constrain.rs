@@ -42,7 +42,7 @@ impl TokenizerEnv for Env {
 pub struct GrammarCompiler {
     factory: ParserFactory,
     /// Queue of the mask thread, which computes each grammar's next mask ahead of need.
-    ahead: Mutex<Sender<Arc<Slot>>>,
+    ahead: Sender<Arc<Slot>>,
 }
 
 impl GrammarCompiler {
@@ -89,7 +89,7 @@ impl GrammarCompiler {
                 }
             })
             .map_err(|e| format!("starting the grammar thread: {e}"))?;
-        Ok(GrammarCompiler { factory, ahead: Mutex::new(tx) })
+        Ok(GrammarCompiler { factory, ahead: tx })
     }
 
     /// Compiles a constraint into a fresh matcher, or says what is wrong with it.
@@ -122,8 +122,7 @@ impl GrammarCompiler {
         if let Some(e) = matcher.get_error() {
             return Err(e);
         }
-        let ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let g = Grammar { slot: Arc::new(Slot { state: Mutex::new(SlotState { matcher, mask: None, queued: false }), done: Condvar::new() }), ahead };
+        let g = Grammar { slot: Arc::new(Slot { state: Mutex::new(SlotState { matcher, mask: None, queued: false }), done: Condvar::new() }), ahead: self.ahead.clone() };
         // The first mask is computed while the prompt is prefilled.
         g.queue(g.slot.lock());
         Ok(g)

@@ -1,6 +1,14 @@
-//! Tokenizers built from a model's own metadata: byte-level BPE (`gpt2` GGUF vocabularies and
-//! Hugging Face `tokenizer.json`, through the `tokenizers` crate) and SentencePiece-style BPE over
-//! scores (`llama` GGUF vocabularies such as Gemma's, our own code, following llama.cpp).
+//! Tokenizers built from a model's own metadata: byte-level BPE (`gpt2` GGUF vocabularies: the
+//! `tokenizers` crate's pre-tokenizer regexes and our own merge loop; Hugging Face
+//! `tokenizer.json`: the `tokenizers` crate whole) and SentencePiece-style BPE over scores
+//! (`llama` GGUF vocabularies such as Gemma's, our own code, following llama.cpp).
+//!
+//! Why our own merge loop for GGUF vocabularies: memory. The `tokenizers` crate's BPE keeps the
+//! vocabulary twice (`String` -> id and back) besides its merges and a word cache; for
+//! SmolLM2's 49,152 tokens that was 11.2 MB requested in 212k allocations (heaptrack, ~13 MB
+//! with the allocator's overhead), 7% of the server's whole peak while it serves the built-in
+//! model. Ours keeps the merges (pairs of ids) and the token strings end to end in one buffer:
+//! ~2.5 MB. The result is the crate's token for token (`byte_bpe_matches_the_tokenizers_crate`).
 //!
 //! Why not candle's `TokenizerFromGguf`: it maps SmolLM2's `smollm` pre-tokenizer to ByteLevel
 //! with a prefix space, so "What" becomes "ĠWhat" (shared/FINDINGS.md). Here each GGUF `pre` type
@@ -11,14 +19,13 @@
 
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
+use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::path::Path;
-use tokenizers::models::bpe::BPE;
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
-use tokenizers::SplitDelimiterBehavior;
+use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer, SplitDelimiterBehavior};
 
 /// GGUF token types (llama.cpp's `llama_token_type`).
 const TT_UNKNOWN: i64 = 2;
@@ -165,9 +172,144 @@ impl Spm {
     }
 }
 
+/// Byte strings stored end to end: one allocation for a whole vocabulary instead of one per
+/// token (a `Vec<String>` of 49k tokens costs ~2.3 MB, mostly per-string overhead).
+#[derive(Default)]
+struct ByteTable {
+    data: Vec<u8>,
+    ends: Vec<u32>,
+}
+
+impl ByteTable {
+    fn new<T: AsRef<[u8]>>(items: impl IntoIterator<Item = T>) -> Self {
+        let mut t = ByteTable::default();
+        for it in items {
+            t.data.extend_from_slice(it.as_ref());
+            t.ends.push(t.data.len() as u32);
+        }
+        t.data.shrink_to_fit();
+        t.ends.shrink_to_fit();
+        t
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn get(&self, i: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(i)? as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        Some(&self.data[start..end])
+    }
+
+    fn get_str(&self, i: usize) -> &str {
+        self.get(i).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("")
+    }
+}
+
+/// Byte-level BPE (GPT-2 style) over a GGUF vocabulary: the pre-tokenizer's pieces start as
+/// one token per byte, then the adjacent pair of lowest merge rank is merged (leftmost first)
+/// until no pair has a merge, exactly as the `tokenizers` crate's BPE does.
+struct ByteBpe {
+    pre: Sequence,
+    /// The token of each byte's single-character piece (none: the byte is dropped, as the
+    /// crate does without an unknown token).
+    byte_ids: [Option<u32>; 256],
+    /// (left, right) as `left << 32 | right` -> (rank, merged token).
+    merges: HashMap<u64, (u32, u32)>,
+}
+
+fn pair(a: u32, b: u32) -> u64 {
+    (a as u64) << 32 | b as u64
+}
+
+impl ByteBpe {
+    fn new(tokens: &[String], merges: &[String], regexes: &[&str]) -> Result<Self> {
+        // Later duplicates win, as in the crate's vocabulary map.
+        let ids: HashMap<&str, u32> = tokens.iter().enumerate().map(|(i, t)| (t.as_str(), i as u32)).collect();
+        let (table, _) = byte_unicode_table();
+        let mut byte_ids = [None; 256];
+        for (b, c) in table.iter().enumerate() {
+            byte_ids[b] = ids.get(c.encode_utf8(&mut [0; 4]) as &str).copied();
+        }
+        let mut map = HashMap::with_capacity(merges.len());
+        let mut joined = String::new();
+        for (rank, m) in merges.iter().enumerate() {
+            let (a, b) = m.split_once(' ').ok_or_else(|| Error::Tokenizer(format!("malformed merge `{m}`")))?;
+            let id = |t: &str| ids.get(t).copied().ok_or_else(|| Error::Tokenizer(format!("merge `{m}`: `{t}` is not in the vocabulary")));
+            joined.clear();
+            joined.push_str(a);
+            joined.push_str(b);
+            map.insert(pair(id(a)?, id(b)?), (rank as u32, id(&joined)?));
+        }
+        map.shrink_to_fit();
+        let mut pre: Vec<PreTokenizerWrapper> = Vec::new();
+        for re in regexes {
+            let split = Split::new(SplitPattern::Regex(re.to_string()), SplitDelimiterBehavior::Isolated, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+            pre.push(split.into());
+        }
+        Ok(ByteBpe { pre: Sequence::new(pre), byte_ids, merges: map })
+    }
+
+    fn encode(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
+        let mut pts = PreTokenizedString::from(text);
+        self.pre.pre_tokenize(&mut pts).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        for (piece, _, _) in pts.get_splits(OffsetReferential::Original, OffsetType::Byte) {
+            self.encode_piece(piece.as_bytes(), out);
+        }
+        Ok(())
+    }
+
+    fn encode_piece(&self, bytes: &[u8], out: &mut Vec<u32>) {
+        // Symbols as a linked list over a vector; a merged-away symbol is marked dead.
+        struct Sym {
+            id: u32,
+            prev: usize,
+            next: usize,
+            dead: bool,
+        }
+        const NONE: usize = usize::MAX;
+        let ids: Vec<u32> = bytes.iter().filter_map(|&b| self.byte_ids[b as usize]).collect();
+        let n = ids.len();
+        let mut syms: Vec<Sym> = ids.iter().enumerate().map(|(i, &id)| Sym { id, prev: i.checked_sub(1).unwrap_or(NONE), next: if i + 1 < n { i + 1 } else { NONE }, dead: false }).collect();
+        // Lowest rank first, then leftmost; an entry whose pair has changed since is skipped.
+        let mut heap: BinaryHeap<Reverse<(u32, usize, u32)>> = BinaryHeap::with_capacity(n);
+        for i in 1..n {
+            if let Some(&(rank, id)) = self.merges.get(&pair(ids[i - 1], ids[i])) {
+                heap.push(Reverse((rank, i - 1, id)));
+            }
+        }
+        while let Some(Reverse((_, at, new_id))) = heap.pop() {
+            let next = syms[at].next;
+            if syms[at].dead || next == NONE || self.merges.get(&pair(syms[at].id, syms[next].id)).is_none_or(|&(_, id)| id != new_id) {
+                continue;
+            }
+            syms[at].id = new_id;
+            syms[next].dead = true;
+            let after = syms[next].next;
+            syms[at].next = after;
+            if after != NONE {
+                syms[after].prev = at;
+            }
+            let prev = syms[at].prev;
+            if prev != NONE {
+                if let Some(&(rank, id)) = self.merges.get(&pair(syms[prev].id, new_id)) {
+                    heap.push(Reverse((rank, prev, id)));
+                }
+            }
+            if after != NONE {
+                if let Some(&(rank, id)) = self.merges.get(&pair(new_id, syms[after].id)) {
+                    heap.push(Reverse((rank, at, id)));
+                }
+            }
+        }
+        out.extend(syms.iter().filter(|s| !s.dead).map(|s| s.id));
+    }
+}
+
 enum Inner {
     /// Byte-level BPE from a GGUF vocabulary; special tokens are split out by us.
-    GgufBpe(Box<tokenizers::Tokenizer>),
+    GgufBpe(ByteBpe),
     /// SentencePiece-style BPE from a GGUF vocabulary.
     Spm(Spm),
     /// A Hugging Face tokenizer.json, which handles its own added tokens.
@@ -179,8 +321,8 @@ pub struct Tokenizer {
     inner: Inner,
     /// Special token texts (control, user-defined), longest first, with id and whether control.
     specials: Vec<(String, u32, bool)>,
-    token_bytes: Vec<Vec<u8>>,
-    pieces: Vec<String>,
+    token_bytes: ByteTable,
+    pieces: ByteTable,
     /// Beginning-of-sequence token.
     pub bos: Option<u32>,
     /// Whether raw prompts get BOS prepended.
@@ -210,10 +352,10 @@ impl Tokenizer {
                 let merges = g.get_str_array("tokenizer.ggml.merges")?;
                 let pre = g.opt("tokenizer.ggml.pre").and_then(|v| v.as_str()).unwrap_or("default");
                 let regexes = pre_regexes(pre).ok_or_else(|| Error::Tokenizer(format!("{}: pre-tokenizer `{pre}` is not supported yet", g.path.display())))?;
-                let tk = build_byte_level_bpe(&tokens, &merges, &regexes)?;
+                let bpe = ByteBpe::new(&tokens, &merges, &regexes)?;
                 let (_, inv) = byte_unicode_table();
-                let bytes = tokens.iter().zip(&types).map(|(t, &ty)| if ty == TT_CONTROL { Vec::new() } else { byte_level_bytes(t, &inv) }).collect();
-                (Inner::GgufBpe(Box::new(tk)), bytes)
+                let bytes = ByteTable::new(tokens.iter().zip(&types).map(|(t, &ty)| if ty == TT_CONTROL { Vec::new() } else { byte_level_bytes(t, &inv) }));
+                (Inner::GgufBpe(bpe), bytes)
             }
             "llama" => {
                 let scores = g.opt_f32_array("tokenizer.ggml.scores")?.unwrap_or_else(|| vec![0.0; tokens.len()]);
@@ -226,7 +368,7 @@ impl Tokenizer {
                     }
                 }
                 let ids = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-                let bytes = tokens.iter().zip(&types).map(|(t, &ty)| if ty == TT_CONTROL { Vec::new() } else { spm_bytes(t) }).collect();
+                let bytes = ByteTable::new(tokens.iter().zip(&types).map(|(t, &ty)| if ty == TT_CONTROL { Vec::new() } else { spm_bytes(t) }));
                 (Inner::Spm(Spm { ids, scores, byte_ids, unk }), bytes)
             }
             other => return Err(Error::Tokenizer(format!("{}: tokenizer model `{other}` is not supported (supported: gpt2, llama)", g.path.display()))),
@@ -247,7 +389,7 @@ impl Tokenizer {
         }
         let default_add_bos = model == "llama";
         let add_bos = g.opt("tokenizer.ggml.add_bos_token").and_then(|v| v.as_bool()).unwrap_or(default_add_bos);
-        Ok(Tokenizer { inner, specials, token_bytes, pieces: tokens, bos, add_bos, eog })
+        Ok(Tokenizer { inner, specials, token_bytes, pieces: ByteTable::new(&tokens), bos, add_bos, eog })
     }
 
     /// Loads a Hugging Face `tokenizer.json`; `config` is the parsed `tokenizer_config.json`, if any.
@@ -262,16 +404,13 @@ impl Tokenizer {
         let byte_level = serde_json::to_string(&tk.get_decoder()).unwrap_or_default().contains("ByteLevel");
         let added = tk.get_added_tokens_decoder();
         let (_, inv) = byte_unicode_table();
-        let token_bytes = pieces
-            .iter()
-            .enumerate()
-            .map(|(i, p)| match added.get(&(i as u32)) {
-                Some(a) if a.special => Vec::new(),
-                Some(a) => a.content.as_bytes().to_vec(),
-                None if byte_level => byte_level_bytes(p, &inv),
-                None => spm_bytes(p),
-            })
-            .collect();
+        let token_bytes = ByteTable::new(pieces.iter().enumerate().map(|(i, p)| match added.get(&(i as u32)) {
+            Some(a) if a.special => Vec::new(),
+            Some(a) => a.content.as_bytes().to_vec(),
+            None if byte_level => byte_level_bytes(p, &inv),
+            None => spm_bytes(p),
+        }));
+        let pieces = ByteTable::new(&pieces);
         let tok_id = |key: &str| -> Option<u32> {
             let v = config?.get(key)?;
             let s = v.as_str().or_else(|| v.get("content")?.as_str())?;
@@ -298,17 +437,17 @@ impl Tokenizer {
 
     /// The bytes a token stands for in output (empty for control tokens).
     pub fn token_bytes(&self, id: u32) -> &[u8] {
-        self.token_bytes.get(id as usize).map_or(&[], |v| v.as_slice())
+        self.token_bytes.get(id as usize).unwrap_or(&[])
     }
 
     /// The token's vocabulary string (as stored, e.g. `Ġthe`).
     pub fn piece(&self, id: u32) -> &str {
-        self.pieces.get(id as usize).map_or("", |s| s.as_str())
+        self.pieces.get_str(id as usize)
     }
 
     /// Looks up a token by its vocabulary string.
     pub fn token_id(&self, piece: &str) -> Option<u32> {
-        self.pieces.iter().position(|p| p == piece).map(|i| i as u32)
+        (0..self.pieces.len()).find(|&i| self.pieces.get(i) == Some(piece.as_bytes())).map(|i| i as u32)
     }
 
     /// Decodes ids to text (invalid UTF-8 replaced).
@@ -333,10 +472,7 @@ impl Tokenizer {
             match frag {
                 Frag::Token(id) => out.push(id),
                 Frag::Text(s) => match &self.inner {
-                    Inner::GgufBpe(tk) => {
-                        let enc = tk.encode(s, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
-                        out.extend_from_slice(enc.get_ids());
-                    }
+                    Inner::GgufBpe(bpe) => bpe.encode(s, &mut out)?,
                     Inner::Spm(spm) => spm.encode(s, &mut out),
                     Inner::HfJson(_) => unreachable!("handled above"),
                 },
@@ -383,23 +519,142 @@ enum Frag<'t> {
     Token(u32),
 }
 
-fn build_byte_level_bpe(tokens: &[String], merges: &[String], regexes: &[&str]) -> Result<tokenizers::Tokenizer> {
-    let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-    let merges = merges
-        .iter()
-        .map(|m| {
-            let (a, b) = m.split_once(' ').ok_or_else(|| Error::Tokenizer(format!("malformed merge `{m}`")))?;
-            Ok((a.to_string(), b.to_string()))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| Error::Tokenizer(e.to_string()))?;
-    let mut pre: Vec<PreTokenizerWrapper> = Vec::new();
-    for re in regexes {
-        let split = Split::new(SplitPattern::Regex(re.to_string()), SplitDelimiterBehavior::Isolated, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
-        pre.push(split.into());
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use tokenizers::models::bpe::BPE;
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+
+    /// The `tokenizers` crate's own byte-level BPE over the same vocabulary: the oracle.
+    fn crate_bpe(tokens: &[String], merges: &[String], regexes: &[&str]) -> Result<tokenizers::Tokenizer> {
+        let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let merges = merges
+            .iter()
+            .map(|m| {
+                let (a, b) = m.split_once(' ').ok_or_else(|| Error::Tokenizer(format!("malformed merge `{m}`")))?;
+                Ok((a.to_string(), b.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let mut pre: Vec<PreTokenizerWrapper> = Vec::new();
+        for re in regexes {
+            let split = Split::new(SplitPattern::Regex(re.to_string()), SplitDelimiterBehavior::Isolated, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+            pre.push(split.into());
+        }
+        pre.push(ByteLevel::new(false, false, false).into());
+        let mut tk = tokenizers::Tokenizer::new(bpe);
+        tk.with_pre_tokenizer(Some(Sequence::new(pre)));
+        Ok(tk)
     }
-    pre.push(ByteLevel::new(false, false, false).into());
-    let mut tk = tokenizers::Tokenizer::new(bpe);
-    tk.with_pre_tokenizer(Some(Sequence::new(pre)));
-    Ok(tk)
+
+    fn ours(tokens: &[String], merges: &[String], regexes: &[&str], text: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        ByteBpe::new(tokens, merges, regexes).unwrap().encode(text, &mut out).unwrap();
+        out
+    }
+
+    /// Texts with English, Chinese, code, digits, whitespace runs and emoji, plus random strings.
+    fn corpus() -> Vec<String> {
+        let mut texts: Vec<String> = include_str!("tokenizer.rs").lines().map(str::to_string).collect();
+        texts.extend(include_str!("../../askdata/data/train.jsonl").lines().map(str::to_string));
+        texts.push(include_str!("tokenizer.rs")[..4000].to_string());
+        let pool: Vec<char> = "abcdefgXYZ 0123456789 ,.;'\"!?-_()\n\t   华北地区销售额折线图 éüßñ 😀👍🏽 \u{2581}\u{0}".chars().collect();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for _ in 0..2000 {
+            let n = rng.gen_range(1..40);
+            texts.push((0..n).map(|_| pool[rng.gen_range(0..pool.len())]).collect());
+        }
+        texts
+    }
+
+    /// A byte-level vocabulary trained here: the 256 byte characters, then merges of the most
+    /// frequent adjacent pair over the corpus' GPT-2 pieces, 600 times.
+    fn trained_vocab() -> (Vec<String>, Vec<String>) {
+        let (table, _) = byte_unicode_table();
+        let mut tokens: Vec<String> = table.iter().map(|c| c.to_string()).collect();
+        let split = Split::new(SplitPattern::Regex(GPT2_PATTERN.to_string()), SplitDelimiterBehavior::Isolated, false).unwrap();
+        let mut pts = PreTokenizedString::from(include_str!("../../askdata/data/train.jsonl"));
+        split.pre_tokenize(&mut pts).unwrap();
+        let mut words: Vec<Vec<String>> = pts.get_splits(OffsetReferential::Original, OffsetType::Byte).iter().map(|(w, _, _)| w.bytes().map(|b| table[b as usize].to_string()).collect()).collect();
+        let mut merges = Vec::new();
+        for _ in 0..600 {
+            let mut counts: HashMap<(String, String), usize> = HashMap::new();
+            for w in &words {
+                for p in w.windows(2) {
+                    *counts.entry((p[0].clone(), p[1].clone())).or_default() += 1;
+                }
+            }
+            let Some(((a, b), _)) = counts.into_iter().max_by(|x, y| x.1.cmp(&y.1).then_with(|| y.0.cmp(&x.0))) else { break };
+            let ab = format!("{a}{b}");
+            for w in &mut words {
+                let mut i = 0;
+                while i + 1 < w.len() {
+                    if w[i] == a && w[i + 1] == b {
+                        w[i] = ab.clone();
+                        w.remove(i + 1);
+                    }
+                    i += 1;
+                }
+            }
+            merges.push(format!("{a} {b}"));
+            if !tokens.contains(&ab) {
+                tokens.push(ab);
+            }
+        }
+        (tokens, merges)
+    }
+
+    fn compare(tokens: &[String], merges: &[String], regexes: &[&str]) {
+        let oracle = crate_bpe(tokens, merges, regexes).unwrap();
+        let ours_bpe = ByteBpe::new(tokens, merges, regexes).unwrap();
+        let mut merged = 0;
+        for text in corpus() {
+            let want = oracle.encode(text.as_str(), false).unwrap().get_ids().to_vec();
+            let mut got = Vec::new();
+            ours_bpe.encode(&text, &mut got).unwrap();
+            assert_eq!(got, want, "{text:?}");
+            merged += text.len() - got.len();
+        }
+        assert!(merged > 10_000, "the corpus exercises merges ({merged} bytes merged away)");
+    }
+
+    #[test]
+    fn byte_bpe_matches_the_tokenizers_crate() {
+        let (tokens, merges) = trained_vocab();
+        assert!(merges.len() > 500);
+        compare(&tokens, &merges, &pre_regexes("smollm").unwrap());
+        compare(&tokens, &merges, &pre_regexes("qwen2").unwrap());
+        // Bytes without a token are dropped, as the crate drops them.
+        let few: Vec<String> = tokens.iter().filter(|t| t.chars().all(|c| c.is_ascii_alphabetic())).cloned().collect();
+        assert_eq!(ours(&few, &[], &[GPT2_PATTERN], "ab1c"), crate_bpe(&few, &[], &[GPT2_PATTERN]).unwrap().encode("ab1c", false).unwrap().get_ids());
+    }
+
+    #[test]
+    fn byte_bpe_matches_the_tokenizers_crate_on_the_built_in_vocabulary() {
+        let home = std::env::var_os("SHOVEL_HOME").map(std::path::PathBuf::from).unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".shovel"));
+        let path = home.join("models/smollm2-135m-instruct/model.gguf");
+        if !path.exists() {
+            assert!(std::env::var_os("CI").is_none(), "{} is missing (scripts/test.sh pulls it)", path.display());
+            eprintln!("skipped: {} is missing", path.display());
+            return;
+        }
+        let g = GgufFile::open(&path).unwrap();
+        let tokens = g.get_str_array("tokenizer.ggml.tokens").unwrap();
+        let merges = g.get_str_array("tokenizer.ggml.merges").unwrap();
+        compare(&tokens, &merges, &pre_regexes("smollm").unwrap());
+    }
+
+    #[test]
+    fn bad_merges_are_errors() {
+        let tokens: Vec<String> = ["a", "b"].map(String::from).to_vec();
+        assert!(ByteBpe::new(&tokens, &["a b".into()], &[GPT2_PATTERN]).is_err(), "`ab` is not in the vocabulary");
+        assert!(ByteBpe::new(&tokens, &["ab".into()], &[GPT2_PATTERN]).is_err(), "no space");
+    }
+
+    #[test]
+    fn byte_table_round_trips() {
+        let t = ByteTable::new(["", "ab", "", "ĠHello"]);
+        assert_eq!((t.len(), t.get(0), t.get(1), t.get(2), t.get_str(3), t.get(4)), (4, Some(&b""[..]), Some(&b"ab"[..]), Some(&b""[..]), "ĠHello", None));
+    }
 }

@@ -67,6 +67,10 @@ pub async fn open_read_only(path: &Path) -> Result<Conn> {
     let mut conn = SqliteConnectOptions::new().filename(path).read_only(true).connect().await?;
     // A second lock besides the read-only open: the connection refuses writes even to temp tables.
     sqlx::query("PRAGMA query_only = 1").execute(&mut conn).await?;
+    // The file's pages are in the OS page cache already; SQLite's own cache (2 MB by default)
+    // would keep a second copy of what reading the catalogue scanned for as long as the server
+    // runs (heaptrack: 2.0 MB of the server's peak). 256 KiB serves the B-tree's upper pages.
+    sqlx::query("PRAGMA cache_size = -256").execute(&mut conn).await?;
     Ok(Conn::Sqlite(conn))
 }
 

@@ -78,7 +78,10 @@ impl GrammarCompiler {
                     let wanted = Arc::strong_count(&slot) > 1;
                     let mut st = slot.lock();
                     if wanted && st.mask.is_none() {
-                        st.mask = Some(compute_mask(&mut st.matcher));
+                        // A panic inside the parser must not leave the job marked queued (the
+                        // scheduler would wait for it forever) nor end the thread.
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compute_mask(&mut st.matcher)));
+                        st.mask = Some(r.unwrap_or_else(|_| Err("the grammar's mask computation panicked".into())));
                     }
                     st.queued = false;
                     drop(st);
@@ -169,15 +172,8 @@ impl Slot {
     }
 }
 
-/// Runs a parser call with a panic inside llguidance turned into this sequence's error: on the
-/// mask thread a panic must not leave the job marked queued (the scheduler would wait for it
-/// forever) nor end the thread; on the scheduler thread it must not end the engine.
-fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| Err(format!("the grammar's {what} panicked")))
-}
-
 fn compute_mask(m: &mut Matcher) -> Result<SimpleVob, String> {
-    guarded("mask computation", || m.compute_mask_or_eos().map_err(|e| e.to_string()))
+    m.compute_mask_or_eos().map_err(|e| e.to_string())
 }
 
 /// What a sampled token did to the grammar.
@@ -217,7 +213,7 @@ impl Grammar {
     pub fn advance(&mut self, token: u32) -> Result<Advance, String> {
         let mut st = self.settled();
         st.mask = None;
-        guarded("token step", || st.matcher.consume_token(token).map_err(|e| e.to_string()))?;
+        st.matcher.consume_token(token).map_err(|e| e.to_string())?;
         if st.matcher.is_stopped() {
             return Ok(Advance::Complete);
         }

@@ -3,12 +3,13 @@
 //! `tokenizer.json`: the `tokenizers` crate whole) and SentencePiece-style BPE over scores
 //! (`llama` GGUF vocabularies such as Gemma's, our own code, following llama.cpp).
 //!
-//! Why our own merge loop for GGUF vocabularies: memory. The `tokenizers` crate's BPE keeps the
-//! vocabulary twice (`String` -> id and back) besides its merges and a word cache; for
-//! SmolLM2's 49,152 tokens that was 11.2 MB requested in 212k allocations (heaptrack, ~13 MB
-//! with the allocator's overhead), 7% of the server's whole peak while it serves the built-in
-//! model. Ours keeps the merges (pairs of ids) and the token strings end to end in one buffer:
-//! ~2.5 MB. The result is the crate's token for token (`byte_bpe_matches_the_tokenizers_crate`).
+//! Why our own merge loop for GGUF vocabularies: memory. The tokenizer as it was (the crate's
+//! BPE, which keeps the vocabulary twice, `String` -> id and back, beside its merges and a word
+//! cache, plus our own `Vec<String>` of pieces and `Vec<Vec<u8>>` of token bytes) held 11.2 MB
+//! in 212k allocations for SmolLM2's 49,152 tokens (heaptrack; ~13 MB with the allocator's
+//! overhead), 7% of the server's whole peak while it serves the built-in model. Now the merges
+//! are pairs of ids and the pieces and token bytes two [`ByteTable`]s: ~2.5 MB in all. The
+//! result is the crate's token for token (`byte_bpe_matches_the_tokenizers_crate`).
 //!
 //! Why not candle's `TokenizerFromGguf`: it maps SmolLM2's `smollm` pre-tokenizer to ByteLevel
 //! with a prefix space, so "What" becomes "ĠWhat" (shared/FINDINGS.md). Here each GGUF `pre` type
@@ -558,7 +559,7 @@ mod tests {
     fn corpus() -> Vec<String> {
         let mut texts: Vec<String> = include_str!("tokenizer.rs").lines().map(str::to_string).collect();
         texts.extend(include_str!("../../askdata/data/train.jsonl").lines().map(str::to_string));
-        texts.push(include_str!("tokenizer.rs")[..4000].to_string());
+        texts.push(include_str!("tokenizer.rs").chars().take(4000).collect());
         let pool: Vec<char> = "abcdefgXYZ 0123456789 ,.;'\"!?-_()\n\t   华北地区销售额折线图 éüßñ 😀👍🏽 \u{2581}\u{0}".chars().collect();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         for _ in 0..2000 {
@@ -625,9 +626,23 @@ mod tests {
         assert!(merges.len() > 500);
         compare(&tokens, &merges, &pre_regexes("smollm").unwrap());
         compare(&tokens, &merges, &pre_regexes("qwen2").unwrap());
-        // Bytes without a token are dropped, as the crate drops them.
-        let few: Vec<String> = tokens.iter().filter(|t| t.chars().all(|c| c.is_ascii_alphabetic())).cloned().collect();
-        assert_eq!(ours(&few, &[], &[GPT2_PATTERN], "ab1c"), crate_bpe(&few, &[], &[GPT2_PATTERN]).unwrap().encode("ab1c", false).unwrap().get_ids());
+        // A token listed twice (the later id wins) and a merge listed twice (the later rank wins).
+        let (table, _) = byte_unicode_table();
+        let mut dup_tokens = tokens.clone();
+        dup_tokens.extend([tokens[300].clone(), table[b'e' as usize].to_string()]);
+        compare(&dup_tokens, &merges, &pre_regexes("smollm").unwrap());
+        let mut dup_merges = merges.clone();
+        dup_merges.extend([merges[10].clone(), merges[0].clone()]);
+        compare(&tokens, &dup_merges, &pre_regexes("smollm").unwrap());
+        // Bytes without a token are dropped, as the crate drops them, and their neighbours merge
+        // across the gap: the tokens with `q` or `z` are gone, and the merges that use them.
+        let gone = |t: &str| t.chars().any(|c| c == 'q' || c == 'z');
+        let few: Vec<String> = tokens.iter().map(|t| if gone(t) { format!("\u{0}{t}") } else { t.clone() }).collect();
+        let few_merges: Vec<String> = merges.iter().filter(|m| !gone(m)).cloned().collect();
+        compare(&few, &few_merges, &[GPT2_PATTERN]);
+        let the = ours(&few, &few_merges, &[GPT2_PATTERN], "the ");
+        assert!(the.len() < 4, "`the ` merges: {the:?}");
+        assert_eq!(ours(&few, &few_merges, &[GPT2_PATTERN], "thqe zqq"), the);
     }
 
     #[test]

@@ -220,6 +220,17 @@ struct ByteBpe {
     merges: HashMap<u64, (u32, u32)>,
 }
 
+/// One pre-tokenizer per split regex (matches isolated), applied in order.
+fn splits(regexes: &[&str]) -> Result<Vec<PreTokenizerWrapper>> {
+    regexes
+        .iter()
+        .map(|re| {
+            let split = Split::new(SplitPattern::Regex(re.to_string()), SplitDelimiterBehavior::Isolated, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+            Ok(split.into())
+        })
+        .collect()
+}
+
 fn pair(a: u32, b: u32) -> u64 {
     (a as u64) << 32 | b as u64
 }
@@ -244,12 +255,7 @@ impl ByteBpe {
             map.insert(pair(id(a)?, id(b)?), (rank as u32, id(&joined)?));
         }
         map.shrink_to_fit();
-        let mut pre: Vec<PreTokenizerWrapper> = Vec::new();
-        for re in regexes {
-            let split = Split::new(SplitPattern::Regex(re.to_string()), SplitDelimiterBehavior::Isolated, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
-            pre.push(split.into());
-        }
-        Ok(ByteBpe { pre: Sequence::new(pre), byte_ids, merges: map })
+        Ok(ByteBpe { pre: Sequence::new(splits(regexes)?), byte_ids, merges: map })
     }
 
     fn encode(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
@@ -538,11 +544,7 @@ mod tests {
             })
             .collect::<Result<Vec<_>>>()?;
         let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let mut pre: Vec<PreTokenizerWrapper> = Vec::new();
-        for re in regexes {
-            let split = Split::new(SplitPattern::Regex(re.to_string()), SplitDelimiterBehavior::Isolated, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
-            pre.push(split.into());
-        }
+        let mut pre = splits(regexes)?;
         pre.push(ByteLevel::new(false, false, false).into());
         let mut tk = tokenizers::Tokenizer::new(bpe);
         tk.with_pre_tokenizer(Some(Sequence::new(pre)));
@@ -574,9 +576,8 @@ mod tests {
     fn trained_vocab() -> (Vec<String>, Vec<String>) {
         let (table, _) = byte_unicode_table();
         let mut tokens: Vec<String> = table.iter().map(|c| c.to_string()).collect();
-        let split = Split::new(SplitPattern::Regex(GPT2_PATTERN.to_string()), SplitDelimiterBehavior::Isolated, false).unwrap();
         let mut pts = PreTokenizedString::from(include_str!("../../askdata/data/train.jsonl"));
-        split.pre_tokenize(&mut pts).unwrap();
+        Sequence::new(splits(&[GPT2_PATTERN]).unwrap()).pre_tokenize(&mut pts).unwrap();
         let mut words: Vec<Vec<String>> = pts.get_splits(OffsetReferential::Original, OffsetType::Byte).iter().map(|(w, _, _)| w.bytes().map(|b| table[b as usize].to_string()).collect()).collect();
         let mut merges = Vec::new();
         for _ in 0..600 {

@@ -276,14 +276,16 @@ impl ByteBpe {
             dead: bool,
         }
         const NONE: usize = usize::MAX;
-        let ids: Vec<u32> = bytes.iter().filter_map(|&b| self.byte_ids[b as usize]).collect();
-        let n = ids.len();
-        let mut syms: Vec<Sym> = ids.iter().enumerate().map(|(i, &id)| Sym { id, prev: i.checked_sub(1).unwrap_or(NONE), next: if i + 1 < n { i + 1 } else { NONE }, dead: false }).collect();
+        let mut syms: Vec<Sym> =
+            bytes.iter().filter_map(|&b| self.byte_ids[b as usize]).enumerate().map(|(i, id)| Sym { id, prev: i.checked_sub(1).unwrap_or(NONE), next: i + 1, dead: false }).collect();
+        if let Some(last) = syms.last_mut() {
+            last.next = NONE;
+        }
         // Lowest rank first, then leftmost; an entry whose pair has changed since is skipped.
-        let mut heap: BinaryHeap<Reverse<(u32, usize, u32)>> = BinaryHeap::with_capacity(n);
-        for i in 1..n {
-            if let Some(&(rank, id)) = self.merges.get(&pair(ids[i - 1], ids[i])) {
-                heap.push(Reverse((rank, i - 1, id)));
+        let mut heap: BinaryHeap<Reverse<(u32, usize, u32)>> = BinaryHeap::with_capacity(syms.len());
+        for (i, w) in syms.windows(2).enumerate() {
+            if let Some(&(rank, id)) = self.merges.get(&pair(w[0].id, w[1].id)) {
+                heap.push(Reverse((rank, i, id)));
             }
         }
         while let Some(Reverse((_, at, new_id))) = heap.pop() {

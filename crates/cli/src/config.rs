@@ -32,6 +32,7 @@ struct RawAskdata {
 struct RawTrain {
     checkpoint_every: usize,
     precision: String,
+    amx: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +97,8 @@ pub struct Config {
     pub checkpoint_every: usize,
     /// Fine-tuning: how the frozen base is multiplied.
     pub train_precision: shovel_train::Precision,
+    /// Fine-tuning: bf16 products may run on Intel AMX tiles.
+    pub train_amx: bool,
     /// Ask-Data's database for the HTTP API (`demo`, a SQLite file, CSV files); `None`: off.
     pub askdata_db: Option<String>,
     /// Ask-Data's default model; `None`: askdata-smollm2 when registered, else the built-in one.
@@ -239,6 +242,7 @@ fn validate(raw: RawConfig, home_env: Option<String>) -> Result<Config> {
             "f32" => shovel_train::Precision::F32,
             other => bail!("train.precision must be \"auto\", \"bf16\" or \"f32\", got \"{other}\""),
         },
+        train_amx: raw.train.amx,
         python: raw.pull.python,
         index_url: Some(raw.pull.index_url).filter(|s| !s.is_empty()),
     })

@@ -388,6 +388,7 @@ async fn one_model_engine(cfg: &config::Config, model: &str) -> Result<(Engine, 
 }
 
 fn init_threads(cfg: &config::Config) {
+    shovel_train::bf16::allow_amx(cfg.train_amx);
     if cfg.threads > 0 {
         shovel_engine::pool::init(cfg.threads);
         // The trainer's products run on rayon's pool.

@@ -29,6 +29,17 @@ BIN = ROOT / "target" / "release" / "shovel"
 BASE = "smollm2-135m-instruct"
 
 
+def bf16_kernel():
+    """Which kernel `shovel tune` multiplies on here, by default (`train.amx = true`)."""
+    flags = set()
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags |= set(line.split(":", 1)[1].split())
+    if os.environ.get("SHOVEL__TRAIN__AMX", "true") != "false" and {"amx_tile", "amx_bf16"} <= flags:
+        return "Intel AMX tiles"
+    return "AVX512-BF16" if "avx512_bf16" in flags else "no bf16 instructions: f32"
+
+
 def write_data(d):
     train, valid = d / "train.jsonl", d / "valid.jsonl"
     with open(train, "w", encoding="utf-8") as f:
@@ -162,7 +173,7 @@ GGUF (SmolLM2-135M-Instruct), the same 100 examples
 (`bench/train/make_data.py`: question -> JSON with SQL and a chart type) and the same recipe: r 16,
 alpha 32, all seven projections, batch 4, max length 256, {a.epochs} epochs, AdamW lr 1e-3 with 5%
 warmup and cosine decay, clipping 1.0, loss on assistant tokens only, {a.threads} threads. Shovel
-trains in bf16 products with f32 accumulation (AVX512-BF16); the anchor in fp32. Tokens/s counts
+trains in bf16 products with f32 accumulation ({bf16_kernel()}); the anchor in fp32. Tokens/s counts
 non-padding tokens over the training loop; wall time includes loading.
 
 - Date: {datetime.date.today().isoformat()}

@@ -149,7 +149,7 @@ pub enum Kernel {
 
 /// The fastest kernel this CPU, OS and configuration allow.
 pub fn kernel() -> Kernel {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     if AMX_ALLOWED.load(std::sync::atomic::Ordering::Relaxed) && amx::ready() {
         return Kernel::Amx;
     }
@@ -171,8 +171,14 @@ pub fn matmul(x: &[f32], t: usize, b: &PackedB, out: &mut [f32], acc: bool) {
     matmul_on(kernel(), x, t, b, out, acc)
 }
 
-/// [`matmul`] on a given kernel (which the CPU must have).
+/// [`matmul`] on a given kernel; panics if this CPU, OS or configuration cannot run it.
 pub fn matmul_on(kern: Kernel, x: &[f32], t: usize, b: &PackedB, out: &mut [f32], acc: bool) {
+    let usable = match kern {
+        Kernel::Amx => kernel() == Kernel::Amx,
+        Kernel::Avx512 => available(),
+        Kernel::Portable => true,
+    };
+    assert!(usable, "the {kern:?} bf16 kernel cannot run here");
     let (k, n, pairs) = (b.k, b.n, b.pairs);
     assert_eq!(x.len(), t * k);
     assert_eq!(out.len(), t * n);
@@ -201,7 +207,7 @@ pub fn matmul_on(kern: Kernel, x: &[f32], t: usize, b: &PackedB, out: &mut [f32]
     } else {
         a.chunks_mut(pairs).zip(x.chunks(k)).for_each(convert);
     }
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     if kern == Kernel::Amx {
         amx::matmul(&a, t, b, out, acc);
         return;
@@ -215,9 +221,11 @@ pub fn matmul_on(kern: Kernel, x: &[f32], t: usize, b: &PackedB, out: &mut [f32]
         let cols = (n - p * NR).min(NR);
         let r_end = ((rt + 1) * ROWS_PER_TASK).min(t);
         let mut tile = [[0f32; NR]; MR];
+        // The padding pairs are zeros; only AMX's whole tiles need them.
+        let real = k.div_ceil(2);
         let mut q0 = 0;
-        while q0 < pairs {
-            let q1 = (q0 + KC).min(pairs);
+        while q0 < real {
+            let q1 = (q0 + KC).min(real);
             let mut r0 = rt * ROWS_PER_TASK;
             while r0 < r_end {
                 let mr = (r_end - r0).min(MR);
@@ -255,7 +263,7 @@ pub fn matmul_on(kern: Kernel, x: &[f32], t: usize, b: &PackedB, out: &mut [f32]
 /// block of sums in four tiles (tmm0-3) while tmm4-5 hold two 16-row tiles of activations and
 /// tmm6-7 two 16-column tiles of the panel, so 4 tile loads (4 KiB) feed 4 `tdpbf16ps`
 /// (32768 multiply-adds).
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod amx {
     use super::{OutPtr, PackedB, AMX_ROWS, NR, TILE_PAIRS};
     use rayon::prelude::*;
@@ -268,11 +276,17 @@ mod amx {
         static READY: OnceLock<bool> = OnceLock::new();
         *READY.get_or_init(|| {
             // CPUID leaf 7: EDX bit 24 AMX-TILE, bit 22 AMX-BF16.
-            let has = std::arch::x86_64::__cpuid(0).eax >= 7 && {
-                let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
-                edx & (1 << 24) != 0 && edx & (1 << 22) != 0
+            // The activations are converted with AVX512-BF16 instructions, so AMX needs them too.
+            // (CPUID is an `unsafe fn` before Rust 1.94.)
+            #[allow(unused_unsafe)]
+            // SAFETY: CPUID leaf 7 is read only when the CPU reports it (max leaf >= 7).
+            let has = unsafe {
+                std::arch::x86_64::__cpuid(0).eax >= 7 && {
+                    let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
+                    edx & (1 << 24) != 0 && edx & (1 << 22) != 0
+                }
             };
-            if !has {
+            if !has || !super::available() {
                 return false;
             }
             const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
@@ -290,7 +304,7 @@ mod amx {
     #[repr(C, align(64))]
     struct Config([u8; 64]);
 
-    const CONFIG: Config = {
+    static CONFIG: Config = {
         let mut c = [0u8; 64];
         c[0] = 1;
         let mut t = 0;
@@ -493,7 +507,7 @@ mod tests {
         if available() {
             kernels.push(Kernel::Avx512);
         }
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
         if amx::ready() {
             kernels.push(Kernel::Amx);
         }

@@ -160,10 +160,34 @@ pub fn kernel() -> Kernel {
     }
 }
 
-struct OutPtr(*mut f32);
-// SAFETY: tasks write disjoint (row range, panel) blocks of the output (see `matmul`).
+/// The output (`n` columns a row) that parallel tasks read and write in disjoint blocks.
+struct OutPtr {
+    p: *mut f32,
+    n: usize,
+}
+// SAFETY: tasks touch disjoint (row range, column range) blocks of the output (see `matmul`).
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// Copies columns `c0 .. c0 + cols` of rows `r0 ..` into the rows of `dst`.
+    ///
+    /// SAFETY: those rows and columns are inside the output and no other task's.
+    unsafe fn read<const W: usize>(&self, r0: usize, c0: usize, cols: usize, dst: &mut [[f32; W]]) {
+        for (i, row) in dst.iter_mut().enumerate() {
+            std::ptr::copy_nonoverlapping(self.p.add((r0 + i) * self.n + c0), row.as_mut_ptr(), cols);
+        }
+    }
+
+    /// Copies the rows of `src` into columns `c0 .. c0 + cols` of rows `r0 ..`.
+    ///
+    /// SAFETY: as for [`OutPtr::read`].
+    unsafe fn write<const W: usize>(&self, r0: usize, c0: usize, cols: usize, src: &[[f32; W]]) {
+        for (i, row) in src.iter().enumerate() {
+            std::ptr::copy_nonoverlapping(row.as_ptr(), self.p.add((r0 + i) * self.n + c0), cols);
+        }
+    }
+}
 
 /// `out (t x b.n) (+)= x (t x b.k) . B`, bf16 products with f32 accumulation; `acc` adds to
 /// what `out` holds. Runs on [`kernel()`].
@@ -212,7 +236,7 @@ pub fn matmul_on(kern: Kernel, x: &[f32], t: usize, b: &PackedB, out: &mut [f32]
         amx::matmul(&a, t, b, out, acc);
         return;
     }
-    let ptr = OutPtr(out.as_mut_ptr());
+    let ptr = OutPtr { p: out.as_mut_ptr(), n };
     let row_tasks = t.div_ceil(ROWS_PER_TASK);
     (0..b.panels * row_tasks).into_par_iter().for_each(|task| {
         let ptr = &ptr;
@@ -230,13 +254,11 @@ pub fn matmul_on(kern: Kernel, x: &[f32], t: usize, b: &PackedB, out: &mut [f32]
             while r0 < r_end {
                 let mr = (r_end - r0).min(MR);
                 // Start from what the output holds (accumulating, or a later k block).
-                for (i, row) in tile.iter_mut().enumerate().take(mr) {
-                    if acc || q0 > 0 {
-                        // SAFETY: row r0 + i, columns p*64 .. p*64 + cols are this task's.
-                        unsafe { std::ptr::copy_nonoverlapping(ptr.0.add((r0 + i) * n + p * NR), row.as_mut_ptr(), cols) };
-                    } else {
-                        row.fill(0.0);
-                    }
+                if acc || q0 > 0 {
+                    // SAFETY: rows r0 .. r0 + mr, columns p*64 .. p*64 + cols are this task's.
+                    unsafe { ptr.read(r0, p * NR, cols, &mut tile[..mr]) };
+                } else {
+                    tile[..mr].iter_mut().for_each(|row| row.fill(0.0));
                 }
                 let arows = &a[r0 * pairs..(r0 + mr) * pairs];
                 #[cfg(target_arch = "x86_64")]
@@ -248,10 +270,8 @@ pub fn matmul_on(kern: Kernel, x: &[f32], t: usize, b: &PackedB, out: &mut [f32]
                 }
                 #[cfg(not(target_arch = "x86_64"))]
                 portable(arows, pairs, mr, panel, q0, q1, &mut tile);
-                for (i, row) in tile.iter().enumerate().take(mr) {
-                    // SAFETY: as above.
-                    unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), ptr.0.add((r0 + i) * n + p * NR), cols) };
-                }
+                // SAFETY: as above.
+                unsafe { ptr.write(r0, p * NR, cols, &tile[..mr]) };
                 r0 += mr;
             }
             q0 = q1;
@@ -321,7 +341,7 @@ mod amx {
     pub fn matmul(a: &[u32], t: usize, b: &PackedB, out: &mut [f32], acc: bool) {
         let (n, pairs) = (b.n, b.pairs);
         debug_assert!(ready() && pairs % TILE_PAIRS == 0 && a.len() >= t.next_multiple_of(AMX_ROWS) * pairs);
-        let ptr = OutPtr(out.as_mut_ptr());
+        let ptr = OutPtr { p: out.as_mut_ptr(), n };
         let row_tasks = t.div_ceil(AMX_ROWS);
         (0..b.panels * row_tasks).into_par_iter().for_each(|task| {
             let ptr = &ptr;
@@ -342,21 +362,15 @@ mod amx {
                 }
                 let cols = (n - c0).min(32);
                 if acc {
-                    for (i, row) in sums.iter_mut().enumerate() {
-                        if i < rows {
-                            // SAFETY: row r0 + i, columns c0 .. c0 + cols are this task's.
-                            unsafe { std::ptr::copy_nonoverlapping(ptr.0.add((r0 + i) * n + c0), row.as_mut_ptr(), cols) };
-                        }
-                    }
+                    // SAFETY: rows r0 .. r0 + rows, columns c0 .. c0 + cols are this task's.
+                    unsafe { ptr.read(r0, c0, cols, &mut sums[..rows]) };
                 }
                 // SAFETY: `arows` holds 32 rows of `pairs` pairs and `panel` `pairs` rows of 64
                 // columns; every tile read stays inside them (q + 16 <= pairs, h * 32 + 32 <= 64),
                 // and `sums` is 32 x 32 f32.
                 unsafe { block(arows.as_ptr(), pairs, panel.as_ptr().add(h * 32), &mut sums, acc) };
-                for (i, row) in sums.iter().enumerate().take(rows) {
-                    // SAFETY: as above.
-                    unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), ptr.0.add((r0 + i) * n + c0), cols) };
-                }
+                // SAFETY: as above.
+                unsafe { ptr.write(r0, c0, cols, &sums[..rows]) };
             }
             // SAFETY: ends this task's use of the tiles.
             unsafe { asm!("tilerelease", options(nostack, nomem)) };

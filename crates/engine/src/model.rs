@@ -332,19 +332,13 @@ impl Model {
                 ti += 1;
             }
         }
-        // Each row's adapter, for spreading the adapter updates over the pool a row at a time.
+        // Each row's adapter; the updates run as tasks of rows that share one adapter.
         let row_adapter: Vec<Option<&Adapter>> = items.iter().flat_map(|it| std::iter::repeat_n(it.adapter, it.tokens.len())).collect();
-        let any_adapter = row_adapter.iter().any(Option::is_some);
-        let lora = |li: usize, target: Target, x: &[f32], out: &mut [f32]| {
-            if !any_adapter {
-                return;
+        let plan = crate::lora::Plan::new(&row_adapter);
+        let lora = |li: usize, x: &[f32], outs: &mut [(Target, &mut [f32])]| {
+            if !plan.is_empty() {
+                plan.apply(pool::global(), li, x, outs);
             }
-            let (inp, outw) = (x.len() / t, out.len() / t);
-            pool::global().chunks(out, outw, |row, o| {
-                if let Some(a) = row_adapter[row] {
-                    a.apply(li, target, &x[row * inp..(row + 1) * inp], o);
-                }
-            });
         };
         let mut hbuf = vec![0f32; t * h];
         let mut q = vec![0f32; t * qd];
@@ -363,9 +357,7 @@ impl Model {
                 add_bias(&mut k, bk);
                 add_bias(&mut v, bv);
             }
-            lora(li, Target::QProj, &hbuf, &mut q);
-            lora(li, Target::KProj, &hbuf, &mut k);
-            lora(li, Target::VProj, &hbuf, &mut v);
+            lora(li, &hbuf, &mut [(Target::QProj, &mut q), (Target::KProj, &mut k), (Target::VProj, &mut v)]);
             if let Some(qn) = &layer.q_norm {
                 rms_norm(&mut q, qn, c.rms_eps);
             }
@@ -413,7 +405,7 @@ impl Model {
             });
             drop(caches);
             matmul(&layer.wo, &attn, t, &mut hbuf);
-            lora(li, Target::OProj, &attn, &mut hbuf);
+            lora(li, &attn, &mut [(Target::OProj, &mut hbuf)]);
             if let Some(pn) = &layer.post_attn_norm {
                 rms_norm(&mut hbuf, pn, c.rms_eps);
             }
@@ -421,8 +413,7 @@ impl Model {
             hbuf.copy_from_slice(&x);
             rms_norm(&mut hbuf, &layer.ffn_norm, c.rms_eps);
             matmul_many(&[&layer.gate, &layer.up], &hbuf, t, &mut [&mut g, &mut u]);
-            lora(li, Target::GateProj, &hbuf, &mut g);
-            lora(li, Target::UpProj, &hbuf, &mut u);
+            lora(li, &hbuf, &mut [(Target::GateProj, &mut g), (Target::UpProj, &mut u)]);
             // Split between the threads when there is enough of it to pay for a parallel region.
             const ACT_CHUNK: usize = 16 * 1024;
             pool::global().chunks(&mut g, ACT_CHUNK, |i, gc| {
@@ -433,7 +424,7 @@ impl Model {
                 }
             });
             matmul(&layer.down, &g, t, &mut hbuf);
-            lora(li, Target::DownProj, &g, &mut hbuf);
+            lora(li, &g, &mut [(Target::DownProj, &mut hbuf)]);
             if let Some(pn) = &layer.post_ffn_norm {
                 rms_norm(&mut hbuf, pn, c.rms_eps);
             }

@@ -27,8 +27,11 @@ use crate::catalog::{Catalog, Column, Table};
 
 /// A name the query defines (`AS amount`, `AS 实际销售额`).
 const NAME: &str = r"[A-Za-z_\p{Han}][A-Za-z0-9_\p{Han}]*";
-/// A name after `GROUP BY` / `ORDER BY` that is not a keyword (those are upper case).
-const LIST_NAME: &str = r"[a-z_\p{Han}][A-Za-z0-9_\p{Han}]*";
+/// A name after `GROUP BY` / `ORDER BY` that is not a keyword (those are upper case): lower
+/// case throughout, as every alias of the teaching data is. Why not upper case after the first
+/// letter: the model sorted "the 3 products with the least profit" by `profitDATEDURID`, a name
+/// no query defines, on three fresh questions.
+const LIST_NAME: &str = r"[a-z_\p{Han}][a-z0-9_\p{Han}]*";
 /// A number.
 const NUM: &str = r"-?[0-9]+(\.[0-9]+)?";
 /// A string literal (no quote, backslash or control character: the SQL sits in a JSON string).
@@ -603,6 +606,7 @@ mod tests {
             // Made-up operators, repeated clauses, a second statement, tables not in the catalogue.
             "SELECT product FROM sales WHERE order_id BETWEANKS 'x'",
             "SELECT region, target FROM sales_targets ORDER BY region ORDER BY target DESC LIMIT 12",
+            "SELECT product, ROUND(SUM(profit),2) AS profit FROM sales GROUP BY product ORDER BY profitDATEDURID LIMIT 3",
             "SELECT region FROM sales; DROP TABLE sales",
             "SELECT name FROM users",
         ] {

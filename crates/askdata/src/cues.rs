@@ -35,9 +35,16 @@ static CHARTS: LazyLock<Rules<ChartType>> = LazyLock::new(|| {
     ])
 });
 
-/// The chart type the question asks for by name, if it does.
+/// A percentage asked for ("百分之多少", "in percent", "(%)").
+static PERCENT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)百分|\bper ?cent(age)?s?\b|%|％").expect("valid pattern"));
+/// A pie named as such.
+static PIE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)饼|\bpie\b").expect("valid pattern"));
+
+/// The chart type the question asks for by name, if it does. A share asked for as a percentage
+/// ("线上销售额占比是百分之几", "online's share of sales, in percent") names no pie: its answer is
+/// a number, or bars per group; every such question of the shipped sets has one of those.
 pub fn chart(question: &str) -> Option<ChartType> {
-    CHARTS.find(question)
+    CHARTS.find(question).filter(|c| *c != ChartType::Pie || !PERCENT.is_match(question) || PIE.is_match(question))
 }
 
 static WHICH_MONTH: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)哪一?个?月|哪些月|哪几个月|\b(which|what) months?\b").expect("valid pattern"));
@@ -353,6 +360,9 @@ mod tests {
         assert_eq!(chart("华北地区2019年3-5月的销售额,用折线图来表示"), Some(ChartType::Line));
         assert_eq!(chart("2020年哪个地区销售额最高?用柱状图比较各地区"), Some(ChartType::Bar));
         assert_eq!(chart("2019年销售额的渠道占比,饼图"), Some(ChartType::Pie));
+        assert_eq!(chart("2018年下半年广东省家具营收占比是百分之几"), None);
+        assert_eq!(chart("Online's share of sales in 2018, in percent"), None);
+        assert_eq!(chart("各渠道销售额的占比(%),用饼图"), Some(ChartType::Pie));
         assert_eq!(chart("Online versus offline revenue in 2020, as bars"), Some(ChartType::Bar));
         assert_eq!(chart("Line chart for Northwest China"), Some(ChartType::Line));
         // "online" and "offline" contain "line" but name no chart; a question opening with

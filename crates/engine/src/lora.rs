@@ -117,24 +117,29 @@ pub struct LoraPair {
     pub served: Served,
 }
 
-/// One pair as served: in int8 with a scale per row of `A` and per row of `B`, laid out so
-/// that a row's update is two sweeps with the sums in registers.
+/// One pair as served: in int8 with a scale per row of `A` and per row of `B`, the rank padded
+/// with zeros to a multiple of 16 (`rp`), laid out so that a row's update is two sweeps with
+/// the sums in registers.
 ///
 /// Why: with 8 requests over 4 adapters (rank 16 on all seven projections of SmolLM2), the
 /// update from the f32 `A` and `B` ran at 0.53x of the base's tokens/s (Intel Xeon, 2 vCPU;
 /// BENCHMARKS, "Fine-tuning"). In this layout, with each weight loaded once for every row of
-/// its adapter, it runs at 0.77-0.83x. `--example lora_apply` times these kernels: int8 beat
-/// bf16 weights (whether widened to f32 or multiplied by `vdpbf16ps`, 1.12 ms against 1.43 ms
-/// per step for 4 adapters) and holds an adapter in a quarter of the f32 bytes. The rounding is
-/// at most half a step of 1/127 of a row's largest weight, on the update only, never on the
-/// base; a row of `B` is `r` weights, so its scale follows each output closely.
+/// its adapter, it runs at 0.81-0.85x. `--example lora_apply` times these kernels: int8 beat
+/// bf16 weights (whether widened to f32 or multiplied by `vdpbf16ps`: 1.07 ms against 1.43 ms
+/// per step for 4 adapters), and this form is a quarter of the f32 matrices' bytes (which
+/// [`LoraPair`] keeps beside it). The rounding is at most half a step of 1/127 of a row's
+/// largest weight, on the update only, never on the base; a row of `B` is `r` weights, so its
+/// scale follows each output closely.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Served {
-    /// `A^T`, `inp x r`: a row's `A x` is one pass over it with `r` sums.
+    /// The rank rounded up to a multiple of 16 (rank 8, PEFT's default, takes the AVX-512
+    /// kernel too; the padding ranks are zero and add nothing).
+    rp: usize,
+    /// `A^T`, `inp x rp`: a row's `A x` is one pass over it with `rp` sums.
     at: Vec<i8>,
-    /// Per row `k` of `A`: `at[., k] * a_scale[k]` is `A[k, .]`.
+    /// Per row `k` of `A`: `at[., k] * a_scale[k]` is `A[k, .]` (zero past `r`).
     a_scale: Vec<f32>,
-    /// `(alpha / r) B^T` in blocks of 16 outputs, `ceil(out / 16) x r x 16`, the last block
+    /// `(alpha / r) B^T` in blocks of 16 outputs, `ceil(out / 16) x rp x 16`, the last block
     /// padded with zeros: each block of the output is read and written once.
     bt: Vec<i8>,
     /// Per output `o` (padded to whole blocks): `bt[., ., o] * b_scale[o]` is `(alpha / r) B[o, .]`.
@@ -150,26 +155,32 @@ fn quantize(v: impl Iterator<Item = f32> + Clone) -> (Vec<i8>, f32) {
 
 impl Served {
     fn new(p: &LoraPair, r: usize, scale: f32) -> Served {
-        let mut at = vec![0i8; p.inp * r];
-        let mut a_scale = vec![0f32; r];
+        let rp = r.div_ceil(16) * 16;
+        let mut at = vec![0i8; p.inp * rp];
+        let mut a_scale = vec![0f32; rp];
         for (k, arow) in p.a.chunks_exact(p.inp).enumerate() {
             let (q, step) = quantize(arow.iter().copied());
             a_scale[k] = step;
             for (i, v) in q.into_iter().enumerate() {
-                at[i * r + k] = v;
+                at[i * rp + k] = v;
             }
         }
         let blocks = p.out.div_ceil(16);
-        let mut bt = vec![0i8; blocks * r * 16];
+        let mut bt = vec![0i8; blocks * rp * 16];
         let mut b_scale = vec![0f32; blocks * 16];
         for (o, brow) in p.b.chunks_exact(r).enumerate() {
             let (q, step) = quantize(brow.iter().map(|v| scale * v));
             b_scale[o] = step;
             for (k, v) in q.into_iter().enumerate() {
-                bt[(o / 16) * r * 16 + k * 16 + o % 16] = v;
+                bt[(o / 16) * rp * 16 + k * 16 + o % 16] = v;
             }
         }
-        Served { at, a_scale, bt, b_scale }
+        Served { rp, at, a_scale, bt, b_scale }
+    }
+
+    /// Bytes held.
+    fn bytes(&self) -> usize {
+        self.at.len() + self.bt.len() + 4 * (self.a_scale.len() + self.b_scale.len())
     }
 
     fn is_empty(&self) -> bool {
@@ -180,6 +191,8 @@ impl Served {
 /// Rows one serving task updates together, reading its adapter's weights once: 4 rows keep
 /// 16 sums of `A x` per row in 16 AVX-512 registers.
 pub const GROUP: usize = 4;
+// The AVX-512 kernel is instantiated for 1 to 4 rows.
+const _: () = assert!(GROUP == 4);
 
 /// The serving kernels: `t = A x` and `out += (alpha / r) B t` for up to [`GROUP`] rows of
 /// one adapter, over the int8 layout of [`Served`]. Each weight loaded serves every row.
@@ -217,32 +230,32 @@ mod kernels {
 
     #[inline(always)]
     fn generic(s: &Served, xs: &[&[f32]], t: &mut [f32], outs: &mut [&mut [f32]]) {
-        let r = t.len() / GROUP;
+        let r = s.rp;
         for ((x, out), t) in xs.iter().zip(outs.iter_mut()).zip(t.chunks_exact_mut(r)) {
             down_generic(s, x, t);
             up_generic(s, t, out);
         }
     }
 
-    /// Both steps for `xs.len() <= GROUP` rows (`t` is scratch, `GROUP x r`): with AVX-512
-    /// when the CPU has it and `r` is a multiple of 16.
+    /// Both steps for `1 ..= GROUP` rows, all of one input width and one output width, that
+    /// of the weights (`t` is scratch, `GROUP x rp`): with AVX-512 when the CPU has it.
     pub(super) fn apply_rows(s: &Served, xs: &[&[f32]], t: &mut [f32], outs: &mut [&mut [f32]]) {
-        let r = t.len() / GROUP;
-        assert!(xs.len() == outs.len() && xs.len() <= GROUP && t.len() == GROUP * r && s.a_scale.len() == r);
-        for (x, o) in xs.iter().zip(outs.iter()) {
-            let blocks = o.len().div_ceil(16);
-            assert!(s.at.len() == x.len() * r && s.bt.len() == blocks * r * 16 && s.b_scale.len() == blocks * 16);
-        }
+        let r = s.rp;
+        assert!(xs.len() == outs.len() && (1..=GROUP).contains(&xs.len()) && t.len() == GROUP * r && s.a_scale.len() == r && r % 16 == 0);
+        let (inp, out) = (xs[0].len(), outs[0].len());
+        let blocks = out.div_ceil(16);
+        assert!(xs.iter().all(|x| x.len() == inp) && outs.iter().all(|o| o.len() == out));
+        assert!(s.at.len() == inp * r && s.bt.len() == blocks * r * 16 && s.b_scale.len() == blocks * 16);
         #[cfg(target_arch = "x86_64")]
-        if r % 16 == 0 && crate::ops::has_avx512f() {
-            // SAFETY: AVX-512F was checked; every row's length against the weights' above.
+        if crate::ops::has_avx512f() {
+            // SAFETY: AVX-512F was checked; the rows' widths against the weights' above.
             unsafe {
                 match xs.len() {
                     1 => avx512::both::<1>(s, xs, t, outs),
                     2 => avx512::both::<2>(s, xs, t, outs),
                     3 => avx512::both::<3>(s, xs, t, outs),
                     4 => avx512::both::<4>(s, xs, t, outs),
-                    _ => {}
+                    _ => unreachable!("at most GROUP rows"),
                 }
             }
             return;
@@ -274,12 +287,13 @@ mod kernels {
             unsafe { _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i))) }
         }
 
-        /// Safety: AVX-512F; `M == xs.len() == outs.len()`, `r = t.len() / GROUP` a multiple of
-        /// 16 and `s` holds `A^T` as `inp x r` for every row's `inp`, `ceil(out / 16)` blocks of
-        /// `r x 16` and their scales for every row's `out`.
+        /// Safety: AVX-512F; `M == xs.len() == outs.len()`, every `xs` of one length `inp`
+        /// and every `outs` of one length `out`, `t` of `GROUP x rp`, and `s` (`rp` a multiple
+        /// of 16) holds `A^T` as `inp x rp`, `ceil(out / 16)` blocks of `rp x 16` and their
+        /// scales.
         #[target_feature(enable = "avx512f")]
         pub(super) unsafe fn both<const M: usize>(s: &Served, xs: &[&[f32]], t: &mut [f32], outs: &mut [&mut [f32]]) {
-            let r = t.len() / super::GROUP;
+            let r = s.rp;
             let n = xs[0].len();
             // t = A x, 16 sums at a time; four accumulators per row over the inputs hide the
             // FMA latency when there is one row.
@@ -340,7 +354,7 @@ mod kernels {
 ///
 /// Why: with 8 requests over 4 adapters, applying them row by row read each adapter twice per
 /// step, by different threads; the adapters' updates took 22% of such a step (Intel Xeon,
-/// 2 vCPU, after the bf16 form), against 37% for the whole Q4_1 base.
+/// 2 vCPU, with the weights in bf16), against 37% for the whole Q4_1 base.
 pub struct Plan<'a> {
     tasks: Vec<(&'a Adapter, Vec<usize>)>,
     /// Rows in the batch, with or without an adapter.
@@ -378,6 +392,15 @@ impl<'a> Plan<'a> {
         }
         assert!(x.len() % n_rows == 0 && outs.iter().all(|(_, o)| o.len() % n_rows == 0), "rows of x and out do not match the plan");
         let inp = x.len() / n_rows;
+        // Every width checked here, before the parallel region: a task that panicked inside it
+        // would leave the pool waiting.
+        for (target, o) in outs.iter() {
+            for (adapter, _) in &self.tasks {
+                if let Some(p) = adapter.pair(l, *target) {
+                    assert!(p.inp == inp && p.out == o.len() / n_rows, "layer {l} {}: the adapter is {} x {}, the rows {inp} -> {}", target.name(), p.out, p.inp, o.len() / n_rows);
+                }
+            }
+        }
         let targets: Vec<(Target, OutRows, usize)> = outs.iter_mut().map(|(t, o)| (*t, OutRows(o.as_mut_ptr()), o.len() / n_rows)).collect();
         let per_target = self.tasks.len();
         pool.run(targets.len() * per_target, &|ti| {
@@ -490,7 +513,7 @@ impl Adapter {
         self.layers.get(l).and_then(|p| p[target.index()].as_ref())
     }
 
-    /// Readies the adapter for serving: each pair's [`Served`] form, in bf16.
+    /// Readies the adapter for serving: each pair's [`Served`] form, in int8.
     pub fn prepare(&mut self) {
         let (r, s) = (self.config.r, self.config.scale());
         for p in self.layers.iter_mut().flatten().flatten() {
@@ -510,20 +533,22 @@ impl Adapter {
         }
     }
 
-    /// Adds this adapter's update to up to [`GROUP`] rows: from the bf16 serving form after
+    /// Adds this adapter's update to up to [`GROUP`] rows: from the int8 serving form after
     /// [`Adapter::prepare`], in f32 from `a` and `b` before it.
     fn apply_rows(&self, l: usize, target: Target, xs: &[&[f32]], outs: &mut [&mut [f32]]) {
         let Some(p) = self.pair(l, target) else {
             return;
         };
+        assert!(xs.iter().all(|x| x.len() == p.inp) && outs.iter().all(|o| o.len() == p.out), "rows of the wrong width for {}", target.name());
         let r = self.config.r;
         if !p.served.is_empty() {
+            let rp = p.served.rp;
             let mut t = [0f32; 256];
             let mut tv;
-            let t: &mut [f32] = if GROUP * r <= t.len() {
-                &mut t[..GROUP * r]
+            let t: &mut [f32] = if GROUP * rp <= t.len() {
+                &mut t[..GROUP * rp]
             } else {
-                tv = vec![0f32; GROUP * r];
+                tv = vec![0f32; GROUP * rp];
                 &mut tv
             };
             kernels::apply_rows(&p.served, xs, t, outs);
@@ -621,6 +646,11 @@ impl Adapter {
                 return Err(dir_err(&st_path, format!("`{name}` has shape {:?}, the base needs {want:?}", view.shape())));
             }
             let vals = to_f32(view.dtype(), view.data()).ok_or_else(|| dir_err(&st_path, format!("`{name}`: dtype {:?} not supported", view.dtype())))?;
+            // A NaN or infinity would serve as a zero row (the int8 form's scale skips NaN) or
+            // poison every token; the adapter is refused instead.
+            if vals.iter().any(|v| !v.is_finite()) {
+                return Err(dir_err(&st_path, format!("`{name}` holds a value that is not finite")));
+            }
             let e = found.entry((l, t)).or_default();
             if which == "lora_A" {
                 e.0 = Some(vals);
@@ -652,9 +682,9 @@ impl Adapter {
         Ok(Adapter { config: LoraConfig { r, alpha: pc.lora_alpha, dropout: pc.lora_dropout, targets }, layers })
     }
 
-    /// Bytes held by the matrices.
+    /// Bytes held by the matrices, the serving form included.
     pub fn bytes(&self) -> usize {
-        self.layers.iter().flatten().flatten().map(|p| (p.a.len() + p.b.len()) * 4).sum()
+        self.layers.iter().flatten().flatten().map(|p| (p.a.len() + p.b.len()) * 4 + p.served.bytes()).sum()
     }
 }
 
@@ -749,13 +779,13 @@ mod tests {
 
     #[test]
     fn served_form_gives_the_update_of_its_int8_weights() {
-        // Odd widths (a partial block of 16 outputs, inputs not a multiple of 4), ranks on
-        // and off the AVX-512 path (multiples of 16 only), and six rows (a task of four, one of
-        // two).
-        for (r, inp, out) in [(16, 37, 45), (32, 64, 16), (8, 37, 45), (3, 5, 7)] {
+        // Odd widths (a partial block of 16 outputs, inputs not a multiple of 4), ranks of one,
+        // two and three blocks of 16 and ranks padded to 16, and seven rows (tasks of four and
+        // three).
+        for (r, inp, out) in [(16, 37, 45), (32, 37, 45), (48, 64, 16), (8, 37, 45), (3, 5, 7)] {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(r as u64);
             let mut rand = |n: usize| (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect::<Vec<_>>();
-            let (alpha, rows) = (2.0 * r as f32, 6);
+            let (alpha, rows) = (2.0 * r as f32, 7);
             let p = LoraPair { a: rand(r * inp), b: rand(out * r), out, inp, served: Served::default() };
             let x = rand(rows * inp);
             let start = rand(rows * out);
@@ -769,8 +799,10 @@ mod tests {
             let s = alpha / r as f32;
             let srv = &ad.layers[0][Target::UpProj.index()].as_ref().unwrap().served;
             // The weights as served, and each within half a step of the true one.
-            let deq_a = |k: usize, i: usize| srv.at[i * r + k] as f64 * srv.a_scale[k] as f64;
-            let deq_b = |o: usize, k: usize| srv.bt[(o / 16) * r * 16 + k * 16 + o % 16] as f64 * srv.b_scale[o] as f64;
+            let rp = srv.rp;
+            assert_eq!(rp, r.div_ceil(16) * 16);
+            let deq_a = |k: usize, i: usize| srv.at[i * rp + k] as f64 * srv.a_scale[k] as f64;
+            let deq_b = |o: usize, k: usize| srv.bt[(o / 16) * rp * 16 + k * 16 + o % 16] as f64 * srv.b_scale[o] as f64;
             for k in 0..r {
                 for i in 0..inp {
                     assert!((deq_a(k, i) - p.a[k * inp + i] as f64).abs() <= 0.5001 * srv.a_scale[k] as f64);
@@ -779,11 +811,17 @@ mod tests {
                     assert!((deq_b(o, k) - (s * p.b[o * r + k]) as f64).abs() <= 0.5001 * srv.b_scale[o] as f64);
                 }
             }
+            // The padding ranks are zero.
+            assert!((r..rp).all(|k| srv.a_scale[k] == 0.0 && (0..inp).all(|i| srv.at[i * rp + k] == 0)));
+            // The generic loops, whatever this CPU has (`served` took AVX-512 where it has it).
             let mut generic = start.clone();
-            let mut t = vec![0f32; r];
+            let mut t = vec![0f32; rp];
             for (xr, or) in x.chunks_exact(inp).zip(generic.chunks_exact_mut(out)) {
                 kernels::down_generic(srv, xr, &mut t);
                 kernels::up_generic(srv, &t, or);
+            }
+            if !crate::ops::has_avx512f() {
+                eprintln!("this CPU has no AVX-512: only the generic loops were checked");
             }
             for row in 0..rows {
                 let xr = &x[row * inp..(row + 1) * inp];
@@ -809,7 +847,7 @@ mod tests {
         // one adapter, spread over a pool of two threads, give what each row's adapter alone
         // gives it.
         let c = cfg(Arch::Llama, RopeStyle::Neox);
-        let lc = LoraConfig { r: 16, alpha: 32.0, dropout: 0.0, targets: vec![Target::UpProj] };
+        let lc = LoraConfig { r: 16, alpha: 32.0, dropout: 0.0, targets: vec![Target::UpProj, Target::QProj, Target::KProj] };
         let adapters: Vec<Adapter> = (0..3)
             .map(|i| {
                 let mut a = Adapter::init(&c, 24, lc.clone(), i);
@@ -820,23 +858,42 @@ mod tests {
             .collect();
         let which = [Some(0), None, Some(1), Some(0), Some(2), Some(0), Some(0), Some(0), Some(1), None];
         let rows: Vec<Option<&Adapter>> = which.iter().map(|w| w.map(|i| &adapters[i])).collect();
-        let (inp, out) = (c.hidden, 24);
+        let inp = c.hidden;
         let x: Vec<f32> = (0..which.len() * inp).map(|i| (i as f32 * 0.13).cos()).collect();
         let plan = Plan::new(&rows);
         assert_eq!(plan.tasks.len(), 4, "adapter 0's five rows make two tasks, 1 and 2 one each");
-        let mut got = vec![0.5f32; which.len() * out];
-        let mut got_gate = vec![0.25f32; which.len() * out];
-        plan.apply(&crate::pool::Pool::new(2), 1, &x, &mut [(Target::UpProj, &mut got), (Target::GateProj, &mut got_gate)]);
-        for (i, a) in rows.iter().enumerate() {
-            let mut want = vec![0.5f32; out];
-            if let Some(a) = a {
-                a.apply(1, Target::UpProj, &x[i * inp..(i + 1) * inp], &mut want);
+        // One region for four targets of three widths from one input; gate is not adapted.
+        let widths = [(Target::UpProj, 24, 0.5f32), (Target::QProj, c.q_dim(), 0.75), (Target::KProj, c.kv_dim(), 1.0), (Target::GateProj, 24, 0.25)];
+        let mut got: Vec<Vec<f32>> = widths.iter().map(|(_, w, v)| vec![*v; which.len() * w]).collect();
+        let mut outs: Vec<(Target, &mut [f32])> = widths.iter().zip(got.iter_mut()).map(|((t, _, _), g)| (*t, &mut g[..])).collect();
+        plan.apply(&crate::pool::Pool::new(2), 1, &x, &mut outs);
+        for ((target, w, v), got) in widths.iter().zip(&got) {
+            for (i, a) in rows.iter().enumerate() {
+                let mut want = vec![*v; *w];
+                if let Some(a) = a {
+                    a.apply(1, *target, &x[i * inp..(i + 1) * inp], &mut want);
+                }
+                assert_eq!(&got[i * w..(i + 1) * w], &want[..], "{} row {i}", target.name());
+                if *target == Target::GateProj {
+                    assert!(want.iter().all(|u| u == v), "gate is not adapted");
+                } else if a.is_some() {
+                    assert!(want.iter().any(|u| u != v), "{} row {i}: no update", target.name());
+                }
             }
-            assert_eq!(&got[i * out..(i + 1) * out], &want[..], "row {i}");
-            // Gate is not adapted: untouched.
-            assert!(got_gate[i * out..(i + 1) * out].iter().all(|v| *v == 0.25), "row {i}");
         }
         assert!(Plan::new(&[None, None]).is_empty());
+    }
+
+    #[test]
+    fn an_adapter_with_a_value_that_is_not_finite_is_refused() {
+        let c = cfg(Arch::Llama, RopeStyle::Neox);
+        let lc = LoraConfig { r: 2, alpha: 4.0, dropout: 0.0, targets: vec![Target::QProj] };
+        let mut a = Adapter::init(&c, 12, lc, 1);
+        a.layers[1][Target::QProj.index()].as_mut().unwrap().b[3] = f32::NAN;
+        let dir = tempfile::tempdir().unwrap();
+        a.save_peft(dir.path(), &c, "base").unwrap();
+        let e = Adapter::load_peft(dir.path(), &c, 12).unwrap_err().to_string();
+        assert!(e.contains("layers.1.self_attn.q_proj.lora_B") && e.contains("not finite"), "{e}");
     }
 
     #[test]

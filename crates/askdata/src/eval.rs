@@ -274,7 +274,8 @@ mod tests {
         // The fourth set's misses shaped the named-values and time-grouping rules: its gold
         // answers must fit the shape. The fifth's misses shaped the teaching kinds added after
         // it, the sixth's the one-period rule, and the seventh measures that out of sample:
-        // their gold answers are graded (below), not required to agree.
+        // their gold answers are graded (below), not required to agree. The eighth is held out
+        // from every rule: graded, and left out of the concept check's in-sample test.
         let fresh4 = set("fresh4");
         let fresh5 = set("fresh5");
         let fresh6 = set("fresh6");

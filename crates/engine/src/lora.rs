@@ -127,12 +127,14 @@ pub struct LoraPair {
 /// its adapter, it ran at 0.74x in the train bench and 0.77-0.85x in runs by hand (a noisy
 /// host; the goal is 0.85x). `--example lora_apply` times these kernels: int8 beat
 /// bf16 weights (whether widened to f32 or multiplied by `vdpbf16ps`: 1.07 ms against 1.43 ms
-/// per step for 4 adapters), and this form is a quarter of the f32 matrices' bytes (which
-/// [`LoraPair`] keeps beside it). The rounding is at most half a step of 1/127 of a row's
+/// per step for 4 adapters), and this form is a quarter of the f32 matrices' bytes at ranks
+/// that are multiples of 16 (half at rank 8; the f32 matrices stay beside it in [`LoraPair`]). The rounding is at most half a step of 1/127 of a row's
 /// largest weight, on the update only, never on the base; a row of `B` is `r` weights, so its
 /// scale follows each output closely.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Served {
+    /// The rank.
+    r: usize,
     /// The rank rounded up to a multiple of 16 (rank 8, PEFT's default, takes the AVX-512
     /// kernel too; the padding ranks are zero and add nothing).
     rp: usize,
@@ -176,7 +178,7 @@ impl Served {
                 bt[(o / 16) * rp * 16 + k * 16 + o % 16] = v;
             }
         }
-        Served { rp, at, a_scale, bt, b_scale }
+        Served { r, rp, at, a_scale, bt, b_scale }
     }
 
     /// Bytes held.
@@ -200,11 +202,11 @@ const _: () = assert!(GROUP == 4);
 mod kernels {
     use super::{Served, GROUP};
 
-    /// `t[k] = a_scale[k] sum_i x[i] at[i r + k]`.
+    /// `t[k] = a_scale[k] sum_i x[i] at[i rp + k]`, for the true ranks `k < t.len()`.
     #[inline(always)]
     pub(super) fn down_generic(s: &Served, x: &[f32], t: &mut [f32]) {
         t.fill(0.0);
-        for (xi, row) in x.iter().zip(s.at.chunks_exact(t.len())) {
+        for (xi, row) in x.iter().zip(s.at.chunks_exact(s.rp)) {
             for (tk, a) in t.iter_mut().zip(row) {
                 *tk += xi * *a as f32;
             }
@@ -212,11 +214,11 @@ mod kernels {
         t.iter_mut().zip(&s.a_scale).for_each(|(tk, sc)| *tk *= sc);
     }
 
-    /// `out[o] += b_scale[o] sum_k t[k] bt[o / 16][k][o % 16]`.
+    /// `out[o] += b_scale[o] sum_k t[k] bt[o / 16][k][o % 16]`, for the true ranks
+    /// `k < t.len()` (the padding ranks add nothing, and the generic loops skip them).
     #[inline(always)]
     pub(super) fn up_generic(s: &Served, t: &[f32], out: &mut [f32]) {
-        let r = t.len();
-        for ((blk, ob), sc) in s.bt.chunks_exact(r * 16).zip(out.chunks_mut(16)).zip(s.b_scale.chunks_exact(16)) {
+        for ((blk, ob), sc) in s.bt.chunks_exact(s.rp * 16).zip(out.chunks_mut(16)).zip(s.b_scale.chunks_exact(16)) {
             let mut acc = [0f32; 16];
             for (tk, brow) in t.iter().zip(blk.chunks_exact(16)) {
                 for (a, b) in acc.iter_mut().zip(brow) {
@@ -231,8 +233,8 @@ mod kernels {
 
     #[inline(always)]
     fn generic(s: &Served, xs: &[&[f32]], t: &mut [f32], outs: &mut [&mut [f32]]) {
-        let r = s.rp;
-        for ((x, out), t) in xs.iter().zip(outs.iter_mut()).zip(t.chunks_exact_mut(r)) {
+        for ((x, out), t) in xs.iter().zip(outs.iter_mut()).zip(t.chunks_exact_mut(s.rp)) {
+            let t = &mut t[..s.r];
             down_generic(s, x, t);
             up_generic(s, t, out);
         }
@@ -620,6 +622,9 @@ impl Adapter {
         if pc.use_dora || pc.use_rslora || pc.fan_in_fan_out {
             return Err(dir_err(&cfg_path, "DoRA, rsLoRA and fan_in_fan_out adapters are not supported"));
         }
+        if pc.r == 0 || !pc.lora_alpha.is_finite() {
+            return Err(dir_err(&cfg_path, format!("r must be at least 1 and lora_alpha finite (r {}, lora_alpha {})", pc.r, pc.lora_alpha)));
+        }
         let st_path = dir.join("adapter_model.safetensors");
         let bytes = std::fs::read(&st_path).map_err(|e| Error::Io { path: st_path.clone(), source: e })?;
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| dir_err(&st_path, e.to_string()))?;
@@ -816,7 +821,7 @@ mod tests {
             assert!((r..rp).all(|k| srv.a_scale[k] == 0.0 && (0..inp).all(|i| srv.at[i * rp + k] == 0)));
             // The generic loops, whatever this CPU has (`served` took AVX-512 where it has it).
             let mut generic = start.clone();
-            let mut t = vec![0f32; rp];
+            let mut t = vec![0f32; r];
             for (xr, or) in x.chunks_exact(inp).zip(generic.chunks_exact_mut(out)) {
                 kernels::down_generic(srv, xr, &mut t);
                 kernels::up_generic(srv, &t, or);
@@ -895,6 +900,12 @@ mod tests {
         a.save_peft(dir.path(), &c, "base").unwrap();
         let e = Adapter::load_peft(dir.path(), &c, 12).unwrap_err().to_string();
         assert!(e.contains("layers.1.self_attn.q_proj.lora_B") && e.contains("not finite"), "{e}");
+        // A rank of 0 (its tensors' shapes would pass) is refused by the config.
+        let cfg = dir.path().join("adapter_config.json");
+        let text = std::fs::read_to_string(&cfg).unwrap().replace("\"r\": 2", "\"r\": 0");
+        std::fs::write(&cfg, text).unwrap();
+        let e = Adapter::load_peft(dir.path(), &c, 12).unwrap_err().to_string();
+        assert!(e.contains("r must be at least 1"), "{e}");
     }
 
     #[test]

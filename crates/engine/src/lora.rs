@@ -395,8 +395,8 @@ impl<'a> Plan<'a> {
         }
         assert!(x.len() % n_rows == 0 && outs.iter().all(|(_, o)| o.len() % n_rows == 0), "rows of x and out do not match the plan");
         let inp = x.len() / n_rows;
-        // Every width checked here, before the parallel region: a task that panicked inside it
-        // would leave the pool waiting.
+        // Every width checked here, before the parallel region: a bad adapter fails before any
+        // row is written.
         for (target, o) in outs.iter() {
             for (adapter, _) in &self.tasks {
                 if let Some(p) = adapter.pair(l, *target) {

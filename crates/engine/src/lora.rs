@@ -395,27 +395,20 @@ impl<'a> Plan<'a> {
         }
         assert!(x.len() % n_rows == 0 && outs.iter().all(|(_, o)| o.len() % n_rows == 0), "rows of x and out do not match the plan");
         let inp = x.len() / n_rows;
-        // Every width checked here, before the parallel region: a bad adapter fails before any
-        // row is written.
-        for (target, o) in outs.iter() {
-            for (adapter, _) in &self.tasks {
-                if let Some(p) = adapter.pair(l, *target) {
-                    assert!(p.inp == inp && p.out == o.len() / n_rows, "layer {l} {}: the adapter is {} x {}, the rows {inp} -> {}", target.name(), p.out, p.inp, o.len() / n_rows);
-                }
-            }
-        }
+        // A row of the wrong width panics in its task (`Adapter::apply_rows`); the pool
+        // re-raises that once every task is done.
         let targets: Vec<(Target, OutRows, usize)> = outs.iter_mut().map(|(t, o)| (*t, OutRows(o.as_mut_ptr()), o.len() / n_rows)).collect();
         let per_target = self.tasks.len();
         pool.run(targets.len() * per_target, &|ti| {
             let (adapter, rows) = &self.tasks[ti % per_target];
             let (target, base, ow) = targets[ti / per_target];
-            let xs: Vec<&[f32]> = rows.iter().map(|&r| &x[r * inp..(r + 1) * inp]).collect();
+            let xs: [&[f32]; GROUP] = std::array::from_fn(|j| rows.get(j).map_or(&[][..], |&r| &x[r * inp..(r + 1) * inp]));
             // SAFETY: each row is in exactly one task of a target (the plan lists each batch
             // row once) and each target has its own output, so the tasks' output rows are
             // disjoint; every row `r < n_rows` lies within its output (`n_rows * ow` long),
             // which outlives `run`.
-            let mut out_rows: Vec<&mut [f32]> = rows.iter().map(|&r| unsafe { std::slice::from_raw_parts_mut(base.0.add(r * ow), ow) }).collect();
-            adapter.apply_rows(l, target, &xs, &mut out_rows);
+            let mut out_rows: [&mut [f32]; GROUP] = std::array::from_fn(|j| rows.get(j).map_or(&mut [][..], |&r| unsafe { std::slice::from_raw_parts_mut(base.0.add(r * ow), ow) }));
+            adapter.apply_rows(l, target, &xs[..rows.len()], &mut out_rows[..rows.len()]);
         });
     }
 }
@@ -530,9 +523,11 @@ impl Adapter {
             return;
         };
         for (xc, oc) in x.chunks(GROUP * p.inp).zip(out.chunks_mut(GROUP * p.out)) {
-            let xs: Vec<&[f32]> = xc.chunks_exact(p.inp).collect();
-            let mut outs: Vec<&mut [f32]> = oc.chunks_exact_mut(p.out).collect();
-            self.apply_rows(l, target, &xs, &mut outs);
+            let n = xc.len() / p.inp;
+            let (mut xr, mut or) = (xc.chunks_exact(p.inp), oc.chunks_exact_mut(p.out));
+            let xs: [&[f32]; GROUP] = std::array::from_fn(|_| xr.next().unwrap_or(&[]));
+            let mut outs: [&mut [f32]; GROUP] = std::array::from_fn(|_| or.next().unwrap_or(&mut []));
+            self.apply_rows(l, target, &xs[..n], &mut outs[..n]);
         }
     }
 
@@ -542,7 +537,8 @@ impl Adapter {
         let Some(p) = self.pair(l, target) else {
             return;
         };
-        assert!(xs.iter().all(|x| x.len() == p.inp) && outs.iter().all(|o| o.len() == p.out), "rows of the wrong width for {}", target.name());
+        let (xw, ow) = (xs.first().map_or(p.inp, |x| x.len()), outs.first().map_or(p.out, |o| o.len()));
+        assert!(xs.iter().all(|x| x.len() == p.inp) && outs.iter().all(|o| o.len() == p.out), "layer {l} {}: the adapter is {} x {}, the rows {xw} -> {ow}", target.name(), p.out, p.inp);
         let r = self.config.r;
         if !p.served.is_empty() {
             let rp = p.served.rp;
@@ -887,6 +883,11 @@ mod tests {
                 }
             }
         }
+        // Rows of the wrong width for an adapted target: the task's panic reaches the caller.
+        let mut short = vec![0f32; which.len() * 20];
+        let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plan.apply(&crate::pool::Pool::new(2), 1, &x, &mut [(Target::UpProj, &mut short)]))).unwrap_err();
+        let msg = e.downcast::<String>().map(|m| *m).unwrap_or_default();
+        assert!(msg.contains("up_proj: the adapter is 24 x 8, the rows 8 -> 20"), "{msg}");
         assert!(Plan::new(&[None, None]).is_empty());
     }
 

@@ -335,11 +335,7 @@ impl Model {
         // Each row's adapter; the updates run as tasks of rows that share one adapter.
         let row_adapter: Vec<Option<&Adapter>> = items.iter().flat_map(|it| std::iter::repeat_n(it.adapter, it.tokens.len())).collect();
         let plan = crate::lora::Plan::new(&row_adapter);
-        let lora = |li: usize, x: &[f32], outs: &mut [(Target, &mut [f32])]| {
-            if !plan.is_empty() {
-                plan.apply(pool::global(), li, x, outs);
-            }
-        };
+        let lora = |li: usize, x: &[f32], outs: &mut [(Target, &mut [f32])]| plan.apply(pool::global(), li, x, outs);
         let mut hbuf = vec![0f32; t * h];
         let mut q = vec![0f32; t * qd];
         let mut k = vec![0f32; t * kvd];

@@ -152,6 +152,11 @@ impl Engine {
         e
     }
 
+    /// The configuration it was built with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
     /// Adds (or replaces) a model in the catalogue.
     pub fn add(&self, entry: CatalogEntry) {
         let id = entry.info.id.clone();

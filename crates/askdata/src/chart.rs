@@ -103,15 +103,25 @@ fn num(v: &Value) -> f64 {
     v.as_f64().unwrap_or(0.0)
 }
 
-/// Series of a line or bar chart: x labels in first-seen order, and per series name its value
-/// at each x.
+/// Series of a line or bar chart: x labels in first-seen order (a line's in ascending order),
+/// and per series name its value at each x.
 fn series(spec: &ChartSpec, rows: &Rows) -> (Vec<String>, Vec<(String, Vec<f64>)>) {
     let (Some(xi), Some(yi)) = (col(rows, &spec.x), col(rows, &spec.y)) else { return (vec![], vec![]) };
     let si = col(rows, &spec.series);
     let mut xs: Vec<String> = Vec::new();
     let mut by: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
-    for r in &rows.rows {
+    // A line joins its points along the x axis (months, years, quarters), whatever order the
+    // query sorted its rows in ("ORDER BY amount DESC" drew March to May backwards).
+    let mut line_rows: Vec<&Vec<Value>> = rows.rows.iter().collect();
+    if spec.kind == ChartType::Line {
+        if line_rows.iter().all(|r| r[xi].is_number()) {
+            line_rows.sort_by(|a, b| num(&a[xi]).total_cmp(&num(&b[xi])));
+        } else {
+            line_rows.sort_by_key(|r| label(&r[xi]));
+        }
+    }
+    for r in line_rows {
         let x = label(&r[xi]);
         if !xs.contains(&x) {
             xs.push(x.clone());
@@ -335,6 +345,16 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<circle").count(), 3);
         assert!(svg.contains("华北 2019年3-5月销售额") && svg.contains("2019-04"));
+        // Rows sorted by value still draw the line from the first month to the last, and
+        // numbers as numbers (10 after 9); bars keep the query's order.
+        let mut by_value = monthly();
+        by_value.rows.sort_by(|a, b| num(&b[1]).total_cmp(&num(&a[1])));
+        assert_eq!(echarts(&spec, &by_value)["xAxis"]["data"], json!(["2019-03", "2019-04", "2019-05"]));
+        assert_eq!(echarts(&spec, &by_value)["series"][0]["data"], json!([120.5, 300.0, 250.25]));
+        let months = Rows { columns: vec!["month".into(), "amount".into()], rows: vec![vec![json!(10), json!(1.0)], vec![json!(9), json!(2.0)], vec![json!(11), json!(3.0)]] };
+        assert_eq!(echarts(&spec, &months)["xAxis"]["data"], json!(["9", "10", "11"]));
+        let bars = ChartSpec { kind: ChartType::Bar, ..spec.clone() };
+        assert_eq!(echarts(&bars, &by_value)["xAxis"]["data"], json!(["2019-04", "2019-05", "2019-03"]));
     }
 
     #[test]

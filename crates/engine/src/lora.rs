@@ -344,6 +344,7 @@ mod kernels {
         }
 
         /// `out += B' t` for the `NB` blocks of 16 outputs from block `b0`.
+        /// Safety: as [`both`]'s, `t` holding its rows' middles, and `b0 + NB <= ceil(o / 16)`.
         #[inline(always)]
         unsafe fn up<const M: usize, const NB: usize>(s: &Served, t: &[f32], outs: &mut [&mut [f32]], b0: usize, o: usize) {
             let r = s.rp;

@@ -41,8 +41,8 @@ def main():
     text = f"""## Fine-tuning: held-out accuracy against PEFT (Ask-Data)
 
 Written by `bench/train/askdata_peft.sh`. PyTorch {peft.get("torch", "?")} + PEFT LoRA in fp32 trains on the
-Ask-Data teaching set (`shovel askdata teach-data`, 251 examples) with the demo's recipe (r 16, alpha 32,
-the seven projections, batch 4, max length 1024, 2 epochs, AdamW lr 1e-3, 5% warmup, cosine,
+Ask-Data teaching set (`shovel askdata teach-data`, 266 examples) with the demo's recipe (r 16, alpha 32,
+the seven projections, batch 4, max length 1024, 2 epochs, AdamW lr 2e-3, 5% warmup, cosine,
 seed 42); Shovel imports its adapter (`shovel import DIR --base smollm2-135m-instruct`) and grades
 it with the same pipeline (prompt, cues, query shape, decline threshold, greedy decoding) as its own
 adapter `{a.ours}` from `shovel demo askdata`. Result and chart both right.

@@ -444,7 +444,19 @@ async fn decode(
     decline_above: Option<f32>,
 ) -> Result<Decoded, shovel_core::BackendError> {
     let req = reply_request(model, catalog, question, opts.max_tokens, decline_above.map(|_| 20), reply_constraint(catalog, question, opts, branch));
-    let mut rx = backend.submit(req).await?;
+    // A redo follows its first decode at once, whose sequence the engine frees only at its next
+    // step: where nothing may wait (`max_waiting = 0`), the redo would be refused for the very
+    // place it just gave up. It waits for that place, briefly.
+    let mut tries = 0;
+    let mut rx = loop {
+        match backend.submit(req.clone()).await {
+            Err(shovel_core::BackendError::Overloaded) if branch != Branch::Either && tries < 100 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other => break other?,
+        }
+    };
     let mut output = String::new();
     let mut scan = ObjectEnd::default();
     let mut deciding = decline_above;

@@ -111,14 +111,17 @@ fn series(spec: &ChartSpec, rows: &Rows) -> (Vec<String>, Vec<(String, Vec<f64>)
     let mut xs: Vec<String> = Vec::new();
     let mut by: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
-    // A line joins its points along the x axis (months, years, quarters), whatever order the
-    // query sorted its rows in ("ORDER BY amount DESC" drew March to May backwards).
+    // A line joins its points along the x axis, whatever order the query sorted its rows in
+    // ("ORDER BY amount DESC" drew March to May backwards): numbers in order, and labels that
+    // all carry a number (2019-03, 2019-Q1, 3月, 2019) in natural order, 2019-10 after 2019-9;
+    // other labels (month names) as the query gave them. Nulls last.
     let mut line_rows: Vec<&Vec<Value>> = rows.rows.iter().collect();
     if spec.kind == ChartType::Line {
-        if line_rows.iter().all(|r| r[xi].is_number()) {
-            line_rows.sort_by(|a, b| num(&a[xi]).total_cmp(&num(&b[xi])));
-        } else {
-            line_rows.sort_by_key(|r| label(&r[xi]));
+        let known: Vec<&Value> = line_rows.iter().map(|r| &r[xi]).filter(|v| !v.is_null()).collect();
+        if known.iter().all(|v| v.is_number()) {
+            line_rows.sort_by(|a, b| (a[xi].is_null(), num(&a[xi])).partial_cmp(&(b[xi].is_null(), num(&b[xi]))).unwrap_or(std::cmp::Ordering::Equal));
+        } else if known.iter().all(|v| label(v).chars().any(|c| c.is_ascii_digit())) {
+            line_rows.sort_by(|a, b| (a[xi].is_null(), natural(&label(&a[xi]))).cmp(&(b[xi].is_null(), natural(&label(&b[xi])))));
         }
     }
     for r in line_rows {
@@ -134,6 +137,24 @@ fn series(spec: &ChartSpec, rows: &Rows) -> (Vec<String>, Vec<(String, Vec<f64>)
     }
     let out = order.into_iter().map(|s| (s.clone(), xs.iter().map(|x| by[&s].get(x).copied().unwrap_or(0.0)).collect())).collect();
     (xs, out)
+}
+
+/// A label's sort key: its runs of digits as numbers, the rest as text.
+fn natural(s: &str) -> Vec<(u64, String)> {
+    let mut key = Vec::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits > 0 {
+            key.push((rest[..digits].parse().unwrap_or(u64::MAX), String::new()));
+            rest = &rest[digits..];
+        } else {
+            let text = rest.len() - rest.trim_start_matches(|c: char| !c.is_ascii_digit()).len();
+            key.push((0, rest[..text].to_string()));
+            rest = &rest[text..];
+        }
+    }
+    key
 }
 
 /// The Apache ECharts option for the result.
@@ -353,6 +374,12 @@ mod tests {
         assert_eq!(echarts(&spec, &by_value)["series"][0]["data"], json!([120.5, 300.0, 250.25]));
         let months = Rows { columns: vec!["month".into(), "amount".into()], rows: vec![vec![json!(10), json!(1.0)], vec![json!(9), json!(2.0)], vec![json!(11), json!(3.0)]] };
         assert_eq!(echarts(&spec, &months)["xAxis"]["data"], json!(["9", "10", "11"]));
+        let cn = Rows { columns: vec!["month".into(), "amount".into()], rows: ["10月", "9月", "11月"].iter().map(|m| vec![json!(m), json!(1.0)]).collect() };
+        assert_eq!(echarts(&spec, &cn)["xAxis"]["data"], json!(["9月", "10月", "11月"]));
+        let names = Rows { columns: vec!["month".into(), "amount".into()], rows: ["Mar", "Apr", "May"].iter().map(|m| vec![json!(m), json!(1.0)]).collect() };
+        assert_eq!(echarts(&spec, &names)["xAxis"]["data"], json!(["Mar", "Apr", "May"]));
+        let gaps = Rows { columns: vec!["month".into(), "amount".into()], rows: vec![vec![json!(null), json!(1.0)], vec![json!(10), json!(2.0)], vec![json!(9), json!(3.0)]] };
+        assert_eq!(echarts(&spec, &gaps)["xAxis"]["data"], json!(["9", "10", "—"]));
         let bars = ChartSpec { kind: ChartType::Bar, ..spec.clone() };
         assert_eq!(echarts(&bars, &by_value)["xAxis"]["data"], json!(["2019-04", "2019-05", "2019-03"]));
     }

@@ -41,7 +41,8 @@ pub const FRESH_SETS: [(&str, &str); 9] = [
     // every rule and teaching kind so far; measured once before anything was changed for it.
     ("fresh8", include_str!("../data/fresh8.jsonl")),
     // Written on 2026-11-30 by another reviewer who saw neither the code nor any shipped set,
-    // after fresh8's rules; measured once before anything was changed for it.
+    // after fresh8 was measured; measured once before anything was changed for it. (Two of its
+    // 32 questions repeated fresh3's and fresh4's word for word and were taken out.)
     ("fresh9", include_str!("../data/fresh9.jsonl")),
 ];
 
@@ -348,6 +349,11 @@ mod tests {
             let declined = crate::concepts::refusal(&db.catalog, &e.question, false).is_some();
             assert_eq!(declined, e.reply.sql.is_none(), "{}: the concept check {}", e.question, if declined { "declines an answerable question" } else { "misses an out-of-schema question" });
         }
+        // No question is asked in two sets (one pair, fresh2's and fresh6's, predates this check).
+        let mut asked: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let repeated: Vec<&str> =
+            eval.iter().chain(&fresh).chain(&fresh4).chain(&fresh5).chain(&fresh6).chain(&fresh7).chain(&fresh8).chain(&fresh9).map(|e| e.question.trim()).filter(|q| !asked.insert(q)).collect();
+        assert_eq!(repeated, ["2019年华东地区的总销售额是多少？"], "questions asked in two sets");
         for e in eval.iter().chain(&fresh).chain(&fresh4).chain(&fresh5).chain(&fresh6).chain(&fresh7).chain(&fresh8).chain(&fresh9) {
             assert!(!train_q.contains(e.question.as_str()), "evaluation question in the training set: {}", e.question);
         }

@@ -52,8 +52,9 @@ async fn open_demo_with_gold(cfg: &Config) -> Result<(Database, shovel_askdata::
     Ok((db, gold))
 }
 
-/// Answers every question, generating concurrently (the engine batches them) and running the
-/// queries one by one on the read-only connection.
+/// Answers every question, generating concurrently (the engine batches them; no more at once
+/// than it admits, a refusal as overloaded retried) and running the queries one by one on the
+/// read-only connection.
 pub async fn answer_all(engine: &Engine, model: &ModelId, db: &mut Database, questions: &[String], opts: &AskOptions) -> Result<Vec<Answer>> {
     use futures::StreamExt;
     let catalog = db.catalog.clone();
@@ -61,7 +62,7 @@ pub async fn answer_all(engine: &Engine, model: &ModelId, db: &mut Database, que
     // sequences, so the others reuse the first one's keys and values for the shared system prompt.
     let mut outputs = Vec::with_capacity(questions.len());
     if let Some(first) = questions.first() {
-        outputs.push(ask::generate(engine, model, &catalog, first, opts).await);
+        outputs.push(generate_patiently(engine, model, &catalog, first, opts).await);
     }
     // No more at once than the engine runs and lets wait (beyond that it refuses a request as
     // overloaded, and a file of a few hundred questions failed outright), with room to spare:

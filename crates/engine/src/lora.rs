@@ -344,7 +344,8 @@ mod kernels {
         }
 
         /// `out += B' t` for the `NB` blocks of 16 outputs from block `b0`.
-        /// Safety: as [`both`]'s, `t` holding its rows' middles, and `b0 + NB <= ceil(o / 16)`.
+        /// Safety: as [`both`]'s, `t` holding each row's `A x` (its first `rp` entries from
+        /// `m rp`), and `b0 + NB <= ceil(o / 16)`.
         #[inline(always)]
         unsafe fn up<const M: usize, const NB: usize>(s: &Served, t: &[f32], outs: &mut [&mut [f32]], b0: usize, o: usize) {
             let r = s.rp;
@@ -807,9 +808,9 @@ mod tests {
     fn served_form_gives_the_update_of_its_int8_weights() {
         // Odd widths (a partial block of 16 outputs, inputs not a multiple of 4), ranks of one,
         // two and three blocks of 16 and ranks padded to 16, outputs in runs of four blocks
-        // (exactly four; four then three, the last partial), and seven rows (tasks of four and
-        // three).
-        for (r, inp, out) in [(16, 37, 45), (32, 37, 45), (48, 64, 16), (8, 37, 45), (3, 5, 7), (16, 37, 100), (32, 20, 64)] {
+        // (exactly four; four then three, the last partial; two runs, the last block of the
+        // second partial), and seven rows (tasks of four and three).
+        for (r, inp, out) in [(16, 37, 45), (32, 37, 45), (48, 64, 16), (8, 37, 45), (3, 5, 7), (16, 37, 100), (32, 20, 64), (16, 37, 120)] {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(r as u64);
             let mut rand = |n: usize| (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect::<Vec<_>>();
             let (alpha, rows) = (2.0 * r as f32, 7);

@@ -132,11 +132,20 @@ pub struct AskOptions {
     /// staff, inventory, ...) or a period wholly outside its dates ([`crate::concepts`]) before
     /// the model runs; off only to measure what it adds.
     pub concepts: bool,
+    /// How long a request the engine refuses as overloaded is retried; zero: the refusal is the
+    /// answer (the API returns it as 429). A redo, which follows its first decode at once, waits
+    /// at least [`REDO_WAIT`] for the place that decode gave up.
+    pub overloaded_wait: Duration,
 }
+
+/// How long a redo waits for the place its first decode gave up: the engine frees that
+/// sequence only at its next step, and where nothing may wait (`max_waiting = 0`) the redo was
+/// refused every time.
+pub const REDO_WAIT: Duration = Duration::from_secs(1);
 
 impl Default for AskOptions {
     fn default() -> Self {
-        AskOptions { max_rows: 1000, timeout: Duration::from_secs(5), max_tokens: 256, cues: true, shape: true, decline_above: Some(DECLINE_ABOVE), concepts: true }
+        AskOptions { max_rows: 1000, timeout: Duration::from_secs(5), max_tokens: 256, cues: true, shape: true, decline_above: Some(DECLINE_ABOVE), concepts: true, overloaded_wait: Duration::ZERO }
     }
 }
 
@@ -444,16 +453,11 @@ async fn decode(
     decline_above: Option<f32>,
 ) -> Result<Decoded, shovel_core::BackendError> {
     let req = reply_request(model, catalog, question, opts.max_tokens, decline_above.map(|_| 20), reply_constraint(catalog, question, opts, branch));
-    // A redo follows its first decode at once, whose sequence the engine frees only at its next
-    // step: where nothing may wait (`max_waiting = 0`), the redo would be refused for the very
-    // place it just gave up. It waits for that place, briefly.
-    let mut tries = 0;
+    let patience = if branch == Branch::Either { opts.overloaded_wait } else { opts.overloaded_wait.max(REDO_WAIT) };
+    let asked = std::time::Instant::now();
     let mut rx = loop {
         match backend.submit(req.clone()).await {
-            Err(shovel_core::BackendError::Overloaded) if branch != Branch::Either && tries < 100 => {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            Err(shovel_core::BackendError::Overloaded) if asked.elapsed() < patience => tokio::time::sleep(Duration::from_millis(10)).await,
             other => break other?,
         }
     };

@@ -119,9 +119,9 @@ fn series(spec: &ChartSpec, rows: &Rows) -> (Vec<String>, Vec<(String, Vec<f64>)
     if spec.kind == ChartType::Line {
         let known: Vec<&Value> = line_rows.iter().map(|r| &r[xi]).filter(|v| !v.is_null()).collect();
         if known.iter().all(|v| v.is_number()) {
-            line_rows.sort_by(|a, b| (a[xi].is_null(), num(&a[xi])).partial_cmp(&(b[xi].is_null(), num(&b[xi]))).unwrap_or(std::cmp::Ordering::Equal));
+            line_rows.sort_by(|a, b| a[xi].is_null().cmp(&b[xi].is_null()).then(num(&a[xi]).total_cmp(&num(&b[xi]))));
         } else if known.iter().all(|v| label(v).chars().any(|c| c.is_ascii_digit())) {
-            line_rows.sort_by(|a, b| (a[xi].is_null(), natural(&label(&a[xi]))).cmp(&(b[xi].is_null(), natural(&label(&b[xi])))));
+            line_rows.sort_by_cached_key(|r| (r[xi].is_null(), natural(&label(&r[xi]))));
         }
     }
     for r in line_rows {

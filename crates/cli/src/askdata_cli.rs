@@ -58,39 +58,26 @@ async fn open_demo_with_gold(cfg: &Config) -> Result<(Database, shovel_askdata::
 pub async fn answer_all(engine: &Engine, model: &ModelId, db: &mut Database, questions: &[String], opts: &AskOptions) -> Result<Vec<Answer>> {
     use futures::StreamExt;
     let catalog = db.catalog.clone();
+    // A finished question's sequence is freed a moment after its answer arrives, so a refusal
+    // can still come within the bound below: it is waited out.
+    let opts = &AskOptions { overloaded_wait: std::time::Duration::from_secs(10), ..opts.clone() };
     // The first question alone, then the rest together: the prefix cache keeps finished
     // sequences, so the others reuse the first one's keys and values for the shared system prompt.
     let mut outputs = Vec::with_capacity(questions.len());
     if let Some(first) = questions.first() {
-        outputs.push(generate_patiently(engine, model, &catalog, first, opts).await);
+        outputs.push(ask::generate(engine, model, &catalog, first, opts).await);
     }
     // No more at once than the engine runs and lets wait (beyond that it refuses a request as
-    // overloaded, and a file of a few hundred questions failed outright), with room to spare:
-    // a finished question's sequence is freed a moment after its answer arrives, so a refusal
-    // that still comes is waited out and retried.
+    // overloaded, and a file of a few hundred questions failed outright), with room to spare.
     let c = engine.config();
     let in_flight = (c.scheduler.max_running + c.max_waiting / 2).max(1);
-    outputs.extend(futures::stream::iter(questions.iter().skip(1)).map(|q| generate_patiently(engine, model, &catalog, q, opts)).buffered(in_flight).collect::<Vec<_>>().await);
+    outputs.extend(futures::stream::iter(questions.iter().skip(1)).map(|q| ask::generate(engine, model, &catalog, q, opts)).buffered(in_flight).collect::<Vec<_>>().await);
     let mut answers = Vec::with_capacity(questions.len());
     for (q, out) in questions.iter().zip(outputs) {
         let out = out.map_err(|e| anyhow::anyhow!("{model}: {e}"))?;
         answers.push(ask::answer_reply(db, q, out, opts).await);
     }
     Ok(answers)
-}
-
-/// [`ask::generate`], waiting out and retrying (for up to 10 s) a refusal as overloaded.
-async fn generate_patiently(engine: &Engine, model: &ModelId, catalog: &shovel_askdata::catalog::Catalog, q: &str, opts: &AskOptions) -> Result<String, shovel_core::BackendError> {
-    let mut tries = 0;
-    loop {
-        match ask::generate(engine, model, catalog, q, opts).await {
-            Err(shovel_core::BackendError::Overloaded) if tries < 100 => {
-                tries += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            other => return other,
-        }
-    }
 }
 
 /// Whether a chart file is PNG (`.png`) rather than SVG (`.svg`); any other name is refused.

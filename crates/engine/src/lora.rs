@@ -124,8 +124,8 @@ pub struct LoraPair {
 /// Why: with 8 requests over 4 adapters (rank 16 on all seven projections of SmolLM2), the
 /// update from the f32 `A` and `B` ran at 0.53x of the base's tokens/s (Intel Xeon, 2 vCPU;
 /// BENCHMARKS, "Fine-tuning"). In this layout, with each weight loaded once for every row of
-/// its adapter, it ran at 0.74x in the train bench and 0.77-0.85x in runs by hand (a noisy
-/// host; the goal is 0.85x). `--example lora_apply` times these kernels: int8 beat
+/// its adapter, it ran at 0.74x and 0.76x in two train bench runs and 0.77-0.88x in runs by
+/// hand (a noisy host; the goal is 0.85x). `--example lora_apply` times these kernels: int8 beat
 /// bf16 weights (whether widened to f32 or multiplied by `vdpbf16ps`: 1.07 ms against 1.43 ms
 /// per step for 4 adapters), and this form is a quarter of the f32 matrices' bytes at ranks
 /// that are multiples of 16 (half at rank 8; the f32 matrices stay beside it in [`LoraPair`]). The rounding is at most half a step of 1/127 of a row's

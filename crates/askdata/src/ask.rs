@@ -44,7 +44,9 @@ pub fn user_prompt(catalog: &Catalog, question: &str) -> String {
         s.push_str("\nColumns: ");
         s.push_str(&v.join(", "));
     }
-    if let Some(p) = crate::period::find(question) {
+    // Of a change between two periods, the later: the pipeline compares it with the earlier
+    // ([`crate::compose`]).
+    if let Some(p) = crate::period::asked(question) {
         s.push_str(&format!("\nPeriod: {p}"));
     }
     if let Some(n) = crate::period::top_n(question) {
@@ -561,21 +563,31 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
             return Answer::failed(question, output, None, e.to_string(), a);
         }
     };
-    let rows = match exec::run(&mut db.conn, &guarded, opts.timeout).await {
+    let mut rows = match exec::run(&mut db.conn, &guarded, opts.timeout).await {
         Ok(r) => r,
-        Err(e) => {
-            let msg = e.to_string();
-            let missing = msg.contains("no such column") || msg.contains("no such table");
-            let a = match (missing, zh) {
-                (true, true) => format!("数据库里没有问题所说的内容({msg})。可用的表:{}", db.catalog.schema_text().trim()),
-                (true, false) => format!("The database has nothing by that name ({msg}). Available: {}", db.catalog.schema_text().trim()),
-                (false, true) => format!("查询执行失败:{msg}"),
-                (false, false) => format!("The query failed: {msg}"),
-            };
-            return Answer::failed(question, output, Some(guarded), msg, a);
-        }
+        Err(e) => return failed_run(db, question, output, guarded, e.to_string(), zh),
     };
-    let spec = reply.chart.unwrap_or(ChartSpec { kind: ChartType::Table, x: None, y: None, series: None, title: String::new() });
+    let mut reply_chart = reply.chart;
+    let mut guarded = guarded;
+    // A change between two periods, or groups past a threshold: the query around the model's.
+    if let Some(c) = crate::compose::plan(question).and_then(|p| p.apply(&guarded, &rows)) {
+        guarded = match guard::check_in(db.conn.dialect(), &c.sql, &db.catalog.table_names(), opts.max_rows) {
+            Ok(s) => s,
+            Err(e) => {
+                let a = if zh { format!("这个查询不能执行:{e}") } else { format!("That query may not run: {e}") };
+                return Answer::failed(question, output, None, e.to_string(), a);
+            }
+        };
+        rows = match exec::run(&mut db.conn, &guarded, opts.timeout).await {
+            Ok(r) => r,
+            Err(e) => return failed_run(db, question, output, guarded, e.to_string(), zh),
+        };
+        if let Some((kind, x, y)) = c.chart {
+            let title = reply_chart.map(|c| c.title).unwrap_or_default();
+            reply_chart = Some(ChartSpec { kind, x, y: Some(y), series: None, title });
+        }
+    }
+    let spec = reply_chart.unwrap_or(ChartSpec { kind: ChartType::Table, x: None, y: None, series: None, title: String::new() });
     let mut spec = spec.fit(&rows);
     if spec.title.is_empty() {
         spec.title = question.trim().chars().take(40).collect();
@@ -583,6 +595,18 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
     let sentence = sentence(&spec, &rows, zh);
     let echarts = chart::echarts(&spec, &rows);
     Answer { question: question.into(), sql: Some(guarded), chart: Some(spec), columns: rows.columns, rows: rows.rows, answer: sentence, error: None, echarts: Some(echarts), model_output: output }
+}
+
+/// The answer to a query that failed to run with `msg`.
+fn failed_run(db: &Database, question: &str, output: String, sql: String, msg: String, zh: bool) -> Answer {
+    let missing = msg.contains("no such column") || msg.contains("no such table");
+    let a = match (missing, zh) {
+        (true, true) => format!("数据库里没有问题所说的内容({msg})。可用的表:{}", db.catalog.schema_text().trim()),
+        (true, false) => format!("The database has nothing by that name ({msg}). Available: {}", db.catalog.schema_text().trim()),
+        (false, true) => format!("查询执行失败:{msg}"),
+        (false, false) => format!("The query failed: {msg}"),
+    };
+    Answer::failed(question, output, Some(sql), msg, a)
 }
 
 fn fmt_num(v: f64) -> String {

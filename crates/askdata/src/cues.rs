@@ -259,13 +259,13 @@ pub fn lowest(question: &str) -> bool {
 }
 
 /// A number as people write amounts: thousands separators, a 万 / 千 / k multiplier.
-static NUMBER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[0-9]{1,3}(,[0-9]{3})+(\.[0-9]+)?|[0-9]+(\.[0-9]+)?(\s*(万|千|[kK]\b))?").expect("valid pattern"));
+static NUMBER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"([0-9]{1,3}(,[0-9]{3})+(\.[0-9]+)?|[0-9]+(\.[0-9]+)?)(\s*(百万|万|千|[kK]\b|(?i:million\b)))?").expect("valid pattern"));
 /// Dates and month ranges, whose numbers are the period's, not amounts: `2018-06`, `2019/3/1`,
 /// `3-5月`, `3到6月`.
 static DATED: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(19|20)[0-9]{2}[-/][0-9]{1,2}\b([-/][0-9]{1,2}\b)?|[0-9]{1,2}\s*[-~到至]\s*[0-9]{1,2}\s*月").expect("valid pattern"));
 
 /// The numbers a question gives as amounts ("超过1000元", "more than 50 units", "$1,000", "1万元"
-/// as 10000, "1000-5000元" as both), as they would be written in SQL: not parts of its period
+/// as 10000, "2.5 million" and "2百万" as 2500000 and 2000000, "1000-5000元" as both), as they would be written in SQL: not parts of its period
 /// (`2019年3月`, `Q1`, `2018-06`, `3-5月`, a year), nor its top-n.
 pub fn amounts(question: &str) -> Vec<String> {
     let top = crate::period::top_n(question).map(|n| n.to_string());
@@ -279,15 +279,9 @@ pub fn amounts(question: &str) -> Vec<String> {
             !dated && !year && Some(m.as_str()) != top.as_deref()
         })
         .filter_map(|m| {
-            let s = m.as_str().replace(',', "");
-            let scale = if s.ends_with('万') {
-                10_000.0
-            } else if s.ends_with(['千', 'k', 'K']) {
-                1_000.0
-            } else {
-                1.0
-            };
-            let digits = s.trim_end_matches(['万', '千', 'k', 'K']).trim();
+            let s = m.as_str().replace(',', "").to_ascii_lowercase();
+            let (digits, scale) =
+                [("百万", 1e6), ("million", 1e6), ("万", 1e4), ("千", 1e3), ("k", 1e3)].iter().find_map(|(unit, scale)| s.strip_suffix(unit).map(|d| (d.trim(), *scale))).unwrap_or((s.as_str(), 1.0));
             if scale == 1.0 {
                 return Some(digits.to_string());
             }
@@ -310,21 +304,9 @@ pub fn sql_pattern(catalog: &Catalog, question: &str) -> Option<String> {
     };
     // The period's months, literally (either way a single month or a year may be written). A
     // question without a period gets no date filter: [`sql_forbidden`], applied by negation.
-    let period = match (date, crate::period::find(question)) {
-        (Some(_), Some(p)) => {
-            let (y1, m1, y2, m2) = match p {
-                Period::Year(y) => (y, 1, y, 12),
-                Period::Month(y, m) => (y, m, y, m),
-                Period::Range((y1, m1), (y2, m2)) => (y1, m1, y2, m2),
-            };
-            let mut forms = vec![format!("BETWEEN '{y1}-{m1:02}' AND '{y2}-{m2:02}'")];
-            match p {
-                Period::Year(y) => forms.push(format!(",1,4)='{y}'")),
-                Period::Month(y, m) => forms.insert(0, format!("='{y}-{m:02}'")),
-                Period::Range(..) => {}
-            }
-            format!(".*({}).*", forms.iter().map(|f| regex::escape(f)).collect::<Vec<_>>().join("|"))
-        }
+    // (Of a change between two periods, the later: [`crate::period::asked`].)
+    let period = match (date, crate::period::asked(question)) {
+        (Some(_), Some(p)) => format!(".*({}).*", period_forms(p)),
         _ => String::new(),
     };
     let head = head.unwrap_or_default();
@@ -334,6 +316,23 @@ pub fn sql_pattern(catalog: &Catalog, question: &str) -> Option<String> {
     }
     let body = if period.is_empty() { ".*".to_string() } else { period };
     Some(format!("^{head}{body}{tail}$"))
+}
+
+/// The ways the teaching data writes period `p` (escaped, as alternatives): its months as a
+/// range, a single month as an equality, a year as its first four characters.
+fn period_forms(p: Period) -> String {
+    let (y1, m1, y2, m2) = match p {
+        Period::Year(y) => (y, 1, y, 12),
+        Period::Month(y, m) => (y, m, y, m),
+        Period::Range((y1, m1), (y2, m2)) => (y1, m1, y2, m2),
+    };
+    let mut forms = vec![format!("BETWEEN '{y1}-{m1:02}' AND '{y2}-{m2:02}'")];
+    match p {
+        Period::Year(y) => forms.push(format!(",1,4)='{y}'")),
+        Period::Month(y, m) => forms.insert(0, format!("='{y}-{m:02}'")),
+        Period::Range(..) => {}
+    }
+    forms.iter().map(|f| regex::escape(f)).collect::<Vec<_>>().join("|")
 }
 
 /// What the reply's SQL must not match: a question that names no period gets no date filter
@@ -396,6 +395,10 @@ mod tests {
         assert_eq!(amounts("Orders over $1,000 in 2019-06"), vec!["1000"]);
         assert_eq!(amounts("超过1万元的订单"), vec!["10000"]);
         assert_eq!(amounts("金额在1000-5000元之间的订单, 2019年3-5月"), vec!["1000", "5000"]);
+        assert_eq!(amounts("Which provinces sold more than 2 million yuan in 2020?"), vec!["2000000"]);
+        assert_eq!(amounts("Cities with sales over 1.25 Million yuan in Q1 2020"), vec!["1250000"]);
+        assert_eq!(amounts("2019年销售额超过7.5万元的省"), vec!["75000"]);
+        assert_eq!(amounts("2019年销售额超过2百万的城市"), vec!["2000000"]);
         assert!(!lowest("Cities with at least 50 orders ranked by revenue") && lowest("Which region sold the least?"));
         assert!(lowest("Which 5 cities had the lowest profit in 2020?") && lowest("利润最低的5个城市"));
         assert!(!lowest("销售额最高的前5个城市") && !lowest("Top 5 cities by revenue"));

@@ -12,6 +12,7 @@
 pub mod ask;
 pub mod catalog;
 pub mod chart;
+pub mod compose;
 pub mod concepts;
 pub mod cues;
 pub mod demo;

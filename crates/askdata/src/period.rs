@@ -121,6 +121,61 @@ pub fn find(question: &str) -> Option<Period> {
     RULES.iter().find_map(|r| r.re.captures(&question).and_then(|c| (r.make)(&c)))
 }
 
+/// Words that ask how much a figure changed between two periods: 同比, 增长, growth, "grow".
+static CHANGE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)同比|增长|增幅|增速|涨幅|降幅|下降了?百分|变化了?百分|\bgrowth\b|\bgr[eo]w(n|s)?\b|\byear[- ]over[- ]year\b|\byoy\b|\b(increase|decrease|change)[ds]?\b.*(%|\bpercent)|(%|\bpercent(age)?)\b.*\b(increase|decrease|change)").expect("valid pattern")
+});
+/// Words that name the same period a year before: 同比, year over year.
+static YEAR_BEFORE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)同比|\byear[- ]over[- ]year\b|\byoy\b").expect("valid pattern"));
+/// A run of digits (a year is one of four, starting 19 or 20).
+static DIGITS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\d+").expect("valid pattern"));
+
+impl Period {
+    /// The same months in year `y`; `None` for a range across years.
+    fn in_year(self, y: u16) -> Option<Period> {
+        match self {
+            Period::Year(_) => Some(Period::Year(y)),
+            Period::Month(_, m) => Some(Period::Month(y, m)),
+            Period::Range((a, m1), (b, m2)) => (a == b).then_some(Period::Range((y, m1), (y, m2))),
+        }
+    }
+}
+
+/// The two periods a question about change compares, earlier first: "2020年各大区销售额同比增长"
+/// (2019 and 2020), "从2018年到2020年增长了多少" (2018 and 2020), "2020年上半年比2019年上半年增长了
+/// 多少" (both first halves), "By what percentage did sales grow from 2019 to 2020?". `None`
+/// unless it asks about change and names two years, or one with 同比 / year over year.
+///
+/// Why: with the period alone in the prompt (`Period: 2019-01 to 2020-12`), a growth question
+/// reads as a total over both years; the model answered every growth question of the fresh
+/// sets that way (fresh8-10: 8 misses).
+pub fn compared(question: &str) -> Option<(Period, Period)> {
+    if !CHANGE.is_match(question) {
+        return None;
+    }
+    let p = find(question)?;
+    if let Period::Range((a, 1), (b, 12)) = p {
+        if a < b {
+            return Some((Period::Year(a), Period::Year(b)));
+        }
+    }
+    let full = full_years(question);
+    let mut years: Vec<u16> = DIGITS.find_iter(&full).map(|m| m.as_str()).filter(|d| d.len() == 4 && (d.starts_with("19") || d.starts_with("20"))).filter_map(|d| d.parse().ok()).collect();
+    years.sort_unstable();
+    years.dedup();
+    match years[..] {
+        [a, b] => Some((p.in_year(a)?, p.in_year(b)?)),
+        [y] if YEAR_BEFORE.is_match(question) => Some((p.in_year(y - 1)?, p.in_year(y)?)),
+        _ => None,
+    }
+}
+
+/// The period the model's query covers: the one the question names, or of a change between two
+/// periods ([`compared`]) the later, which the pipeline then compares with the earlier.
+pub fn asked(question: &str) -> Option<Period> {
+    compared(question).map(|(_, later)| later).or_else(|| find(question))
+}
+
 /// `question` with two-digit years written in full: "19年" is 2019, "19-20年" 2019-2020 (three
 /// questions of a reviewer's fresh set wrote years so, and were answered for all time). Not a
 /// count of years: "近20年", "第19年", "过去15年", "20年来" stay as they are.
@@ -172,6 +227,28 @@ pub fn top_n(question: &str) -> Option<u32> {
 mod tests {
     use super::*;
     use Period::*;
+
+    #[test]
+    fn compared_periods_of_a_question_about_change() {
+        let y = |a, b| Some((Year(a), Year(b)));
+        let cases: &[(&str, Option<(Period, Period)>)] = &[
+            ("2020年各大区销售额同比增长了多少", y(2019, 2020)),
+            ("各大区销售收入从2019年到2020年增长了多少(%)", y(2019, 2020)),
+            ("各大区2020年销售额比2019年增长了百分之多少", y(2019, 2020)),
+            ("By what percentage did total sales amount grow from 2018 to 2020?", y(2018, 2020)),
+            ("By what percentage did each region's sales change in 2020 versus 2019?", y(2019, 2020)),
+            ("2020年上半年的销售额比2019年上半年增长了多少？", Some((Range((2019, 1), (2019, 6)), Range((2020, 1), (2020, 6))))),
+            ("Profit growth (%), the second half of 2020 vs the second half of 2019", Some((Range((2019, 7), (2019, 12)), Range((2020, 7), (2020, 12))))),
+            ("2020年3月销售额同比增长", Some((Month(2019, 3), Month(2020, 3)))),
+            // Not about change, or no second period.
+            ("2019年和2020年各大区的销售额", None),
+            ("2020年销售额增长最快的月份", None),
+            ("Monthly sales trend in 2020", None),
+        ];
+        for (q, want) in cases {
+            assert_eq!(compared(q), *want, "{q}");
+        }
+    }
 
     #[test]
     fn chinese_and_english_periods_normalise() {

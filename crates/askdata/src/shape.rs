@@ -248,14 +248,24 @@ fn conditions(columns: &[(&str, &Column)], date: Option<&str>, named: &Named) ->
     format!("( WHERE {atoms})?")
 }
 
-/// What may follow the conditions: one `GROUP BY` (required when `grouped`, none otherwise),
-/// one `ORDER BY`, one `LIMIT`, in that order. `words`: the columns, each with its qualifier.
-fn tail(words: &str, grouped: bool) -> String {
+/// What may follow the conditions: one `GROUP BY` (required when `grouped`, none otherwise)
+/// with maybe one `HAVING`, one `ORDER BY`, one `LIMIT`, in that order. `words`: the columns,
+/// each with its qualifier. A group's total is compared only to a number the question gives
+/// (`HAVING SUM(amount)>2000000` for "sold more than 2 million"; any number with no question
+/// known): the teaching data's groups that pass a threshold.
+fn tail(words: &str, grouped: bool, named: &Named) -> String {
     // A column, a name, a number, or one function of a column (`SUM(amount)`).
     let call = format!(r"{}\((DISTINCT )?({words}|\*)\)", escaped(AGGREGATES.iter().chain(SCALARS).copied()));
     let item = format!(r"({words}|{LIST_NAME}|{call}|{NUM})( (ASC|DESC))?");
     let list = format!("{item}(, ?{item})*");
-    let group = if grouped { format!(" GROUP BY {list}") } else { String::new() };
+    let numbers = match &named.numbers {
+        None => Some(NUM.to_string()),
+        Some(n) if n.is_empty() => None,
+        Some(n) => Some(escaped(n.iter().map(String::as_str))),
+    };
+    let totals = format!(r"{}\(({words}|\*)\)", escaped(AGGREGATES.iter().copied()));
+    let having = numbers.map_or(String::new(), |n| format!("( HAVING ({totals}|{LIST_NAME}){CMP}{n})?"));
+    let group = if grouped { format!(" GROUP BY {list}{having}") } else { String::new() };
     format!("{group}( ORDER BY {list})?( LIMIT [0-9]+)?")
 }
 
@@ -480,14 +490,14 @@ pub fn sql_shape(catalog: &Catalog, question: Option<&str>) -> Option<String> {
         let count_id = ids.as_ref().map_or(String::new(), |i| format!(r"|COUNT\((DISTINCT )?{i}\)"));
         let aggregate = format!(r"(ROUND\()?({}\({count_id})", escaped(AGGREGATES.iter().copied()));
         let mut kinds = vec![
-            format!("SELECT {} FROM {from}{conds}{}", select(&untimed, true, named.over_time), tail(&measures, true)),
-            format!("SELECT {aggregate}{} FROM {from}{conds}{}", select(&untimed, true, named.over_time), tail(&measures, false)),
+            format!("SELECT {} FROM {from}{conds}{}", select(&untimed, true, named.over_time), tail(&measures, true, &named)),
+            format!("SELECT {aggregate}{} FROM {from}{conds}{}", select(&untimed, true, named.over_time), tail(&measures, false, &named)),
         ];
         // Rows listed keep their dates whole unless the question is about time: the model, kept
         // from grouping "深圳2018年下半年的销售额" by month, listed `substr(order_date,1,7)`
         // beside a half-written `ROUND(SUBSTR(...` instead.
         if listing {
-            kinds.push(format!("SELECT {} FROM {from}{conds}{}", select(&measures, false, named.over_time), tail(&measures, false)));
+            kinds.push(format!("SELECT {} FROM {from}{conds}{}", select(&measures, false, named.over_time), tail(&measures, false, &named)));
         }
         alt(kinds)
     };
@@ -652,6 +662,20 @@ mod tests {
         assert!(north.is_match("SELECT SUM(amount) FROM sales WHERE order_date >= '2019-03-01' AND order_date < '2019-04-01' AND region='华北'"));
         // At most four conditions.
         assert!(!north.is_match("SELECT SUM(amount) FROM sales WHERE region='华北' AND region='华北' AND region='华北' AND region='华北' AND region='华北'"));
+    }
+
+    #[test]
+    fn groups_pass_only_a_threshold_the_question_gives() {
+        let re = |q: &str| regex::Regex::new(&format!("^{}$", sql_shape(&catalog(), Some(q)).unwrap())).unwrap();
+        let having = "SELECT city, ROUND(SUM(amount),2) AS amount FROM sales WHERE substr(order_date,1,4)='2020' GROUP BY city HAVING SUM(amount)>2000000 ORDER BY amount DESC";
+        assert!(re("Which cities sold more than 2 million yuan in 2020?").is_match(having));
+        assert!(re("2020年销售额超过200万的城市").is_match(having));
+        assert!(re("2020年销售额超过200万的城市").is_match(&having.replace("SUM(amount)>", "amount>")));
+        assert!(!re("2020年销售额超过300万的城市").is_match(having));
+        assert!(!re("2020年各城市的销售额").is_match(having));
+        assert!(
+            re("2020年订单数超过300单的城市有哪些").is_match("SELECT city, COUNT(*) AS orders FROM sales WHERE substr(order_date,1,4)='2020' GROUP BY city HAVING COUNT(*)>300 ORDER BY orders DESC")
+        );
     }
 
     #[test]

@@ -563,12 +563,13 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
             return Answer::failed(question, output, None, e.to_string(), a);
         }
     };
+    // One total asked for, grouped by its own figure: the total.
+    let mut guarded = crate::compose::ungroup_totals(db.conn.dialect(), &guarded).unwrap_or(guarded);
     let mut rows = match exec::run(&mut db.conn, &guarded, opts.timeout).await {
         Ok(r) => r,
         Err(e) => return failed_run(db, question, output, guarded, e.to_string(), zh),
     };
     let mut reply_chart = reply.chart;
-    let mut guarded = guarded;
     // A change between two periods, or groups past a threshold: the query around the model's.
     if let Some(c) = crate::compose::plan(question).and_then(|p| p.apply(&guarded, &rows)) {
         guarded = match guard::check_in(db.conn.dialect(), &c.sql, &db.catalog.table_names(), opts.max_rows) {

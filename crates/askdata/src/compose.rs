@@ -170,6 +170,49 @@ impl Plan {
     }
 }
 
+/// Aggregate functions, by their upper-case names.
+const AGGREGATES: &[&str] = &["SUM", "COUNT", "AVG", "MIN", "MAX", "TOTAL"];
+
+/// `sql` (already guarded) without its `GROUP BY` where every item it selects is an aggregate,
+/// so one total is asked for: `SELECT ROUND(SUM(amount),2) AS amount FROM sales WHERE ...
+/// GROUP BY amount` groups by the raw column its alias shadows, and answers hundreds of sums of
+/// one order each. `None` where there is nothing to take out.
+///
+/// Why: the model wrote that for "By what percentage did total sales amount grow from 2018 to
+/// 2020?" (fresh8) and "2020年12月的全国销售额比11月..." (fresh11); the shape cannot tell an
+/// aggregate's alias from a column in `GROUP BY`.
+pub fn ungroup_totals(dialect: crate::exec::Dialect, sql: &str) -> Option<String> {
+    use sqlparser::ast::{visit_expressions, Expr, GroupByExpr, SelectItem, SetExpr, Statement};
+    use std::ops::ControlFlow;
+    let parsed = match dialect {
+        crate::exec::Dialect::Sqlite => sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::SQLiteDialect {}, sql),
+        crate::exec::Dialect::Postgres => sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql),
+    };
+    let mut stmts = parsed.ok()?;
+    let [Statement::Query(q)] = &mut stmts[..] else { return None };
+    let SetExpr::Select(select) = q.body.as_mut() else { return None };
+    let GroupByExpr::Expressions(items, modifiers) = &select.group_by else { return None };
+    if items.is_empty() || !modifiers.is_empty() || select.having.is_some() {
+        return None;
+    }
+    let aggregate = |e: &Expr| {
+        visit_expressions(e, |x| match x {
+            Expr::Function(f) if AGGREGATES.contains(&f.name.to_string().to_ascii_uppercase().as_str()) => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        })
+        .is_break()
+    };
+    let all = select.projection.iter().all(|item| match item {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => aggregate(e),
+        _ => false,
+    });
+    if !all {
+        return None;
+    }
+    select.group_by = GroupByExpr::Expressions(vec![], vec![]);
+    Some(stmts[0].to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +262,18 @@ mod tests {
         // Nor where it compares the two periods itself.
         let both = "SELECT region, ROUND((SUM(CASE WHEN substr(order_date,1,4)='2020' THEN amount END)-SUM(CASE WHEN substr(order_date,1,4)='2019' THEN amount END))*100.0/SUM(CASE WHEN substr(order_date,1,4)='2019' THEN amount END),2) AS growth FROM sales GROUP BY region";
         assert_eq!(p.apply(both, &got), None);
+    }
+
+    #[test]
+    fn a_total_grouped_by_its_own_figure_is_one_total() {
+        use crate::exec::Dialect::Sqlite;
+        let got =
+            ungroup_totals(Sqlite, "SELECT ROUND(SUM(amount),2) AS amount FROM sales WHERE substr(order_date,1,7) BETWEEN '2020-12' AND '2020-12' GROUP BY amount ORDER BY amount DESC LIMIT 1000");
+        assert_eq!(got.as_deref(), Some("SELECT ROUND(SUM(amount), 2) AS amount FROM sales WHERE substr(order_date, 1, 7) BETWEEN '2020-12' AND '2020-12' ORDER BY amount DESC LIMIT 1000"));
+        // Groups named in the select list, and totals without GROUP BY, stay as they are.
+        assert_eq!(ungroup_totals(Sqlite, "SELECT region, SUM(amount) AS amount FROM sales GROUP BY region"), None);
+        assert_eq!(ungroup_totals(Sqlite, "SELECT substr(order_date,1,7) AS month, COUNT(*) FROM sales GROUP BY month"), None);
+        assert_eq!(ungroup_totals(Sqlite, "SELECT SUM(amount) FROM sales"), None);
     }
 
     #[test]

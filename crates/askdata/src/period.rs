@@ -211,6 +211,9 @@ static TOP: LazyLock<Vec<Regex>> = LazyLock::new(|| {
         r"哪\s*(\d{1,2}|[二三四五六七八九]|十[一二三四五六七八九]?)\s*(?:个|名|位|款|家|种)",
         r"(?i)\btop\s*(\d{1,2})\b",
         r"(?i)\b(?:best|which|the)\s+(\d{1,2})\s+[a-z]",
+        // "the top five", "which three products": only after a word that ranks (the two
+        // channels, the three categories are all of them).
+        r"(?i)\b(?:top|best|worst|bottom|which)\s+(two|three|four|five|six|seven|eight|nine|ten)\s+[a-z]",
     ]
     .iter()
     .map(|p| Regex::new(p).expect("valid top-n pattern"))
@@ -220,7 +223,9 @@ static TOP: LazyLock<Vec<Regex>> = LazyLock::new(|| {
 /// How many leading rows the question asks for ("前五个产品", "top 3 cities", "the 10
 /// provinces with the most ..."), if it asks.
 pub fn top_n(question: &str) -> Option<u32> {
-    TOP.iter().find_map(|re| re.captures(question)).and_then(|c| zh_number(&c[1]).map(u32::from)).filter(|&n| n > 0)
+    const EN: [&str; 9] = ["two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"];
+    let number = |s: &str| zh_number(s).map(u32::from).or_else(|| EN.iter().position(|w| s.eq_ignore_ascii_case(w)).map(|i| i as u32 + 2));
+    TOP.iter().find_map(|re| re.captures(question)).and_then(|c| number(&c[1])).filter(|&n| n > 0)
 }
 
 #[cfg(test)]
@@ -312,6 +317,9 @@ mod tests {
             ("2020年哪5个城市亏钱的订单最多", Some(5)),
             ("哪个城市亏钱的订单最多", None),
             ("哪一个城市亏钱的订单最多", None),
+            ("Which five products have brought in the most profit overall?", Some(5)),
+            ("The top three cities by revenue", Some(3)),
+            ("Compare the two channels in 2019", None),
         ] {
             assert_eq!(top_n(q), n, "{q}");
         }

@@ -571,22 +571,35 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
     };
     let mut reply_chart = reply.chart;
     // A change between two periods, or groups past a threshold: the query around the model's.
-    if let Some(c) = crate::compose::plan(question).and_then(|p| p.apply(&guarded, &rows)) {
-        guarded = match guard::check_in(db.conn.dialect(), &c.sql, &db.catalog.table_names(), opts.max_rows) {
-            Ok(s) => s,
-            Err(e) => {
-                let a = if zh { format!("这个查询不能执行:{e}") } else { format!("That query may not run: {e}") };
-                return Answer::failed(question, output, None, e.to_string(), a);
+    match crate::compose::plan(question).map(|p| p.apply(db.conn.dialect(), &guarded, &rows)) {
+        Some(crate::compose::Outcome::Composed(c)) => {
+            guarded = match guard::check_in(db.conn.dialect(), &c.sql, &db.catalog.table_names(), opts.max_rows) {
+                Ok(s) => s,
+                Err(e) => {
+                    let a = if zh { format!("这个查询不能执行:{e}") } else { format!("That query may not run: {e}") };
+                    return Answer::failed(question, output, None, e.to_string(), a);
+                }
+            };
+            rows = match exec::run(&mut db.conn, &guarded, opts.timeout).await {
+                Ok(r) => r,
+                Err(e) => return failed_run(db, question, output, guarded, e.to_string(), zh),
+            };
+            if let Some((kind, x, y)) = c.chart {
+                let title = reply_chart.map(|c| c.title).unwrap_or_default();
+                reply_chart = Some(ChartSpec { kind, x, y: Some(y), series: None, title });
             }
-        };
-        rows = match exec::run(&mut db.conn, &guarded, opts.timeout).await {
-            Ok(r) => r,
-            Err(e) => return failed_run(db, question, output, guarded, e.to_string(), zh),
-        };
-        if let Some((kind, x, y)) = c.chart {
-            let title = reply_chart.map(|c| c.title).unwrap_or_default();
-            reply_chart = Some(ChartSpec { kind, x, y: Some(y), series: None, title });
         }
+        // The model's query covers the later period only: not an answer to a change.
+        Some(crate::compose::Outcome::Failed) => {
+            let msg = "the change between the two periods could not be composed from the model's query".to_string();
+            let a = if zh {
+                "没能把两个时期的数据放在一起对比,请换个问法(例如分别问两个时期)。".into()
+            } else {
+                "I could not compare the two periods from this query; try asking for each period separately.".into()
+            };
+            return Answer::failed(question, output, Some(guarded), msg, a);
+        }
+        Some(crate::compose::Outcome::Keep) | None => {}
     }
     let spec = reply_chart.unwrap_or(ChartSpec { kind: ChartType::Table, x: None, y: None, series: None, title: String::new() });
     let mut spec = spec.fit(&rows);

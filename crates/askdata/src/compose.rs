@@ -25,17 +25,22 @@ use std::sync::LazyLock;
 /// What the pipeline adds to the model's query for a question.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Plan {
-    /// The change from `earlier` to `later`, in percent; with `values`, both periods' figures
-    /// beside it (the question asks how much, not only by what percentage).
+    /// The change from `earlier` to `later`, in percent.
     Change {
         /// The period compared with.
         earlier: Period,
         /// The period whose change is asked.
         later: Period,
-        /// Whether to list both periods' figures too.
+        /// Whether to list both periods' figures too (the question asks how much, not only by
+        /// what percentage).
         values: bool,
+        /// How many groups, fastest-growing first (slowest first with `lowest`), where the
+        /// question asks for the top n.
+        top: Option<u32>,
+        /// Whether the question asks for the least growth.
+        lowest: bool,
     },
-    /// Only the groups whose figure is `op` (`>`, `>=`, `<`) `value`.
+    /// Only the groups whose figure is `op` (`>`, `>=`, `<`, `<=`) `value`.
     Threshold {
         /// The comparison.
         op: &'static str,
@@ -44,16 +49,20 @@ pub enum Plan {
     },
 }
 
-/// Words that ask for the change as a percentage only.
-static PERCENT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)百分|%|％|增长率|增速|增幅|涨幅|降幅|\bpercent(age)?\b|\brate\b").expect("valid pattern"));
+/// Words that ask for the change as a percentage only (not 百分点, percentage points).
+static PERCENT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)百分(比|之)|%|％|增长率|增速|增幅|涨幅|降幅|\bpercent(age)?\b|\bgrowth rate\b|\brate of (growth|change|increase|decline)\b").expect("valid pattern"));
 
 /// Words that compare a figure with a number, and the comparison each means: checked in this
-/// order, so "不少于" is not read as "少于".
+/// order, so the negated and inclusive forms ("不超过", "no more than", "不少于") are not read as
+/// the plain ones they contain. 以上 / 以下 count only right after a number or its unit ("300万元
+/// 以上"; "以下5个城市" is "the following five").
 static COMPARISONS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
     [
-        (r"(?i)不少于|不低于|不小于|至少|以上|\bat least\b|\bor more\b", ">="),
-        (r"(?i)超过|大于|高于|多于|\bmore than\b|\bover\b|\babove\b|\bexceed(s|ed|ing)?\b|\bgreater than\b", ">"),
-        (r"(?i)低于|少于|小于|不到|不足|以下|\bless than\b|\bfewer than\b|\bunder\b|\bbelow\b", "<"),
+        (r"(?i)不超过|不高于|不大于|不多于|小于等于|至多|[0-9万千元单件笔个]\s*以下|以内|\b(no|not) (more|greater|higher) than\b|\bat most\b|\bor (less|fewer)\b|\bup to\b", "<="),
+        (r"(?i)不少于|不低于|不小于|大于等于|至少|[0-9万千元单件笔个]\s*以上|\b(no|not) (less|fewer|lower) than\b|\bat least\b|\bor more\b", ">="),
+        (r"(?i)超过|大于|高于|多于|\bmore than\b|\bover\b|\babove\b|\bexceed(s|ed|ing)?\b|\bgreater than\b|\bhigher than\b", ">"),
+        (r"(?i)低于|少于|小于|不到|不足|\bless than\b|\bfewer than\b|\bunder\b|\bbelow\b|\blower than\b", "<"),
     ]
     .into_iter()
     .map(|(p, op)| (Regex::new(p).expect("valid pattern"), op))
@@ -63,24 +72,27 @@ static COMPARISONS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
 /// What the pipeline composes around the model's query for `question`, if anything.
 pub fn plan(question: &str) -> Option<Plan> {
     if let Some((earlier, later)) = period::compared(question) {
-        return Some(Plan::Change { earlier, later, values: !PERCENT.is_match(question) });
+        let (top, lowest) = (period::top_n(question), crate::cues::lowest(question));
+        return Some(Plan::Change { earlier, later, values: !PERCENT.is_match(question), top, lowest });
     }
     let [value] = &crate::cues::amounts(question)[..] else { return None };
     let op = COMPARISONS.iter().find(|(re, _)| re.is_match(question)).map(|(_, op)| *op)?;
     Some(Plan::Threshold { op, value: value.clone() })
 }
 
-/// The ways the teaching data writes period `p` in a query.
+/// The ways a query names period `p`: the teaching data's ([`crate::cues::period_literals`]),
+/// and those as the guard prints them back (`substr(order_date, 1, 4) = '2019'`).
 fn forms(p: Period) -> Vec<String> {
-    match p {
-        Period::Year(y) => vec![format!("BETWEEN '{y}-01' AND '{y}-12'"), format!(",1,4)='{y}'"), format!(", 1, 4) = '{y}'")],
-        Period::Month(y, m) => vec![format!("='{y}-{m:02}'"), format!("= '{y}-{m:02}'"), format!("BETWEEN '{y}-{m:02}' AND '{y}-{m:02}'")],
-        Period::Range((y1, m1), (y2, m2)) => vec![format!("BETWEEN '{y1}-{m1:02}' AND '{y2}-{m2:02}'")],
-    }
+    let plain = crate::cues::period_literals(p);
+    let printed = plain.iter().map(|f| f.replace(",1,4)='", ", 1, 4) = '").replace("='", " = '"));
+    let mut all: Vec<String> = plain.iter().cloned().chain(printed).collect();
+    all.dedup();
+    all
 }
 
 /// `sql` with period `from` written as `to`; `None` when `sql` does not name `from` the way the
-/// teaching data does, or the two periods are not written alike.
+/// teaching data does, the two periods are not written alike, or a date of `from`'s first year
+/// is left over (another way of writing it, which would filter the earlier query on both).
 fn swap_period(sql: &str, from: Period, to: Period) -> Option<String> {
     let (a, b) = (forms(from), forms(to));
     if a.len() != b.len() {
@@ -90,7 +102,15 @@ fn swap_period(sql: &str, from: Period, to: Period) -> Option<String> {
     for (f, t) in a.iter().zip(&b) {
         out = out.replace(f, t);
     }
-    (out != sql).then_some(out)
+    let left = year(from) != year(to) && out.contains(&format!("'{}", year(from)));
+    (out != sql && !left).then_some(out)
+}
+
+/// The year a period starts in.
+fn year(p: Period) -> u16 {
+    match p {
+        Period::Year(y) | Period::Month(y, _) | Period::Range((y, _), _) => y,
+    }
 }
 
 /// A period as part of a column name: `2019`, `2019_03`, `2019_01_06`.
@@ -114,6 +134,30 @@ fn holds_time(rows: &Rows, i: usize) -> bool {
     rows.rows.iter().any(|r| r.get(i).and_then(|v| v.as_str()).is_some_and(|s| DATE.is_match(s)))
 }
 
+/// Whether every value of column `i` of `rows` is a number (or null).
+fn numeric(rows: &Rows, i: usize) -> bool {
+    rows.rows.iter().all(|r| r.get(i).is_some_and(|v| v.is_number() || v.is_null()))
+}
+
+/// `sql` without its outermost ORDER BY and LIMIT (the composed query orders and cuts the
+/// result itself); `None` where it does not parse as one query.
+fn unordered(dialect: crate::exec::Dialect, sql: &str) -> Option<String> {
+    let mut stmts = parse(dialect, sql)?;
+    let [sqlparser::ast::Statement::Query(q)] = &mut stmts[..] else { return None };
+    q.order_by = None;
+    q.limit = None;
+    q.offset = None;
+    Some(stmts[0].to_string())
+}
+
+fn parse(dialect: crate::exec::Dialect, sql: &str) -> Option<Vec<sqlparser::ast::Statement>> {
+    match dialect {
+        crate::exec::Dialect::Sqlite => sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::SQLiteDialect {}, sql),
+        crate::exec::Dialect::Postgres => sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql),
+    }
+    .ok()
+}
+
 /// What a composed query shows: its SQL, and the chart it takes (a kind, x, y), or `None` to
 /// keep the model's chart.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,47 +168,73 @@ pub struct Composed {
     pub chart: Option<(crate::chart::ChartType, Option<String>, String)>,
 }
 
+/// What became of a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The query around the model's.
+    Composed(Composed),
+    /// The model's answer stands: the plan does not apply to it (a total for a threshold, the
+    /// number or both periods already in the model's query).
+    Keep,
+    /// A change that could not be composed (a series over time, several figures, a period
+    /// written another way): the model's query alone answers only the later period.
+    Failed,
+}
+
 impl Plan {
-    /// The query around `sql` (the model's, as guarded), whose result was `rows`; `None` where
-    /// the plan does not apply to it (no figure to compare, a series over time, the period or the
-    /// number already written by the model), so the model's answer stands.
-    pub fn apply(&self, sql: &str, rows: &Rows) -> Option<Composed> {
-        let (last, keys) = rows.columns.split_last()?;
+    /// The query around `sql` (the model's, as guarded), whose result was `rows`.
+    pub fn apply(&self, dialect: crate::exec::Dialect, sql: &str, rows: &Rows) -> Outcome {
+        let Some((last, _)) = rows.columns.split_last() else { return Outcome::Keep };
+        // One figure, the last column; the others are its groups.
+        let figures = (0..rows.columns.len()).filter(|&i| numeric(rows, i)).count();
+        let keys = &rows.columns[..rows.columns.len() - 1];
+        let single = !rows.rows.is_empty() && numeric(rows, keys.len()) && figures == 1;
         let m = quoted(last);
-        let numeric = rows.rows.iter().all(|r| r.last().is_some_and(|v| v.is_number() || v.is_null()));
-        if !numeric || rows.rows.is_empty() {
-            return None;
-        }
         match self {
-            Plan::Change { earlier, later, values } => {
-                // A query that names the earlier period already compares them itself.
-                if (0..keys.len()).any(|i| holds_time(rows, i)) || forms(*earlier).iter().any(|f| sql.contains(f.as_str())) {
-                    return None;
+            Plan::Change { earlier, later, values, top, lowest } => {
+                // A query that names the earlier period (or a date of its year) already compares
+                // them itself.
+                let other_year = year(*earlier) != year(*later) && sql.contains(&format!("'{}", year(*earlier)));
+                if other_year || forms(*earlier).iter().any(|f| sql.contains(f.as_str())) {
+                    return Outcome::Keep;
                 }
-                let before = swap_period(sql, *later, *earlier)?;
+                if !single || (0..keys.len()).any(|i| holds_time(rows, i)) {
+                    return Outcome::Failed;
+                }
+                let Some(after) = unordered(dialect, sql) else { return Outcome::Failed };
+                let Some(before) = swap_period(&after, *later, *earlier) else { return Outcome::Failed };
                 let (le, ll) = (label(*earlier), label(*later));
                 let mut select: Vec<String> = keys.iter().map(|k| format!("a.{}", quoted(k))).collect();
                 if *values {
                     select.push(format!("b.{m} AS {}", quoted(&format!("{last}_{le}"))));
                     select.push(format!("a.{m} AS {}", quoted(&format!("{last}_{ll}"))));
                 }
-                select.push(format!("ROUND((a.{m} - b.{m}) * 100.0 / b.{m}, 2) AS growth"));
+                // No growth from nothing (PostgreSQL would fail on the division).
+                select.push(format!("ROUND((a.{m} - b.{m}) * 100.0 / NULLIF(b.{m}, 0), 2) AS growth"));
                 let on = if keys.is_empty() { "1=1".to_string() } else { keys.iter().map(|k| format!("a.{q} = b.{q}", q = quoted(k))).collect::<Vec<_>>().join(" AND ") };
-                let order = if keys.is_empty() { "" } else { " ORDER BY growth DESC" };
-                let composed = format!("SELECT {} FROM ({sql}) a JOIN ({before}) b ON {on}{order}", select.join(", "));
+                let order = match (keys.is_empty(), lowest) {
+                    (true, _) => String::new(),
+                    (false, false) => " ORDER BY growth DESC NULLS LAST".to_string(),
+                    (false, true) => " ORDER BY growth ASC NULLS LAST".to_string(),
+                };
+                let limit = top.filter(|_| !keys.is_empty()).map_or(String::new(), |n| format!(" LIMIT {n}"));
+                let composed = format!("SELECT {} FROM ({after}) AS a JOIN ({before}) AS b ON {on}{order}{limit}", select.join(", "));
                 let chart = match (keys, values) {
                     ([k], _) => (crate::chart::ChartType::Bar, Some(k.clone())),
                     ([], false) => (crate::chart::ChartType::Number, None),
                     _ => (crate::chart::ChartType::Table, None),
                 };
-                Some(Composed { sql: composed, chart: Some((chart.0, chart.1, "growth".into())) })
+                Outcome::Composed(Composed { sql: composed, chart: Some((chart.0, chart.1, "growth".into())) })
             }
             Plan::Threshold { op, value } => {
-                // Only groups, and only where the model did not compare with the number itself.
-                if keys.is_empty() || sql.contains(value.as_str()) {
-                    return None;
+                // Only groups with one figure, and only where the model did not compare with the
+                // number itself (`> 300`, `>= 300`).
+                static COMPARED: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[<>=]\s*'?([0-9]+(\.[0-9]+)?)").expect("valid pattern"));
+                let named = COMPARED.captures_iter(sql).any(|c| c[1] == *value);
+                if keys.is_empty() || !single || named {
+                    return Outcome::Keep;
                 }
-                Some(Composed { sql: format!("SELECT * FROM ({sql}) WHERE {m} {op} {value}"), chart: None })
+                Outcome::Composed(Composed { sql: format!("SELECT * FROM ({sql}) AS t WHERE {m} {op} {value}"), chart: None })
             }
         }
     }
@@ -184,11 +254,7 @@ const AGGREGATES: &[&str] = &["SUM", "COUNT", "AVG", "MIN", "MAX", "TOTAL"];
 pub fn ungroup_totals(dialect: crate::exec::Dialect, sql: &str) -> Option<String> {
     use sqlparser::ast::{visit_expressions, Expr, GroupByExpr, SelectItem, SetExpr, Statement};
     use std::ops::ControlFlow;
-    let parsed = match dialect {
-        crate::exec::Dialect::Sqlite => sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::SQLiteDialect {}, sql),
-        crate::exec::Dialect::Postgres => sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql),
-    };
-    let mut stmts = parsed.ok()?;
+    let mut stmts = parse(dialect, sql)?;
     let [Statement::Query(q)] = &mut stmts[..] else { return None };
     let SetExpr::Select(select) = q.body.as_mut() else { return None };
     let GroupByExpr::Expressions(items, modifiers) = &select.group_by else { return None };
@@ -197,7 +263,7 @@ pub fn ungroup_totals(dialect: crate::exec::Dialect, sql: &str) -> Option<String
     }
     let aggregate = |e: &Expr| {
         visit_expressions(e, |x| match x {
-            Expr::Function(f) if AGGREGATES.contains(&f.name.to_string().to_ascii_uppercase().as_str()) => ControlFlow::Break(()),
+            Expr::Function(f) if f.over.is_none() && AGGREGATES.contains(&f.name.to_string().to_ascii_uppercase().as_str()) => ControlFlow::Break(()),
             _ => ControlFlow::Continue(()),
         })
         .is_break()
@@ -210,80 +276,124 @@ pub fn ungroup_totals(dialect: crate::exec::Dialect, sql: &str) -> Option<String
         return None;
     }
     select.group_by = GroupByExpr::Expressions(vec![], vec![]);
+    // One row now: no order to keep (PostgreSQL refuses ORDER BY a column no longer grouped).
+    q.order_by = None;
     Some(stmts[0].to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chart::ChartType;
+    use crate::exec::Dialect::{Postgres, Sqlite};
     use serde_json::json;
 
     fn rows(columns: &[&str], rows: Vec<Vec<serde_json::Value>>) -> Rows {
         Rows { columns: columns.iter().map(|c| c.to_string()).collect(), rows }
     }
 
+    fn change(earlier: Period, later: Period, values: bool) -> Plan {
+        Plan::Change { earlier, later, values, top: None, lowest: false }
+    }
+
+    fn composed(o: Outcome) -> Composed {
+        match o {
+            Outcome::Composed(c) => c,
+            other => panic!("not composed: {other:?}"),
+        }
+    }
+
     #[test]
     fn plans_for_changes_and_thresholds() {
-        assert_eq!(plan("各大区2020年销售额比2019年增长了百分之多少"), Some(Plan::Change { earlier: Period::Year(2019), later: Period::Year(2020), values: false }));
-        assert_eq!(plan("华南地区各省份2020年的销售额同比增长了多少？"), Some(Plan::Change { earlier: Period::Year(2019), later: Period::Year(2020), values: true }));
-        assert_eq!(plan("2020年订单数超过300单的省份有哪些"), Some(Plan::Threshold { op: ">", value: "300".into() }));
-        assert_eq!(plan("Which cities sold more than 2 million yuan in 2020?"), Some(Plan::Threshold { op: ">", value: "2000000".into() }));
-        assert_eq!(plan("2019年销售额不少于150万的城市"), Some(Plan::Threshold { op: ">=", value: "1500000".into() }));
-        assert_eq!(plan("Provinces with fewer than 200 orders in 2019"), Some(Plan::Threshold { op: "<", value: "200".into() }));
-        // A top-n, a period and a plain question are none of these.
+        let y = Period::Year;
+        assert_eq!(plan("各大区2020年销售额比2019年增长了百分之多少"), Some(change(y(2019), y(2020), false)));
+        assert_eq!(plan("华南地区各省份2020年的销售额同比增长了多少？"), Some(change(y(2019), y(2020), true)));
+        assert_eq!(plan("2020年利润比2019年增长了几个百分点"), Some(change(y(2019), y(2020), true)));
+        assert_eq!(plan("Which 3 regions grew sales the least from 2019 to 2020?"), Some(Plan::Change { earlier: y(2019), later: y(2020), values: true, top: Some(3), lowest: true }));
+        let t = |op, v: &str| Some(Plan::Threshold { op, value: v.into() });
+        assert_eq!(plan("2020年订单数超过300单的省份有哪些"), t(">", "300"));
+        assert_eq!(plan("Which cities sold more than 2 million yuan in 2020?"), t(">", "2000000"));
+        assert_eq!(plan("2019年销售额不少于150万的城市"), t(">=", "1500000"));
+        assert_eq!(plan("2018年卖了300万元以上的商品"), t(">=", "3000000"));
+        assert_eq!(plan("2019年订单数不超过200单的省份"), t("<=", "200"));
+        assert_eq!(plan("Provinces with no more than 200 orders in 2019"), t("<=", "200"));
+        assert_eq!(plan("Provinces with fewer than 200 orders in 2019"), t("<", "200"));
+        // A top-n, a period, a span of months and a plain question are none of these.
         assert_eq!(plan("2020年销售额最高的5个城市"), None);
+        assert_eq!(plan("以下5个城市2019年的销售额"), None);
+        assert_eq!(plan("Monthly orders by channel over the last 6 months"), None);
         assert_eq!(plan("华北地区2019年3-5月的销售额,用折线图来表示"), None);
         assert_eq!(plan("2019年和2020年各大区的销售额"), None);
     }
 
     #[test]
     fn a_change_runs_the_query_for_both_periods_and_joins_them() {
-        let sql = "SELECT region, ROUND(SUM(amount),2) AS amount FROM sales WHERE substr(order_date,1,7) BETWEEN '2020-01' AND '2020-12' GROUP BY region LIMIT 1000";
+        let sql = "SELECT region, ROUND(SUM(amount), 2) AS amount FROM sales WHERE substr(order_date, 1, 7) BETWEEN '2020-01' AND '2020-12' GROUP BY region ORDER BY amount DESC LIMIT 1000";
         let got = rows(&["region", "amount"], vec![vec![json!("华北"), json!(10.0)]]);
-        let p = Plan::Change { earlier: Period::Year(2019), later: Period::Year(2020), values: true };
-        let c = p.apply(sql, &got).unwrap();
+        let p = change(Period::Year(2019), Period::Year(2020), true);
+        let c = composed(p.apply(Sqlite, sql, &got));
         assert_eq!(
             c.sql,
-            "SELECT a.\"region\", b.\"amount\" AS \"amount_2019\", a.\"amount\" AS \"amount_2020\", ROUND((a.\"amount\" - b.\"amount\") * 100.0 / b.\"amount\", 2) AS growth \
-             FROM (SELECT region, ROUND(SUM(amount),2) AS amount FROM sales WHERE substr(order_date,1,7) BETWEEN '2020-01' AND '2020-12' GROUP BY region LIMIT 1000) a \
-             JOIN (SELECT region, ROUND(SUM(amount),2) AS amount FROM sales WHERE substr(order_date,1,7) BETWEEN '2019-01' AND '2019-12' GROUP BY region LIMIT 1000) b ON a.\"region\" = b.\"region\" ORDER BY growth DESC"
+            "SELECT a.\"region\", b.\"amount\" AS \"amount_2019\", a.\"amount\" AS \"amount_2020\", ROUND((a.\"amount\" - b.\"amount\") * 100.0 / NULLIF(b.\"amount\", 0), 2) AS growth \
+             FROM (SELECT region, ROUND(SUM(amount), 2) AS amount FROM sales WHERE substr(order_date, 1, 7) BETWEEN '2020-01' AND '2020-12' GROUP BY region) AS a \
+             JOIN (SELECT region, ROUND(SUM(amount), 2) AS amount FROM sales WHERE substr(order_date, 1, 7) BETWEEN '2019-01' AND '2019-12' GROUP BY region) AS b ON a.\"region\" = b.\"region\" ORDER BY growth DESC NULLS LAST"
         );
-        assert_eq!(c.chart, Some((crate::chart::ChartType::Bar, Some("region".into()), "growth".into())));
+        assert_eq!(c.chart, Some((ChartType::Bar, Some("region".into()), "growth".into())));
+        // The same in PostgreSQL's dialect, and it parses there.
+        let pg = composed(p.apply(Postgres, sql, &got));
+        assert!(parse(Postgres, &pg.sql).is_some(), "{}", pg.sql);
+        // The top n fastest (or slowest) of all groups, not of the model's top n by figure.
+        let top = Plan::Change { earlier: Period::Year(2019), later: Period::Year(2020), values: false, top: Some(3), lowest: true };
+        let c = composed(top.apply(Sqlite, &sql.replace("LIMIT 1000", "LIMIT 3"), &got));
+        assert!(c.sql.ends_with("ORDER BY growth ASC NULLS LAST LIMIT 3") && c.sql.matches("LIMIT").count() == 1, "{}", c.sql);
+        // A year written as its first four characters, as the guard prints it.
+        let by_year = "SELECT region, SUM(amount) AS amount FROM sales WHERE substr(order_date, 1, 4) = '2020' GROUP BY region";
+        assert!(composed(p.apply(Sqlite, by_year, &got)).sql.contains("substr(order_date, 1, 4) = '2019'"));
         // A total: one number when only the percentage is asked for.
         let total = "SELECT ROUND(SUM(amount),2) AS amount FROM sales WHERE substr(order_date,1,7) BETWEEN '2020-01' AND '2020-06'";
         let h = |y| Period::Range((y, 1), (y, 6));
-        let c = Plan::Change { earlier: h(2019), later: h(2020), values: false }.apply(total, &rows(&["amount"], vec![vec![json!(5.0)]])).unwrap();
-        assert!(c.sql.contains("BETWEEN '2019-01' AND '2019-06') b ON 1=1") && !c.sql.contains("ORDER BY"), "{}", c.sql);
-        assert_eq!(c.chart, Some((crate::chart::ChartType::Number, None, "growth".into())));
-        // Not where the query names another period, or is a series over time.
-        assert_eq!(p.apply(&sql.replace("2020-01", "2020-02"), &got), None);
-        let monthly = rows(&["month", "amount"], vec![vec![json!("2020-01"), json!(1.0)]]);
-        assert_eq!(p.apply(sql, &monthly), None);
-        // Nor where it compares the two periods itself.
+        let c = composed(change(h(2019), h(2020), false).apply(Sqlite, total, &rows(&["amount"], vec![vec![json!(5.0)]])));
+        assert!(c.sql.contains("BETWEEN '2019-01' AND '2019-06') AS b ON 1=1") && !c.sql.contains("ORDER BY"), "{}", c.sql);
+        assert_eq!(c.chart, Some((ChartType::Number, None, "growth".into())));
+    }
+
+    #[test]
+    fn a_change_fails_or_keeps_where_it_cannot_be_composed() {
+        let sql = "SELECT region, SUM(amount) AS amount FROM sales WHERE substr(order_date,1,7) BETWEEN '2020-01' AND '2020-12' GROUP BY region";
+        let got = rows(&["region", "amount"], vec![vec![json!("华北"), json!(10.0)]]);
+        let p = change(Period::Year(2019), Period::Year(2020), true);
+        // Another period written; a series over time; two figures; a leftover date of the year.
+        assert_eq!(p.apply(Sqlite, &sql.replace("2020-01", "2020-02"), &got), Outcome::Failed);
+        assert_eq!(p.apply(Sqlite, sql, &rows(&["month", "amount"], vec![vec![json!("2020-01"), json!(1.0)]])), Outcome::Failed);
+        assert_eq!(p.apply(Sqlite, sql, &rows(&["region", "amount", "orders"], vec![vec![json!("华北"), json!(1.0), json!(3)]])), Outcome::Failed);
+        assert_eq!(p.apply(Sqlite, &sql.replace("GROUP BY", "AND order_date >= '2020-01-01' GROUP BY"), &got), Outcome::Failed);
+        // A query that compares the two periods itself stands.
         let both = "SELECT region, ROUND((SUM(CASE WHEN substr(order_date,1,4)='2020' THEN amount END)-SUM(CASE WHEN substr(order_date,1,4)='2019' THEN amount END))*100.0/SUM(CASE WHEN substr(order_date,1,4)='2019' THEN amount END),2) AS growth FROM sales GROUP BY region";
-        assert_eq!(p.apply(both, &got), None);
+        assert_eq!(p.apply(Sqlite, both, &got), Outcome::Keep);
     }
 
     #[test]
     fn a_total_grouped_by_its_own_figure_is_one_total() {
-        use crate::exec::Dialect::Sqlite;
         let got =
             ungroup_totals(Sqlite, "SELECT ROUND(SUM(amount),2) AS amount FROM sales WHERE substr(order_date,1,7) BETWEEN '2020-12' AND '2020-12' GROUP BY amount ORDER BY amount DESC LIMIT 1000");
-        assert_eq!(got.as_deref(), Some("SELECT ROUND(SUM(amount), 2) AS amount FROM sales WHERE substr(order_date, 1, 7) BETWEEN '2020-12' AND '2020-12' ORDER BY amount DESC LIMIT 1000"));
-        // Groups named in the select list, and totals without GROUP BY, stay as they are.
+        assert_eq!(got.as_deref(), Some("SELECT ROUND(SUM(amount), 2) AS amount FROM sales WHERE substr(order_date, 1, 7) BETWEEN '2020-12' AND '2020-12' LIMIT 1000"));
+        // Groups named in the select list, totals without GROUP BY, and window sums stay.
         assert_eq!(ungroup_totals(Sqlite, "SELECT region, SUM(amount) AS amount FROM sales GROUP BY region"), None);
         assert_eq!(ungroup_totals(Sqlite, "SELECT substr(order_date,1,7) AS month, COUNT(*) FROM sales GROUP BY month"), None);
         assert_eq!(ungroup_totals(Sqlite, "SELECT SUM(amount) FROM sales"), None);
+        assert_eq!(ungroup_totals(Sqlite, "SELECT SUM(amount) OVER () AS total FROM sales GROUP BY region"), None);
     }
 
     #[test]
     fn a_threshold_filters_the_groups_on_their_figure() {
+        // As the guard prints it: the number must not be found in `LIMIT 1000`.
         let sql = "SELECT province, COUNT(*) AS orders FROM sales GROUP BY province ORDER BY orders DESC LIMIT 1000";
         let got = rows(&["province", "orders"], vec![vec![json!("广东"), json!(400)]]);
-        let p = Plan::Threshold { op: ">", value: "300".into() };
-        assert_eq!(p.apply(sql, &got).unwrap().sql, format!("SELECT * FROM ({sql}) WHERE \"orders\" > 300"));
+        let p = |v: &str| Plan::Threshold { op: ">", value: v.into() };
+        assert_eq!(composed(p("100").apply(Sqlite, sql, &got)).sql, format!("SELECT * FROM ({sql}) AS t WHERE \"orders\" > 100"));
+        assert!(matches!(p("300").apply(Sqlite, sql, &got), Outcome::Composed(_)));
         // Not a total, nor a query that already compares with the number.
-        assert_eq!(p.apply("SELECT COUNT(*) AS orders FROM sales", &rows(&["orders"], vec![vec![json!(9)]])), None);
-        assert_eq!(p.apply("SELECT province, COUNT(*) AS orders FROM sales GROUP BY province HAVING COUNT(*)>300", &got), None);
+        assert_eq!(p("300").apply(Sqlite, "SELECT COUNT(*) AS orders FROM sales", &rows(&["orders"], vec![vec![json!(9)]])), Outcome::Keep);
+        assert_eq!(p("300").apply(Sqlite, "SELECT province, COUNT(*) AS orders FROM sales GROUP BY province HAVING COUNT(*) > 300", &got), Outcome::Keep);
     }
 }

@@ -258,7 +258,7 @@ pub fn lowest(question: &str) -> bool {
     LOWEST.is_match(question) && !HIGHEST.is_match(question)
 }
 
-/// A number as people write amounts: thousands separators, a 万 / 千 / k multiplier.
+/// A number as people write amounts: thousands separators, a 百万 / million / 万 / 千 / k multiplier.
 static NUMBER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"([0-9]{1,3}(,[0-9]{3})+(\.[0-9]+)?|[0-9]+(\.[0-9]+)?)(\s*(百万|万|千|[kK]\b|(?i:million\b)))?").expect("valid pattern"));
 /// Dates and month ranges, whose numbers are the period's, not amounts: `2018-06`, `2019/3/1`,
 /// `3-5月`, `3到6月`.
@@ -274,7 +274,11 @@ pub fn amounts(question: &str) -> Vec<String> {
         .find_iter(question)
         .filter(|m| {
             let (before, after) = (&question[..m.start()], &question[m.end()..]);
-            let dated = dates.iter().any(|d| d.contains(&m.start())) || after.starts_with(['年', '月', '季', '日', '号']) || before.ends_with(['Q', 'q']);
+            let unit = after.trim_start().to_ascii_lowercase();
+            let dated = dates.iter().any(|d| d.contains(&m.start()))
+                || after.starts_with(['年', '月', '季', '日', '号'])
+                || before.ends_with(['Q', 'q'])
+                || ["month", "year", "quarter", "week", "day"].iter().any(|u| unit.starts_with(u));
             let year = m.as_str().len() == 4 && (m.as_str().starts_with("19") || m.as_str().starts_with("20"));
             !dated && !year && Some(m.as_str()) != top.as_deref()
         })
@@ -286,7 +290,9 @@ pub fn amounts(question: &str) -> Vec<String> {
                 return Some(digits.to_string());
             }
             let v: f64 = digits.parse().ok()?;
-            Some(format!("{}", v * scale))
+            // Whole where it is whole ("4.1 million" is 4100000, not 4099999.9999999995).
+            let x = v * scale;
+            Some(if (x - x.round()).abs() < 1e-6 { format!("{}", x.round()) } else { format!("{}", (x * 100.0).round() / 100.0) })
         })
         .collect()
 }
@@ -318,9 +324,9 @@ pub fn sql_pattern(catalog: &Catalog, question: &str) -> Option<String> {
     Some(format!("^{head}{body}{tail}$"))
 }
 
-/// The ways the teaching data writes period `p` (escaped, as alternatives): its months as a
-/// range, a single month as an equality, a year as its first four characters.
-fn period_forms(p: Period) -> String {
+/// The ways the teaching data writes period `p` in a query: its months as a range, a single
+/// month as an equality, a year as its first four characters.
+pub fn period_literals(p: Period) -> Vec<String> {
     let (y1, m1, y2, m2) = match p {
         Period::Year(y) => (y, 1, y, 12),
         Period::Month(y, m) => (y, m, y, m),
@@ -332,7 +338,12 @@ fn period_forms(p: Period) -> String {
         Period::Month(y, m) => forms.insert(0, format!("='{y}-{m:02}'")),
         Period::Range(..) => {}
     }
-    forms.iter().map(|f| regex::escape(f)).collect::<Vec<_>>().join("|")
+    forms
+}
+
+/// [`period_literals`] as alternatives of a regular expression.
+fn period_forms(p: Period) -> String {
+    period_literals(p).iter().map(|f| regex::escape(f)).collect::<Vec<_>>().join("|")
 }
 
 /// What the reply's SQL must not match: a question that names no period gets no date filter
@@ -399,6 +410,9 @@ mod tests {
         assert_eq!(amounts("Cities with sales over 1.25 Million yuan in Q1 2020"), vec!["1250000"]);
         assert_eq!(amounts("2019年销售额超过7.5万元的省"), vec!["75000"]);
         assert_eq!(amounts("2019年销售额超过2百万的城市"), vec!["2000000"]);
+        assert_eq!(amounts("Cities with sales over 4.1 million yuan"), vec!["4100000"]);
+        assert_eq!(amounts("销售额超过1.13万的订单"), vec!["11300"]);
+        assert_eq!(amounts("Monthly orders by channel over the last 6 months"), Vec::<String>::new());
         assert!(!lowest("Cities with at least 50 orders ranked by revenue") && lowest("Which region sold the least?"));
         assert!(lowest("Which 5 cities had the lowest profit in 2020?") && lowest("利润最低的5个城市"));
         assert!(!lowest("销售额最高的前5个城市") && !lowest("Top 5 cities by revenue"));

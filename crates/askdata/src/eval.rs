@@ -381,6 +381,7 @@ mod tests {
             .chain(&fresh8)
             .chain(&fresh9)
             .chain(&fresh10)
+            .chain(&fresh11)
             .map(|e| e.question.trim())
             .filter(|q| !asked.insert(q))
             .collect();

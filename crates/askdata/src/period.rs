@@ -125,6 +125,14 @@ pub fn find(question: &str) -> Option<Period> {
 static CHANGE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)同比|增长|增幅|增速|涨幅|降幅|下降了?百分|变化了?百分|\bgrowth\b|\bgr[eo]w(n|s)?\b|\byear[- ]over[- ]year\b|\byoy\b|\b(increase|decrease|change)[ds]?\b.*(%|\bpercent)|(%|\bpercent(age)?)\b.*\b(increase|decrease|change)").expect("valid pattern")
 });
+/// Words that ask for a series over time ("2019到2020年销售额的增长趋势", "monthly growth"):
+/// answered over the whole span, not as one change.
+static SERIES: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)趋势|走势|每个?月|逐月|月度|按月|每个?季度|逐季|按季度|每一?年|逐年|历年|\bmonthly\b|\bquarterly\b|\btrend|\bby (month|quarter)\b|\bper (month|quarter)\b|\beach (month|quarter)\b",
+    )
+    .expect("valid pattern")
+});
 /// Words that name the same period a year before: 同比, year over year.
 static YEAR_BEFORE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)同比|\byear[- ]over[- ]year\b|\byoy\b").expect("valid pattern"));
 /// A run of digits (a year is one of four, starting 19 or 20).
@@ -150,7 +158,7 @@ impl Period {
 /// reads as a total over both years; the model answered every growth question of the fresh
 /// sets that way (fresh8-10: 8 misses).
 pub fn compared(question: &str) -> Option<(Period, Period)> {
-    if !CHANGE.is_match(question) {
+    if !CHANGE.is_match(question) || SERIES.is_match(question) {
         return None;
     }
     let p = find(question)?;
@@ -160,7 +168,14 @@ pub fn compared(question: &str) -> Option<(Period, Period)> {
         }
     }
     let full = full_years(question);
-    let mut years: Vec<u16> = DIGITS.find_iter(&full).map(|m| m.as_str()).filter(|d| d.len() == 4 && (d.starts_with("19") || d.starts_with("20"))).filter_map(|d| d.parse().ok()).collect();
+    // Years, not amounts ("2000万", "1,999", "2000.5").
+    let mut years: Vec<u16> = DIGITS
+        .find_iter(&full)
+        .filter(|m| !full[m.end()..].starts_with(['万', '千', '百', '元', 'k', 'K', ',', '.']))
+        .map(|m| m.as_str())
+        .filter(|d| d.len() == 4 && (d.starts_with("19") || d.starts_with("20")))
+        .filter_map(|d| d.parse().ok())
+        .collect();
     years.sort_unstable();
     years.dedup();
     match years[..] {
@@ -249,6 +264,10 @@ mod tests {
             ("2019年和2020年各大区的销售额", None),
             ("2020年销售额增长最快的月份", None),
             ("Monthly sales trend in 2020", None),
+            ("2019到2020年销售额的增长趋势", None),
+            ("2019到2020年每个月的销售额增长", None),
+            // An amount is not a year.
+            ("2020年销售额超过2000万的城市同比增长了多少", y(2019, 2020)),
         ];
         for (q, want) in cases {
             assert_eq!(compared(q), *want, "{q}");

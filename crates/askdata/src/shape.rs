@@ -264,7 +264,9 @@ fn tail(words: &str, grouped: bool, named: &Named) -> String {
         Some(n) => Some(escaped(n.iter().map(String::as_str))),
     };
     let totals = format!(r"{}\(({words}|\*)\)", escaped(AGGREGATES.iter().copied()));
-    let having = numbers.map_or(String::new(), |n| format!("( HAVING ({totals}|{LIST_NAME}){CMP}{n})?"));
+    // An aggregate, not an alias: `HAVING amount>N` reads the column the alias shadows (in
+    // SQLite, one arbitrary row's), and PostgreSQL refuses output names there.
+    let having = numbers.map_or(String::new(), |n| format!("( HAVING {totals}{CMP}{n})?"));
     let group = if grouped { format!(" GROUP BY {list}{having}") } else { String::new() };
     format!("{group}( ORDER BY {list})?( LIMIT [0-9]+)?")
 }
@@ -670,7 +672,7 @@ mod tests {
         let having = "SELECT city, ROUND(SUM(amount),2) AS amount FROM sales WHERE substr(order_date,1,4)='2020' GROUP BY city HAVING SUM(amount)>2000000 ORDER BY amount DESC";
         assert!(re("Which cities sold more than 2 million yuan in 2020?").is_match(having));
         assert!(re("2020年销售额超过200万的城市").is_match(having));
-        assert!(re("2020年销售额超过200万的城市").is_match(&having.replace("SUM(amount)>", "amount>")));
+        assert!(!re("2020年销售额超过200万的城市").is_match(&having.replace("SUM(amount)>", "amount>")));
         assert!(!re("2020年销售额超过300万的城市").is_match(having));
         assert!(!re("2020年各城市的销售额").is_match(having));
         assert!(

@@ -162,6 +162,9 @@ enum Cmd {
         /// LoRA alpha.
         #[arg(long)]
         lora_alpha: Option<f32>,
+        /// LoRA dropout while training, in [0, 1) (default 0).
+        #[arg(long)]
+        lora_dropout: Option<f32>,
         /// Longest example in tokens (longer ones are cut).
         #[arg(long)]
         max_len: Option<usize>,
@@ -571,11 +574,22 @@ async fn real_main() -> Result<()> {
                 }
             }
         }
-        Cmd::Tune { model, data, val, val_ratio, epochs, batch_size, lr, lora_r, lora_alpha, max_len, seed, suffix, json } => {
+        Cmd::Tune { model, data, val, val_ratio, epochs, batch_size, lr, lora_r, lora_alpha, lora_dropout, max_len, seed, suffix, json } => {
             init_tracing("warn");
             init_threads(&cfg);
-            let req =
-                shovel_core::CreateJob { model, n_epochs: epochs, batch_size, learning_rate_multiplier: lr, lora_r, lora_alpha, max_length: max_len, seed: Some(seed), suffix, ..Default::default() };
+            let req = shovel_core::CreateJob {
+                model,
+                n_epochs: epochs,
+                batch_size,
+                learning_rate_multiplier: lr,
+                lora_r,
+                lora_alpha,
+                lora_dropout,
+                max_length: max_len,
+                seed: Some(seed),
+                suffix,
+                ..Default::default()
+            };
             tune_cli::tune(&cfg, req, &data, val.as_deref(), val_ratio, json).await.map(|_| ())
         }
         Cmd::Export { id, format, quant, output } => {

@@ -3,6 +3,7 @@
 //! test says so and passes, except under CI, where a missing server is a failure.
 
 use sha2::Digest;
+use shovel_askdata::ask::{answer_reply, AskOptions};
 use shovel_askdata::exec::{self, Dialect};
 use shovel_askdata::source::Source;
 use shovel_askdata::{catalog::Catalog, demo, eval, guard, Error};
@@ -111,6 +112,35 @@ async fn postgres_demo_answers_like_sqlite_read_only_and_under_a_time_limit() {
     assert!(same >= 300, "only {same} gold queries ran alike; SQLite-only: {sqlite_only:#?}");
     for f in &sqlite_only {
         assert!(f.contains("does not exist"), "a gold query failed for another reason than a SQLite-only function: {f}");
+    }
+
+    // Composed answers (a change between two periods, groups past a threshold: compose.rs)
+    // run on PostgreSQL and give SQLite's rows, from the query the model writes for the plain
+    // question.
+    for (q, reply, composed) in [
+        (
+            "各大区2020年销售额比2019年增长了百分之多少",
+            r#"{"sql":"SELECT region, ROUND(SUM(amount),2) AS amount FROM sales WHERE substr(order_date,1,7) BETWEEN '2020-01' AND '2020-12' GROUP BY region ORDER BY amount DESC","chart":{"type":"bar","x":"region","y":"amount"}}"#,
+            " JOIN ",
+        ),
+        (
+            "Which 2 categories grew profit the least from 2019 to 2020?",
+            r#"{"sql":"SELECT category, ROUND(SUM(profit),2) AS profit FROM sales WHERE substr(order_date,1,7) BETWEEN '2020-01' AND '2020-12' GROUP BY category ORDER BY profit LIMIT 2","chart":{"type":"bar","x":"category","y":"profit"}}"#,
+            "NULLS LAST LIMIT 2",
+        ),
+        (
+            "2020年订单数超过300单的省份有哪些",
+            r#"{"sql":"SELECT province, COUNT(*) AS orders FROM sales WHERE substr(order_date,1,7) BETWEEN '2020-01' AND '2020-12' GROUP BY province ORDER BY orders DESC","chart":{"type":"bar","x":"province","y":"orders"}}"#,
+            "\"orders\" > 300",
+        ),
+    ] {
+        let opts = AskOptions::default();
+        let (a, b) = (answer_reply(&mut pg, q, reply.into(), &opts).await, answer_reply(&mut lite, q, reply.into(), &opts).await);
+        assert!(a.error.is_none() && b.error.is_none(), "{q}: {:?} / {:?}", a.error, b.error);
+        assert!(a.sql.as_deref().is_some_and(|s| s.contains(composed)), "{q}: {:?}", a.sql);
+        let rows = |x: &shovel_askdata::ask::Answer| eval::canonical(&exec::Rows { columns: x.columns.clone(), rows: x.rows.clone() });
+        assert!(!a.rows.is_empty(), "{q}: no rows");
+        assert_eq!(rows(&a), rows(&b), "{q}: {:?}", a.sql);
     }
 
     // Read-only even past the guard, and runaway queries stop at the time limit.

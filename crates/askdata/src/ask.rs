@@ -631,6 +631,13 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
+/// Whether values of the column named `y` add up to a meaningful total: not a rate, share or
+/// average (growth, margin, completion, pct, avg_amount, 利润率, 平均...).
+fn summable(y: &str) -> bool {
+    let l = y.to_lowercase();
+    !["growth", "margin", "pct", "percent", "rate", "ratio", "share", "completion", "avg", "average", "mean", "率", "均", "占比"].iter().any(|w| l.contains(w))
+}
+
 /// One sentence summing the result up.
 fn sentence(spec: &ChartSpec, rows: &Rows, zh: bool) -> String {
     if rows.rows.is_empty() {
@@ -661,10 +668,13 @@ fn sentence(spec: &ChartSpec, rows: &Rows, zh: bool) -> String {
                 let pct = max.1 / total * 100.0;
                 return if zh { format!("{}占比最大,{y} {},占 {pct:.1}%。", max.0, fmt_num(max.1)) } else { format!("{} has the largest share: {y} {} ({pct:.1}%).", max.0, fmt_num(max.1)) };
             }
-            if zh {
-                format!("共 {} 项,{y} 合计 {};最高 {}({}),最低 {}({})。", vals.len(), fmt_num(total), max.0, fmt_num(max.1), min.0, fmt_num(min.1))
-            } else {
-                format!("{} values of {y}, {} in total; highest {} ({}), lowest {} ({}).", vals.len(), fmt_num(total), max.0, fmt_num(max.1), min.0, fmt_num(min.1))
+            // Rates, shares and averages do not add up to anything.
+            let (n, hi, lo) = (vals.len(), format!("{}({})", max.0, fmt_num(max.1)), format!("{}({})", min.0, fmt_num(min.1)));
+            match (zh, summable(&y)) {
+                (true, true) => format!("共 {n} 项,{y} 合计 {};最高 {hi},最低 {lo}。", fmt_num(total)),
+                (true, false) => format!("共 {n} 项 {y};最高 {hi},最低 {lo}。"),
+                (false, true) => format!("{n} values of {y}, {} in total; highest {} ({}), lowest {} ({}).", fmt_num(total), max.0, fmt_num(max.1), min.0, fmt_num(min.1)),
+                (false, false) => format!("{n} values of {y}; highest {} ({}), lowest {} ({}).", max.0, fmt_num(max.1), min.0, fmt_num(min.1)),
             }
         }
         _ => {
@@ -680,6 +690,16 @@ fn sentence(spec: &ChartSpec, rows: &Rows, zh: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_and_averages_are_not_summed_in_the_sentence() {
+        let rows = Rows { columns: vec!["region".into(), "growth".into()], rows: vec![vec!["华北".into(), 5.5.into()], vec!["华东".into(), (-2.0).into()]] };
+        let spec = |y: &str| ChartSpec { kind: ChartType::Bar, x: Some("region".into()), y: Some(y.into()), series: None, title: String::new() };
+        assert_eq!(sentence(&spec("growth"), &rows, true), "共 2 项 growth;最高 华北(5.50),最低 华东(-2)。");
+        assert_eq!(sentence(&spec("growth"), &rows, false), "2 values of growth; highest 华北 (5.50), lowest 华东 (-2).");
+        let amounts = Rows { columns: vec!["region".into(), "amount".into()], rows: rows.rows.clone() };
+        assert_eq!(sentence(&spec("amount"), &amounts, false), "2 values of amount, 3.50 in total; highest 华北 (5.50), lowest 华东 (-2).");
+    }
 
     fn tops(v: &[(&str, f32)]) -> Vec<shovel_core::TopLogprob> {
         v.iter().map(|(t, l)| shovel_core::TopLogprob { token: t.to_string(), logprob: *l, bytes: t.as_bytes().to_vec() }).collect()

@@ -571,7 +571,7 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
     };
     let mut reply_chart = reply.chart;
     // A change between two periods, or groups past a threshold: the query around the model's.
-    match crate::compose::plan(question).map(|p| p.apply(db.conn.dialect(), &guarded, &rows)) {
+    match crate::compose::plan(&db.catalog, question).map(|p| p.apply(db.conn.dialect(), &guarded, &rows)) {
         Some(crate::compose::Outcome::Composed(c)) => {
             guarded = match guard::check_in(db.conn.dialect(), &c.sql, &db.catalog.table_names(), opts.max_rows) {
                 Ok(s) => s,

@@ -17,6 +17,7 @@
 //! query well; the arithmetic around it is fixed, so the pipeline writes it. The composed SQL is
 //! the one shown and run, under the same guard.
 
+use crate::catalog::Catalog;
 use crate::exec::Rows;
 use crate::period::{self, Period};
 use regex::Regex;
@@ -40,6 +41,9 @@ pub enum Plan {
         /// Whether the question asks for the least growth.
         lowest: bool,
     },
+    /// Several figures side by side ("销售额、利润和订单数", "sales and profit"): the model's one
+    /// figure replaced by each of these columns of its table (summed; an identifier counted).
+    Figures(Vec<String>),
     /// Only the groups whose figure is `op` (`>`, `>=`, `<`, `<=`) `value`.
     Threshold {
         /// The comparison.
@@ -70,14 +74,59 @@ static COMPARISONS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
 });
 
 /// What the pipeline composes around the model's query for `question`, if anything.
-pub fn plan(question: &str) -> Option<Plan> {
+pub fn plan(catalog: &Catalog, question: &str) -> Option<Plan> {
     if let Some((earlier, later)) = period::compared(question) {
         let (top, lowest) = (period::top_n(question), crate::cues::lowest(question));
         return Some(Plan::Change { earlier, later, values: !PERCENT.is_match(question), top, lowest });
     }
+    let figures = listed_figures(catalog, question);
+    if figures.len() > 1 {
+        return Some(Plan::Figures(figures));
+    }
     let [value] = &crate::cues::amounts(question)[..] else { return None };
     let op = COMPARISONS.iter().find(|(re, _)| re.is_match(question)).map(|(_, op)| *op)?;
     Some(Plan::Threshold { op, value: value.clone() })
+}
+
+/// Words between two listed figures: separators, and what qualifies a figure ("sales amount,
+/// number of orders and total profit").
+static LISTED: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)^(\s|、|,|，|和|及|与|以及|\band\b|&|\bamount\b|\bnumber of\b|\btotal\b|\bthe\b|\bcount of\b|总)*$").expect("valid pattern"));
+
+static SEPARATOR: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)、|,|，|和|及|与|\band\b|&").expect("valid pattern"));
+
+/// The figure columns (`table.column`) the question lists side by side, in its order: glossary
+/// terms for number columns (an identifier: its rows counted) that follow one another with only
+/// separators between them. Not terms that name a derived figure or a filter (客单价, order
+/// value, 亏损, 赚, 卖得最好).
+fn listed_figures(catalog: &Catalog, question: &str) -> Vec<String> {
+    let number = |col: &str| {
+        let (t, c) = col.split_once('.').unwrap_or(("", col));
+        catalog.tables.iter().find(|x| x.name == t).and_then(|x| x.columns.iter().find(|y| y.name == c)).is_some_and(|y| y.is_number())
+    };
+    let derived = ["价", "value", "亏", "赔", "loss", "lost", "赚", "最好", "多少"];
+    let mut at = 0;
+    let mut out: Vec<String> = Vec::new();
+    let mut run: Vec<String> = Vec::new();
+    for (col, word) in catalog.link_columns(question) {
+        let Some(i) = question[at..].find(&word).map(|i| i + at) else { continue };
+        let plain = number(&col) && !derived.iter().any(|d| word.to_lowercase().contains(d));
+        // A separator between, not a compound ("订单金额" is an order's amount).
+        let between = &question[at..i];
+        let listed = LISTED.is_match(between) && SEPARATOR.is_match(between);
+        if plain && (run.is_empty() || listed) {
+            run.push(col);
+        } else if plain {
+            if run.len() > out.len() {
+                out = std::mem::take(&mut run);
+            }
+            run = vec![col];
+        }
+        at = i + word.len();
+    }
+    if run.len() > out.len() {
+        out = run;
+    }
+    out
 }
 
 /// The ways a query names period `p`: the teaching data's ([`crate::cues::period_literals`]),
@@ -226,6 +275,12 @@ impl Plan {
                 };
                 Outcome::Composed(Composed { sql: composed, chart: Some((chart.0, chart.1, "growth".into())) })
             }
+            // One figure to replace (a query with several already lists them).
+            Plan::Figures(_) if !single => Outcome::Keep,
+            Plan::Figures(columns) => match with_figures(dialect, sql, columns, keys) {
+                Some(sql) => Outcome::Composed(Composed { sql, chart: Some((crate::chart::ChartType::Table, None, String::new())) }),
+                None => Outcome::Keep,
+            },
             Plan::Threshold { op, value } => {
                 // Only groups with one figure, and only where the model did not compare with the
                 // number itself (`> 300`, `>= 300`).
@@ -240,6 +295,65 @@ impl Plan {
     }
 }
 
+/// `sql` with its last select item (one aggregate figure, in a query of one table) replaced by
+/// `columns` summed (an identifier: the rows counted), in their order; its ORDER BY kept where it
+/// names only groups or figures still selected. `None` where the query is not of that form, or
+/// names a table other than the columns'.
+fn with_figures(dialect: crate::exec::Dialect, sql: &str, columns: &[String], keys: &[String]) -> Option<String> {
+    use sqlparser::ast::{Expr, OrderByKind, SelectItem, SetExpr, Statement, TableFactor};
+    let mut stmts = parse(dialect, sql)?;
+    let [Statement::Query(q)] = &mut stmts[..] else { return None };
+    let SetExpr::Select(select) = q.body.as_mut() else { return None };
+    let [from] = &select.from[..] else { return None };
+    let TableFactor::Table { name, .. } = &from.relation else { return None };
+    if !from.joins.is_empty() {
+        return None;
+    }
+    let table = name.to_string();
+    let last = select.projection.last()?;
+    let is_aggregate = matches!(last, SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } if aggregate(e));
+    if !is_aggregate || select.projection.len() != keys.len() + 1 || columns.iter().any(|c| !c.starts_with(&format!("{table}."))) {
+        return None;
+    }
+    let mut items: Vec<String> = select.projection[..keys.len()].iter().map(|i| i.to_string()).collect();
+    let mut names: Vec<String> = keys.to_vec();
+    for col in columns {
+        let c = col.split_once('.').map_or(col.as_str(), |(_, c)| c);
+        let (item, alias) = if c == "id" || c.ends_with("_id") {
+            let n = format!("{}s", c.trim_end_matches("_id").trim_end_matches("id"));
+            let n = if n == "s" { "count".to_string() } else { n };
+            (format!("COUNT(*) AS {n}"), n)
+        } else {
+            (format!("ROUND(SUM({c}), 2) AS {c}"), c.to_string())
+        };
+        items.push(item);
+        names.push(alias);
+    }
+    // ORDER BY items that are names (groups, or figures still selected) stay.
+    let keep_order = q.order_by.as_ref().is_none_or(|o| match &o.kind {
+        OrderByKind::Expressions(list) => list.iter().all(|e| matches!(&e.expr, Expr::Identifier(i) if names.contains(&i.value))),
+        OrderByKind::All(_) => false,
+    });
+    if !keep_order {
+        q.order_by = None;
+    }
+    let head = format!("SELECT {}{} FROM ", if select.distinct.is_some() { "DISTINCT " } else { "" }, items.join(", "));
+    let text = stmts[0].to_string();
+    let from_at = text.find(" FROM ")?;
+    Some(format!("{head}{}", &text[from_at + 6..]))
+}
+
+/// Whether `e` holds an aggregate call (not a window function).
+fn aggregate(e: &sqlparser::ast::Expr) -> bool {
+    use sqlparser::ast::{visit_expressions, Expr};
+    use std::ops::ControlFlow;
+    visit_expressions(e, |x| match x {
+        Expr::Function(f) if f.over.is_none() && AGGREGATES.contains(&f.name.to_string().to_ascii_uppercase().as_str()) => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
+}
+
 /// Aggregate functions, by their upper-case names.
 const AGGREGATES: &[&str] = &["SUM", "COUNT", "AVG", "MIN", "MAX", "TOTAL"];
 
@@ -252,8 +366,7 @@ const AGGREGATES: &[&str] = &["SUM", "COUNT", "AVG", "MIN", "MAX", "TOTAL"];
 /// 2020?" (fresh8) and "2020年12月的全国销售额比11月..." (fresh11); the shape cannot tell an
 /// aggregate's alias from a column in `GROUP BY`.
 pub fn ungroup_totals(dialect: crate::exec::Dialect, sql: &str) -> Option<String> {
-    use sqlparser::ast::{visit_expressions, Expr, GroupByExpr, SelectItem, SetExpr, Statement};
-    use std::ops::ControlFlow;
+    use sqlparser::ast::{GroupByExpr, SelectItem, SetExpr, Statement};
     let mut stmts = parse(dialect, sql)?;
     let [Statement::Query(q)] = &mut stmts[..] else { return None };
     let SetExpr::Select(select) = q.body.as_mut() else { return None };
@@ -261,13 +374,6 @@ pub fn ungroup_totals(dialect: crate::exec::Dialect, sql: &str) -> Option<String
     if items.is_empty() || !modifiers.is_empty() || select.having.is_some() {
         return None;
     }
-    let aggregate = |e: &Expr| {
-        visit_expressions(e, |x| match x {
-            Expr::Function(f) if f.over.is_none() && AGGREGATES.contains(&f.name.to_string().to_ascii_uppercase().as_str()) => ControlFlow::Break(()),
-            _ => ControlFlow::Continue(()),
-        })
-        .is_break()
-    };
     let all = select.projection.iter().all(|item| match item {
         SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => aggregate(e),
         _ => false,
@@ -290,6 +396,29 @@ mod tests {
 
     fn rows(columns: &[&str], rows: Vec<Vec<serde_json::Value>>) -> Rows {
         Rows { columns: columns.iter().map(|c| c.to_string()).collect(), rows }
+    }
+
+    /// The demo's sales table and glossary.
+    fn catalog() -> Catalog {
+        let col = |name: &str, ty: &str| crate::catalog::Column { name: name.into(), ty: ty.into(), comment: None, values: vec![], min: None };
+        let columns = [
+            ("order_id", "INTEGER"),
+            ("order_date", "TEXT"),
+            ("region", "TEXT"),
+            ("province", "TEXT"),
+            ("city", "TEXT"),
+            ("category", "TEXT"),
+            ("product", "TEXT"),
+            ("channel", "TEXT"),
+            ("quantity", "INTEGER"),
+            ("amount", "REAL"),
+            ("profit", "REAL"),
+        ];
+        Catalog { tables: vec![crate::catalog::Table { name: "sales".into(), columns: columns.iter().map(|(n, t)| col(n, t)).collect() }], aliases: vec![], terms: crate::demo::terms(), dates: None }
+    }
+
+    fn plan(question: &str) -> Option<Plan> {
+        super::plan(&catalog(), question)
     }
 
     fn change(earlier: Period, later: Period, values: bool) -> Plan {
@@ -370,6 +499,29 @@ mod tests {
         // A query that compares the two periods itself stands.
         let both = "SELECT region, ROUND((SUM(CASE WHEN substr(order_date,1,4)='2020' THEN amount END)-SUM(CASE WHEN substr(order_date,1,4)='2019' THEN amount END))*100.0/SUM(CASE WHEN substr(order_date,1,4)='2019' THEN amount END),2) AS growth FROM sales GROUP BY region";
         assert_eq!(p.apply(Sqlite, both, &got), Outcome::Keep);
+    }
+
+    #[test]
+    fn figures_listed_side_by_side_are_all_selected() {
+        let f = |cols: &[&str]| Some(Plan::Figures(cols.iter().map(|c| format!("sales.{c}")).collect()));
+        assert_eq!(plan("2019年线上线下各渠道的销售额、利润和订单数"), f(&["amount", "profit", "order_id"]));
+        assert_eq!(plan("List each province in Northwest China with its 2020 sales amount, number of orders and total profit"), f(&["amount", "order_id", "profit"]));
+        assert_eq!(plan("Give me yearly sales and profit for 2018 through 2020."), f(&["amount", "profit"]));
+        // One figure, or figures not listed together, or a figure that is a filter.
+        assert_eq!(plan("2020年各地区的销售额"), None);
+        assert_eq!(plan("2020年利润最高的城市的销售额"), None);
+        assert_eq!(plan("2020年亏损的订单数"), None);
+        assert_eq!(plan("2018年下半年各销售渠道的平均订单金额"), None);
+        let sql = "SELECT channel, ROUND(SUM(profit), 2) AS profit FROM sales WHERE substr(order_date, 1, 7) BETWEEN '2019-01' AND '2019-12' GROUP BY channel ORDER BY profit DESC LIMIT 1000";
+        let got = rows(&["channel", "profit"], vec![vec![json!("线上"), json!(1.0)]]);
+        let p = Plan::Figures(vec!["sales.amount".into(), "sales.profit".into(), "sales.order_id".into()]);
+        let c = composed(p.apply(Sqlite, sql, &got));
+        assert_eq!(c.sql, "SELECT channel, ROUND(SUM(amount), 2) AS amount, ROUND(SUM(profit), 2) AS profit, COUNT(*) AS orders FROM sales WHERE substr(order_date, 1, 7) BETWEEN '2019-01' AND '2019-12' GROUP BY channel ORDER BY profit DESC LIMIT 1000");
+        assert_eq!(c.chart.map(|c| c.0), Some(ChartType::Table));
+        // An order by a figure no longer selected goes; a join is left alone.
+        let p2 = Plan::Figures(vec!["sales.amount".into(), "sales.order_id".into()]);
+        assert!(!composed(p2.apply(Sqlite, sql, &got)).sql.contains("ORDER BY"));
+        assert_eq!(p.apply(Sqlite, "SELECT t.region, SUM(s.amount) AS amount FROM sales_targets t JOIN sales s ON s.region = t.region GROUP BY t.region", &got), Outcome::Keep);
     }
 
     #[test]

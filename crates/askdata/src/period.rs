@@ -121,9 +121,9 @@ pub fn find(question: &str) -> Option<Period> {
     RULES.iter().find_map(|r| r.re.captures(&question).and_then(|c| (r.make)(&c)))
 }
 
-/// Words that ask how much a figure changed between two periods: 同比, 增长, growth, "grow".
+/// Words that ask how much a figure changed between two periods: 同比, 增长, 变化, growth, "grow", "change".
 static CHANGE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)同比|增长|增幅|增速|涨幅|降幅|下降了?百分|变化了?百分|\bgrowth\b|\bgr[eo]w(n|s)?\b|\byear[- ]over[- ]year\b|\byoy\b|\b(increase|decrease|change)[ds]?\b.*(%|\bpercent)|(%|\bpercent(age)?)\b.*\b(increase|decrease|change)").expect("valid pattern")
+    Regex::new(r"(?i)同比|增长|增幅|增速|涨幅|降幅|下降了?百分|变化|变动|\bchang(e|ed|es)\b|\bgrowth\b|\bgr[eo]w(n|s)?\b|\byear[- ]over[- ]year\b|\byoy\b|\b(increase|decrease|change)[ds]?\b.*(%|\bpercent)|(%|\bpercent(age)?)\b.*\b(increase|decrease|change)").expect("valid pattern")
 });
 /// Words that ask for a series over time ("2019到2020年销售额的增长趋势", "monthly growth"):
 /// answered over the whole span, not as one change.
@@ -260,6 +260,9 @@ mod tests {
             ("2020年上半年的销售额比2019年上半年增长了多少？", Some((Range((2019, 1), (2019, 6)), Range((2020, 1), (2020, 6))))),
             ("Profit growth (%), the second half of 2020 vs the second half of 2019", Some((Range((2019, 7), (2019, 12)), Range((2020, 7), (2020, 12))))),
             ("2020年3月销售额同比增长", Some((Month(2019, 3), Month(2020, 3)))),
+            ("How did each channel's sales change from 2019 to 2020?", y(2019, 2020)),
+            ("2019年到2020年各渠道销售额的变化", y(2019, 2020)),
+            ("2019年到2020年各渠道销售额的变化趋势", None),
             // Not about change, or no second period.
             ("2019年和2020年各大区的销售额", None),
             ("2020年销售额增长最快的月份", None),

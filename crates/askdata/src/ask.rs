@@ -558,10 +558,7 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
     };
     let guarded = match guard::check_in(db.conn.dialect(), &sql, &db.catalog.table_names(), opts.max_rows) {
         Ok(s) => s,
-        Err(e) => {
-            let a = if zh { format!("这个查询不能执行:{e}") } else { format!("That query may not run: {e}") };
-            return Answer::failed(question, output, None, e.to_string(), a);
-        }
+        Err(e) => return refused(question, output, e, zh),
     };
     // One total asked for, grouped by its own figure: the total.
     let mut guarded = crate::compose::ungroup_totals(db.conn.dialect(), &guarded).unwrap_or(guarded);
@@ -575,10 +572,7 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
         Some(crate::compose::Outcome::Composed(c)) => {
             guarded = match guard::check_in(db.conn.dialect(), &c.sql, &db.catalog.table_names(), opts.max_rows) {
                 Ok(s) => s,
-                Err(e) => {
-                    let a = if zh { format!("这个查询不能执行:{e}") } else { format!("That query may not run: {e}") };
-                    return Answer::failed(question, output, None, e.to_string(), a);
-                }
+                Err(e) => return refused(question, output, e, zh),
             };
             rows = match exec::run(&mut db.conn, &guarded, opts.timeout).await {
                 Ok(r) => r,
@@ -586,7 +580,7 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
             };
             if let Some((kind, x, y)) = c.chart {
                 let title = reply_chart.map(|c| c.title).unwrap_or_default();
-                reply_chart = Some(ChartSpec { kind, x, y: Some(y), series: None, title });
+                reply_chart = Some(ChartSpec { kind, x, y, series: None, title });
             }
         }
         // The model's query covers the later period only: not an answer to a change.
@@ -609,6 +603,12 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
     let sentence = sentence(&spec, &rows, zh);
     let echarts = chart::echarts(&spec, &rows);
     Answer { question: question.into(), sql: Some(guarded), chart: Some(spec), columns: rows.columns, rows: rows.rows, answer: sentence, error: None, echarts: Some(echarts), model_output: output }
+}
+
+/// The answer to a query the guard refused.
+fn refused(question: &str, output: String, e: guard::GuardError, zh: bool) -> Answer {
+    let a = if zh { format!("这个查询不能执行:{e}") } else { format!("That query may not run: {e}") };
+    Answer::failed(question, output, None, e.to_string(), a)
 }
 
 /// The answer to a query that failed to run with `msg`.

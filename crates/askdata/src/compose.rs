@@ -136,9 +136,13 @@ fn listed_figures(catalog: &Catalog, question: &str) -> Vec<String> {
 /// and those as the guard prints them back (`substr(order_date, 1, 4) = '2019'`).
 fn forms(p: Period) -> Vec<String> {
     let plain = crate::cues::period_literals(p);
-    let printed = plain.iter().map(|f| f.replace(",1,4)='", ", 1, 4) = '").replace("='", " = '"));
-    let mut all: Vec<String> = plain.iter().cloned().chain(printed).collect();
-    all.dedup();
+    let printed: Vec<String> = plain.iter().map(|f| f.replace(",1,4)='", ", 1, 4) = '").replace("='", " = '")).collect();
+    let mut all = plain;
+    for f in printed {
+        if !all.contains(&f) {
+            all.push(f);
+        }
+    }
     all
 }
 
@@ -203,11 +207,7 @@ fn unordered(dialect: crate::exec::Dialect, sql: &str) -> Option<String> {
 }
 
 fn parse(dialect: crate::exec::Dialect, sql: &str) -> Option<Vec<sqlparser::ast::Statement>> {
-    match dialect {
-        crate::exec::Dialect::Sqlite => sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::SQLiteDialect {}, sql),
-        crate::exec::Dialect::Postgres => sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql),
-    }
-    .ok()
+    crate::guard::parse_in(dialect, sql).ok()
 }
 
 /// What a composed query shows: its SQL, and the chart it takes (a kind, x, y), or `None` to
@@ -217,7 +217,7 @@ pub struct Composed {
     /// The query.
     pub sql: String,
     /// Its chart's kind, x and y; `None`: the model's.
-    pub chart: Option<(crate::chart::ChartType, Option<String>, String)>,
+    pub chart: Option<(crate::chart::ChartType, Option<String>, Option<String>)>,
 }
 
 /// What became of a plan.
@@ -276,12 +276,12 @@ impl Plan {
                     ([], false) => (crate::chart::ChartType::Number, None),
                     _ => (crate::chart::ChartType::Table, None),
                 };
-                Outcome::Composed(Composed { sql: composed, chart: Some((chart.0, chart.1, "growth".into())) })
+                Outcome::Composed(Composed { sql: composed, chart: Some((chart.0, chart.1, Some("growth".into()))) })
             }
             // One figure to replace (a query with several already lists them).
             Plan::Figures(_) if !single => Outcome::Keep,
             Plan::Figures(columns) => match with_figures(dialect, sql, columns, keys) {
-                Some(sql) => Outcome::Composed(Composed { sql, chart: Some((crate::chart::ChartType::Table, None, String::new())) }),
+                Some(sql) => Outcome::Composed(Composed { sql, chart: Some((crate::chart::ChartType::Table, None, None)) }),
                 None => Outcome::Keep,
             },
             Plan::Threshold { op, value } => {
@@ -351,14 +351,11 @@ fn aggregate(e: &sqlparser::ast::Expr) -> bool {
     use sqlparser::ast::{visit_expressions, Expr};
     use std::ops::ControlFlow;
     visit_expressions(e, |x| match x {
-        Expr::Function(f) if f.over.is_none() && AGGREGATES.contains(&f.name.to_string().to_ascii_uppercase().as_str()) => ControlFlow::Break(()),
+        Expr::Function(f) if f.over.is_none() && crate::shape::AGGREGATES.contains(&f.name.to_string().to_ascii_uppercase().as_str()) => ControlFlow::Break(()),
         _ => ControlFlow::Continue(()),
     })
     .is_break()
 }
-
-/// Aggregate functions, by their upper-case names.
-const AGGREGATES: &[&str] = &["SUM", "COUNT", "AVG", "MIN", "MAX", "TOTAL"];
 
 /// `sql` (already guarded) without its `GROUP BY` where every item it selects is an aggregate,
 /// so one total is asked for: `SELECT ROUND(SUM(amount),2) AS amount FROM sales WHERE ...
@@ -470,7 +467,7 @@ mod tests {
              FROM (SELECT region, ROUND(SUM(amount), 2) AS amount FROM sales WHERE substr(order_date, 1, 7) BETWEEN '2020-01' AND '2020-12' GROUP BY region) AS a \
              JOIN (SELECT region, ROUND(SUM(amount), 2) AS amount FROM sales WHERE substr(order_date, 1, 7) BETWEEN '2019-01' AND '2019-12' GROUP BY region) AS b ON a.\"region\" = b.\"region\" ORDER BY growth DESC NULLS LAST"
         );
-        assert_eq!(c.chart, Some((ChartType::Bar, Some("region".into()), "growth".into())));
+        assert_eq!(c.chart, Some((ChartType::Bar, Some("region".into()), Some("growth".into()))));
         // The same in PostgreSQL's dialect, and it parses there.
         let pg = composed(p.apply(Postgres, sql, &got));
         assert!(parse(Postgres, &pg.sql).is_some(), "{}", pg.sql);
@@ -486,7 +483,7 @@ mod tests {
         let h = |y| Period::Range((y, 1), (y, 6));
         let c = composed(change(h(2019), h(2020), false).apply(Sqlite, total, &rows(&["amount"], vec![vec![json!(5.0)]])));
         assert!(c.sql.contains("BETWEEN '2019-01' AND '2019-06') AS b ON 1=1") && !c.sql.contains("ORDER BY"), "{}", c.sql);
-        assert_eq!(c.chart, Some((ChartType::Number, None, "growth".into())));
+        assert_eq!(c.chart, Some((ChartType::Number, None, Some("growth".into()))));
     }
 
     #[test]

@@ -86,14 +86,18 @@ pub fn check(sql: &str, tables: &[String], max_rows: u64) -> Result<String, Guar
     check_in(Dialect::Sqlite, sql, tables, max_rows)
 }
 
+/// `sql` parsed as a database of `dialect` speaks.
+pub fn parse_in(dialect: Dialect, sql: &str) -> Result<Vec<Statement>, sqlparser::parser::ParserError> {
+    match dialect {
+        Dialect::Sqlite => Parser::parse_sql(&SQLiteDialect {}, sql),
+        Dialect::Postgres => Parser::parse_sql(&PostgreSqlDialect {}, sql),
+    }
+}
+
 /// [`check`] for a database of the given dialect: parsed as it speaks, with its own functions
 /// refused besides SQLite's.
 pub fn check_in(dialect: Dialect, sql: &str, tables: &[String], max_rows: u64) -> Result<String, GuardError> {
-    let parsed = match dialect {
-        Dialect::Sqlite => Parser::parse_sql(&SQLiteDialect {}, sql),
-        Dialect::Postgres => Parser::parse_sql(&PostgreSqlDialect {}, sql),
-    };
-    let mut stmts = parsed.map_err(|e| GuardError::Parse(e.to_string()))?;
+    let mut stmts = parse_in(dialect, sql).map_err(|e| GuardError::Parse(e.to_string()))?;
     if stmts.len() != 1 {
         return Err(GuardError::StatementCount(stmts.len()));
     }

@@ -42,7 +42,7 @@ const DATE_LIT: &str = r"'([0-9]{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?
 /// Comparison operators.
 const CMP: &str = r" ?(=|!=|<>|<=|>=|<|>) ?";
 /// Aggregate functions.
-const AGGREGATES: &[&str] = &["SUM", "AVG", "COUNT", "MIN", "MAX", "TOTAL"];
+pub(crate) const AGGREGATES: &[&str] = &["SUM", "AVG", "COUNT", "MIN", "MAX", "TOTAL"];
 /// Functions that take a date apart.
 const DATE_FUNCS: &[&str] = &["substr", "SUBSTR", "strftime", "date", "DATE"];
 /// Functions of one row's values.

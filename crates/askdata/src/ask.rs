@@ -335,7 +335,9 @@ fn branch_margin(prefix: &str, top: &[shovel_core::TopLogprob], branches: [&str;
 /// ([`crate::shape::sql_shape`]: real tables and columns, values the question names, dates only
 /// with a period; it writes no character a JSON string would escape) or, with the shape off, a
 /// JSON string's characters and not [`crate::cues::sql_forbidden`]; the question's cue pattern
-/// ([`crate::cues::sql_pattern`]); and, for the lowest rows, no `DESC`. A JSON Schema `pattern`
+/// ([`crate::cues::sql_pattern`]); for the lowest rows, no `DESC`; the expression of each
+/// measure the question asks for ([`crate::cues::measures_required`]); and no percentage where
+/// it asks for none ([`crate::cues::percent_forbidden`]). A JSON Schema `pattern`
 /// is one regex and cannot say "not" or "and"; llguidance's terminals take `&` and `~`. A
 /// refusal keeps the plain schema.
 ///
@@ -369,6 +371,10 @@ pub fn reply_constraint(catalog: &Catalog, question: &str, opts: &AskOptions, br
         }
         if crate::cues::lowest(question) {
             sql.push(format!("~{}", lark(".*DESC.*")));
+        }
+        sql.extend(crate::cues::measures_required(catalog, question).iter().map(|p| lark(p)));
+        if let Some(p) = crate::cues::percent_forbidden(catalog, question) {
+            sql.push(format!("~{}", lark(&p)));
         }
         if shape.is_some() {
             if let Some(p) = crate::shape::values_pattern(&crate::shape::required_values(catalog, question)) {

@@ -69,6 +69,18 @@ pub struct Term {
     pub column: String,
 }
 
+/// A figure computed from columns (`margin`: `SUM(profit)*100.0/SUM(amount)`), and the words
+/// that ask for it (利润率, "profit margin").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measure {
+    /// The name its column takes in an answer.
+    pub name: String,
+    /// Its SQL expression over the catalogue's columns, unqualified.
+    pub sql: String,
+    /// What users say.
+    pub words: Vec<String>,
+}
+
 /// A value the question names, and where it lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
@@ -93,6 +105,10 @@ pub struct Catalog {
     /// (`销售额, yuan`) add theirs.
     #[serde(default)]
     pub terms: Vec<Term>,
+    /// Figures computed from columns, which a query answering a question that asks for one
+    /// must contain ([`Catalog::measures_asked`]).
+    #[serde(default)]
+    pub measures: Vec<Measure>,
     /// The first and last value over the date and month columns (names ending in `date` or
     /// `month`), as text (`2018-01`, `2020-12-31`): what periods the data covers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -125,7 +141,7 @@ impl Catalog {
                 }
             }
         }
-        let mut catalog = Catalog { tables, aliases: Vec::new(), terms, dates: None };
+        let mut catalog = Catalog { tables, aliases: Vec::new(), terms, measures: Vec::new(), dates: None };
         // Every dated column counts (a targets table may run ahead of the sales it is set for).
         let dated: Vec<(String, String)> = catalog
             .tables
@@ -270,6 +286,19 @@ impl Catalog {
         find_words(question, self.terms.iter().map(|t| t.term.as_str())).into_iter().map(|(at, i)| (at, self.terms[i].term.len(), self.terms[i].column.clone())).collect()
     }
 
+    /// The measures the question asks for, in question order, each once.
+    pub fn measures_asked(&self, question: &str) -> Vec<&Measure> {
+        let words: Vec<(usize, &str)> = self.measures.iter().enumerate().flat_map(|(i, m)| m.words.iter().map(move |w| (i, w.as_str()))).collect();
+        let mut out: Vec<&Measure> = Vec::new();
+        for (_, k) in find_words(question, words.iter().map(|(_, w)| *w)) {
+            let m = &self.measures[words[k].0];
+            if !out.iter().any(|o| o.name == m.name) {
+                out.push(m);
+            }
+        }
+        out
+    }
+
     /// The one text column holding dates (its name ends in `date`), when there is exactly one.
     pub fn date_column(&self) -> Option<&str> {
         let mut it = self.tables.iter().flat_map(|t| &t.columns).filter(|c| c.name.to_ascii_lowercase().ends_with("date") && !c.ty.to_uppercase().contains("INT"));
@@ -411,6 +440,7 @@ pub(crate) async fn demo_catalog() -> (tempfile::TempDir, Catalog) {
     let mut cat = Catalog::read(&mut c).await.unwrap();
     cat.aliases = crate::demo::aliases();
     cat.terms.extend(crate::demo::terms());
+    cat.measures = crate::demo::measures();
     (dir, cat)
 }
 

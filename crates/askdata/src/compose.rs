@@ -414,7 +414,13 @@ mod tests {
             ("amount", "REAL"),
             ("profit", "REAL"),
         ];
-        Catalog { tables: vec![crate::catalog::Table { name: "sales".into(), columns: columns.iter().map(|(n, t)| col(n, t)).collect() }], aliases: vec![], terms: crate::demo::terms(), dates: None }
+        Catalog {
+            tables: vec![crate::catalog::Table { name: "sales".into(), columns: columns.iter().map(|(n, t)| col(n, t)).collect() }],
+            aliases: vec![],
+            terms: crate::demo::terms(),
+            measures: crate::demo::measures(),
+            dates: None,
+        }
     }
 
     fn plan(question: &str) -> Option<Plan> {

@@ -191,6 +191,7 @@ mod tests {
                 .collect(),
             aliases: vec![],
             terms: vec![],
+            measures: vec![],
             dates: None,
         }
     }

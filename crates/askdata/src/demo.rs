@@ -105,6 +105,11 @@ pub fn terms() -> Vec<crate::catalog::Term> {
     out
 }
 
+/// The demo database's measures (`data/aliases.json`, `measures`): a margin, an average order value.
+pub fn measures() -> Vec<crate::catalog::Measure> {
+    serde_json::from_value(aliases_json()["measures"].clone()).expect("the compiled-in aliases.json has valid measures")
+}
+
 /// The schema, with the column comments the catalogue shows the model.
 pub const SCHEMA_SQL: &str = "CREATE TABLE sales (            -- one row per order line
   order_id   INTEGER PRIMARY KEY,

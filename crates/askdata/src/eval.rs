@@ -208,6 +208,7 @@ mod tests {
         let mut catalog = Catalog::read(&mut conn).await.unwrap();
         catalog.aliases = crate::demo::aliases();
         catalog.terms.extend(crate::demo::terms());
+        catalog.measures = crate::demo::measures();
         let mut db = Database { conn, catalog };
         let mut gold_conn = exec::open_read_only(&path).await.unwrap();
         let train = train_set();
@@ -296,6 +297,27 @@ mod tests {
         let fresh9 = set("fresh9");
         let fresh10 = set("fresh10");
         let fresh11 = set("fresh11");
+        // Every measure a teaching question asks for is in its gold SQL; and no gold answer of
+        // any set computes a percentage where its question asks for no rate, share or change.
+        for e in eval.iter().chain(&train) {
+            let Some(sql) = &e.reply.sql else { continue };
+            for p in crate::cues::measures_required(&db.catalog, &e.question) {
+                assert!(regex::Regex::new(&format!("^{p}$")).unwrap().is_match(sql), "{}: {sql} lacks the measure {p}", e.question);
+            }
+        }
+        for e in eval.iter().chain(&train).chain(&fresh).chain(&fresh4).chain(&fresh5).chain(&fresh6).chain(&fresh7).chain(&fresh8).chain(&fresh9).chain(&fresh10).chain(&fresh11) {
+            let (Some(sql), Some(f)) = (&e.reply.sql, crate::cues::percent_forbidden(&db.catalog, &e.question)) else { continue };
+            assert!(!regex::Regex::new(&format!("^{f}$")).unwrap().is_match(sql), "{}: no rate asked, but {sql}", e.question);
+        }
+        let margin = crate::cues::measures_required(&db.catalog, "What was the profit margin of each category in 2020?");
+        assert_eq!(margin.len(), 1);
+        let margin = regex::Regex::new(&format!("^{}$", margin[0])).unwrap();
+        assert!(margin.is_match("SELECT category, ROUND(SUM(profit)*100.0/SUM(amount),2) AS margin FROM sales GROUP BY category"));
+        assert!(margin.is_match("SELECT ROUND(SUM(s.profit)*100.0/SUM(s.amount),2) AS margin FROM sales s"));
+        assert!(!margin.is_match("SELECT category, ROUND(SUM(profit),2) AS profit FROM sales GROUP BY category"));
+        let plain = crate::cues::percent_forbidden(&db.catalog, "What did electronics sell in total during the second half of 2018?").unwrap();
+        assert!(regex::Regex::new(&format!("^{plain}$")).unwrap().is_match("SELECT ROUND(SUM(sales.amount)*100.0/SUM(category),2) AS margin FROM sales"));
+        assert!(crate::cues::percent_forbidden(&db.catalog, "2019年客单价").is_none() && crate::cues::percent_forbidden(&db.catalog, "2020年各大区销售目标完成率").is_none());
         // No gold answer filters dates when its question names no period, in any writer's style.
         for e in eval.iter().chain(&train).chain(&fresh) {
             let (Some(sql), Some(f)) = (&e.reply.sql, crate::cues::sql_forbidden(&db.catalog, &e.question)) else { continue };

@@ -78,6 +78,7 @@ impl Source {
         if matches!(self, Source::Demo) || (matches!(self, Source::Postgres(_)) && demo::is_demo(&catalog)) {
             catalog.aliases = demo::aliases();
             catalog.terms.extend(demo::terms());
+            catalog.measures = demo::measures();
         }
         Ok(Database { conn, catalog })
     }

@@ -568,6 +568,10 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
     };
     // One total asked for, grouped by its own figure: the total.
     let mut guarded = crate::compose::ungroup_totals(db.conn.dialect(), &guarded).unwrap_or(guarded);
+    // A measure of one aggregate asked for (客单价): written in place of the model's sum.
+    if let Some(sql) = crate::compose::with_measures(&db.catalog, db.conn.dialect(), question, &guarded) {
+        guarded = sql;
+    }
     let mut rows = match exec::run(&mut db.conn, &guarded, opts.timeout).await {
         Ok(r) => r,
         Err(e) => return failed_run(db, question, output, guarded, e.to_string(), zh),

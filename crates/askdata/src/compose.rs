@@ -58,7 +58,7 @@ pub enum Plan {
 
 /// Words that ask for the change as a percentage only (not 百分点, percentage points).
 static PERCENT: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?i)百分(比|之)|%|％|增长率|增速|增幅|涨幅|降幅|\bpercent(age)?\b|\bgrowth rate\b|\brate of (growth|change|increase|decline)\b").expect("valid pattern"));
+    LazyLock::new(|| Regex::new(r"(?i)百分(比|之)|%|％|增长率|增速|增幅|涨幅|降幅|幅度|\bpercent(age)?\b|\bgrowth rate\b|\brate of (growth|change|increase|decline)\b").expect("valid pattern"));
 
 /// Words that compare a figure with a number, and the comparison each means: checked in this
 /// order, so the negated and inclusive forms ("不超过", "no more than", "不少于") are not read as
@@ -357,6 +357,70 @@ fn aggregate(e: &sqlparser::ast::Expr) -> bool {
     .is_break()
 }
 
+/// `sql` (already guarded) with each measure of one aggregate the question asks for
+/// ([`crate::cues::measure_call`]: 客单价 as `AVG(amount)`) in place of the model's sum of the
+/// same column (`SUM(amount)`, `TOTAL(amount)`), wherever the query writes it; `None` where
+/// nothing changes.
+///
+/// Why: the model answered "2019年的客单价是多少？" and "客单价最高的前10个省份" with
+/// `SUM(amount)` (fresh3, fresh10); held to `AVG(amount)` while it wrote, it ran on instead.
+pub fn with_measures(catalog: &Catalog, dialect: crate::exec::Dialect, question: &str, sql: &str) -> Option<String> {
+    use sqlparser::ast::{visit_expressions_mut, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, ObjectNamePart, OrderBy, OrderByKind, SelectItem, SetExpr, Statement};
+    use std::ops::ControlFlow;
+    let calls: Vec<(String, String, String)> = catalog.measures_asked(question).into_iter().filter_map(|m| crate::cues::measure_call(m).map(|(f, c)| (f, c, m.name.clone()))).collect();
+    if calls.is_empty() {
+        return None;
+    }
+    let mut stmts = parse(dialect, sql)?;
+    let mut changed = false;
+    let _ = visit_expressions_mut(&mut stmts, |e| {
+        if let Expr::Function(f) = e {
+            let name = f.name.to_string().to_ascii_uppercase();
+            let column = match &f.args {
+                FunctionArguments::List(l) if l.args.len() == 1 && l.duplicate_treatment.is_none() => match &l.args[0] {
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(i))) => Some(i.value.clone()),
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::CompoundIdentifier(p))) => p.last().map(|i| i.value.clone()),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some((func, ..)) = calls.iter().find(|(func, col, _)| column.as_deref() == Some(col.as_str()) && (name == "SUM" || name == "TOTAL") && *func != name) {
+                f.name = ObjectName(vec![ObjectNamePart::Identifier(Ident::new(func.clone()))]);
+                changed = true;
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    if !changed {
+        return None;
+    }
+    // A figure named after its column (`AS amount`) takes the measure's name, and so does the
+    // ORDER BY that names it (which would otherwise sort by the raw column).
+    let [Statement::Query(q)] = &mut stmts[..] else { return None };
+    let mut renamed: Vec<(String, String)> = Vec::new();
+    if let SetExpr::Select(select) = q.body.as_mut() {
+        for item in &mut select.projection {
+            if let SelectItem::ExprWithAlias { expr, alias } = item {
+                let text = expr.to_string().to_ascii_uppercase();
+                if let Some((.., measure)) = calls.iter().find(|(func, col, _)| *col == alias.value && text.contains(&format!("{func}({})", col.to_ascii_uppercase()))) {
+                    renamed.push((alias.value.clone(), measure.clone()));
+                    alias.value = measure.clone();
+                }
+            }
+        }
+    }
+    if let Some(OrderBy { kind: OrderByKind::Expressions(list), .. }) = &mut q.order_by {
+        for e in list {
+            if let Expr::Identifier(i) = &mut e.expr {
+                if let Some((_, new)) = renamed.iter().find(|(old, _)| *old == i.value) {
+                    i.value = new.clone();
+                }
+            }
+        }
+    }
+    Some(stmts[0].to_string())
+}
+
 /// `sql` (already guarded) without its `GROUP BY` where every item it selects is an aggregate,
 /// so one total is asked for: `SELECT ROUND(SUM(amount),2) AS amount FROM sales WHERE ...
 /// GROUP BY amount` groups by the raw column its alias shadows, and answers hundreds of sums of
@@ -540,6 +604,19 @@ mod tests {
         assert_eq!(ungroup_totals(Sqlite, "SELECT substr(order_date,1,7) AS month, COUNT(*) FROM sales GROUP BY month"), None);
         assert_eq!(ungroup_totals(Sqlite, "SELECT SUM(amount) FROM sales"), None);
         assert_eq!(ungroup_totals(Sqlite, "SELECT SUM(amount) OVER () AS total FROM sales GROUP BY region"), None);
+    }
+
+    #[test]
+    fn a_measure_of_one_aggregate_replaces_the_models_sum() {
+        let cat = catalog();
+        let got = with_measures(&cat, Sqlite, "客单价最高的前10个省份是哪些？", "SELECT province, SUM(amount) AS amount FROM sales GROUP BY province ORDER BY amount DESC LIMIT 10");
+        assert_eq!(got.as_deref(), Some("SELECT province, AVG(amount) AS avg_amount FROM sales GROUP BY province ORDER BY avg_amount DESC LIMIT 10"));
+        let got = with_measures(&cat, Postgres, "2019年的客单价是多少？", "SELECT ROUND(SUM(amount),2) AS sales FROM sales WHERE substr(order_date,1,4)='2019'");
+        assert_eq!(got.as_deref(), Some("SELECT ROUND(AVG(amount), 2) AS sales FROM sales WHERE substr(order_date, 1, 4) = '2019'"));
+        // Already an average, another column's sum, or no measure asked: unchanged.
+        assert_eq!(with_measures(&cat, Sqlite, "2019年的客单价", "SELECT ROUND(AVG(amount),2) AS avg_amount FROM sales"), None);
+        assert_eq!(with_measures(&cat, Sqlite, "各省客单价和销量", "SELECT province, SUM(quantity) AS quantity FROM sales GROUP BY province"), None);
+        assert_eq!(with_measures(&cat, Sqlite, "2019年的销售额", "SELECT SUM(amount) AS amount FROM sales"), None);
     }
 
     #[test]

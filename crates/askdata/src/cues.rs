@@ -348,9 +348,17 @@ pub fn measure_regex(m: &crate::catalog::Measure) -> String {
 }
 
 /// The column of a measure's first aggregate (`profit` of `SUM(profit)*100.0/SUM(amount)`),
-/// which the query shape aggregates only inside the measure ([`crate::shape::sql_shape`]).
+/// which the query shape aggregates only inside the measure ([`crate::shape::sql_shape`]);
+/// `None` for a measure of one aggregate (`AVG(amount)`), which the pipeline writes into the
+/// model's query instead ([`crate::compose::with_measures`]).
 pub fn measure_opening(m: &crate::catalog::Measure) -> Option<String> {
-    CALL.captures(&m.sql).map(|c| c[2].to_string())
+    (CALL.find_iter(&m.sql).count() > 1).then(|| CALL.captures(&m.sql).map(|c| c[2].to_string())).flatten()
+}
+
+/// A measure of one aggregate call: (function, column) (`AVG`, `amount`).
+pub fn measure_call(m: &crate::catalog::Measure) -> Option<(String, String)> {
+    let c = CALL.captures(&m.sql)?;
+    (c.get(0)?.as_str() == m.sql.trim()).then(|| (c[1].to_string(), c[2].to_string()))
 }
 
 /// The measures the question asks for ([`Catalog::measures_asked`]: 利润率, 客单价), each as a
@@ -362,10 +370,12 @@ pub fn measure_opening(m: &crate::catalog::Measure) -> Option<String> {
 /// rather than go back: the query shape also aggregates a measure's opening column only inside
 /// the measure, and the measure must come before `FROM`.
 ///
-/// Tried and dropped: 客单价 as `AVG(amount)`. The model, kept from `SUM(amount)`, took
-/// `SUM(profit)` or `SUM(quantity)` and ran on in `ORDER BY` (two questions missed either way).
+/// Not for a measure of one aggregate (客单价, `AVG(amount)`): kept from `SUM(amount)` and
+/// required to write `AVG(amount)`, the model took `SUM(profit)` or `SUM(quantity)` and ran on
+/// in `ORDER BY` (two questions missed either way). The pipeline writes that one into the
+/// model's query after it ([`crate::compose::with_measures`]).
 pub fn measures_required(catalog: &Catalog, question: &str) -> Vec<String> {
-    catalog.measures_asked(question).into_iter().map(|m| format!(".*{}.* FROM .*", measure_regex(m))).collect()
+    catalog.measures_asked(question).into_iter().filter(|m| measure_opening(m).is_some()).map(|m| format!(".*{}.* FROM .*", measure_regex(m))).collect()
 }
 
 /// Words that ask for a rate, a share, a percentage, a change or an average (客单价, per order).

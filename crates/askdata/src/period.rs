@@ -123,22 +123,45 @@ pub fn find(question: &str) -> Option<Period> {
 
 /// Words that ask how much a figure changed between two periods: 同比, 增长, 变化, growth, "grow", "change".
 static CHANGE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)同比|增长|增幅|增速|涨幅|降幅|下降了?百分|变化|变动|\bchang(e|ed|es)\b|\bgrowth\b|\bgr[eo]w(n|s)?\b|\byear[- ]over[- ]year\b|\byoy\b|\b(increase|decrease|change)[ds]?\b.*(%|\bpercent)|(%|\bpercent(age)?)\b.*\b(increase|decrease|change)").expect("valid pattern")
+    Regex::new(r"(?i)同比|环比|增长|增幅|增速|涨幅|降幅|涨了|跌了|下降了?百分|变化|变动|\b(month|quarter)[- ]over[- ](month|quarter)\b|\bchang(e|ed|es)\b|\bgrowth\b|\bgr[eo]w(n|s)?\b|\byear[- ]over[- ]year\b|\byoy\b|\b(increase|decrease|change)[ds]?\b.*(%|\bpercent)|(%|\bpercent(age)?)\b.*\b(increase|decrease|change)").expect("valid pattern")
 });
 /// Words that ask for a series over time ("2019到2020年销售额的增长趋势", "monthly growth"):
 /// answered over the whole span, not as one change.
 static SERIES: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)趋势|走势|每个?月|逐月|月度|按月|每个?季度|逐季|按季度|每一?年|逐年|历年|\bmonthly\b|\bquarterly\b|\btrend|\bby (month|quarter)\b|\bper (month|quarter)\b|\beach (month|quarter)\b",
+        r"(?i)趋势|走势|每个?月|各个?月|逐月|月度|按月|每个?季度|逐季|按季度|每一?年|逐年|历年|\bmonthly\b|\bquarterly\b|\btrend|\bby (month|quarter)\b|\bper (month|quarter)\b|\beach (month|quarter)\b",
     )
     .expect("valid pattern")
 });
 /// Words that name the same period a year before: 同比, year over year.
 static YEAR_BEFORE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)同比|\byear[- ]over[- ]year\b|\byoy\b").expect("valid pattern"));
+/// Words that name the period just before, as long: 环比, month over month, 上个月.
+static PERIOD_BEFORE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)环比|上一?个?月|上一?个?季度|\b(month|quarter)[- ]over[- ](month|quarter)\b|\bmom\b|\bqoq\b|\b(previous|prior|preceding) (month|quarter)\b|\bthe month before\b")
+        .expect("valid pattern")
+});
 /// A run of digits (a year is one of four, starting 19 or 20).
 static DIGITS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\d+").expect("valid pattern"));
 
 impl Period {
+    /// The period as long just before this one: the month before a month, the three months
+    /// before a quarter, the year before a year.
+    fn before(self) -> Period {
+        let index = |y: u16, m: u8| y as i32 * 12 + m as i32 - 1;
+        let month = |i: i32| ((i / 12) as u16, (i % 12 + 1) as u8);
+        match self {
+            Period::Year(y) => Period::Year(y - 1),
+            Period::Month(y, m) => {
+                let (y, m) = month(index(y, m) - 1);
+                Period::Month(y, m)
+            }
+            Period::Range((y1, m1), (y2, m2)) => {
+                let n = index(y2, m2) - index(y1, m1) + 1;
+                Period::Range(month(index(y1, m1) - n), month(index(y1, m1) - 1))
+            }
+        }
+    }
+
     /// The same months in year `y`; `None` for a range across years.
     fn in_year(self, y: u16) -> Option<Period> {
         match self {
@@ -151,8 +174,9 @@ impl Period {
 
 /// The two periods a question about change compares, earlier first: "2020年各大区销售额同比增长"
 /// (2019 and 2020), "从2018年到2020年增长了多少" (2018 and 2020), "2020年上半年比2019年上半年增长了
-/// 多少" (both first halves), "By what percentage did sales grow from 2019 to 2020?". `None`
-/// unless it asks about change and names two years, or one with 同比 / year over year.
+/// 多少" (both first halves), "By what percentage did sales grow from 2019 to 2020?", "2020年12月
+/// 的销售额环比增长" (November and December 2020). `None` unless it asks about change and names
+/// two years, or one with 同比 / year over year, or a period with 环比 / month over month.
 ///
 /// Why: with the period alone in the prompt (`Period: 2019-01 to 2020-12`), a growth question
 /// reads as a total over both years; the model answered every growth question of the fresh
@@ -162,6 +186,9 @@ pub fn compared(question: &str) -> Option<(Period, Period)> {
         return None;
     }
     let p = find(question)?;
+    if PERIOD_BEFORE.is_match(question) {
+        return Some((p.before(), p));
+    }
     if let Period::Range((a, 1), (b, 12)) = p {
         if a < b {
             return Some((Period::Year(a), Period::Year(b)));
@@ -260,6 +287,11 @@ mod tests {
             ("2020年上半年的销售额比2019年上半年增长了多少？", Some((Range((2019, 1), (2019, 6)), Range((2020, 1), (2020, 6))))),
             ("Profit growth (%), the second half of 2020 vs the second half of 2019", Some((Range((2019, 7), (2019, 12)), Range((2020, 7), (2020, 12))))),
             ("2020年3月销售额同比增长", Some((Month(2019, 3), Month(2020, 3)))),
+            ("2020年12月的全国销售额比11月环比涨了还是跌了，幅度是多少？", Some((Month(2020, 11), Month(2020, 12)))),
+            ("2019年1月销售额环比变化", Some((Month(2018, 12), Month(2019, 1)))),
+            ("Month-over-month change in East China's sales for March 2020", Some((Month(2020, 2), Month(2020, 3)))),
+            ("2020年第二季度利润环比增长了多少", Some((Range((2020, 1), (2020, 3)), Range((2020, 4), (2020, 6))))),
+            ("2020年各月销售额环比增长率", None),
             ("How did each channel's sales change from 2019 to 2020?", y(2019, 2020)),
             ("2019年到2020年各渠道销售额的变化", y(2019, 2020)),
             ("2019年到2020年各渠道销售额的变化趋势", None),

@@ -47,6 +47,15 @@ pub enum Plan {
     /// Several figures side by side ("销售额、利润和订单数", "sales and profit"): the model's one
     /// figure replaced by each of these columns of its table (summed; an identifier counted).
     Figures(Vec<String>),
+    /// A part's share of the whole, in percent ("上海下半年线上销售额占上海同期总销售额的百分比",
+    /// "What percentage of the 2020 sales amount came from the online channel?"): the model's
+    /// query for the part, its part's conditions moved from `WHERE` into the figure.
+    Share {
+        /// The values the words naming the whole name ("上海同期总销售额": 上海; "East China's
+        /// sales": 华东): a condition on one of them filters the whole too; the others pick the
+        /// part.
+        whole: Vec<String>,
+    },
     /// Only the groups whose figure is `op` (`>`, `>=`, `<`, `<=`) `value`.
     Threshold {
         /// The comparison.
@@ -82,6 +91,9 @@ pub fn plan(catalog: &Catalog, question: &str) -> Option<Plan> {
         let (top, lowest) = (period::top_n(question), crate::cues::lowest(question));
         return Some(Plan::Change { earlier, later, values: !PERCENT.is_match(question), top, lowest });
     }
+    if let Some(whole) = share_whole(question) {
+        return Some(Plan::Share { whole: catalog.link(&whole).into_iter().map(|l| l.value).collect() });
+    }
     let figures = listed_figures(catalog, question);
     if figures.len() > 1 {
         return Some(Plan::Figures(figures));
@@ -89,6 +101,31 @@ pub fn plan(catalog: &Catalog, question: &str) -> Option<Plan> {
     let [value] = &crate::cues::amounts(question)[..] else { return None };
     let op = COMPARISONS.iter().find(|(re, _)| re.is_match(question)).map(|(_, op)| *op)?;
     Some(Plan::Threshold { op, value: value.clone() })
+}
+
+/// A part's share of a whole named as such: "占...总/全部/全年/同期...", "在...总销售额里...占",
+/// "percentage of ... came from / lost money".
+static SHARE_ZH: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"占(.{0,20}?(总|全部|全年|全国|整体|所有|同期|合计).*)$").expect("valid pattern"));
+static SHARE_IN_ZH: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"在(.{0,20}?总.{0,10}?)(里|中).{0,10}占").expect("valid pattern"));
+static SHARE_EN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\b(percent(age)?|share|proportion|fraction) of (.{0,60}?)\b(came from|come from|comes from|was from|were from|lost money|lose money|were|was)\b( (each|every|the (various|different)|all)\b)?").expect("valid pattern")
+});
+
+/// The words naming the whole of a share the question asks for in percent, if it asks for one
+/// ([`Plan::Share`]). Not a share asked for per group without a whole named ("各品类的销售额占比":
+/// the groups' own figures, drawn as a pie).
+fn share_whole(question: &str) -> Option<String> {
+    if !crate::cues::percent_asked(question) {
+        return None;
+    }
+    if let Some(c) = SHARE_IN_ZH.captures(question) {
+        return Some(c[1].to_string());
+    }
+    if let Some(c) = SHARE_ZH.captures(question) {
+        return Some(c[1].to_string());
+    }
+    // "came from each category" asks for every group's share: a pie of their own figures.
+    SHARE_EN.captures(question).filter(|c| c.get(5).is_none()).map(|c| c[3].to_string())
 }
 
 /// Words between two listed figures: separators, and what qualifies a figure ("sales amount,
@@ -284,6 +321,16 @@ impl Plan {
                 Some(sql) => Outcome::Composed(Composed { sql, chart: Some((crate::chart::ChartType::Table, None, None)) }),
                 None => Outcome::Keep,
             },
+            Plan::Share { whole } => match part_share(dialect, sql, whole) {
+                Some(sql) => Outcome::Composed(Composed {
+                    sql,
+                    chart: Some(match keys {
+                        [] => (crate::chart::ChartType::Number, None, Some("share_pct".into())),
+                        [k, ..] => (crate::chart::ChartType::Bar, Some(k.clone()), Some("share_pct".into())),
+                    }),
+                }),
+                None => Outcome::Keep,
+            },
             Plan::Threshold { op, value } => {
                 // Only groups with one figure, and only where the model did not compare with the
                 // number itself (`> 300`, `>= 300`).
@@ -296,6 +343,85 @@ impl Plan {
             }
         }
     }
+}
+
+/// `sql` (the model's query for the part) as the part's share of the whole in percent: the
+/// conditions of its `WHERE` that pick the part (those on none of the values `whole`, and
+/// not the period's) moved into its one figure, `SUM(x)` as `SUM(CASE WHEN part THEN x ELSE 0
+/// END) * 100.0 / SUM(x)` and `COUNT(*)` likewise. `None` where the query has no such condition
+/// or not one aggregate figure last.
+fn part_share(dialect: crate::exec::Dialect, sql: &str, whole: &[String]) -> Option<String> {
+    use sqlparser::ast::{BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, OrderByKind, SelectItem, SetExpr, Statement};
+    let mut stmts = parse(dialect, sql)?;
+    let [Statement::Query(q)] = &mut stmts[..] else { return None };
+    let SetExpr::Select(select) = q.body.as_mut() else { return None };
+    let mut conjuncts: Vec<Expr> = Vec::new();
+    let mut stack: Vec<Expr> = select.selection.take().into_iter().collect();
+    while let Some(e) = stack.pop() {
+        match e {
+            Expr::BinaryOp { left, op: BinaryOperator::And, right } => stack.extend([*right, *left]),
+            Expr::Nested(inner) => stack.push(*inner),
+            other => conjuncts.push(other),
+        }
+    }
+    static LITERAL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"'([^']*)'").expect("valid pattern"));
+    static DATED: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)date|month|'[0-9]{4}").expect("valid pattern"));
+    let (part, rest): (Vec<Expr>, Vec<Expr>) = conjuncts.into_iter().partition(|c| {
+        let text = c.to_string();
+        let named_in_whole = LITERAL.captures_iter(&text).any(|l| whole.iter().any(|w| *w == l[1]));
+        !DATED.is_match(&text) && !named_in_whole
+    });
+    if part.is_empty() {
+        return None;
+    }
+    let part_text = part.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" AND ");
+    // The one figure, last: an aggregate call of one argument (`SUM(amount)`, `COUNT(*)`).
+    let (last_expr, alias) = match select.projection.last()? {
+        SelectItem::UnnamedExpr(e) => (e.clone(), None),
+        SelectItem::ExprWithAlias { expr, alias } => (expr.clone(), Some(alias.value.clone())),
+        _ => return None,
+    };
+    let mut call: Option<(String, String)> = None;
+    let _ = sqlparser::ast::visit_expressions(&last_expr, |e| {
+        if let Expr::Function(f) = e {
+            let name = f.name.to_string().to_ascii_uppercase();
+            if let FunctionArguments::List(l) = &f.args {
+                if let [arg] = &l.args[..] {
+                    let a = match arg {
+                        FunctionArg::Unnamed(FunctionArgExpr::Wildcard) => Some("*".to_string()),
+                        FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) => Some(x.to_string()),
+                        _ => None,
+                    };
+                    if let (Some(a), true) = (a, ["SUM", "COUNT", "TOTAL"].contains(&name.as_str()) && l.duplicate_treatment.is_none()) {
+                        call = Some((name, a));
+                        return std::ops::ControlFlow::Break(());
+                    }
+                }
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    let (func, arg) = call?;
+    let (of_part, of_whole) = match (func.as_str(), arg.as_str()) {
+        ("COUNT", _) => ("1".to_string(), "COUNT(*)".to_string()),
+        (_, a) => (a.to_string(), format!("SUM({a})")),
+    };
+    let share = format!("ROUND(SUM(CASE WHEN {part_text} THEN {of_part} ELSE 0 END) * 100.0 / NULLIF({of_whole}, 0), 2)");
+    let mut parsed = parse(dialect, &format!("SELECT {share} FROM t"))?;
+    let [Statement::Query(sq)] = &mut parsed[..] else { return None };
+    let SetExpr::Select(ss) = sq.body.as_mut() else { return None };
+    let SelectItem::UnnamedExpr(share_expr) = ss.projection.pop()? else { return None };
+    let n = select.projection.len();
+    select.projection[n - 1] = SelectItem::ExprWithAlias { expr: share_expr, alias: sqlparser::ast::Ident::new("share_pct") };
+    select.selection = rest.into_iter().reduce(|a, b| Expr::BinaryOp { left: Box::new(a), op: BinaryOperator::And, right: Box::new(b) });
+    if let Some(OrderByKind::Expressions(list)) = q.order_by.as_mut().map(|o| &mut o.kind) {
+        for o in list.iter_mut() {
+            if matches!(&o.expr, Expr::Identifier(i) if Some(&i.value) == alias.as_ref()) {
+                o.expr = Expr::Identifier(sqlparser::ast::Ident::new("share_pct"));
+            }
+        }
+    }
+    Some(stmts[0].to_string())
 }
 
 /// `sql` with its last select item (one aggregate figure, in a query of one table) replaced by
@@ -708,6 +834,36 @@ mod tests {
         assert_eq!(unpin_groups(Sqlite, "SELECT city, SUM(amount) AS amount FROM sales WHERE region='华北' GROUP BY city"), None);
         assert_eq!(unpin_groups(Sqlite, "SELECT city FROM sales WHERE city='北京' GROUP BY city"), None);
         assert_eq!(unpin_groups(Sqlite, "SELECT city, SUM(amount) AS amount FROM sales WHERE city='北京' OR city='上海' GROUP BY city"), None);
+    }
+
+    #[test]
+    fn a_share_of_a_named_whole_moves_the_parts_conditions_into_the_figure() {
+        let cat = catalog();
+        let share = |q: &str| share_whole(q);
+        assert_eq!(share("上海2020年下半年线上销售额占上海同期总销售额的百分比是多少").as_deref(), Some("上海同期总销售额的百分比是多少"));
+        assert_eq!(share("What percentage of the 2020 sales amount came from the online channel?").as_deref(), Some("the 2020 sales amount "));
+        assert_eq!(share("2020年电子产品销售额在各大区总销售额里分别占多少比例").as_deref(), Some("各大区总销售额"));
+        assert_eq!(share("2020年亏损的订单占全年订单总数的百分之多少？").as_deref(), Some("全年订单总数的百分之多少？"));
+        // Shares of each group, no whole named: the groups' own figures (a pie).
+        assert_eq!(share("2019年各品类的销售额占比"), None);
+        assert_eq!(share("What share of 2019 profit did each region contribute?"), None);
+        assert_eq!(share("What fraction of East China's 2019 units came from each category? Pie please"), None);
+        let got = part_share(
+            Sqlite,
+            "SELECT ROUND(SUM(amount),2) AS amount FROM sales WHERE province='上海' AND channel='线上' AND substr(order_date,1,7) BETWEEN '2020-07' AND '2020-12'",
+            &["上海".into()],
+        );
+        assert_eq!(
+            got.as_deref(),
+            Some("SELECT ROUND(SUM(CASE WHEN channel = '线上' THEN amount ELSE 0 END) * 100.0 / NULLIF(SUM(amount), 0), 2) AS share_pct FROM sales WHERE province = '上海' AND substr(order_date, 1, 7) BETWEEN '2020-07' AND '2020-12'")
+        );
+        let got = part_share(Postgres, "SELECT region, COUNT(*) AS orders FROM sales WHERE profit<0 GROUP BY region ORDER BY orders DESC", &[]);
+        assert_eq!(
+            got.as_deref(),
+            Some("SELECT region, ROUND(SUM(CASE WHEN profit < 0 THEN 1 ELSE 0 END) * 100.0 / NULLIF(COUNT(*), 0), 2) AS share_pct FROM sales GROUP BY region ORDER BY share_pct DESC")
+        );
+        // Nothing but the period to move: the model's query stands.
+        assert_eq!(part_share(Sqlite, "SELECT SUM(amount) AS amount FROM sales WHERE substr(order_date,1,4)='2020'", &[]), None);
     }
 
     #[test]

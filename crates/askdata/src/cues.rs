@@ -37,6 +37,13 @@ static CHARTS: LazyLock<Rules<ChartType>> = LazyLock::new(|| {
 
 /// A percentage asked for ("百分之多少", "in percent", "(%)").
 static PERCENT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)百分|\bper ?cent(age)?s?\b|%|％").expect("valid pattern"));
+/// Whether the question asks for a percentage or a share ("百分之多少", "占多少比例", "what
+/// percentage of", "share of").
+pub fn percent_asked(question: &str) -> bool {
+    static SHARE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)比例|比重|占比|占多少|\b(shares?|proportions?|fraction)\b").expect("valid pattern"));
+    PERCENT.is_match(question) || SHARE.is_match(question)
+}
+
 /// A pie named as such.
 static PIE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)饼|\bpie\b").expect("valid pattern"));
 

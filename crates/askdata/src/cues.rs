@@ -31,7 +31,7 @@ static CHARTS: LazyLock<Rules<ChartType>> = LazyLock::new(|| {
     Rules::new(&[
         (ChartType::Line, r"折线|\bline (chart|graph)s?\b|\blines?\b"),
         (ChartType::Bar, r"柱状|柱形|条形|\bbar (chart|graph)s?\b|\bbars?\b|^compare\b"),
-        (ChartType::Pie, r"饼|\bpie\b|占比|比例|构成|\bshares?\b|\bproportions?\b|\bbreak ?down\b"),
+        (ChartType::Pie, r"饼|\bpie\b|占比|比例|各占|构成|\bshares?\b|\bproportions?\b|\bbreak ?down\b"),
     ])
 });
 
@@ -62,7 +62,15 @@ static WHICH_MONTH: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)哪一?�
 /// evaluation set and five fresh sets are lines, and the tuned models drew bars for "Show me
 /// monthly sales for South China throughout 2018" once the teaching data ranked months in bars.
 pub fn chart_for(catalog: &Catalog, question: &str) -> Option<ChartType> {
-    chart(question).or_else(|| (month_grain(catalog, question) == Some(Grain::Month) && !WHICH_MONTH.is_match(question)).then_some(ChartType::Line))
+    static TREND: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)趋势|走势|变化|怎么变|\btrends?\b|\bover time\b|\bchanged?\b").expect("valid pattern"));
+    chart(question).or_else(|| {
+        let grain = month_grain(catalog, question);
+        // A series by year or quarter asked as a trend ("2018到2020年每年的销售额变化趋势",
+        // "按季度看利润趋势") is a line too: four misses of fresh4, fresh5, fresh7 and fresh12
+        // drew bars.
+        let line = (grain == Some(Grain::Month) && !WHICH_MONTH.is_match(question)) || (grain.is_some() && TREND.is_match(question));
+        line.then_some(ChartType::Line)
+    })
 }
 
 /// A time grain the rows are grouped by.

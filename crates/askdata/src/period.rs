@@ -252,6 +252,8 @@ static TOP: LazyLock<Vec<Regex>> = LazyLock::new(|| {
         // Not 哪一个: "which one", answered with every row ranked.
         r"哪\s*(\d{1,2}|[二三四五六七八九]|十[一二三四五六七八九]?)\s*(?:个|名|位|款|家|种)",
         r"(?i)\btop\s*(\d{1,2})\b",
+        r"(?i)\b(?:bottom|worst)\s*(\d{1,2})\b",
+        r"倒数(?:前)?\s*(\d{1,2}|[一二三四五六七八九十]{1,2})\s*(?:名|个|位|大|款|家|种|$|的)",
         r"(?i)\b(?:best|which|the)\s+(\d{1,2})\s+[a-z]",
         // "the top five", "which three products": only after a word that ranks (the two
         // channels, the three categories are all of them).

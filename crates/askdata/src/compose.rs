@@ -56,6 +56,9 @@ pub enum Plan {
         /// part.
         whole: Vec<String>,
     },
+    /// Along a series over time, each period's change from the one before, in percent
+    /// ("2020年每个月华南区的销售额环比增长率"), beside the figure.
+    Successive,
     /// Only the groups whose figure is `op` (`>`, `>=`, `<`, `<=`) `value`.
     Threshold {
         /// The comparison.
@@ -90,6 +93,9 @@ pub fn plan(catalog: &Catalog, question: &str) -> Option<Plan> {
     if let Some((earlier, later)) = period::compared(question) {
         let (top, lowest) = (period::top_n(question), crate::cues::lowest(question));
         return Some(Plan::Change { earlier, later, values: !PERCENT.is_match(question), top, lowest });
+    }
+    if period::successive(question) {
+        return Some(Plan::Successive);
     }
     if let Some(whole) = share_whole(question) {
         return Some(Plan::Share { whole: catalog.link(&whole).into_iter().map(|l| l.value).collect() });
@@ -321,6 +327,23 @@ impl Plan {
                 Some(sql) => Outcome::Composed(Composed { sql, chart: Some((crate::chart::ChartType::Table, None, None)) }),
                 None => Outcome::Keep,
             },
+            Plan::Successive => {
+                // One figure over one time column (and maybe a series column beside it); not a
+                // query that already reads the period before.
+                let time: Vec<usize> = (0..keys.len()).filter(|&i| holds_time(rows, i)).collect();
+                if !single || time.len() != 1 || sql.to_ascii_uppercase().contains(" OVER ") {
+                    return Outcome::Keep;
+                }
+                let Some(inner) = unordered(dialect, sql) else { return Outcome::Keep };
+                let t = quoted(&keys[time[0]]);
+                let others: Vec<String> = (0..keys.len()).filter(|&i| i != time[0]).map(|i| quoted(&keys[i])).collect();
+                let partition = if others.is_empty() { String::new() } else { format!("PARTITION BY {} ", others.join(", ")) };
+                let before = format!("LAG(a.{m}) OVER ({partition}ORDER BY a.{t})");
+                let select: Vec<String> = keys.iter().map(|k| format!("a.{}", quoted(k))).chain([format!("a.{m}")]).collect();
+                let order: Vec<String> = others.iter().map(|o| format!("a.{o}")).chain([format!("a.{t}")]).collect();
+                let composed = format!("SELECT {}, ROUND((a.{m} - {before}) * 100.0 / NULLIF({before}, 0), 2) AS change_pct FROM ({inner}) AS a ORDER BY {}", select.join(", "), order.join(", "));
+                Outcome::Composed(Composed { sql: composed, chart: Some((crate::chart::ChartType::Line, Some(keys[time[0]].clone()), Some("change_pct".into()))) })
+            }
             Plan::Share { whole } => match part_share(dialect, sql, whole) {
                 Some(sql) => Outcome::Composed(Composed {
                     sql,
@@ -864,6 +887,22 @@ mod tests {
         );
         // Nothing but the period to move: the model's query stands.
         assert_eq!(part_share(Sqlite, "SELECT SUM(amount) AS amount FROM sales WHERE substr(order_date,1,4)='2020'", &[]), None);
+    }
+
+    #[test]
+    fn a_series_gets_each_periods_change_from_the_one_before() {
+        assert_eq!(plan("2020年每个月华南区的销售额环比增长率"), Some(Plan::Successive));
+        let sql = "SELECT substr(order_date,1,7) AS month, ROUND(SUM(amount),2) AS amount FROM sales WHERE region='华南' GROUP BY month ORDER BY amount DESC LIMIT 1000";
+        let r = rows(&["month", "amount"], vec![vec![json!("2020-01"), json!(10.0)], vec![json!("2020-02"), json!(12.5)]]);
+        let c = composed(Plan::Successive.apply(Sqlite, sql, &r));
+        assert_eq!(
+            c.sql,
+            "SELECT a.\"month\", a.\"amount\", ROUND((a.\"amount\" - LAG(a.\"amount\") OVER (ORDER BY a.\"month\")) * 100.0 / NULLIF(LAG(a.\"amount\") OVER (ORDER BY a.\"month\"), 0), 2) AS change_pct FROM (SELECT substr(order_date, 1, 7) AS month, ROUND(SUM(amount), 2) AS amount FROM sales WHERE region = '华南' GROUP BY month) AS a ORDER BY a.\"month\""
+        );
+        assert_eq!(c.chart, Some((ChartType::Line, Some("month".into()), Some("change_pct".into()))));
+        // Not a series over time, or already reading the month before: kept.
+        let by_region = rows(&["region", "amount"], vec![vec![json!("华南"), json!(10.0)]]);
+        assert_eq!(Plan::Successive.apply(Sqlite, "SELECT region, SUM(amount) AS amount FROM sales GROUP BY region", &by_region), Outcome::Keep);
     }
 
     #[test]

@@ -212,6 +212,14 @@ pub fn compared(question: &str) -> Option<(Period, Period)> {
     }
 }
 
+/// Whether the question asks, along a series over time, each period's change from the one
+/// before ("2020年每个月华南区的销售额环比增长率", "monthly sales growth rate in 2019"): a series
+/// with 环比 / month over month, or with a growth rate.
+pub fn successive(question: &str) -> bool {
+    static RATE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)增长率|增速|增幅|涨幅|\bgrowth rates?\b|\b(percent(age)?|%) (change|growth)\b").expect("valid pattern"));
+    SERIES.is_match(question) && (PERIOD_BEFORE.is_match(question) || RATE.is_match(question))
+}
+
 /// The period the model's query covers: the one the question names, or of a change between two
 /// periods ([`compared`]) the later, which the pipeline then compares with the earlier.
 pub fn asked(question: &str) -> Option<Period> {
@@ -294,6 +302,7 @@ mod tests {
             ("Month-over-month change in East China's sales for March 2020", Some((Month(2020, 2), Month(2020, 3)))),
             ("2020年第二季度利润环比增长了多少", Some((Range((2020, 1), (2020, 3)), Range((2020, 4), (2020, 6))))),
             ("2020年各月销售额环比增长率", None),
+            ("2020年每个月华南区的销售额环比增长率", None),
             ("How did each channel's sales change from 2019 to 2020?", y(2019, 2020)),
             ("2019年到2020年各渠道销售额的变化", y(2019, 2020)),
             ("2019年到2020年各渠道销售额的变化趋势", None),
@@ -308,6 +317,16 @@ mod tests {
         ];
         for (q, want) in cases {
             assert_eq!(compared(q), *want, "{q}");
+        }
+    }
+
+    #[test]
+    fn a_series_of_changes_from_the_period_before() {
+        for q in ["2020年每个月华南区的销售额环比增长率", "2020年各月销售额环比", "Monthly sales growth rate in 2019", "Month-over-month change of monthly profit in 2020"] {
+            assert!(successive(q), "{q}");
+        }
+        for q in ["2019到2020年销售额的增长趋势", "2018到2020年每年的销售额变化趋势", "2020年12月的销售额环比增长", "Monthly sales in 2019"] {
+            assert!(!successive(q), "{q}");
         }
     }
 

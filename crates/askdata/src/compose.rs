@@ -861,7 +861,6 @@ mod tests {
 
     #[test]
     fn a_share_of_a_named_whole_moves_the_parts_conditions_into_the_figure() {
-        let cat = catalog();
         let share = |q: &str| share_whole(q);
         assert_eq!(share("上海2020年下半年线上销售额占上海同期总销售额的百分比是多少").as_deref(), Some("上海同期总销售额的百分比是多少"));
         assert_eq!(share("What percentage of the 2020 sales amount came from the online channel?").as_deref(), Some("the 2020 sales amount "));

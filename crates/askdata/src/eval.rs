@@ -18,7 +18,7 @@ pub const EVAL_JSONL: &str = include_str!("../data/eval.jsonl");
 /// the database, but neither the teaching nor the evaluation set, with gold SQL in their own
 /// styles, by name (`shovel askdata eval --file fresh3`). Each was written at a later point of
 /// the work, so each measures out of sample what came before it:
-pub const FRESH_SETS: [(&str, &str); 11] = [
+pub const FRESH_SETS: [(&str, &str); 12] = [
     // The first reviewer's 30.
     ("fresh", include_str!("../data/fresh.jsonl")),
     // Written after the question cues ([`crate::cues`]) were fixed.
@@ -52,6 +52,10 @@ pub const FRESH_SETS: [(&str, &str); 11] = [
     // while the composed changes and thresholds (`compose.rs`) were being written; measured
     // once, before and after them, before its questions were read.
     ("fresh11", include_str!("../data/fresh11.jsonl")),
+    // Written on 2026-12-01 by another reviewer who saw neither the code nor any shipped set,
+    // before the typed aggregates, measures, shares and unpinned groups; measured before and
+    // after each of them before its questions were read.
+    ("fresh12", include_str!("../data/fresh12.jsonl")),
 ];
 
 /// Parses a JSONL file of examples.
@@ -297,6 +301,7 @@ mod tests {
         let fresh9 = set("fresh9");
         let fresh10 = set("fresh10");
         let fresh11 = set("fresh11");
+        let fresh12 = set("fresh12");
         // Every measure a teaching question asks for is in its gold SQL; and no gold answer of
         // any set computes a percentage where its question asks for no rate, share or change.
         for e in eval.iter().chain(&train) {
@@ -305,7 +310,7 @@ mod tests {
                 assert!(regex::Regex::new(&format!("^{p}$")).unwrap().is_match(sql), "{}: {sql} lacks the measure {p}", e.question);
             }
         }
-        for e in eval.iter().chain(&train).chain(&fresh).chain(&fresh4).chain(&fresh5).chain(&fresh6).chain(&fresh7).chain(&fresh8).chain(&fresh9).chain(&fresh10).chain(&fresh11) {
+        for e in eval.iter().chain(&train).chain(&fresh).chain(&fresh4).chain(&fresh5).chain(&fresh6).chain(&fresh7).chain(&fresh8).chain(&fresh9).chain(&fresh10).chain(&fresh11).chain(&fresh12) {
             let (Some(sql), Some(f)) = (&e.reply.sql, crate::cues::percent_forbidden(&db.catalog, &e.question)) else { continue };
             assert!(!regex::Regex::new(&format!("^{f}$")).unwrap().is_match(sql), "{}: no rate asked, but {sql}", e.question);
         }
@@ -379,8 +384,9 @@ mod tests {
                 && fresh9.len() >= 30
                 && fresh10.len() >= 30
                 && fresh11.len() >= 30
+                && fresh12.len() >= 30
         );
-        for e in fresh.iter().chain(&fresh4).chain(&fresh5).chain(&fresh6).chain(&fresh7).chain(&fresh8).chain(&fresh9).chain(&fresh10).chain(&fresh11) {
+        for e in fresh.iter().chain(&fresh4).chain(&fresh5).chain(&fresh6).chain(&fresh7).chain(&fresh8).chain(&fresh9).chain(&fresh10).chain(&fresh11).chain(&fresh12) {
             let a = answer_reply(&mut db, &e.question, serde_json::to_string(&e.reply).unwrap(), &AskOptions::default()).await;
             let g = grade(&mut gold_conn, e, &a).await;
             assert!(g.exec_ok && g.chart_ok, "{}: {:?}", e.question, g.note);
@@ -429,11 +435,12 @@ mod tests {
             .chain(&fresh9)
             .chain(&fresh10)
             .chain(&fresh11)
+            .chain(&fresh12)
             .map(|e| e.question.trim())
             .filter(|q| !asked.insert(q))
             .collect();
         assert_eq!(repeated, ["2019年华东地区的总销售额是多少？"], "questions asked in two sets");
-        for e in eval.iter().chain(&fresh).chain(&fresh4).chain(&fresh5).chain(&fresh6).chain(&fresh7).chain(&fresh8).chain(&fresh9).chain(&fresh10).chain(&fresh11) {
+        for e in eval.iter().chain(&fresh).chain(&fresh4).chain(&fresh5).chain(&fresh6).chain(&fresh7).chain(&fresh8).chain(&fresh9).chain(&fresh10).chain(&fresh11).chain(&fresh12) {
             assert!(!train_q.contains(e.question.as_str()), "evaluation question in the training set: {}", e.question);
         }
     }

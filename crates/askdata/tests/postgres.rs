@@ -114,9 +114,9 @@ async fn postgres_demo_answers_like_sqlite_read_only_and_under_a_time_limit() {
         assert!(f.contains("does not exist"), "a gold query failed for another reason than a SQLite-only function: {f}");
     }
 
-    // Composed answers (a change between two periods, groups past a threshold: compose.rs)
-    // run on PostgreSQL and give SQLite's rows, from the query the model writes for the plain
-    // question.
+    // Composed answers (a change between two periods or along a series, groups past a
+    // threshold, a part's share, a measure, a pinned group dropped: compose.rs) run on
+    // PostgreSQL and give SQLite's rows, from the query the model writes for the plain question.
     for (q, reply, composed) in [
         (
             "各大区2020年销售额比2019年增长了百分之多少",
@@ -132,6 +132,31 @@ async fn postgres_demo_answers_like_sqlite_read_only_and_under_a_time_limit() {
             "2020年订单数超过300单的省份有哪些",
             r#"{"sql":"SELECT province, COUNT(*) AS orders FROM sales WHERE substr(order_date,1,7) BETWEEN '2020-01' AND '2020-12' GROUP BY province ORDER BY orders DESC","chart":{"type":"bar","x":"province","y":"orders"}}"#,
             "\"orders\" > 300",
+        ),
+        (
+            "2020年12月的全国销售额比11月环比涨了还是跌了，幅度是多少？",
+            r#"{"sql":"SELECT ROUND(SUM(amount),2) AS amount FROM sales WHERE substr(order_date,1,7) BETWEEN '2020-12' AND '2020-12'","chart":{"type":"number","y":"amount"}}"#,
+            "BETWEEN '2020-11' AND '2020-11'",
+        ),
+        (
+            "2020年每个月华南区的销售额环比增长率",
+            r#"{"sql":"SELECT substr(order_date,1,7) AS month, ROUND(SUM(amount),2) AS amount FROM sales WHERE region='华南' AND substr(order_date,1,7) BETWEEN '2020-01' AND '2020-12' GROUP BY month ORDER BY month","chart":{"type":"line","x":"month","y":"amount"}}"#,
+            "LAG(",
+        ),
+        (
+            "上海2020年下半年线上销售额占上海同期总销售额的百分比是多少",
+            r#"{"sql":"SELECT ROUND(SUM(amount),2) AS amount FROM sales WHERE province='上海' AND channel='线上' AND substr(order_date,1,7) BETWEEN '2020-07' AND '2020-12'","chart":{"type":"number","y":"amount"}}"#,
+            "CASE WHEN channel = '线上'",
+        ),
+        (
+            "客单价最高的前10个省份是哪些？",
+            r#"{"sql":"SELECT province, SUM(amount) AS amount FROM sales GROUP BY province ORDER BY amount DESC LIMIT 10","chart":{"type":"bar","x":"province","y":"amount"}}"#,
+            "AVG(amount) AS avg_amount",
+        ),
+        (
+            "What were total sales in 广东 province in 2020?",
+            r#"{"sql":"SELECT province, ROUND(SUM(amount),2) AS amount FROM sales WHERE province IN ('广东') AND substr(order_date,1,7) BETWEEN '2020-01' AND '2020-12' GROUP BY province ORDER BY amount DESC","chart":{"type":"bar","x":"province","y":"amount"}}"#,
+            "SELECT ROUND(SUM(amount), 2) AS amount FROM sales WHERE",
         ),
     ] {
         let opts = AskOptions::default();

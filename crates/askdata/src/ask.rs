@@ -568,6 +568,10 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
     };
     // One total asked for, grouped by its own figure: the total.
     let mut guarded = crate::compose::ungroup_totals(db.conn.dialect(), &guarded).unwrap_or(guarded);
+    // Every plain column selected beside an aggregate is grouped.
+    if let Some(sql) = crate::compose::complete_group_by(db.conn.dialect(), &guarded) {
+        guarded = sql;
+    }
     // Groups pinned to the one value the question names: no groups.
     if let Some(sql) = crate::compose::unpin_groups(db.conn.dialect(), &guarded) {
         guarded = sql;

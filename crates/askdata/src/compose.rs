@@ -570,6 +570,50 @@ pub fn with_measures(catalog: &Catalog, dialect: crate::exec::Dialect, question:
     Some(stmts[0].to_string())
 }
 
+/// `sql` (already guarded) with every plain column it selects beside an aggregate in its
+/// `GROUP BY`, where the model left one out (`SELECT month, category, SUM(amount) ... GROUP BY
+/// category`: SQLite answers one arbitrary month per category, PostgreSQL refuses). `None`
+/// where nothing is missing.
+///
+/// Why: the model answered "Monthly sales by category over 2018-2020, one line per category"
+/// so (fresh12), and series per quarter and category likewise (fresh2, fresh9).
+pub fn complete_group_by(dialect: crate::exec::Dialect, sql: &str) -> Option<String> {
+    use sqlparser::ast::{Expr, GroupByExpr, SelectItem, SetExpr, Statement};
+    let mut stmts = parse(dialect, sql)?;
+    let [Statement::Query(q)] = &mut stmts[..] else { return None };
+    let SetExpr::Select(select) = q.body.as_mut() else { return None };
+    let GroupByExpr::Expressions(groups, modifiers) = &mut select.group_by else { return None };
+    if groups.is_empty() || !modifiers.is_empty() {
+        return None;
+    }
+    let grouped: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+    let mut missing: Vec<Expr> = Vec::new();
+    for item in &select.projection {
+        let (expr, alias) = match item {
+            SelectItem::UnnamedExpr(e) => (e, None),
+            SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.clone())),
+            _ => return None,
+        };
+        if aggregate(expr) || matches!(expr, Expr::Value(_)) {
+            continue;
+        }
+        let named = grouped.contains(&expr.to_string()) || alias.as_ref().is_some_and(|a| grouped.contains(a));
+        if !named {
+            missing.push(match alias {
+                Some(a) => Expr::Identifier(sqlparser::ast::Ident::new(a)),
+                None => expr.clone(),
+            });
+        }
+    }
+    if missing.is_empty() {
+        return None;
+    }
+    // Before the groups already there: the select list's order (time first, as it is written).
+    missing.extend(groups.drain(..));
+    *groups = missing;
+    Some(stmts[0].to_string())
+}
+
 /// `sql` (already guarded) without the group columns its `WHERE` pins to one value
 /// (`SELECT province, SUM(amount) ... WHERE province IN ('广东') GROUP BY province`): one group
 /// is no grouping, and the column only repeats what the question named. `None` where nothing
@@ -902,6 +946,18 @@ mod tests {
         // Not a series over time, or already reading the month before: kept.
         let by_region = rows(&["region", "amount"], vec![vec![json!("华南"), json!(10.0)]]);
         assert_eq!(Plan::Successive.apply(Sqlite, "SELECT region, SUM(amount) AS amount FROM sales GROUP BY region", &by_region), Outcome::Keep);
+    }
+
+    #[test]
+    fn every_plain_column_selected_is_grouped() {
+        let got = complete_group_by(Sqlite, "SELECT substr(order_date,1,7) AS month, category, ROUND(SUM(amount),2) AS amount FROM sales GROUP BY category ORDER BY amount DESC");
+        assert_eq!(got.as_deref(), Some("SELECT substr(order_date, 1, 7) AS month, category, ROUND(SUM(amount), 2) AS amount FROM sales GROUP BY month, category ORDER BY amount DESC"));
+        let got = complete_group_by(Postgres, "SELECT t.region, s.channel, COUNT(*) FROM sales_targets t JOIN sales s ON s.region=t.region GROUP BY s.channel");
+        assert_eq!(got.as_deref(), Some("SELECT t.region, s.channel, COUNT(*) FROM sales_targets AS t JOIN sales AS s ON s.region = t.region GROUP BY t.region, s.channel"));
+        // All grouped (by name or by alias), no GROUP BY, or rows listed: unchanged.
+        assert_eq!(complete_group_by(Sqlite, "SELECT substr(order_date,1,7) AS month, SUM(amount) FROM sales GROUP BY month"), None);
+        assert_eq!(complete_group_by(Sqlite, "SELECT region, SUM(amount) FROM sales GROUP BY region"), None);
+        assert_eq!(complete_group_by(Sqlite, "SELECT SUM(amount) FROM sales"), None);
     }
 
     #[test]

@@ -578,39 +578,57 @@ pub fn with_measures(catalog: &Catalog, dialect: crate::exec::Dialect, question:
 /// Why: the model answered "Monthly sales by category over 2018-2020, one line per category"
 /// so (fresh12), and series per quarter and category likewise (fresh2, fresh9).
 pub fn complete_group_by(dialect: crate::exec::Dialect, sql: &str) -> Option<String> {
-    use sqlparser::ast::{Expr, GroupByExpr, SelectItem, SetExpr, Statement};
+    use sqlparser::ast::{Expr, SelectItem};
+    edit_grouped(dialect, sql, |select, groups, _| {
+        let grouped: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        let mut missing: Vec<Expr> = Vec::new();
+        for item in &select.projection {
+            let (expr, alias) = match item {
+                SelectItem::UnnamedExpr(e) => (e, None),
+                SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.clone())),
+                _ => return None,
+            };
+            if aggregate(expr) || matches!(expr, Expr::Value(_)) {
+                continue;
+            }
+            let named = grouped.contains(&expr.to_string()) || alias.as_ref().is_some_and(|a| grouped.contains(a));
+            if !named {
+                missing.push(match alias {
+                    Some(a) => Expr::Identifier(sqlparser::ast::Ident::new(a)),
+                    None => expr.clone(),
+                });
+            }
+        }
+        if missing.is_empty() {
+            return None;
+        }
+        // Before the groups already there: the select list's order (time first, as it is written).
+        missing.append(groups);
+        *groups = missing;
+        Some(())
+    })
+}
+
+/// `sql` parsed as one SELECT grouped by a plain list (no ROLLUP and the like), handed to `edit`
+/// with its GROUP BY items and its ORDER BY; the edited query printed, or `None` where `sql` is
+/// not such a query or `edit` declines (returns `None`).
+fn edit_grouped(
+    dialect: crate::exec::Dialect,
+    sql: &str,
+    edit: impl FnOnce(&mut sqlparser::ast::Select, &mut Vec<sqlparser::ast::Expr>, &mut Option<sqlparser::ast::OrderBy>) -> Option<()>,
+) -> Option<String> {
+    use sqlparser::ast::{GroupByExpr, Query, SetExpr, Statement};
     let mut stmts = parse(dialect, sql)?;
     let [Statement::Query(q)] = &mut stmts[..] else { return None };
-    let SetExpr::Select(select) = q.body.as_mut() else { return None };
+    let Query { body, order_by, .. } = q.as_mut();
+    let SetExpr::Select(select) = body.as_mut() else { return None };
     let GroupByExpr::Expressions(groups, modifiers) = &mut select.group_by else { return None };
     if groups.is_empty() || !modifiers.is_empty() {
         return None;
     }
-    let grouped: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
-    let mut missing: Vec<Expr> = Vec::new();
-    for item in &select.projection {
-        let (expr, alias) = match item {
-            SelectItem::UnnamedExpr(e) => (e, None),
-            SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.clone())),
-            _ => return None,
-        };
-        if aggregate(expr) || matches!(expr, Expr::Value(_)) {
-            continue;
-        }
-        let named = grouped.contains(&expr.to_string()) || alias.as_ref().is_some_and(|a| grouped.contains(a));
-        if !named {
-            missing.push(match alias {
-                Some(a) => Expr::Identifier(sqlparser::ast::Ident::new(a)),
-                None => expr.clone(),
-            });
-        }
-    }
-    if missing.is_empty() {
-        return None;
-    }
-    // Before the groups already there: the select list's order (time first, as it is written).
-    missing.extend(groups.drain(..));
-    *groups = missing;
+    let mut groups = std::mem::take(groups);
+    edit(select, &mut groups, order_by)?;
+    select.group_by = GroupByExpr::Expressions(groups, vec![]);
     Some(stmts[0].to_string())
 }
 
@@ -623,66 +641,61 @@ pub fn complete_group_by(dialect: crate::exec::Dialect, sql: &str) -> Option<Str
 /// 多少？" and "Show monthly Electronics sales for 2020" with the named value beside each figure,
 /// which no gold answer of any set has (five misses on fresh1-9).
 pub fn unpin_groups(dialect: crate::exec::Dialect, sql: &str) -> Option<String> {
-    use sqlparser::ast::{BinaryOperator, Expr, GroupByExpr, OrderByKind, SelectItem, SetExpr, Statement, Value};
-    let mut stmts = parse(dialect, sql)?;
-    let [Statement::Query(q)] = &mut stmts[..] else { return None };
-    let SetExpr::Select(select) = q.body.as_mut() else { return None };
-    let GroupByExpr::Expressions(groups, modifiers) = &mut select.group_by else { return None };
-    if groups.is_empty() || !modifiers.is_empty() {
-        return None;
-    }
+    use sqlparser::ast::{BinaryOperator, Expr, OrderByKind, SelectItem, Value};
     let name = |e: &Expr| match e {
         Expr::Identifier(i) => Some(i.value.clone()),
         Expr::CompoundIdentifier(p) => p.last().map(|i| i.value.clone()),
         _ => None,
     };
     let is_text = |e: &Expr| matches!(e, Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_)));
-    // The columns the WHERE's conjuncts pin to one text value.
-    let mut pinned: Vec<String> = Vec::new();
-    let mut stack: Vec<&Expr> = select.selection.iter().collect();
-    while let Some(e) = stack.pop() {
-        match e {
-            Expr::BinaryOp { left, op: BinaryOperator::And, right } => stack.extend([left.as_ref(), right.as_ref()]),
-            Expr::Nested(inner) => stack.push(inner),
-            Expr::BinaryOp { left, op: BinaryOperator::Eq, right } if is_text(right) => pinned.extend(name(left)),
-            Expr::InList { expr, list, negated: false } if list.len() == 1 && is_text(&list[0]) => pinned.extend(name(expr)),
-            _ => {}
-        }
-    }
-    // Select items that are a pinned column, by their output name.
-    let mut dropped: Vec<String> = Vec::new();
-    let keep: Vec<SelectItem> = select
-        .projection
-        .iter()
-        .filter(|item| {
-            let (expr, alias) = match item {
-                SelectItem::UnnamedExpr(e) => (e, None),
-                SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.clone())),
-                _ => return true,
-            };
-            match name(expr).filter(|n| pinned.contains(n)) {
-                Some(n) => {
-                    dropped.push(n.clone());
-                    dropped.extend(alias);
-                    false
-                }
-                None => true,
+    edit_grouped(dialect, sql, |select, groups, order_by| {
+        // The columns the WHERE's conjuncts pin to one text value.
+        let mut pinned: Vec<String> = Vec::new();
+        let mut stack: Vec<&Expr> = select.selection.iter().collect();
+        while let Some(e) = stack.pop() {
+            match e {
+                Expr::BinaryOp { left, op: BinaryOperator::And, right } => stack.extend([left.as_ref(), right.as_ref()]),
+                Expr::Nested(inner) => stack.push(inner),
+                Expr::BinaryOp { left, op: BinaryOperator::Eq, right } if is_text(right) => pinned.extend(name(left)),
+                Expr::InList { expr, list, negated: false } if list.len() == 1 && is_text(&list[0]) => pinned.extend(name(expr)),
+                _ => {}
             }
-        })
-        .cloned()
-        .collect();
-    if dropped.is_empty() || keep.is_empty() {
-        return None;
-    }
-    select.projection = keep;
-    groups.retain(|g| name(g).is_none_or(|n| !dropped.contains(&n)));
-    if let Some(OrderByKind::Expressions(list)) = q.order_by.as_mut().map(|o| &mut o.kind) {
-        list.retain(|o| name(&o.expr).is_none_or(|n| !dropped.contains(&n)));
-        if list.is_empty() {
-            q.order_by = None;
         }
-    }
-    Some(stmts[0].to_string())
+        // Select items that are a pinned column, by their output name.
+        let mut dropped: Vec<String> = Vec::new();
+        let keep: Vec<SelectItem> = select
+            .projection
+            .iter()
+            .filter(|item| {
+                let (expr, alias) = match item {
+                    SelectItem::UnnamedExpr(e) => (e, None),
+                    SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.clone())),
+                    _ => return true,
+                };
+                match name(expr).filter(|n| pinned.contains(n)) {
+                    Some(n) => {
+                        dropped.push(n.clone());
+                        dropped.extend(alias);
+                        false
+                    }
+                    None => true,
+                }
+            })
+            .cloned()
+            .collect();
+        if dropped.is_empty() || keep.is_empty() {
+            return None;
+        }
+        select.projection = keep;
+        groups.retain(|g| name(g).is_none_or(|n| !dropped.contains(&n)));
+        if let Some(OrderByKind::Expressions(list)) = order_by.as_mut().map(|o| &mut o.kind) {
+            list.retain(|o| name(&o.expr).is_none_or(|n| !dropped.contains(&n)));
+            if list.is_empty() {
+                *order_by = None;
+            }
+        }
+        Some(())
+    })
 }
 
 /// `sql` (already guarded) without its `GROUP BY` where every item it selects is an aggregate,
@@ -694,25 +707,20 @@ pub fn unpin_groups(dialect: crate::exec::Dialect, sql: &str) -> Option<String> 
 /// 2020?" (fresh8) and "2020年12月的全国销售额比11月..." (fresh11); the shape cannot tell an
 /// aggregate's alias from a column in `GROUP BY`.
 pub fn ungroup_totals(dialect: crate::exec::Dialect, sql: &str) -> Option<String> {
-    use sqlparser::ast::{GroupByExpr, SelectItem, SetExpr, Statement};
-    let mut stmts = parse(dialect, sql)?;
-    let [Statement::Query(q)] = &mut stmts[..] else { return None };
-    let SetExpr::Select(select) = q.body.as_mut() else { return None };
-    let GroupByExpr::Expressions(items, modifiers) = &select.group_by else { return None };
-    if items.is_empty() || !modifiers.is_empty() || select.having.is_some() {
-        return None;
-    }
-    let all = select.projection.iter().all(|item| match item {
-        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => aggregate(e),
-        _ => false,
-    });
-    if !all {
-        return None;
-    }
-    select.group_by = GroupByExpr::Expressions(vec![], vec![]);
-    // One row now: no order to keep (PostgreSQL refuses ORDER BY a column no longer grouped).
-    q.order_by = None;
-    Some(stmts[0].to_string())
+    use sqlparser::ast::SelectItem;
+    edit_grouped(dialect, sql, |select, groups, order_by| {
+        let all = select.projection.iter().all(|item| match item {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => aggregate(e),
+            _ => false,
+        });
+        if !all || select.having.is_some() {
+            return None;
+        }
+        groups.clear();
+        // One row now: no order to keep (PostgreSQL refuses ORDER BY a column no longer grouped).
+        *order_by = None;
+        Some(())
+    })
 }
 
 #[cfg(test)]

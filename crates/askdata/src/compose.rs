@@ -55,6 +55,10 @@ pub enum Plan {
         /// sales": 华东): a condition on one of them filters the whole too; the others pick the
         /// part.
         whole: Vec<String>,
+        /// Whether the whole is each group's own ("在各大区总销售额里": the part's share within each
+        /// group); otherwise a grouped query is not composed ("华东地区各品类销售额占总销售额的比例"
+        /// asks each group's share of 华东's total, which is another query).
+        per_group: bool,
     },
     /// Along a series over time, each period's change from the one before, in percent
     /// ("2020年每个月华南区的销售额环比增长率"), beside the figure.
@@ -97,8 +101,10 @@ pub fn plan(catalog: &Catalog, question: &str) -> Option<Plan> {
     if period::successive(question) {
         return Some(Plan::Successive);
     }
-    if let Some(whole) = share_whole(question) {
-        return Some(Plan::Share { whole: catalog.link(&whole).into_iter().map(|l| l.value).collect() });
+    // A share past a threshold ("...的比例超过5%的省份") is left to the threshold below.
+    if let Some(whole) = share_whole(question).filter(|_| crate::cues::amounts(question).is_empty()) {
+        static PER_GROUP: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)各|每|\b(each|every|per|its|their)\b").expect("valid pattern"));
+        return Some(Plan::Share { whole: catalog.link(&whole).into_iter().map(|l| l.value).collect(), per_group: PER_GROUP.is_match(&whole) });
     }
     let figures = listed_figures(catalog, question);
     if figures.len() > 1 {
@@ -344,7 +350,8 @@ impl Plan {
                 let composed = format!("SELECT {}, ROUND((a.{m} - {before}) * 100.0 / NULLIF({before}, 0), 2) AS change_pct FROM ({inner}) AS a ORDER BY {}", select.join(", "), order.join(", "));
                 Outcome::Composed(Composed { sql: composed, chart: Some((crate::chart::ChartType::Line, Some(keys[time[0]].clone()), Some("change_pct".into()))) })
             }
-            Plan::Share { whole } => match part_share(dialect, sql, whole) {
+            Plan::Share { per_group: false, .. } if !keys.is_empty() => Outcome::Keep,
+            Plan::Share { whole, .. } => match part_share(dialect, sql, whole) {
                 Some(sql) => Outcome::Composed(Composed {
                     sql,
                     chart: Some(match keys {
@@ -404,6 +411,19 @@ fn part_share(dialect: crate::exec::Dialect, sql: &str, whole: &[String]) -> Opt
         SelectItem::ExprWithAlias { expr, alias } => (expr.clone(), Some(alias.value.clone())),
         _ => return None,
     };
+    // One figure: no other aggregate beside it (it would lose the part's conditions), and not a
+    // ratio already (`SUM(profit)*100.0/SUM(amount)`).
+    let figures = select.projection.iter().filter(|i| matches!(i, SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } if aggregate(e))).count();
+    let mut calls = 0;
+    let _ = sqlparser::ast::visit_expressions(&last_expr, |e| {
+        if matches!(e, Expr::Function(f) if crate::shape::AGGREGATES.contains(&f.name.to_string().to_ascii_uppercase().as_str())) {
+            calls += 1;
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    if figures != 1 || calls != 1 {
+        return None;
+    }
     let mut call: Option<(String, String)> = None;
     let _ = sqlparser::ast::visit_expressions(&last_expr, |e| {
         if let Expr::Function(f) = e {
@@ -508,38 +528,65 @@ fn aggregate(e: &sqlparser::ast::Expr) -> bool {
 
 /// `sql` (already guarded) with each measure of one aggregate the question asks for
 /// ([`crate::cues::measure_call`]: 客单价 as `AVG(amount)`) in place of the model's sum of the
-/// same column (`SUM(amount)`, `TOTAL(amount)`), wherever the query writes it; `None` where
+/// same column (`SUM(amount)`, `TOTAL(amount)`) where it is a figure of the select list, bare
+/// or rounded, or an ORDER BY item; not inside a larger expression (a margin's `/SUM(amount)`),
+/// nor where the query already has the measure beside the sum ("销售额和客单价"). `None` where
 /// nothing changes.
 ///
 /// Why: the model answered "2019年的客单价是多少？" and "客单价最高的前10个省份" with
 /// `SUM(amount)` (fresh3, fresh10); held to `AVG(amount)` while it wrote, it ran on instead.
 pub fn with_measures(catalog: &Catalog, dialect: crate::exec::Dialect, question: &str, sql: &str) -> Option<String> {
-    use sqlparser::ast::{visit_expressions_mut, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, ObjectNamePart, OrderBy, OrderByKind, SelectItem, SetExpr, Statement};
-    use std::ops::ControlFlow;
+    use sqlparser::ast::{Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, ObjectNamePart, OrderBy, OrderByKind, SelectItem, SetExpr, Statement};
     let calls: Vec<(String, String, String)> = catalog.measures_asked(question).into_iter().filter_map(|m| crate::cues::measure_call(m).map(|(f, c)| (f, c, m.name.clone()))).collect();
     if calls.is_empty() {
         return None;
     }
+    // The aggregate a figure is, bare or rounded (`SUM(amount)`, `ROUND(SUM(amount), 2)`), with
+    // the column it takes; not one inside a larger expression (a margin's `/SUM(amount)`).
+    fn bare(e: &mut Expr) -> Option<(&mut Function, String)> {
+        let Expr::Function(f) = e else { return None };
+        if f.name.to_string().eq_ignore_ascii_case("ROUND") {
+            let FunctionArguments::List(l) = &mut f.args else { return None };
+            let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(inner))) = l.args.first_mut() else { return None };
+            return bare(inner);
+        }
+        let FunctionArguments::List(l) = &f.args else { return None };
+        let column = match &l.args[..] {
+            [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(i)))] if l.duplicate_treatment.is_none() => i.value.clone(),
+            [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::CompoundIdentifier(p)))] if l.duplicate_treatment.is_none() => p.last()?.value.clone(),
+            _ => return None,
+        };
+        Some((f, column))
+    }
     let mut stmts = parse(dialect, sql)?;
+    let [Statement::Query(q)] = &mut stmts[..] else { return None };
+    let SetExpr::Select(select) = q.body.as_mut() else { return None };
+    // A query that already has the measure beside its sum ("销售额和客单价") is left as it is.
+    let text = select.projection.iter().map(|i| i.to_string().to_ascii_uppercase()).collect::<Vec<_>>().join(", ");
+    if calls.iter().any(|(func, col, _)| text.contains(&format!("{func}({})", col.to_ascii_uppercase()))) {
+        return None;
+    }
     let mut changed = false;
-    let _ = visit_expressions_mut(&mut stmts, |e| {
-        if let Expr::Function(f) = e {
+    let mut swap = |e: &mut Expr| {
+        if let Some((f, column)) = bare(e) {
             let name = f.name.to_string().to_ascii_uppercase();
-            let column = match &f.args {
-                FunctionArguments::List(l) if l.args.len() == 1 && l.duplicate_treatment.is_none() => match &l.args[0] {
-                    FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(i))) => Some(i.value.clone()),
-                    FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::CompoundIdentifier(p))) => p.last().map(|i| i.value.clone()),
-                    _ => None,
-                },
-                _ => None,
-            };
-            if let Some((func, ..)) = calls.iter().find(|(func, col, _)| column.as_deref() == Some(col.as_str()) && (name == "SUM" || name == "TOTAL") && *func != name) {
+            if let Some((func, ..)) = calls.iter().find(|(_, col, _)| *col == column && (name == "SUM" || name == "TOTAL")) {
                 f.name = ObjectName(vec![ObjectNamePart::Identifier(Ident::new(func.clone()))]);
                 changed = true;
             }
         }
-        ControlFlow::<()>::Continue(())
-    });
+    };
+    for item in &mut select.projection {
+        match item {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => swap(e),
+            _ => {}
+        }
+    }
+    if let Some(OrderBy { kind: OrderByKind::Expressions(list), .. }) = &mut q.order_by {
+        for o in list.iter_mut() {
+            swap(&mut o.expr);
+        }
+    }
     if !changed {
         return None;
     }
@@ -592,11 +639,10 @@ pub fn complete_group_by(dialect: crate::exec::Dialect, sql: &str) -> Option<Str
                 continue;
             }
             let named = grouped.contains(&expr.to_string()) || alias.as_ref().is_some_and(|a| grouped.contains(a));
+            // The expression, not its alias: PostgreSQL reads a GROUP BY name as an input
+            // column first (`month` of a joined targets table).
             if !named {
-                missing.push(match alias {
-                    Some(a) => Expr::Identifier(sqlparser::ast::Ident::new(a)),
-                    None => expr.clone(),
-                });
+                missing.push(expr.clone());
             }
         }
         if missing.is_empty() {
@@ -889,6 +935,12 @@ mod tests {
         assert_eq!(with_measures(&cat, Sqlite, "2019年的客单价", "SELECT ROUND(AVG(amount),2) AS avg_amount FROM sales"), None);
         assert_eq!(with_measures(&cat, Sqlite, "各省客单价和销量", "SELECT province, SUM(quantity) AS quantity FROM sales GROUP BY province"), None);
         assert_eq!(with_measures(&cat, Sqlite, "2019年的销售额", "SELECT SUM(amount) AS amount FROM sales"), None);
+        // Inside a margin, beside the measure already written, or inside a ratio: unchanged.
+        let margin = "SELECT province, ROUND(AVG(amount),2) AS avg_amount, ROUND(SUM(profit)*100.0/SUM(amount),2) AS margin FROM sales GROUP BY province";
+        assert_eq!(with_measures(&cat, Sqlite, "2020年各省的客单价和利润率", margin), None);
+        let margin = "SELECT province, ROUND(SUM(profit)*100.0/SUM(amount),2) AS margin FROM sales GROUP BY province";
+        assert_eq!(with_measures(&cat, Sqlite, "2020年各省的客单价和利润率", margin), None);
+        assert_eq!(with_measures(&cat, Sqlite, "各大区的销售额和客单价", "SELECT region, SUM(amount) AS amount, AVG(amount) AS avg_amount FROM sales GROUP BY region"), None);
     }
 
     #[test]
@@ -936,6 +988,19 @@ mod tests {
             got.as_deref(),
             Some("SELECT region, ROUND(SUM(CASE WHEN profit < 0 THEN 1 ELSE 0 END) * 100.0 / NULLIF(COUNT(*), 0), 2) AS share_pct FROM sales GROUP BY region ORDER BY share_pct DESC")
         );
+        // Another figure beside it, or a ratio already: the model's query stands.
+        assert_eq!(part_share(Sqlite, "SELECT COUNT(*) AS orders, SUM(amount) AS amount FROM sales WHERE channel='线上'", &[]), None);
+        assert_eq!(part_share(Sqlite, "SELECT ROUND(SUM(profit)*100.0/SUM(amount),2) AS margin FROM sales WHERE region='华东'", &[]), None);
+        // Each group's share of a whole the part names, or a share past a threshold: not this plan.
+        let per = |q: &str| match plan(q) {
+            Some(Plan::Share { per_group, .. }) => Some(per_group),
+            _ => None,
+        };
+        assert_eq!(per("华东地区各品类销售额占总销售额的比例"), Some(false));
+        assert_eq!(per("2020年电子产品销售额在各大区总销售额里分别占多少比例"), Some(true));
+        assert_eq!(per("亏损订单占全部订单的比例超过5%的省份"), None);
+        let r = rows(&["category", "amount"], vec![vec![json!("家具"), json!(1.0)]]);
+        assert_eq!(Plan::Share { whole: vec![], per_group: false }.apply(Sqlite, "SELECT category, SUM(amount) AS amount FROM sales WHERE region='华东' GROUP BY category", &r), Outcome::Keep);
         // Nothing but the period to move: the model's query stands.
         assert_eq!(part_share(Sqlite, "SELECT SUM(amount) AS amount FROM sales WHERE substr(order_date,1,4)='2020'", &[]), None);
     }
@@ -959,7 +1024,10 @@ mod tests {
     #[test]
     fn every_plain_column_selected_is_grouped() {
         let got = complete_group_by(Sqlite, "SELECT substr(order_date,1,7) AS month, category, ROUND(SUM(amount),2) AS amount FROM sales GROUP BY category ORDER BY amount DESC");
-        assert_eq!(got.as_deref(), Some("SELECT substr(order_date, 1, 7) AS month, category, ROUND(SUM(amount), 2) AS amount FROM sales GROUP BY month, category ORDER BY amount DESC"));
+        assert_eq!(
+            got.as_deref(),
+            Some("SELECT substr(order_date, 1, 7) AS month, category, ROUND(SUM(amount), 2) AS amount FROM sales GROUP BY substr(order_date, 1, 7), category ORDER BY amount DESC")
+        );
         let got = complete_group_by(Postgres, "SELECT t.region, s.channel, COUNT(*) FROM sales_targets t JOIN sales s ON s.region=t.region GROUP BY s.channel");
         assert_eq!(got.as_deref(), Some("SELECT t.region, s.channel, COUNT(*) FROM sales_targets AS t JOIN sales AS s ON s.region = t.region GROUP BY t.region, s.channel"));
         // All grouped (by name or by alias), no GROUP BY, or rows listed: unchanged.

@@ -137,7 +137,7 @@ static SERIES: LazyLock<Regex> = LazyLock::new(|| {
 static YEAR_BEFORE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)同比|\byear[- ]over[- ]year\b|\byoy\b").expect("valid pattern"));
 /// Words that name the period just before, as long: 环比, month over month, 上个月.
 static PERIOD_BEFORE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)环比|上一?个?月|上一?个?季度|\b(month|quarter)[- ]over[- ](month|quarter)\b|\bmom\b|\bqoq\b|\b(previous|prior|preceding) (month|quarter)\b|\bthe month before\b")
+    Regex::new(r"(?i)环比|上一?个月|(^|[^线])上月|上一?个?季度|\b(month|quarter)[- ]over[- ](month|quarter)\b|\bmom\b|\bqoq\b|\b(previous|prior|preceding) (month|quarter)\b|\bthe month before\b")
         .expect("valid pattern")
 });
 /// A run of digits (a year is one of four, starting 19 or 20).
@@ -186,7 +186,13 @@ pub fn compared(question: &str) -> Option<(Period, Period)> {
         return None;
     }
     let p = find(question)?;
-    if PERIOD_BEFORE.is_match(question) {
+    // The period before one month, quarter or year; not a span the question names whole
+    // ("从2020年11月到12月环比": its two ends), nor a year-over-year change (同比).
+    let one = match p {
+        Period::Month(..) | Period::Year(_) => true,
+        Period::Range((y1, m1), (y2, m2)) => y1 == y2 && m2 == m1 + 2 && m1 % 3 == 1,
+    };
+    if one && PERIOD_BEFORE.is_match(question) && !YEAR_BEFORE.is_match(question) {
         return Some((p.before(), p));
     }
     if let Period::Range((a, 1), (b, 12)) = p {
@@ -216,6 +222,10 @@ pub fn compared(question: &str) -> Option<(Period, Period)> {
 /// before ("2020年每个月华南区的销售额环比增长率", "monthly sales growth rate in 2019"): a series
 /// with 环比 / month over month, or with a growth rate.
 pub fn successive(question: &str) -> bool {
+    // Not a change from the same period a year before, asked month by month (同比 per month).
+    if YEAR_BEFORE.is_match(question) {
+        return false;
+    }
     static RATE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)增长率|增速|增幅|涨幅|\bgrowth rates?\b|\b(percent(age)?|%) (change|growth)\b").expect("valid pattern"));
     SERIES.is_match(question) && (PERIOD_BEFORE.is_match(question) || RATE.is_match(question))
 }
@@ -302,6 +312,9 @@ mod tests {
             ("Month-over-month change in East China's sales for March 2020", Some((Month(2020, 2), Month(2020, 3)))),
             ("2020年第二季度利润环比增长了多少", Some((Range((2020, 1), (2020, 3)), Range((2020, 4), (2020, 6))))),
             ("2020年各月销售额环比增长率", None),
+            ("从2020年11月到2020年12月销售额环比增长了多少", None),
+            ("2019到2020年销售额环比增长了多少", y(2019, 2020)),
+            ("2020年3月线上月销售额同比增长了多少", Some((Month(2019, 3), Month(2020, 3)))),
             ("2020年每个月华南区的销售额环比增长率", None),
             ("How did each channel's sales change from 2019 to 2020?", y(2019, 2020)),
             ("2019年到2020年各渠道销售额的变化", y(2019, 2020)),
@@ -325,7 +338,8 @@ mod tests {
         for q in ["2020年每个月华南区的销售额环比增长率", "2020年各月销售额环比", "Monthly sales growth rate in 2019", "Month-over-month change of monthly profit in 2020"] {
             assert!(successive(q), "{q}");
         }
-        for q in ["2019到2020年销售额的增长趋势", "2018到2020年每年的销售额变化趋势", "2020年12月的销售额环比增长", "Monthly sales in 2019"] {
+        for q in ["2019到2020年销售额的增长趋势", "2018到2020年每年的销售额变化趋势", "2020年12月的销售额环比增长", "Monthly sales in 2019", "2020年每个月的销售额同比增长率", "2020年线上月度销售额"]
+        {
             assert!(!successive(q), "{q}");
         }
     }

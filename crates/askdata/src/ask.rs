@@ -572,6 +572,10 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
     if let Some(sql) = crate::compose::complete_group_by(db.conn.dialect(), &guarded) {
         guarded = sql;
     }
+    // Every value the question names of a column in the query's list of them.
+    if let Some(sql) = crate::compose::complete_in_list(&db.catalog, db.conn.dialect(), question, &guarded) {
+        guarded = sql;
+    }
     // Groups pinned to the one value the question names: no groups.
     if let Some(sql) = crate::compose::unpin_groups(db.conn.dialect(), &guarded) {
         guarded = sql;

@@ -257,8 +257,12 @@ impl Catalog {
 
     /// The values `question` names, longest match first and without overlaps, each once, found
     /// among the listed values of every column and the aliases (case-insensitive for aliases). A
-    /// value stored in several columns is linked to the first (coarsest) one: `北京` is a
-    /// province before it is a city.
+    /// value stored in several columns is linked to the one that holds the most of the values the
+    /// question names, and of those to the first (coarsest): `北京` is a province before it is a
+    /// city, but in "北京、上海、广州这三个城市" a city, as 广州 is.
+    ///
+    /// Why: linked as provinces beside the city 广州, 北京 and 上海 were compared as provinces
+    /// and 广州 left out (fresh5, fresh7).
     pub fn link(&self, question: &str) -> Vec<Link> {
         // (needle, value, alias?)
         let mut needles: Vec<(&str, &String, Option<&String>)> = Vec::new();
@@ -266,13 +270,19 @@ impl Catalog {
             needles.extend(c.values.iter().filter(|v| !v.trim().is_empty()).map(|v| (v.as_str(), v, None)));
         }
         needles.extend(self.aliases.iter().map(|a| (a.alias.as_str(), &a.value, Some(&a.alias))));
-        let mut links: Vec<Link> = Vec::new();
+        let mut named: Vec<(&String, Option<&String>)> = Vec::new();
         for (_, i) in find_words(question, needles.iter().map(|n| n.0)) {
             let (_, value, alias) = needles[i];
-            if links.iter().any(|l| l.value == *value) {
-                continue;
+            if !named.iter().any(|(v, _)| *v == value) {
+                named.push((value, alias));
             }
-            let home = self.tables.iter().flat_map(|t| t.columns.iter().map(move |c| (t, c))).find(|(_, c)| c.values.contains(value));
+        }
+        let columns: Vec<(&Table, &Column)> = self.tables.iter().flat_map(|t| t.columns.iter().map(move |c| (t, c))).collect();
+        let held = |c: &Column| named.iter().filter(|(v, _)| c.values.contains(v)).count();
+        let mut links: Vec<Link> = Vec::new();
+        for (value, alias) in named.iter().copied() {
+            // The first column of those holding the most named values (max_by_key keeps the last).
+            let home = columns.iter().filter(|(_, c)| c.values.contains(value)).rev().max_by_key(|(_, c)| held(c));
             if let Some((t, c)) = home {
                 links.push(Link { table: t.name.clone(), column: c.name.clone(), value: value.clone(), alias: alias.cloned() });
             }
@@ -472,10 +482,17 @@ mod tests {
         let l = cat.link("Monthly sales in north china vs Northeast China for office supplies, online");
         let got: Vec<(&str, &str)> = l.iter().map(|l| (l.column.as_str(), l.value.as_str())).collect();
         assert_eq!(got, vec![("region", "华北"), ("region", "东北"), ("category", "办公用品"), ("channel", "线上")]);
-        // 北京 is a province first; 深圳 only a city; 笔记本电脑 a product.
+        // 北京 is a province first; beside the city 深圳, a city; 笔记本电脑 a product.
+        let l = cat.link("北京的笔记本电脑销量");
+        let got: Vec<(&str, &str)> = l.iter().map(|l| (l.column.as_str(), l.value.as_str())).collect();
+        assert_eq!(got, vec![("province", "北京"), ("product", "笔记本电脑")]);
         let l = cat.link("北京和深圳的笔记本电脑销量");
         let got: Vec<(&str, &str)> = l.iter().map(|l| (l.column.as_str(), l.value.as_str())).collect();
-        assert_eq!(got, vec![("province", "北京"), ("city", "深圳"), ("product", "笔记本电脑")]);
+        assert_eq!(got, vec![("city", "北京"), ("city", "深圳"), ("product", "笔记本电脑")]);
+        let l = cat.link("对比一下北京、上海、广州这三个城市2020年的销售额");
+        assert!(l.iter().all(|l| l.column == "city"), "{l:?}");
+        let l = cat.link("北京和上海2020年的销售额对比");
+        assert!(l.iter().all(|l| l.column == "province"), "{l:?}");
         assert!(cat.link("员工的工资是多少").is_empty());
     }
 

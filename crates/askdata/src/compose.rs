@@ -799,6 +799,74 @@ pub fn past_target(catalog: &Catalog, dialect: crate::exec::Dialect, question: &
     Some(stmts[0].to_string())
 }
 
+/// `sql` (already guarded) with every value the question names of a column in the one `IN`
+/// list the query has on that column, where the list holds only named values and leaves some
+/// out (`region IN ('华北', '华南')` for "North China, South China and Southwest China"). `None`
+/// where nothing is missing, or the column has no list or more than one.
+///
+/// Why: generation requires the first two named values only ([`crate::shape::values_pattern`]:
+/// three intersected ran out of llguidance's fuel), and the model dropped the third (fresh5,
+/// fresh7, fresh8).
+pub fn complete_in_list(catalog: &Catalog, dialect: crate::exec::Dialect, question: &str, sql: &str) -> Option<String> {
+    use sqlparser::ast::{BinaryOperator, Expr, SetExpr, Statement, Value};
+    let links = catalog.link(question);
+    if links.len() < 3 {
+        return None;
+    }
+    let text = |e: &Expr| match e {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) => Some(s.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let mut stmts = parse(dialect, sql)?;
+    let [Statement::Query(q)] = &mut stmts[..] else { return None };
+    let SetExpr::Select(select) = q.body.as_mut() else { return None };
+    let selection = select.selection.as_mut()?;
+    // Each IN list of the WHERE's conjuncts: its column and its text values.
+    let listed: Vec<(String, Option<Vec<String>>)> = conjuncts(selection)
+        .into_iter()
+        .filter_map(|c| match c {
+            Expr::InList { expr, list, negated: false } => Some((column_name(expr)?, list.iter().map(text).collect())),
+            _ => None,
+        })
+        .collect();
+    // What each column's one list lacks, where it holds named values only.
+    let mut add: Vec<(String, Vec<String>)> = Vec::new();
+    for (column, values) in &listed {
+        let named: Vec<&str> = links.iter().filter(|l| &l.column == column).map(|l| l.value.as_str()).collect();
+        let Some(values) = values else { continue };
+        if listed.iter().filter(|(c, _)| c == column).count() > 1 || !values.iter().all(|v| named.contains(&v.as_str())) {
+            continue;
+        }
+        let missing: Vec<String> = named.iter().filter(|n| !values.iter().any(|v| v == *n)).map(|n| n.to_string()).collect();
+        if !missing.is_empty() {
+            add.push((column.clone(), missing));
+        }
+    }
+    if add.is_empty() {
+        return None;
+    }
+    fn extend(e: &mut Expr, add: &[(String, Vec<String>)]) {
+        match e {
+            Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
+                extend(left, add);
+                extend(right, add);
+            }
+            Expr::Nested(inner) => extend(inner, add),
+            Expr::InList { expr, list, negated: false } => {
+                if let Some((_, missing)) = column_name(expr).and_then(|c| add.iter().find(|(a, _)| *a == c)) {
+                    list.extend(missing.iter().map(|v| Expr::value(Value::SingleQuotedString(v.clone()))));
+                }
+            }
+            _ => {}
+        }
+    }
+    extend(selection, &add);
+    Some(stmts[0].to_string())
+}
+
 /// `sql` (already guarded) without its `GROUP BY` where every item it selects is an aggregate,
 /// so one total is asked for: `SELECT ROUND(SUM(amount),2) AS amount FROM sales WHERE ...
 /// GROUP BY amount` groups by the raw column its alias shadows, and answers hundreds of sums of
@@ -1124,5 +1192,21 @@ mod tests {
         let rate = "SELECT t.region, ROUND(SUM(s.amount)*100.0/SUM(t.target),2) AS completion FROM sales_targets t JOIN sales s ON s.region=t.region GROUP BY t.region";
         assert_eq!(f("Which regions fell short of their 2019 target?", rate), None);
         assert_eq!(crate::cues::chart_for(&cat, "2020年华北哪几个月没完成销售目标？"), Some(ChartType::Table));
+    }
+
+    #[tokio::test]
+    async fn a_list_of_named_values_holds_them_all() {
+        let (_d, cat) = crate::catalog::demo_catalog().await;
+        let f = |q: &str, sql: &str| complete_in_list(&cat, Sqlite, q, sql);
+        let q = "Compare the 2019 sales amount of North China, South China and Southwest China";
+        let two = "SELECT region, ROUND(SUM(amount),2) AS amount FROM sales WHERE region IN ('华北', '华南') AND substr(order_date,1,4)='2019' GROUP BY region";
+        assert_eq!(f(q, two).unwrap(), "SELECT region, ROUND(SUM(amount), 2) AS amount FROM sales WHERE region IN ('华北', '华南', '西南') AND substr(order_date, 1, 4) = '2019' GROUP BY region");
+        let cities = f("对比一下北京、上海、广州这三个城市2020年的销售额", "SELECT city, SUM(amount) FROM sales WHERE city IN ('上海', '北京') GROUP BY city").unwrap();
+        assert!(cities.contains("city IN ('上海', '北京', '广州')"), "{cities}");
+        // All there, a value not named, two lists on the column, or two values named: as it was.
+        assert_eq!(f(q, &two.replace("'华南')", "'华南', '西南')")), None);
+        assert_eq!(f(q, &two.replace("'华南')", "'东北')")), None);
+        assert_eq!(f(q, &two.replace(" AND substr", " AND region IN ('华北') AND substr")), None);
+        assert_eq!(f("Compare North China and South China in 2019", two), None);
     }
 }

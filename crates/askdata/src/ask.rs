@@ -614,11 +614,18 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
     if let Some(sql) = crate::compose::past_target(&db.catalog, db.conn.dialect(), question, &guarded) {
         guarded = sql;
     }
+    // A series per value of the column the question splits its figures over time by.
+    let mut reply_chart = reply.chart;
+    if let Some((sql, series)) = crate::compose::add_series(&db.catalog, db.conn.dialect(), question, &guarded) {
+        guarded = sql;
+        if let Some(c) = reply_chart.as_mut() {
+            c.series = Some(series);
+        }
+    }
     let mut rows = match exec::run(&mut db.conn, &guarded, opts.timeout).await {
         Ok(r) => r,
         Err(e) => return failed_run(db, question, output, guarded, e.to_string(), zh),
     };
-    let mut reply_chart = reply.chart;
     // A change between two periods, or groups past a threshold: the query around the model's.
     match crate::compose::plan(&db.catalog, question).map(|p| p.apply(db.conn.dialect(), &guarded, &rows)) {
         Some(crate::compose::Outcome::Composed(c)) => {

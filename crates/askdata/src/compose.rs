@@ -867,6 +867,64 @@ pub fn complete_in_list(catalog: &Catalog, dialect: crate::exec::Dialect, questi
     Some(stmts[0].to_string())
 }
 
+/// `sql` (already guarded) split into a series by the column the question asks for beside its
+/// time grain ([`crate::cues::series_column`]), where the model's query over one table groups by
+/// time alone: the column selected after the time, grouped, and ordered after it. With the
+/// column's name, for the chart's series. `None` where the query already selects or groups by
+/// it, groups by more or other than its first item, or reads more than one table.
+///
+/// Why: the model answered "北京和上海2020年每个月的销售额对比", "办公椅、会议桌、书架这三样在2019年
+/// 每个季度的销售额分别是多少" and "各个大区从2018到2020年每年的订单笔数是怎么变的？" with one
+/// series for all of them together (fresh6, fresh11, fresh12).
+pub fn add_series(catalog: &Catalog, dialect: crate::exec::Dialect, question: &str, sql: &str) -> Option<(String, String)> {
+    use sqlparser::ast::{Expr, Ident, OrderByKind, SelectItem, TableFactor};
+    let mut column = crate::cues::series_column(catalog, question)?;
+    let out = edit_grouped(dialect, sql, |select, groups, order_by| {
+        // The values named in an IN list: their column, as the query names them (北京 and 上海
+        // are provinces and cities alike).
+        let listed = select.selection.iter().flat_map(conjuncts).find_map(|c| match c {
+            Expr::InList { expr, list, negated: false } if list.len() > 1 => column_name(expr),
+            _ => None,
+        });
+        if let Some(l) = listed {
+            column = l;
+        }
+        let [from] = &select.from[..] else { return None };
+        if !from.joins.is_empty() || !matches!(from.relation, TableFactor::Table { .. }) || groups.len() != 1 {
+            return None;
+        }
+        // The time: the first item, by its alias or expression, is the one group.
+        let (first, alias) = match select.projection.first()? {
+            SelectItem::UnnamedExpr(e) => (e.clone(), None),
+            SelectItem::ExprWithAlias { expr, alias } => (expr.clone(), Some(alias.value.clone())),
+            _ => return None,
+        };
+        let group = groups[0].to_string();
+        if aggregate(&first) || (group != first.to_string() && Some(&group) != alias.as_ref()) {
+            return None;
+        }
+        let named = |e: &Expr| column_name(e).as_deref() == Some(column.as_str());
+        let selected = select.projection.iter().any(|i| matches!(i, SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } if named(e) || e.to_string() == column));
+        if selected || select.projection[1..].iter().any(|i| !matches!(i, SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } if aggregate(e))) {
+            return None;
+        }
+        let col = Expr::Identifier(Ident::new(column.clone()));
+        select.projection.insert(1, SelectItem::UnnamedExpr(col.clone()));
+        groups.push(col.clone());
+        // Ordered by time: then by the series.
+        if let Some(OrderByKind::Expressions(list)) = order_by.as_mut().map(|o| &mut o.kind) {
+            if list.len() == 1 && (list[0].expr.to_string() == group || list[0].expr.to_string() == first.to_string()) {
+                let mut next = list[0].clone();
+                next.expr = col;
+                next.options.asc = None;
+                list.push(next);
+            }
+        }
+        Some(())
+    })?;
+    Some((out, column))
+}
+
 /// `sql` (already guarded) without its `GROUP BY` where every item it selects is an aggregate,
 /// so one total is asked for: `SELECT ROUND(SUM(amount),2) AS amount FROM sales WHERE ...
 /// GROUP BY amount` groups by the raw column its alias shadows, and answers hundreds of sums of
@@ -1208,5 +1266,23 @@ mod tests {
         assert_eq!(f(q, &two.replace("'华南')", "'东北')")), None);
         assert_eq!(f(q, &two.replace(" AND substr", " AND region IN ('华北') AND substr")), None);
         assert_eq!(f("Compare North China and South China in 2019", two), None);
+    }
+
+    #[tokio::test]
+    async fn figures_over_time_split_into_the_series_asked_for() {
+        let (_d, cat) = crate::catalog::demo_catalog().await;
+        let f = |q: &str, sql: &str| add_series(&cat, Sqlite, q, sql);
+        let monthly =
+            "SELECT substr(order_date,1,7) AS month, ROUND(SUM(amount),2) AS amount FROM sales WHERE city IN ('北京', '上海') AND substr(order_date,1,4)='2020' GROUP BY month ORDER BY month";
+        let (sql, series) = f("北京和上海2020年每个月的销售额对比", monthly).unwrap();
+        assert_eq!(series, "city");
+        assert_eq!(sql, "SELECT substr(order_date, 1, 7) AS month, city, ROUND(SUM(amount), 2) AS amount FROM sales WHERE city IN ('北京', '上海') AND substr(order_date, 1, 4) = '2020' GROUP BY month, city ORDER BY month, city");
+        let yearly = "SELECT substr(order_date,1,4) AS year, COUNT(*) AS orders FROM sales GROUP BY year ORDER BY year";
+        assert_eq!(f("各个大区从2018到2020年每年的订单笔数是怎么变的？", yearly).unwrap().1, "region");
+        // Their total, no time grain, the series already there, or a join: as it was.
+        assert_eq!(f("北京和上海2020年每个月的销售额合计", monthly), None);
+        assert_eq!(f("北京和上海2020年的销售额对比", monthly), None);
+        assert_eq!(f("2020年每个月各渠道的销售额", "SELECT substr(order_date,1,7) AS month, channel, SUM(amount) FROM sales GROUP BY month, channel"), None);
+        assert_eq!(f("2020年每个月的销售额", monthly), None);
     }
 }

@@ -178,6 +178,22 @@ pub fn group_column(catalog: &Catalog, question: &str) -> Option<String> {
     if grain(question).is_some() || MONTHLY.is_match(question) {
         return None;
     }
+    dimension_asked(catalog, question)
+}
+
+/// The column a question about figures over time splits its series by ("各个大区从2018到2020年
+/// 每年的订单笔数", "北京和上海2020年每个月的销售额对比", "2019年每个季度各品类的销售额"): a
+/// grouping word before a text column, or two values of one column, beside a time grain; not
+/// where it asks for their total.
+pub fn series_column(catalog: &Catalog, question: &str) -> Option<String> {
+    if (grain(question).is_none() && !MONTHLY.is_match(question)) || TOTAL.is_match(question) {
+        return None;
+    }
+    dimension_asked(catalog, question)
+}
+
+/// A grouping word before a glossary word of a text column, or two values of one column.
+fn dimension_asked(catalog: &Catalog, question: &str) -> Option<String> {
     let date = catalog.date_column();
     let dimension = |qualified: &str| -> Option<String> {
         let (table, column) = qualified.split_once('.')?;

@@ -610,6 +610,10 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
     if let Some(sql) = crate::compose::with_measures(&db.catalog, db.conn.dialect(), question, &guarded) {
         guarded = sql;
     }
+    // A number of orders asked for, and another figure given: the count.
+    if let Some(sql) = crate::compose::with_count(&db.catalog, db.conn.dialect(), question, &guarded) {
+        guarded = sql;
+    }
     // The rows short of (or beyond) their target, where the question asks for those.
     if let Some(sql) = crate::compose::past_target(&db.catalog, db.conn.dialect(), question, &guarded) {
         guarded = sql;

@@ -447,6 +447,17 @@ pub fn measures_required(catalog: &Catalog, question: &str) -> Vec<String> {
     catalog.measures_asked(question).into_iter().filter(|m| measure_opening(m).is_some()).map(|m| format!(".*{}.* FROM .*", measure_regex(catalog, m))).collect()
 }
 
+/// Words that ask for a number of orders.
+static COUNT_ASKED: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)订单数|订单量|多少单|几单|单数|多少笔|几笔|笔数|(多少|几)(个|条)?订单|\b(order counts?|numbers? of orders|how many orders|orders? count)\b").expect("valid pattern")
+});
+
+/// Whether the question asks for a number of orders ("多少单", "Order count by quarter"). All 67
+/// gold answers of such questions across the shipped sets count.
+pub fn count_asked(question: &str) -> bool {
+    COUNT_ASKED.is_match(question)
+}
+
 /// Words that ask for a rate, a share, a percentage, a change or an average (客单价, per order).
 static RATE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)率|百分|比例|比重|占|构成|增长|增幅|增速|同比|环比|变化|涨|跌|完成|达成|达标|平均|均价|单价|每单|每笔|%|％|\b(per ?cent(age)?s?|shares?|ratios?|rates?|margins?|proportions?|growth|gr[eo]w(s|ing)?|changes?|changed|completion|achiev\w*|attain\w*|increase[ds]?|decrease[ds]?|drop(ped)?|rise|rose|fell|average|avg|mean|per)\b")

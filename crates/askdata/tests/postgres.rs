@@ -115,7 +115,8 @@ async fn postgres_demo_answers_like_sqlite_read_only_and_under_a_time_limit() {
     }
 
     // Composed answers (a change between two periods or along a series, groups past a
-    // threshold, a part's share, a measure, a pinned group dropped: compose.rs) run on
+    // threshold, a part's share, a measure, a pinned group dropped, rows past their target, a
+    // list of named values completed, a series split, a count: compose.rs) run on
     // PostgreSQL and give SQLite's rows, from the query the model writes for the plain question.
     for (q, reply, composed) in [
         (
@@ -157,6 +158,31 @@ async fn postgres_demo_answers_like_sqlite_read_only_and_under_a_time_limit() {
             "What were total sales in 广东 province in 2020?",
             r#"{"sql":"SELECT province, ROUND(SUM(amount),2) AS amount FROM sales WHERE province IN ('广东') AND substr(order_date,1,7) BETWEEN '2020-01' AND '2020-12' GROUP BY province ORDER BY amount DESC","chart":{"type":"bar","x":"province","y":"amount"}}"#,
             "SELECT ROUND(SUM(amount), 2) AS amount FROM sales WHERE",
+        ),
+        (
+            "2020年华北哪几个月没完成销售目标？",
+            r#"{"sql":"SELECT t.month, t.target, s.amount FROM sales_targets t JOIN (SELECT region, substr(order_date,1,7) AS month, ROUND(SUM(amount),2) AS amount FROM sales GROUP BY region, month) s ON s.region=t.region AND s.month=t.month WHERE t.region='华北' AND t.month BETWEEN '2020-01' AND '2020-12' ORDER BY t.month","chart":{"type":"table"}}"#,
+            "AND s.amount < t.target",
+        ),
+        (
+            "In which months of 2019 did South China beat its sales target?",
+            r#"{"sql":"SELECT t.month, t.target, ROUND(SUM(s.amount),2) AS amount FROM sales_targets t JOIN sales s ON s.region=t.region AND substr(s.order_date,1,7)=t.month WHERE t.region='华南' AND t.month BETWEEN '2019-01' AND '2019-12' GROUP BY t.month, t.target ORDER BY t.month","chart":{"type":"table"}}"#,
+            "HAVING ROUND(SUM(s.amount), 2) > t.target",
+        ),
+        (
+            "Compare the 2019 sales amount of North China, South China and Southwest China",
+            r#"{"sql":"SELECT region, ROUND(SUM(amount),2) AS amount FROM sales WHERE region IN ('华北', '华南') AND substr(order_date,1,7) BETWEEN '2019-01' AND '2019-12' GROUP BY region ORDER BY amount DESC","chart":{"type":"bar","x":"region","y":"amount"}}"#,
+            "IN ('华北', '华南', '西南')",
+        ),
+        (
+            "北京和上海2020年每个月的销售额对比",
+            r#"{"sql":"SELECT substr(order_date,1,7) AS month, ROUND(SUM(amount),2) AS amount FROM sales WHERE province IN ('北京', '上海') AND substr(order_date,1,7) BETWEEN '2020-01' AND '2020-12' GROUP BY month ORDER BY month","chart":{"type":"line","x":"month","y":"amount"}}"#,
+            "GROUP BY month, province ORDER BY month, province",
+        ),
+        (
+            "Order count by quarter for Central China in 2020",
+            r#"{"sql":"SELECT (CAST(substr(order_date,6,2) AS INTEGER)+2)/3 AS quarter, ROUND(SUM(amount),2) AS amount FROM sales WHERE region='华中' AND substr(order_date,1,7) BETWEEN '2020-01' AND '2020-12' GROUP BY quarter ORDER BY quarter","chart":{"type":"bar","x":"quarter","y":"amount"}}"#,
+            "COUNT(*) AS orders",
         ),
     ] {
         let opts = AskOptions::default();

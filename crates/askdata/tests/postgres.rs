@@ -110,8 +110,9 @@ async fn postgres_demo_answers_like_sqlite_read_only_and_under_a_time_limit() {
     eprintln!("{same} gold queries gave the same rows on PostgreSQL; {} use SQLite-only SQL:\n{}", sqlite_only.len(), sqlite_only.join("\n"));
     // 354 of 354 when written.
     assert!(same >= 300, "only {same} gold queries ran alike; SQLite-only: {sqlite_only:#?}");
+    // SQLite-only: a function (strftime), or a subquery in FROM without an alias (fresh13).
     for f in &sqlite_only {
-        assert!(f.contains("does not exist"), "a gold query failed for another reason than a SQLite-only function: {f}");
+        assert!(f.contains("does not exist") || f.contains("subquery in FROM must have an alias"), "a gold query failed for another reason than SQLite-only SQL: {f}");
     }
 
     // Composed answers (a change between two periods or along a series, groups past a

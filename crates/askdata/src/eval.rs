@@ -58,7 +58,7 @@ pub const FRESH_SETS: [(&str, &str); 13] = [
     ("fresh12", include_str!("../data/fresh12.jsonl")),
     // Written on 2026-12-01 by another reviewer who saw neither the code nor any shipped set,
     // before the target filter, the one-row answers, the completed lists, the series split and
-    // the refuted refusals; measured before and after each of them, read after the first. (Three
+    // the refuted refusals; measured once before anything was changed for it, then read. (Three
     // of its 32 questions repeated fresh2's, fresh3's and fresh5's nearly word for word and were
     // taken out.)
     ("fresh13", include_str!("../data/fresh13.jsonl")),

@@ -779,10 +779,17 @@ pub fn past_target(catalog: &Catalog, dialect: crate::exec::Dialect, question: &
     }
     let ([actual], [target]) = (&actual[..], &target[..]) else { return None };
     // Already compared: a condition between two non-literal sides.
+    fn literal(e: &Expr) -> bool {
+        match e {
+            Expr::Value(_) | Expr::TypedString { .. } => true,
+            Expr::UnaryOp { expr, .. } | Expr::Nested(expr) => literal(expr),
+            _ => false,
+        }
+    }
     let compares = |e: &Expr| {
         conjuncts(e).into_iter().any(|c| {
             matches!(c, Expr::BinaryOp { left, op: BinaryOperator::Lt | BinaryOperator::Gt | BinaryOperator::LtEq | BinaryOperator::GtEq, right }
-                if !matches!(**left, Expr::Value(_)) && !matches!(**right, Expr::Value(_)))
+                if !literal(left) && !literal(right))
         })
     };
     if select.selection.as_ref().is_some_and(compares) || select.having.as_ref().is_some_and(compares) {
@@ -809,8 +816,12 @@ pub fn past_target(catalog: &Catalog, dialect: crate::exec::Dialect, question: &
 /// fresh7, fresh8).
 pub fn complete_in_list(catalog: &Catalog, dialect: crate::exec::Dialect, question: &str, sql: &str) -> Option<String> {
     use sqlparser::ast::{BinaryOperator, Expr, SetExpr, Statement, Value};
+    // A value named to leave out, or to compare the list with ("除了华北", "比华北高多少").
+    static SET_APART: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"(?i)除了|除去|不含|不包括|以外|之外|比.{0,8}(高|低|多|少|大|小)|\b(except|excluding|other than|besides|apart from|than|compared (to|with)|relative to)\b").expect("valid pattern")
+    });
     let links = catalog.link(question);
-    if links.len() < 3 {
+    if links.len() < 3 || SET_APART.is_match(question) {
         return None;
     }
     let text = |e: &Expr| match e {
@@ -882,8 +893,10 @@ pub fn add_series(catalog: &Catalog, dialect: crate::exec::Dialect, question: &s
     let out = edit_grouped(dialect, sql, |select, groups, order_by| {
         // The values named in an IN list: their column, as the query names them (北京 and 上海
         // are provinces and cities alike).
+        // Only where the list holds the values the question named of the asked column.
+        let named: Vec<String> = catalog.link(question).into_iter().filter(|l| l.column == column).map(|l| format!("'{}'", l.value)).collect();
         let listed = select.selection.iter().flat_map(conjuncts).find_map(|c| match c {
-            Expr::InList { expr, list, negated: false } if list.len() > 1 => column_name(expr),
+            Expr::InList { expr, list, negated: false } if list.len() > 1 && list.iter().all(|v| named.contains(&v.to_string())) => column_name(expr),
             _ => None,
         });
         if let Some(l) = listed {
@@ -951,7 +964,8 @@ pub fn with_count(catalog: &Catalog, dialect: crate::exec::Dialect, question: &s
         _ => None,
     };
     let items: Vec<(Expr, Option<String>)> = select.projection.iter().map(item).collect::<Option<_>>()?;
-    if items.iter().any(|(e, _)| aggregate_calls(e).iter().any(|(f, _)| f == "COUNT")) {
+    // Counting anywhere already (`ORDER BY COUNT(*)` beside the figure asked of the top one).
+    if sql.to_ascii_uppercase().contains("COUNT(") {
         return None;
     }
     let figures: Vec<usize> = (0..items.len()).filter(|&i| aggregate(&items[i].0)).collect();
@@ -966,8 +980,11 @@ pub fn with_count(catalog: &Catalog, dialect: crate::exec::Dialect, question: &s
         _ => return None,
     };
     select.projection[at] = count;
+    // The figure's name or its aggregate, bare or rounded (`ORDER BY SUM(amount)` beside
+    // `ROUND(SUM(amount),2) AS amount`).
+    let calls = aggregate_calls(old);
     if let Some(OrderByKind::Expressions(list)) = q.order_by.as_mut().map(|o| &mut o.kind) {
-        for o in list.iter_mut().filter(|o| names.contains(&o.expr.to_string())) {
+        for o in list.iter_mut().filter(|o| names.contains(&o.expr.to_string()) || (aggregate(&o.expr) && aggregate_calls(&o.expr) == calls)) {
             o.expr = Expr::Identifier(Ident::new("orders"));
         }
     }
@@ -1315,6 +1332,8 @@ mod tests {
         assert_eq!(f(q, &two.replace("'华南')", "'东北')")), None);
         assert_eq!(f(q, &two.replace(" AND substr", " AND region IN ('华北') AND substr")), None);
         assert_eq!(f("Compare North China and South China in 2019", two), None);
+        assert_eq!(f("除了西南，华北和华南2019年的销售额", two), None);
+        assert_eq!(f("华北和华南2019年分别比西南高多少", two), None);
     }
 
     #[tokio::test]
@@ -1330,13 +1349,17 @@ mod tests {
         assert_eq!(f("各个大区从2018到2020年每年的订单笔数是怎么变的？", yearly).unwrap().1, "region");
         // Their total, no time grain, the series already there, or a join: as it was.
         assert_eq!(f("北京和上海2020年每个月的销售额合计", monthly), None);
+        assert_eq!(f("北京和上海2020年每个月加起来的销售额", monthly), None);
+        // The series asked (各渠道), not the column of a list of other values.
+        let two_regions = "SELECT substr(order_date,1,7) AS month, SUM(amount) FROM sales WHERE region IN ('华东', '华南') GROUP BY month ORDER BY month";
+        assert_eq!(f("2020年华东和华南每个月各渠道的销售额", two_regions).unwrap().1, "channel");
         assert_eq!(f("北京和上海2020年的销售额对比", monthly), None);
         assert_eq!(f("2020年每个月各渠道的销售额", "SELECT substr(order_date,1,7) AS month, channel, SUM(amount) FROM sales GROUP BY month, channel"), None);
         assert_eq!(f("2020年每个月的销售额", monthly), None);
     }
 
     #[test]
-    fn a_number_of_orders_asked_is_counted() {
+    fn a_number_of_orders_asked_is_counted_and_ranked() {
         let cat = catalog();
         let f = |q: &str, sql: &str| with_count(&cat, Sqlite, q, sql);
         assert_eq!(f("成都2020年第三季度一共卖了多少单", "SELECT ROUND(SUM(amount),2) AS amount FROM sales WHERE city='成都'").unwrap(), "SELECT COUNT(*) AS orders FROM sales WHERE city = '成都'");
@@ -1344,7 +1367,12 @@ mod tests {
             f("Order count by quarter for Central China in 2020", "SELECT quarter, SUM(amount) AS amount FROM sales GROUP BY quarter ORDER BY amount DESC").unwrap(),
             "SELECT quarter, COUNT(*) AS orders FROM sales GROUP BY quarter ORDER BY orders DESC"
         );
-        // Counted already, not asked, more figures, or groups filtered: as it was.
+        assert_eq!(
+            f("各城市的订单数", "SELECT city, ROUND(SUM(amount),2) AS amount FROM sales GROUP BY city ORDER BY SUM(amount) DESC").unwrap(),
+            "SELECT city, COUNT(*) AS orders FROM sales GROUP BY city ORDER BY orders DESC"
+        );
+        // Counted already (anywhere), not asked, more figures, or groups filtered: as it was.
+        assert_eq!(f("订单数最多的城市销售额是多少", "SELECT city, SUM(amount) FROM sales GROUP BY city ORDER BY COUNT(*) DESC LIMIT 1"), None);
         assert_eq!(f("2020年一共多少单", "SELECT COUNT(*) AS orders FROM sales"), None);
         assert_eq!(f("2020年的销售额", "SELECT SUM(amount) AS amount FROM sales"), None);
         assert_eq!(f("各渠道的销售额和订单数", "SELECT channel, SUM(amount), SUM(profit) FROM sales GROUP BY channel"), None);

@@ -67,7 +67,7 @@ pub fn chart_for(catalog: &Catalog, question: &str) -> Option<ChartType> {
         // The rows short of (or beyond) their target, listed with both figures: a table, as the
         // teaching data and eight of the nine such gold answers across the fresh sets draw them.
         // Which one stands out, alone: a table, as four of the five such gold answers draw it.
-        if past_target(question).is_some() || crate::period::one_best(question) {
+        if (past_target(question).is_some() && against_target(catalog, question)) || crate::period::one_best(question) {
             return Some(ChartType::Table);
         }
         // Actual figures listed beside their targets (no rate, no gap): a table, as the teaching
@@ -186,7 +186,8 @@ pub fn group_column(catalog: &Catalog, question: &str) -> Option<String> {
 /// grouping word before a text column, or two values of one column, beside a time grain; not
 /// where it asks for their total.
 pub fn series_column(catalog: &Catalog, question: &str) -> Option<String> {
-    if (grain(question).is_none() && !MONTHLY.is_match(question)) || TOTAL.is_match(question) {
+    static TOGETHER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)加起来|合起来|加总|\b(combined|together)\b").expect("valid pattern"));
+    if (grain(question).is_none() && !MONTHLY.is_match(question)) || TOTAL.is_match(question) || TOGETHER.is_match(question) {
         return None;
     }
     dimension_asked(catalog, question)
@@ -267,11 +268,11 @@ pub fn sign_sides(question: &str) -> (bool, bool) {
     (below, above)
 }
 
-/// Chinese words for an actual figure beyond or short of its target, in both rules below.
-const PAST_TARGET: &str = r"超额|(超过|低于|高于|不到)了?(销售)?目标";
+/// Chinese words for an actual figure beyond or short of its target, for [`against_target`].
+const PAST_TARGET: &str = r"超额|(超过|超出|低于|高于|不到)了?(销售)?目标";
 
 static ACHIEVED: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(&format!(r"(?i)实际|完成|达成|达标|达到|实绩|差距|{PAST_TARGET}|\b(actuals?|against|versus|vs\.?|compared?|above|below|beat|met|meet|miss(ed)?|hit|achiev\w*|attain\w*|exceed\w*|short|reach(ed)?|completion|percent(age)?|close)\b"))
+    Regex::new(&format!(r"(?i)实际|完成|达成|达标|达到|实绩|差距|{PAST_TARGET}|\b(actuals?|against|versus|vs\.?|compared?|above|below|beat|met|meet|miss(ed)?|hit|achiev\w*|attain\w*|exceed\w*|surpass\w*|short|reach(ed)?|completion|percent(age)?|close)\b"))
         .expect("valid pattern")
 });
 
@@ -281,7 +282,8 @@ static SHORT: LazyLock<Regex> = LazyLock::new(|| {
         .expect("valid pattern")
 });
 static OVER: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)超额|(超过|超出|高于)了?(销售)?目标|\b(above|over|beat|exceed\w*|met|meet|hit|surpass\w*)( (its|their|the))?( monthly| sales)* targets?\b").expect("valid pattern")
+    Regex::new(r"(?i)超额|(超过|超出|高于)了?(销售)?目标|(^|[^没未])(完成|达成)了(销售)?目标|\b(above|over|beat|exceed\w*|met|meet|hit|surpass\w*)( (its|their|the))?( monthly| sales)* targets?\b")
+        .expect("valid pattern")
 });
 
 /// Whether the question picks the rows where an actual figure fell short of, or beat, its target
@@ -333,7 +335,8 @@ static DATED: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(19|20)[0-9]{2}[-/
 /// as 10000, "2.5 million" and "2百万" as 2500000 and 2000000, "1000-5000元" as both), as they would be written in SQL: not parts of its period
 /// (`2019年3月`, `Q1`, `2018-06`, `3-5月`, a year), nor its top-n.
 pub fn amounts(question: &str) -> Vec<String> {
-    let top = crate::period::top_n(question).map(|n| n.to_string());
+    // The count the question names ("前5"), not the one row of "which one".
+    let top = crate::period::counted_top(question).map(|n| n.to_string());
     let dates: Vec<std::ops::Range<usize>> = DATED.find_iter(question).map(|m| m.range()).collect();
     NUMBER
         .find_iter(question)
@@ -448,9 +451,8 @@ pub fn measures_required(catalog: &Catalog, question: &str) -> Vec<String> {
 }
 
 /// Words that ask for a number of orders.
-static COUNT_ASKED: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)订单数|订单量|多少单|几单|单数|多少笔|几笔|笔数|(多少|几)(个|条)?订单|\b(order counts?|numbers? of orders|how many orders|orders? count)\b").expect("valid pattern")
-});
+static COUNT_ASKED: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)订单数|订单量|多少单|几单|多少笔|几笔|笔数|(多少|几)(个|条)?订单|\b(order counts?|numbers? of orders|how many orders|orders? count)\b").expect("valid pattern"));
 
 /// Whether the question asks for a number of orders ("多少单", "Order count by quarter"). All 67
 /// gold answers of such questions across the shipped sets count.

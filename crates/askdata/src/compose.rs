@@ -321,6 +321,8 @@ impl Plan {
                 let limit = top.filter(|_| !keys.is_empty()).map_or(String::new(), |n| format!(" LIMIT {n}"));
                 let composed = format!("SELECT {} FROM ({after}) AS a JOIN ({before}) AS b ON {on}{order}{limit}", select.join(", "));
                 let chart = match (keys, values) {
+                    // The one group that changed most: a row, as "which one" is answered.
+                    ([k], _) if *top == Some(1) => (crate::chart::ChartType::Table, Some(k.clone())),
                     ([k], _) => (crate::chart::ChartType::Bar, Some(k.clone())),
                     ([], false) => (crate::chart::ChartType::Number, None),
                     _ => (crate::chart::ChartType::Table, None),
@@ -1110,6 +1112,10 @@ mod tests {
         let top = Plan::Change { earlier: Period::Year(2019), later: Period::Year(2020), values: false, top: Some(3), lowest: true };
         let c = composed(top.apply(Sqlite, &sql.replace("LIMIT 1000", "LIMIT 3"), &got));
         assert!(c.sql.ends_with("ORDER BY growth ASC NULLS LAST LIMIT 3") && c.sql.matches("LIMIT").count() == 1, "{}", c.sql);
+        assert_eq!(c.chart.as_ref().map(|c| c.0), Some(ChartType::Bar));
+        // The one that changed most ("哪个大区增长最多"): a row, as a table.
+        let one = Plan::Change { earlier: Period::Year(2019), later: Period::Year(2020), values: false, top: Some(1), lowest: false };
+        assert_eq!(composed(one.apply(Sqlite, sql, &got)).chart.map(|c| c.0), Some(ChartType::Table));
         // A year written as its first four characters, as the guard prints it.
         let by_year = "SELECT region, SUM(amount) AS amount FROM sales WHERE substr(order_date, 1, 4) = '2020' GROUP BY region";
         assert!(composed(p.apply(Sqlite, by_year, &got)).sql.contains("substr(order_date, 1, 4) = '2019'"));

@@ -171,7 +171,7 @@ static MONTHLY: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?i)每一?个?月|各月|逐月|按月|分月|月度|走势|趋势|\bmonthly\b|\b(by|per|each) month\b|\bmonth by month\b|\btrends?\b").expect("valid pattern"));
 static GROUP_BEFORE: LazyLock<Vec<Regex>> = LazyLock::new(|| {
     [
-        r"(各|每一?个|每一?种|每类|哪一?个|哪些|哪几个|按照?|分)(个)?$",
+        r"(各|每一?个|每一?种|每类|每样|每款|每家|哪一?个|哪些|哪几个|按照?|分)(个)?$",
         r"前[0-9一二三四五六七八九十两]+(个|名|大)?$",
         r"(?i)\b(by|per|each|every|across|among|which|what)\s+(the\s+)?$",
         r"(?i)\btop\s+\d+\s+$",

@@ -290,6 +290,8 @@ mod tests {
             "SELECT (CAST(substr(order_date,6,2) AS INTEGER)+2)/3 AS quarter, SUM(quantity) AS quantity FROM sales WHERE channel='线上' AND substr(order_date,1,7) BETWEEN '2020-07' AND '2020-09' GROUP BY quarter ORDER BY quarter"
         ));
         assert_eq!(crate::cues::month_grain(&db.catalog, "华南地区2019年上半年每月实际销售额与目标"), None);
+        // 每样 groups as 每个 does (fresh11).
+        assert_eq!(crate::cues::group_column(&db.catalog, "家具这一类下面，每样产品累计卖出去多少件？").as_deref(), Some("product"));
         // A line over a span of months is month by month: the showcase question.
         assert_eq!(crate::cues::month_grain(&db.catalog, "华北地区2019年3-5月的销售额,用折线图来表示"), Some(crate::cues::Grain::Month));
         assert_eq!(crate::cues::month_grain(&db.catalog, "2019年3月华北的销售额,用折线图来表示"), None);

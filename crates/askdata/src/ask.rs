@@ -602,6 +602,10 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
     };
     // One total asked for, grouped by its own figure: the total.
     let mut guarded = crate::compose::ungroup_totals(db.conn.dialect(), &guarded).unwrap_or(guarded);
+    // A group named by a select alias that a joined table's column shadows: its expression.
+    if let Some(sql) = crate::compose::unalias_groups(db.conn.dialect(), &guarded) {
+        guarded = sql;
+    }
     // Every plain column selected beside an aggregate is grouped.
     if let Some(sql) = crate::compose::complete_group_by(db.conn.dialect(), &guarded) {
         guarded = sql;

@@ -624,6 +624,36 @@ pub fn with_measures(catalog: &Catalog, dialect: crate::exec::Dialect, question:
     Some(stmts[0].to_string())
 }
 
+/// `sql` (already guarded) grouped by the expression a select alias stands for, where the
+/// query joins tables and the `GROUP BY` names the alias bare (`substr(s.month,1,7) AS month ...
+/// GROUP BY month` over `sales_targets t JOIN (...) s`): SQLite reads such a name as the joined
+/// tables' column first and fails with "ambiguous column name", and PostgreSQL groups by the
+/// column. `None` where nothing is replaced.
+///
+/// Why: the model wrote that for "For East China in 2020, show each month's actual sales against
+/// its target and the achievement rate." (fresh9), and the answer was an error.
+pub fn unalias_groups(dialect: crate::exec::Dialect, sql: &str) -> Option<String> {
+    use sqlparser::ast::{Expr, SelectItem};
+    edit_grouped(dialect, sql, |select, groups, _| {
+        if select.from.len() < 2 && select.from.iter().all(|f| f.joins.is_empty()) {
+            return None;
+        }
+        let mut changed = false;
+        for g in groups.iter_mut() {
+            let Expr::Identifier(name) = &*g else { continue };
+            let aliased = select.projection.iter().find_map(|i| match i {
+                SelectItem::ExprWithAlias { expr, alias } if alias.value == name.value && !matches!(expr, Expr::Identifier(i) if i.value == name.value) => Some(expr.clone()),
+                _ => None,
+            });
+            if let Some(e) = aliased.filter(|e| !aggregate(e)) {
+                *g = e;
+                changed = true;
+            }
+        }
+        changed.then_some(())
+    })
+}
+
 /// `sql` (already guarded) with every plain column it selects beside an aggregate in its
 /// `GROUP BY`, where the model left one out (`SELECT month, category, SUM(amount) ... GROUP BY
 /// category`: SQLite answers one arbitrary month per category, PostgreSQL refuses). `None`
@@ -1384,5 +1414,14 @@ mod tests {
         assert_eq!(f("各渠道的销售额和订单数", "SELECT channel, SUM(amount), SUM(profit) FROM sales GROUP BY channel"), None);
         assert_eq!(f("各渠道的销售额和订单数", "SELECT channel, SUM(amount) FROM sales GROUP BY channel"), None);
         assert_eq!(f("订单数超过300的城市", "SELECT city, SUM(amount) FROM sales GROUP BY city HAVING SUM(amount) > 300"), None);
+    }
+
+    #[test]
+    fn a_group_named_by_an_alias_in_a_join_is_grouped_by_its_expression() {
+        let joined = "SELECT substr(s.month,1,7) AS month, ROUND(SUM(s.amount)*100.0/SUM(t.target),2) AS achievement FROM sales_targets t JOIN (SELECT region, substr(order_date,1,7) AS month, SUM(amount) AS amount FROM sales GROUP BY region, month) s ON s.region=t.region AND s.month=t.month GROUP BY month";
+        assert!(unalias_groups(Sqlite, joined).unwrap().ends_with("GROUP BY substr(s.month, 1, 7)"));
+        assert!(unalias_groups(Sqlite, "SELECT t.month AS month, SUM(s.amount) FROM sales_targets t JOIN sales s ON s.region=t.region GROUP BY month").unwrap().ends_with("GROUP BY t.month"));
+        // One table: as it was.
+        assert_eq!(unalias_groups(Sqlite, "SELECT substr(order_date,1,7) AS month, SUM(amount) FROM sales GROUP BY month"), None);
     }
 }

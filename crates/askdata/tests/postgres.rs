@@ -117,8 +117,9 @@ async fn postgres_demo_answers_like_sqlite_read_only_and_under_a_time_limit() {
 
     // Composed answers (a change between two periods or along a series, groups past a
     // threshold, a part's share, a measure, a pinned group dropped, rows past their target, a
-    // list of named values completed, a series split, a count: compose.rs) run on
-    // PostgreSQL and give SQLite's rows, from the query the model writes for the plain question.
+    // list of named values completed, a series split, a count, a group named by a shadowed
+    // alias: compose.rs) run on PostgreSQL and give SQLite's rows, from the query the model
+    // writes for the plain question.
     for (q, reply, composed) in [
         (
             "各大区2020年销售额比2019年增长了百分之多少",
@@ -179,6 +180,11 @@ async fn postgres_demo_answers_like_sqlite_read_only_and_under_a_time_limit() {
             "北京和上海2020年每个月的销售额对比",
             r#"{"sql":"SELECT substr(order_date,1,7) AS month, ROUND(SUM(amount),2) AS amount FROM sales WHERE province IN ('北京', '上海') AND substr(order_date,1,7) BETWEEN '2020-01' AND '2020-12' GROUP BY month ORDER BY month","chart":{"type":"line","x":"month","y":"amount"}}"#,
             "GROUP BY month, province ORDER BY month, province",
+        ),
+        (
+            "For East China in 2020, show each month's achievement rate against its target.",
+            r#"{"sql":"SELECT substr(s.month,1,7) AS month, ROUND(SUM(s.amount)*100.0/SUM(t.target),2) AS achievement FROM sales_targets t JOIN (SELECT region, substr(order_date,1,7) AS month, ROUND(SUM(amount),2) AS amount FROM sales GROUP BY region, month) s ON s.region=t.region AND s.month=t.month WHERE t.region='华东' AND t.month BETWEEN '2020-01' AND '2020-12' GROUP BY month ORDER BY month","chart":{"type":"line","x":"month","y":"achievement"}}"#,
+            "GROUP BY substr(s.month, 1, 7)",
         ),
         (
             "Order count by quarter for Central China in 2020",

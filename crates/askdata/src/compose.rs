@@ -400,14 +400,11 @@ fn part_share(dialect: crate::exec::Dialect, sql: &str, whole: &[String]) -> Opt
     }
     let part_text = part.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" AND ");
     // The one figure, last: an aggregate call of one argument (`SUM(amount)`, `COUNT(*)`).
-    let (last_expr, alias) = match select.projection.last()? {
-        SelectItem::UnnamedExpr(e) => (e.clone(), None),
-        SelectItem::ExprWithAlias { expr, alias } => (expr.clone(), Some(alias.value.clone())),
-        _ => return None,
-    };
+    let (last_expr, alias) = selected(select.projection.last()?)?;
+    let (last_expr, alias) = (last_expr.clone(), alias.map(|a| a.value.clone()));
     // One figure: no other aggregate beside it (it would lose the part's conditions), and not a
     // ratio already (`SUM(profit)*100.0/SUM(amount)`): one call of one argument.
-    let figures = select.projection.iter().filter(|i| matches!(i, SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } if aggregate(e))).count();
+    let figures = select.projection.iter().filter(|i| selected(i).is_some_and(|(e, _)| aggregate(e))).count();
     let calls = aggregate_calls(&last_expr);
     let [(func, Some(arg))] = &calls[..] else { return None };
     if figures != 1 || !["SUM", "COUNT", "TOTAL"].contains(&func.as_str()) {
@@ -440,7 +437,7 @@ fn part_share(dialect: crate::exec::Dialect, sql: &str, whole: &[String]) -> Opt
 /// names only groups or figures still selected. `None` where the query is not of that form, or
 /// names a table other than the columns'.
 fn with_figures(dialect: crate::exec::Dialect, sql: &str, columns: &[String], keys: &[String]) -> Option<String> {
-    use sqlparser::ast::{Expr, OrderByKind, SelectItem, SetExpr, Statement, TableFactor};
+    use sqlparser::ast::{Expr, OrderByKind, SetExpr, Statement, TableFactor};
     let mut stmts = parse(dialect, sql)?;
     let [Statement::Query(q)] = &mut stmts[..] else { return None };
     let SetExpr::Select(select) = q.body.as_mut() else { return None };
@@ -451,7 +448,7 @@ fn with_figures(dialect: crate::exec::Dialect, sql: &str, columns: &[String], ke
     }
     let table = name.to_string();
     let last = select.projection.last()?;
-    let is_aggregate = matches!(last, SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } if aggregate(e));
+    let is_aggregate = selected(last).is_some_and(|(e, _)| aggregate(e));
     if !is_aggregate || select.projection.len() != keys.len() + 1 || columns.iter().any(|c| !c.starts_with(&format!("{table}."))) {
         return None;
     }
@@ -532,6 +529,40 @@ fn conjuncts(e: &sqlparser::ast::Expr) -> Vec<&sqlparser::ast::Expr> {
         Expr::Nested(inner) => conjuncts(inner),
         other => vec![other],
     }
+}
+
+/// A select item's expression and alias; `None` for a wildcard.
+fn selected(item: &sqlparser::ast::SelectItem) -> Option<(&sqlparser::ast::Expr, Option<&sqlparser::ast::Ident>)> {
+    use sqlparser::ast::SelectItem;
+    match item {
+        SelectItem::UnnamedExpr(e) => Some((e, None)),
+        SelectItem::ExprWithAlias { expr, alias } => Some((expr, Some(alias))),
+        _ => None,
+    }
+}
+
+/// The text of a quoted literal (`'华北'`), if `e` is one.
+fn text_value(e: &sqlparser::ast::Expr) -> Option<&str> {
+    use sqlparser::ast::{Expr, Value};
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) => Some(s),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `sql` parsed as one plain SELECT, handed to `edit` with its ORDER BY; the edited query
+/// printed, or `None` where `sql` is not such a query or `edit` declines (returns `None`).
+fn edit_select(dialect: crate::exec::Dialect, sql: &str, edit: impl FnOnce(&mut sqlparser::ast::Select, &mut Option<sqlparser::ast::OrderBy>) -> Option<()>) -> Option<String> {
+    use sqlparser::ast::{Query, SetExpr, Statement};
+    let mut stmts = parse(dialect, sql)?;
+    let [Statement::Query(q)] = &mut stmts[..] else { return None };
+    let Query { body, order_by, .. } = q.as_mut();
+    let SetExpr::Select(select) = body.as_mut() else { return None };
+    edit(select, order_by)?;
+    Some(stmts[0].to_string())
 }
 
 /// `sql` (already guarded) with each measure of one aggregate the question asks for
@@ -662,20 +693,16 @@ pub fn unalias_groups(dialect: crate::exec::Dialect, sql: &str) -> Option<String
 /// Why: the model answered "Monthly sales by category over 2018-2020, one line per category"
 /// so (fresh12), and series per quarter and category likewise (fresh2, fresh9).
 pub fn complete_group_by(dialect: crate::exec::Dialect, sql: &str) -> Option<String> {
-    use sqlparser::ast::{Expr, SelectItem};
+    use sqlparser::ast::Expr;
     edit_grouped(dialect, sql, |select, groups, _| {
         let grouped: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
         let mut missing: Vec<Expr> = Vec::new();
         for item in &select.projection {
-            let (expr, alias) = match item {
-                SelectItem::UnnamedExpr(e) => (e, None),
-                SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.clone())),
-                _ => return None,
-            };
+            let (expr, alias) = selected(item)?;
             if aggregate(expr) || matches!(expr, Expr::Value(_)) {
                 continue;
             }
-            let named = grouped.contains(&expr.to_string()) || alias.as_ref().is_some_and(|a| grouped.contains(a));
+            let named = grouped.contains(&expr.to_string()) || alias.is_some_and(|a| grouped.contains(&a.value));
             // The expression, not its alias: PostgreSQL reads a GROUP BY name as an input
             // column first (`month` of a joined targets table).
             if !named {
@@ -700,19 +727,17 @@ fn edit_grouped(
     sql: &str,
     edit: impl FnOnce(&mut sqlparser::ast::Select, &mut Vec<sqlparser::ast::Expr>, &mut Option<sqlparser::ast::OrderBy>) -> Option<()>,
 ) -> Option<String> {
-    use sqlparser::ast::{GroupByExpr, Query, SetExpr, Statement};
-    let mut stmts = parse(dialect, sql)?;
-    let [Statement::Query(q)] = &mut stmts[..] else { return None };
-    let Query { body, order_by, .. } = q.as_mut();
-    let SetExpr::Select(select) = body.as_mut() else { return None };
-    let GroupByExpr::Expressions(groups, modifiers) = &mut select.group_by else { return None };
-    if groups.is_empty() || !modifiers.is_empty() {
-        return None;
-    }
-    let mut groups = std::mem::take(groups);
-    edit(select, &mut groups, order_by)?;
-    select.group_by = GroupByExpr::Expressions(groups, vec![]);
-    Some(stmts[0].to_string())
+    use sqlparser::ast::GroupByExpr;
+    edit_select(dialect, sql, |select, order_by| {
+        let GroupByExpr::Expressions(groups, modifiers) = &mut select.group_by else { return None };
+        if groups.is_empty() || !modifiers.is_empty() {
+            return None;
+        }
+        let mut groups = std::mem::take(groups);
+        edit(select, &mut groups, order_by)?;
+        select.group_by = GroupByExpr::Expressions(groups, vec![]);
+        Some(())
+    })
 }
 
 /// `sql` (already guarded) without the group columns its `WHERE` pins to one value
@@ -724,8 +749,8 @@ fn edit_grouped(
 /// 多少？" and "Show monthly Electronics sales for 2020" with the named value beside each figure,
 /// which no gold answer of any set has (five misses on fresh1-9).
 pub fn unpin_groups(dialect: crate::exec::Dialect, sql: &str) -> Option<String> {
-    use sqlparser::ast::{BinaryOperator, Expr, OrderByKind, SelectItem, Value};
-    let is_text = |e: &Expr| matches!(e, Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_)));
+    use sqlparser::ast::{BinaryOperator, Expr, OrderByKind, SelectItem};
+    let is_text = |e: &Expr| text_value(e).is_some();
     edit_grouped(dialect, sql, |select, groups, order_by| {
         // The columns the WHERE's conjuncts pin to one text value.
         let mut pinned: Vec<String> = Vec::new();
@@ -742,15 +767,11 @@ pub fn unpin_groups(dialect: crate::exec::Dialect, sql: &str) -> Option<String> 
             .projection
             .iter()
             .filter(|item| {
-                let (expr, alias) = match item {
-                    SelectItem::UnnamedExpr(e) => (e, None),
-                    SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.clone())),
-                    _ => return true,
-                };
+                let Some((expr, alias)) = selected(item) else { return true };
                 match column_name(expr).filter(|n| pinned.contains(n)) {
                     Some(n) => {
                         dropped.push(n.clone());
-                        dropped.extend(alias);
+                        dropped.extend(alias.map(|a| a.value.clone()));
                         false
                     }
                     None => true,
@@ -785,57 +806,53 @@ pub fn unpin_groups(dialect: crate::exec::Dialect, sql: &str) -> Option<String> 
 /// Why: the model listed every month with its target and actual figure for six such questions
 /// across fresh5-13 (taught with seven examples, it wrote the comparison once).
 pub fn past_target(catalog: &Catalog, dialect: crate::exec::Dialect, question: &str, sql: &str) -> Option<String> {
-    use sqlparser::ast::{BinaryOperator, Expr, GroupByExpr, SelectItem, SetExpr, Statement};
+    use sqlparser::ast::{BinaryOperator, Expr, GroupByExpr};
     let side = crate::cues::past_target(question)?;
     let date = catalog.date_column()?;
     let number = |c: &crate::catalog::Column| c.is_number() && !crate::shape::is_id(c);
     let dated = catalog.tables.iter().find(|t| t.columns.iter().any(|c| c.name == date))?;
     let actuals: Vec<&str> = dated.columns.iter().filter(|c| number(c)).map(|c| c.name.as_str()).collect();
     let targets: Vec<&str> = catalog.tables.iter().filter(|t| t.name != dated.name).flat_map(|t| &t.columns).filter(|c| number(c)).map(|c| c.name.as_str()).collect();
-    let mut stmts = parse(dialect, sql)?;
-    let [Statement::Query(q)] = &mut stmts[..] else { return None };
-    let SetExpr::Select(select) = q.body.as_mut() else { return None };
-    // The column a figure reads: itself, or the one argument of the aggregate it holds.
-    let read = |e: &Expr| column_name(e).or_else(|| aggregate_calls(e).into_iter().next().and_then(|(_, a)| a).map(|a| a.rsplit('.').next().unwrap_or(&a).to_string()));
-    let (mut actual, mut target) = (Vec::new(), Vec::new());
-    for item in &select.projection {
-        let e = match item {
-            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e,
-            _ => return None,
+    edit_select(dialect, sql, |select, _| {
+        // The column a figure reads: itself, or the one argument of the aggregate it holds.
+        let read = |e: &Expr| column_name(e).or_else(|| aggregate_calls(e).into_iter().next().and_then(|(_, a)| a).map(|a| a.rsplit('.').next().unwrap_or(&a).to_string()));
+        let (mut actual, mut target) = (Vec::new(), Vec::new());
+        for item in &select.projection {
+            let (e, _) = selected(item)?;
+            match read(e) {
+                Some(c) if targets.contains(&c.as_str()) && !aggregate(e) => target.push(e.clone()),
+                Some(c) if actuals.contains(&c.as_str()) => actual.push(e.clone()),
+                _ => {}
+            }
+        }
+        let ([actual], [target]) = (&actual[..], &target[..]) else { return None };
+        // Already compared: a condition between two non-literal sides.
+        fn literal(e: &Expr) -> bool {
+            match e {
+                Expr::Value(_) | Expr::TypedString { .. } => true,
+                Expr::UnaryOp { expr, .. } | Expr::Nested(expr) => literal(expr),
+                _ => false,
+            }
+        }
+        let compares = |e: &Expr| {
+            conjuncts(e).into_iter().any(|c| {
+                matches!(c, Expr::BinaryOp { left, op: BinaryOperator::Lt | BinaryOperator::Gt | BinaryOperator::LtEq | BinaryOperator::GtEq, right }
+                    if !literal(left) && !literal(right))
+            })
         };
-        match read(e) {
-            Some(c) if targets.contains(&c.as_str()) && !aggregate(e) => target.push(e.clone()),
-            Some(c) if actuals.contains(&c.as_str()) => actual.push(e.clone()),
-            _ => {}
+        if select.selection.as_ref().is_some_and(compares) || select.having.as_ref().is_some_and(compares) {
+            return None;
         }
-    }
-    let ([actual], [target]) = (&actual[..], &target[..]) else { return None };
-    // Already compared: a condition between two non-literal sides.
-    fn literal(e: &Expr) -> bool {
-        match e {
-            Expr::Value(_) | Expr::TypedString { .. } => true,
-            Expr::UnaryOp { expr, .. } | Expr::Nested(expr) => literal(expr),
-            _ => false,
-        }
-    }
-    let compares = |e: &Expr| {
-        conjuncts(e).into_iter().any(|c| {
-            matches!(c, Expr::BinaryOp { left, op: BinaryOperator::Lt | BinaryOperator::Gt | BinaryOperator::LtEq | BinaryOperator::GtEq, right }
-                if !literal(left) && !literal(right))
-        })
-    };
-    if select.selection.as_ref().is_some_and(compares) || select.having.as_ref().is_some_and(compares) {
-        return None;
-    }
-    let op = if side == std::cmp::Ordering::Less { BinaryOperator::Lt } else { BinaryOperator::Gt };
-    let cond = Expr::BinaryOp { left: Box::new(actual.clone()), op, right: Box::new(target.clone()) };
-    let grouped = matches!(&select.group_by, GroupByExpr::Expressions(g, _) if !g.is_empty());
-    let slot = if grouped && aggregate(actual) { &mut select.having } else { &mut select.selection };
-    *slot = Some(match slot.take() {
-        Some(e) => Expr::BinaryOp { left: Box::new(e), op: BinaryOperator::And, right: Box::new(cond) },
-        None => cond,
-    });
-    Some(stmts[0].to_string())
+        let op = if side == std::cmp::Ordering::Less { BinaryOperator::Lt } else { BinaryOperator::Gt };
+        let cond = Expr::BinaryOp { left: Box::new(actual.clone()), op, right: Box::new(target.clone()) };
+        let grouped = matches!(&select.group_by, GroupByExpr::Expressions(g, _) if !g.is_empty());
+        let slot = if grouped && aggregate(actual) { &mut select.having } else { &mut select.selection };
+        *slot = Some(match slot.take() {
+            Some(e) => Expr::BinaryOp { left: Box::new(e), op: BinaryOperator::And, right: Box::new(cond) },
+            None => cond,
+        });
+        Some(())
+    })
 }
 
 /// `sql` (already guarded) with every value the question names of a column in the one `IN`
@@ -847,7 +864,7 @@ pub fn past_target(catalog: &Catalog, dialect: crate::exec::Dialect, question: &
 /// three intersected ran out of llguidance's fuel), and the model dropped the third (fresh5,
 /// fresh7, fresh8).
 pub fn complete_in_list(catalog: &Catalog, dialect: crate::exec::Dialect, question: &str, sql: &str) -> Option<String> {
-    use sqlparser::ast::{BinaryOperator, Expr, SetExpr, Statement, Value};
+    use sqlparser::ast::{BinaryOperator, Expr, Value};
     // A value named to leave out, or to compare the list with ("除了华北", "比华北高多少").
     static SET_APART: LazyLock<Regex> = LazyLock::new(|| {
         Regex::new(r"(?i)除了|除去|不含|不包括|以外|之外|比.{0,8}(高|低|多|少|大|小)|\b(except|excluding|other than|besides|apart from|than|compared (to|with)|relative to)\b").expect("valid pattern")
@@ -856,58 +873,50 @@ pub fn complete_in_list(catalog: &Catalog, dialect: crate::exec::Dialect, questi
     if links.len() < 3 || SET_APART.is_match(question) {
         return None;
     }
-    let text = |e: &Expr| match e {
-        Expr::Value(v) => match &v.value {
-            Value::SingleQuotedString(s) => Some(s.clone()),
-            _ => None,
-        },
-        _ => None,
-    };
-    let mut stmts = parse(dialect, sql)?;
-    let [Statement::Query(q)] = &mut stmts[..] else { return None };
-    let SetExpr::Select(select) = q.body.as_mut() else { return None };
-    let selection = select.selection.as_mut()?;
-    // Each IN list of the WHERE's conjuncts: its column and its text values.
-    let listed: Vec<(String, Option<Vec<String>>)> = conjuncts(selection)
-        .into_iter()
-        .filter_map(|c| match c {
-            Expr::InList { expr, list, negated: false } => Some((column_name(expr)?, list.iter().map(text).collect())),
-            _ => None,
-        })
-        .collect();
-    // What each column's one list lacks, where it holds named values only.
-    let mut add: Vec<(String, Vec<String>)> = Vec::new();
-    for (column, values) in &listed {
-        let named: Vec<&str> = links.iter().filter(|l| &l.column == column).map(|l| l.value.as_str()).collect();
-        let Some(values) = values else { continue };
-        if listed.iter().filter(|(c, _)| c == column).count() > 1 || !values.iter().all(|v| named.contains(&v.as_str())) {
-            continue;
-        }
-        let missing: Vec<String> = named.iter().filter(|n| !values.iter().any(|v| v == *n)).map(|n| n.to_string()).collect();
-        if !missing.is_empty() {
-            add.push((column.clone(), missing));
-        }
-    }
-    if add.is_empty() {
-        return None;
-    }
-    fn extend(e: &mut Expr, add: &[(String, Vec<String>)]) {
-        match e {
-            Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
-                extend(left, add);
-                extend(right, add);
+    edit_select(dialect, sql, |select, _| {
+        let selection = select.selection.as_mut()?;
+        // Each IN list of the WHERE's conjuncts: its column and its text values.
+        let listed: Vec<(String, Option<Vec<String>>)> = conjuncts(selection)
+            .into_iter()
+            .filter_map(|c| match c {
+                Expr::InList { expr, list, negated: false } => Some((column_name(expr)?, list.iter().map(|v| text_value(v).map(String::from)).collect())),
+                _ => None,
+            })
+            .collect();
+        // What each column's one list lacks, where it holds named values only.
+        let mut add: Vec<(String, Vec<String>)> = Vec::new();
+        for (column, values) in &listed {
+            let named: Vec<&str> = links.iter().filter(|l| &l.column == column).map(|l| l.value.as_str()).collect();
+            let Some(values) = values else { continue };
+            if listed.iter().filter(|(c, _)| c == column).count() > 1 || !values.iter().all(|v| named.contains(&v.as_str())) {
+                continue;
             }
-            Expr::Nested(inner) => extend(inner, add),
-            Expr::InList { expr, list, negated: false } => {
-                if let Some((_, missing)) = column_name(expr).and_then(|c| add.iter().find(|(a, _)| *a == c)) {
-                    list.extend(missing.iter().map(|v| Expr::value(Value::SingleQuotedString(v.clone()))));
+            let missing: Vec<String> = named.iter().filter(|n| !values.iter().any(|v| v == *n)).map(|n| n.to_string()).collect();
+            if !missing.is_empty() {
+                add.push((column.clone(), missing));
+            }
+        }
+        if add.is_empty() {
+            return None;
+        }
+        fn extend(e: &mut Expr, add: &[(String, Vec<String>)]) {
+            match e {
+                Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
+                    extend(left, add);
+                    extend(right, add);
                 }
+                Expr::Nested(inner) => extend(inner, add),
+                Expr::InList { expr, list, negated: false } => {
+                    if let Some((_, missing)) = column_name(expr).and_then(|c| add.iter().find(|(a, _)| *a == c)) {
+                        list.extend(missing.iter().map(|v| Expr::value(Value::SingleQuotedString(v.clone()))));
+                    }
+                }
+                _ => {}
             }
-            _ => {}
         }
-    }
-    extend(selection, &add);
-    Some(stmts[0].to_string())
+        extend(selection, &add);
+        Some(())
+    })
 }
 
 /// `sql` (already guarded) split into a series by the column the question asks for beside its
@@ -939,18 +948,15 @@ pub fn add_series(catalog: &Catalog, dialect: crate::exec::Dialect, question: &s
             return None;
         }
         // The time: the first item, by its alias or expression, is the one group.
-        let (first, alias) = match select.projection.first()? {
-            SelectItem::UnnamedExpr(e) => (e.clone(), None),
-            SelectItem::ExprWithAlias { expr, alias } => (expr.clone(), Some(alias.value.clone())),
-            _ => return None,
-        };
+        let (first, alias) = selected(select.projection.first()?)?;
+        let (first, alias) = (first.clone(), alias.map(|a| a.value.clone()));
         let group = groups[0].to_string();
         if aggregate(&first) || (group != first.to_string() && Some(&group) != alias.as_ref()) {
             return None;
         }
         let named = |e: &Expr| column_name(e).as_deref() == Some(column.as_str());
-        let selected = select.projection.iter().any(|i| matches!(i, SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } if named(e) || e.to_string() == column));
-        if selected || select.projection[1..].iter().any(|i| !matches!(i, SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } if aggregate(e))) {
+        let already = select.projection.iter().any(|i| selected(i).is_some_and(|(e, _)| named(e) || e.to_string() == column));
+        if already || select.projection[1..].iter().any(|i| !selected(i).is_some_and(|(e, _)| aggregate(e))) {
             return None;
         }
         let col = Expr::Identifier(Ident::new(column.clone()));
@@ -980,47 +986,41 @@ pub fn add_series(catalog: &Catalog, dialect: crate::exec::Dialect, question: &s
 /// Central China in 2020" with the sales amount (fresh6, fresh8). Required to count while it
 /// wrote, it ran on where the question asked for more figures beside the count (three misses).
 pub fn with_count(catalog: &Catalog, dialect: crate::exec::Dialect, question: &str, sql: &str) -> Option<String> {
-    use sqlparser::ast::{Expr, Ident, OrderByKind, SelectItem, SetExpr, Statement};
+    use sqlparser::ast::{Expr, Ident, OrderByKind, SetExpr, Statement};
     if !crate::cues::count_asked(question) || listed_figures(catalog, question).len() > 1 {
         return None;
     }
-    let mut stmts = parse(dialect, sql)?;
-    let [Statement::Query(q)] = &mut stmts[..] else { return None };
-    let SetExpr::Select(select) = q.body.as_mut() else { return None };
-    if select.having.is_some() {
-        return None;
-    }
-    let item = |i: &SelectItem| match i {
-        SelectItem::UnnamedExpr(e) => Some((e.clone(), None)),
-        SelectItem::ExprWithAlias { expr, alias } => Some((expr.clone(), Some(alias.value.clone()))),
-        _ => None,
-    };
-    let items: Vec<(Expr, Option<String>)> = select.projection.iter().map(item).collect::<Option<_>>()?;
-    // Counting anywhere already (`ORDER BY COUNT(*)` beside the figure asked of the top one).
-    if sql.to_ascii_uppercase().contains("COUNT(") {
-        return None;
-    }
-    let figures: Vec<usize> = (0..items.len()).filter(|&i| aggregate(&items[i].0)).collect();
-    let [at] = figures[..] else { return None };
-    let (old, alias) = &items[at];
-    let names: Vec<String> = std::iter::once(old.to_string()).chain(alias.clone()).collect();
-    let count = match parse(dialect, "SELECT COUNT(*) AS orders")?.remove(0) {
-        Statement::Query(q) => match *q.body {
-            SetExpr::Select(s) => s.projection.into_iter().next()?,
-            _ => return None,
-        },
-        _ => return None,
-    };
-    select.projection[at] = count;
-    // The figure's name or its aggregate, bare or rounded (`ORDER BY SUM(amount)` beside
-    // `ROUND(SUM(amount),2) AS amount`).
-    let calls = aggregate_calls(old);
-    if let Some(OrderByKind::Expressions(list)) = q.order_by.as_mut().map(|o| &mut o.kind) {
-        for o in list.iter_mut().filter(|o| names.contains(&o.expr.to_string()) || (aggregate(&o.expr) && aggregate_calls(&o.expr) == calls)) {
-            o.expr = Expr::Identifier(Ident::new("orders"));
+    edit_select(dialect, sql, |select, order_by| {
+        if select.having.is_some() {
+            return None;
         }
-    }
-    Some(stmts[0].to_string())
+        let items: Vec<(Expr, Option<String>)> = select.projection.iter().map(|i| selected(i).map(|(e, a)| (e.clone(), a.map(|a| a.value.clone())))).collect::<Option<_>>()?;
+        // Counting anywhere already (`ORDER BY COUNT(*)` beside the figure asked of the top one).
+        if sql.to_ascii_uppercase().contains("COUNT(") {
+            return None;
+        }
+        let figures: Vec<usize> = (0..items.len()).filter(|&i| aggregate(&items[i].0)).collect();
+        let [at] = figures[..] else { return None };
+        let (old, alias) = &items[at];
+        let names: Vec<String> = std::iter::once(old.to_string()).chain(alias.clone()).collect();
+        let count = match parse(dialect, "SELECT COUNT(*) AS orders")?.remove(0) {
+            Statement::Query(q) => match *q.body {
+                SetExpr::Select(s) => s.projection.into_iter().next()?,
+                _ => return None,
+            },
+            _ => return None,
+        };
+        select.projection[at] = count;
+        // The figure's name or its aggregate, bare or rounded (`ORDER BY SUM(amount)` beside
+        // `ROUND(SUM(amount),2) AS amount`).
+        let calls = aggregate_calls(old);
+        if let Some(OrderByKind::Expressions(list)) = order_by.as_mut().map(|o| &mut o.kind) {
+            for o in list.iter_mut().filter(|o| names.contains(&o.expr.to_string()) || (aggregate(&o.expr) && aggregate_calls(&o.expr) == calls)) {
+                o.expr = Expr::Identifier(Ident::new("orders"));
+            }
+        }
+        Some(())
+    })
 }
 
 /// `sql` (already guarded) without its `GROUP BY` where every item it selects is an aggregate,
@@ -1032,12 +1032,8 @@ pub fn with_count(catalog: &Catalog, dialect: crate::exec::Dialect, question: &s
 /// 2020?" (fresh8) and "2020年12月的全国销售额比11月..." (fresh11); the shape cannot tell an
 /// aggregate's alias from a column in `GROUP BY`.
 pub fn ungroup_totals(dialect: crate::exec::Dialect, sql: &str) -> Option<String> {
-    use sqlparser::ast::SelectItem;
     edit_grouped(dialect, sql, |select, groups, order_by| {
-        let all = select.projection.iter().all(|item| match item {
-            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => aggregate(e),
-            _ => false,
-        });
+        let all = select.projection.iter().all(|item| selected(item).is_some_and(|(e, _)| aggregate(e)));
         if !all || select.having.is_some() {
             return None;
         }

@@ -596,39 +596,39 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
         let a = if zh { format!("数据库({tables})里没有能回答这个问题的数据:{why}") } else { format!("The database ({tables}) has no data to answer this: {why}") };
         return Answer::failed(question, output, None, format!("{DECLINED}{why}"), a);
     };
-    let guarded = match guard::check_in(db.conn.dialect(), &sql, &db.catalog.table_names(), opts.max_rows) {
+    let mut guarded = match guard::check_in(db.conn.dialect(), &sql, &db.catalog.table_names(), opts.max_rows) {
         Ok(s) => s,
         Err(e) => return refused(question, output, e, zh),
     };
-    // One total asked for, grouped by its own figure: the total.
-    let mut guarded = crate::compose::ungroup_totals(db.conn.dialect(), &guarded).unwrap_or(guarded);
-    // A group named by a select alias that a joined table's column shadows: its expression.
-    if let Some(sql) = crate::compose::unalias_groups(db.conn.dialect(), &guarded) {
-        guarded = sql;
-    }
-    // Every plain column selected beside an aggregate is grouped.
-    if let Some(sql) = crate::compose::complete_group_by(db.conn.dialect(), &guarded) {
-        guarded = sql;
-    }
-    // Every value the question names of a column in the query's list of them.
-    if let Some(sql) = crate::compose::complete_in_list(&db.catalog, db.conn.dialect(), question, &guarded) {
-        guarded = sql;
-    }
-    // Groups pinned to the one value the question names: no groups.
-    if let Some(sql) = crate::compose::unpin_groups(db.conn.dialect(), &guarded) {
-        guarded = sql;
-    }
-    // A measure of one aggregate asked for (客单价): written in place of the model's sum.
-    if let Some(sql) = crate::compose::with_measures(&db.catalog, db.conn.dialect(), question, &guarded) {
-        guarded = sql;
-    }
-    // A number of orders asked for, and another figure given: the count.
-    if let Some(sql) = crate::compose::with_count(&db.catalog, db.conn.dialect(), question, &guarded) {
-        guarded = sql;
-    }
-    // The rows short of (or beyond) their target, where the question asks for those.
-    if let Some(sql) = crate::compose::past_target(&db.catalog, db.conn.dialect(), question, &guarded) {
-        guarded = sql;
+    // The model's query mended in turn, each rewrite where it applies ([`crate::compose`]).
+    {
+        use crate::compose as c;
+        let (catalog, dialect) = (&db.catalog, db.conn.dialect());
+        // Each takes the query and returns it rewritten, or `None` where it does not apply.
+        type Rewrite<'a> = &'a dyn Fn(&str) -> Option<String>;
+        let rewrites: [Rewrite; 8] = [
+            // One total asked for, grouped by its own figure: the total.
+            &|s| c::ungroup_totals(dialect, s),
+            // A group named by a select alias that a joined table's column shadows: its expression.
+            &|s| c::unalias_groups(dialect, s),
+            // Every plain column selected beside an aggregate is grouped.
+            &|s| c::complete_group_by(dialect, s),
+            // Every value the question names of a column in the query's list of them.
+            &|s| c::complete_in_list(catalog, dialect, question, s),
+            // Groups pinned to the one value the question names: no groups.
+            &|s| c::unpin_groups(dialect, s),
+            // A measure of one aggregate asked for (客单价): written in place of the model's sum.
+            &|s| c::with_measures(catalog, dialect, question, s),
+            // A number of orders asked for, and another figure given: the count.
+            &|s| c::with_count(catalog, dialect, question, s),
+            // The rows short of (or beyond) their target, where the question asks for those.
+            &|s| c::past_target(catalog, dialect, question, s),
+        ];
+        for rewrite in rewrites {
+            if let Some(sql) = rewrite(&guarded) {
+                guarded = sql;
+            }
+        }
     }
     // A series per value of the column the question splits its figures over time by.
     let mut reply_chart = reply.chart;

@@ -606,7 +606,7 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
         let (catalog, dialect) = (&db.catalog, db.conn.dialect());
         // Each takes the query and returns it rewritten, or `None` where it does not apply.
         type Rewrite<'a> = &'a dyn Fn(&str) -> Option<String>;
-        let rewrites: [Rewrite; 8] = [
+        let rewrites: [Rewrite; 9] = [
             // One total asked for, grouped by its own figure: the total.
             &|s| c::ungroup_totals(dialect, s),
             // A group named by a select alias that a joined table's column shadows: its expression.
@@ -615,6 +615,8 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
             &|s| c::complete_group_by(dialect, s),
             // Every value the question names of a column in the query's list of them.
             &|s| c::complete_in_list(catalog, dialect, question, s),
+            // A filter on each value the question names of a column the query never mentions.
+            &|s| c::fill_named(catalog, dialect, question, s),
             // Groups pinned to the one value the question names: no groups.
             &|s| c::unpin_groups(dialect, s),
             // A measure of one aggregate asked for (客单价): written in place of the model's sum.
@@ -633,6 +635,13 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
     // A series per value of the column the question splits its figures over time by.
     let mut reply_chart = reply.chart;
     if let Some((sql, series)) = crate::compose::add_series(&db.catalog, db.conn.dialect(), question, &guarded) {
+        guarded = sql;
+        if let Some(c) = reply_chart.as_mut() {
+            c.series = Some(series);
+        }
+    }
+    // A series per value of a list the question names, beside the query's own groups.
+    if let Some((sql, series)) = crate::compose::split_in_list(&db.catalog, db.conn.dialect(), question, &guarded) {
         guarded = sql;
         if let Some(c) = reply_chart.as_mut() {
             c.series = Some(series);

@@ -855,6 +855,58 @@ pub fn past_target(catalog: &Catalog, dialect: crate::exec::Dialect, question: &
     })
 }
 
+/// Words that set a named value apart: to leave it out, or to compare the others with it
+/// ("除了华北", "比华北高多少", "other than furniture").
+static SET_APART: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)除了|除去|不含|不包括|以外|之外|比.{0,8}(高|低|多|少|大|小)|\b(except|excluding|other than|besides|apart from|than|compared (to|with)|relative to)\b").expect("valid pattern")
+});
+
+/// `sql` (already guarded), over one table, filtered on each value the question names of a
+/// column the query never mentions (`AND category = '电子产品'`): the column named nowhere, the
+/// value quoted nowhere. One value per column only (two name a comparison, which
+/// [`split_in_list`] and the model's own `IN` lists answer); not where a value is set apart
+/// (除了, "other than"), nor on a column of dates. `None` where nothing is missing.
+///
+/// Why: generation requires the first two named values only ([`crate::shape::values_pattern`]),
+/// and the model left out the third: "2020年华南线上渠道电子产品卖了多少钱" summed every category
+/// (fresh14, the set written this session), "Compare furniture and electronics sales in East
+/// China for 2020" every region (fresh4).
+pub fn fill_named(catalog: &Catalog, dialect: crate::exec::Dialect, question: &str, sql: &str) -> Option<String> {
+    use sqlparser::ast::{BinaryOperator, Expr, Ident, TableFactor, Value};
+    if SET_APART.is_match(question) {
+        return None;
+    }
+    let links = catalog.link(question);
+    edit_select(dialect, sql, |select, _| {
+        let [from] = &select.from[..] else { return None };
+        let TableFactor::Table { name, .. } = &from.relation else { return None };
+        let table = catalog.tables.iter().find(|t| name.to_string().trim_matches('"') == t.name)?;
+        if !from.joins.is_empty() {
+            return None;
+        }
+        let mut add: Vec<(String, String)> = Vec::new();
+        for l in links.iter().filter(|l| l.table == table.name) {
+            let col = table.columns.iter().find(|c| c.name == l.column)?;
+            let one = links.iter().filter(|m| m.table == l.table && m.column == l.column).count() == 1;
+            let mentioned = Regex::new(&format!(r"(?i)\b{}\b", regex::escape(&l.column))).ok()?.is_match(sql) || sql.contains(&format!("'{}'", l.value));
+            if one && !mentioned && !crate::shape::holds_dates(col) {
+                add.push((l.column.clone(), l.value.clone()));
+            }
+        }
+        if add.is_empty() {
+            return None;
+        }
+        for (column, value) in add {
+            let cond = Expr::BinaryOp { left: Box::new(Expr::Identifier(Ident::new(column))), op: BinaryOperator::Eq, right: Box::new(Expr::value(Value::SingleQuotedString(value))) };
+            select.selection = Some(match select.selection.take() {
+                Some(w) => Expr::BinaryOp { left: Box::new(w), op: BinaryOperator::And, right: Box::new(cond) },
+                None => cond,
+            });
+        }
+        Some(())
+    })
+}
+
 /// `sql` (already guarded) with every value the question names of a column in the one `IN`
 /// list the query has on that column, where the list holds only named values and leaves some
 /// out (`region IN ('华北', '华南')` for "North China, South China and Southwest China"). `None`
@@ -865,10 +917,6 @@ pub fn past_target(catalog: &Catalog, dialect: crate::exec::Dialect, question: &
 /// fresh7, fresh8).
 pub fn complete_in_list(catalog: &Catalog, dialect: crate::exec::Dialect, question: &str, sql: &str) -> Option<String> {
     use sqlparser::ast::{BinaryOperator, Expr, Value};
-    // A value named to leave out, or to compare the list with ("除了华北", "比华北高多少").
-    static SET_APART: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"(?i)除了|除去|不含|不包括|以外|之外|比.{0,8}(高|低|多|少|大|小)|\b(except|excluding|other than|besides|apart from|than|compared (to|with)|relative to)\b").expect("valid pattern")
-    });
     let links = catalog.link(question);
     if links.len() < 3 || SET_APART.is_match(question) {
         return None;
@@ -974,6 +1022,55 @@ pub fn add_series(catalog: &Catalog, dialect: crate::exec::Dialect, question: &s
         Some(())
     })?;
     Some((out, column))
+}
+
+/// `sql` (already guarded) split into a series by the column of an `IN` list of values the
+/// question names, where the query groups by another column and neither selects nor groups by
+/// the listed one: the column selected after the first group, grouped, and ordered after it.
+/// With the column's name, for the chart's series. `None` where the question asks for the
+/// values' figures together ([`crate::cues::together`]), or nothing applies.
+///
+/// Why: the model answered "For each category, compare the average order amount online vs
+/// offline in 2020" with `WHERE channel IN ('线上', '线下') ... GROUP BY category`, one figure
+/// for both channels (fresh6, fresh7 and fresh14, the set written this session).
+pub fn split_in_list(catalog: &Catalog, dialect: crate::exec::Dialect, question: &str, sql: &str) -> Option<(String, String)> {
+    use sqlparser::ast::{Expr, Ident, OrderByKind, SelectItem};
+    if crate::cues::together(question) {
+        return None;
+    }
+    let links = catalog.link(question);
+    let mut column = None;
+    let out = edit_grouped(dialect, sql, |select, groups, order_by| {
+        // The first IN list of two or more values, each one the question names of its column.
+        let listed = select.selection.iter().flat_map(conjuncts).find_map(|c| match c {
+            Expr::InList { expr, list, negated: false } => {
+                let col = column_name(expr)?;
+                let named = |v: &Expr| text_value(v).is_some_and(|v| links.iter().any(|l| l.column == col && l.value == v));
+                let distinct: std::collections::BTreeSet<String> = list.iter().map(|v| v.to_string()).collect();
+                (distinct.len() > 1 && list.iter().all(named)).then_some(col)
+            }
+            _ => None,
+        })?;
+        let is_listed = |e: &Expr| column_name(e).as_deref() == Some(listed.as_str());
+        if select.projection.iter().any(|i| selected(i).is_some_and(|(e, a)| is_listed(e) || a.is_some_and(|a| a.value == listed))) || groups.iter().any(is_listed) {
+            return None;
+        }
+        let first = groups[0].to_string();
+        let at = select.projection.iter().position(|i| selected(i).is_some_and(|(e, a)| e.to_string() == first || a.is_some_and(|a| a.value == first)))?;
+        let col = Expr::Identifier(Ident::new(listed.clone()));
+        select.projection.insert(at + 1, SelectItem::UnnamedExpr(col.clone()));
+        groups.push(col.clone());
+        if let Some(OrderByKind::Expressions(list)) = order_by.as_mut().map(|o| &mut o.kind) {
+            if let Some(mut next) = list.first().cloned() {
+                next.expr = col;
+                next.options.asc = None;
+                list.push(next);
+            }
+        }
+        column = Some(listed);
+        Some(())
+    })?;
+    Some((out, column?))
 }
 
 /// `sql` (already guarded) counting its rows where the question asks for a number of orders
@@ -1366,6 +1463,42 @@ mod tests {
         assert_eq!(f("Compare North China and South China in 2019", two), None);
         assert_eq!(f("除了西南，华北和华南2019年的销售额", two), None);
         assert_eq!(f("华北和华南2019年分别比西南高多少", two), None);
+    }
+
+    #[tokio::test]
+    async fn a_named_value_the_query_left_out_filters_it() {
+        let (_d, cat) = crate::catalog::demo_catalog().await;
+        let f = |q: &str, sql: &str| fill_named(&cat, Sqlite, q, sql);
+        let q = "2020年华南线上渠道电子产品卖了多少钱";
+        let two = "SELECT ROUND(SUM(amount),2) AS amount FROM sales WHERE region='华南' AND substr(order_date,1,4)='2020' AND channel='线上'";
+        assert_eq!(f(q, two).unwrap(), "SELECT ROUND(SUM(amount), 2) AS amount FROM sales WHERE region = '华南' AND substr(order_date, 1, 4) = '2020' AND channel = '线上' AND category = '电子产品'");
+        let compared =
+            f("Compare furniture and electronics sales in East China for 2020", "SELECT category, SUM(amount) AS amount FROM sales WHERE category IN ('家具', '电子产品') GROUP BY category").unwrap();
+        assert!(compared.contains("WHERE category IN ('家具', '电子产品') AND region = '华东'"), "{compared}");
+        // A query with no WHERE gets one.
+        assert!(f("电子产品的总销售额", "SELECT SUM(amount) FROM sales").unwrap().ends_with("WHERE category = '电子产品'"));
+        // All named, the column named (grouped, or the value another way), set apart, or two
+        // values of the column: as it was.
+        assert_eq!(f(q, &format!("{two} AND category='电子产品'")), None);
+        assert_eq!(f("电子产品各大区的销售额", "SELECT region, category, SUM(amount) FROM sales GROUP BY region, category"), None);
+        assert_eq!(f("除了电子产品，各品类的销售额", "SELECT SUM(amount) FROM sales"), None);
+        assert_eq!(f("北京和上海的销售额", "SELECT SUM(amount) FROM sales"), None);
+    }
+
+    #[tokio::test]
+    async fn a_list_of_named_values_beside_other_groups_is_a_series() {
+        let (_d, cat) = crate::catalog::demo_catalog().await;
+        let f = |q: &str, sql: &str| split_in_list(&cat, Sqlite, q, sql);
+        let sql = "SELECT category, ROUND(AVG(amount),2) AS avg_amount FROM sales WHERE channel IN ('线上', '线下') AND channel IN ('线上', '线下') GROUP BY category ORDER BY avg_amount DESC";
+        let (out, series) = f("For each category, compare the average order amount online vs offline in 2020.", sql).unwrap();
+        assert_eq!(series, "channel");
+        assert!(out.starts_with("SELECT category, channel, ROUND(AVG(amount), 2) AS avg_amount FROM sales"), "{out}");
+        assert!(out.ends_with("GROUP BY category, channel ORDER BY avg_amount DESC, channel"), "{out}");
+        // Asked together, already grouped, one value, or values the question does not name: as it was.
+        assert_eq!(f("线上和线下加起来各品类的平均订单金额", sql), None);
+        assert_eq!(f("线上和线下各品类的平均订单金额", "SELECT category, channel, AVG(amount) FROM sales WHERE channel IN ('线上', '线下') GROUP BY category, channel"), None);
+        assert_eq!(f("线上各品类的平均订单金额", "SELECT category, AVG(amount) FROM sales WHERE channel IN ('线上') GROUP BY category"), None);
+        assert_eq!(f("各品类的平均订单金额", sql), None);
     }
 
     #[tokio::test]

@@ -198,7 +198,6 @@ pub fn group_column(catalog: &Catalog, question: &str) -> Option<String> {
 /// grouping word before a text column, or two values of one column, beside a time grain; not
 /// where it asks for their total.
 pub fn series_column(catalog: &Catalog, question: &str) -> Option<String> {
-    static TOGETHER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)加起来|合起来|加总|\b(combined|together)\b").expect("valid pattern"));
     if (grain(question).is_none() && !MONTHLY.is_match(question)) || TOTAL.is_match(question) || TOGETHER.is_match(question) {
         return None;
     }
@@ -238,6 +237,15 @@ static OVER_TIME: LazyLock<Regex> = LazyLock::new(|| {
     )
     .expect("valid pattern")
 });
+
+/// Words that put named values' figures together ("北京和上海加起来", "furniture and electronics
+/// combined").
+static TOGETHER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)加起来|合起来|加总|加在一起|合计|一共|总共|\b(combined|together|altogether|in all)\b").expect("valid pattern"));
+
+/// Whether the question asks for the figures of the values it names together, as one.
+pub fn together(question: &str) -> bool {
+    TOGETHER.is_match(question)
+}
 
 static TOTAL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)合计|总额|总共|一共|总计|总和|\b(total|overall|in all|altogether|sum)\b").expect("valid pattern"));
 

@@ -112,7 +112,7 @@ pub(crate) fn is_id(c: &Column) -> bool {
 
 /// Whether every listed value of `c` is a date or a month (`2019-03`): a column such as a
 /// targets table's `month`, compared like a date column rather than to named values.
-fn holds_dates(c: &Column) -> bool {
+pub(crate) fn holds_dates(c: &Column) -> bool {
     static DATE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| regex::Regex::new(r"^[0-9]{4}(-[0-9]{2}){0,2}$").expect("valid pattern"));
     !c.values.is_empty() && c.values.iter().all(|v| DATE.is_match(v))
 }

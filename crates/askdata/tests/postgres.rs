@@ -118,7 +118,7 @@ async fn postgres_demo_answers_like_sqlite_read_only_and_under_a_time_limit() {
     // Composed answers (a change between two periods or along a series, groups past a
     // threshold, a part's share, a measure, a pinned group dropped, rows past their target, a
     // list of named values completed, a series split, a count, a group named by a shadowed
-    // alias: compose.rs) run on PostgreSQL and give SQLite's rows, from the query the model
+    // alias, a named value filtered, a named list split into a series: compose.rs) run on PostgreSQL and give SQLite's rows, from the query the model
     // writes for the plain question.
     for (q, reply, composed) in [
         (
@@ -190,6 +190,16 @@ async fn postgres_demo_answers_like_sqlite_read_only_and_under_a_time_limit() {
             "Order count by quarter for Central China in 2020",
             r#"{"sql":"SELECT (CAST(substr(order_date,6,2) AS INTEGER)+2)/3 AS quarter, ROUND(SUM(amount),2) AS amount FROM sales WHERE region='华中' AND substr(order_date,1,7) BETWEEN '2020-01' AND '2020-12' GROUP BY quarter ORDER BY quarter","chart":{"type":"bar","x":"quarter","y":"amount"}}"#,
             "COUNT(*) AS orders",
+        ),
+        (
+            "2020年华南线上渠道电子产品卖了多少钱",
+            r#"{"sql":"SELECT ROUND(SUM(amount),2) AS amount FROM sales WHERE region='华南' AND substr(order_date,1,7) BETWEEN '2020-01' AND '2020-12' AND channel='线上'","chart":{"type":"number","y":"amount"}}"#,
+            "AND category = '电子产品'",
+        ),
+        (
+            "For each category, compare the average order amount online vs offline in 2020.",
+            r#"{"sql":"SELECT category, ROUND(AVG(amount),2) AS avg_amount FROM sales WHERE channel IN ('线上', '线下') AND substr(order_date,1,7) BETWEEN '2020-01' AND '2020-12' GROUP BY category ORDER BY avg_amount DESC","chart":{"type":"bar","x":"category","y":"avg_amount"}}"#,
+            "GROUP BY category, channel",
         ),
     ] {
         let opts = AskOptions::default();

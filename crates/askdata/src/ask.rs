@@ -606,7 +606,7 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
         let (catalog, dialect) = (&db.catalog, db.conn.dialect());
         // Each takes the query and returns it rewritten, or `None` where it does not apply.
         type Rewrite<'a> = &'a dyn Fn(&str) -> Option<String>;
-        let rewrites: [Rewrite; 9] = [
+        let rewrites: [Rewrite; 10] = [
             // One total asked for, grouped by its own figure: the total.
             &|s| c::ungroup_totals(dialect, s),
             // A group named by a select alias that a joined table's column shadows: its expression.
@@ -623,6 +623,8 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
             &|s| c::with_measures(catalog, dialect, question, s),
             // A number of orders asked for, and another figure given: the count.
             &|s| c::with_count(catalog, dialect, question, s),
+            // A threshold on a number of orders written on a column: off the rows, onto the count.
+            &|s| c::unplace_threshold(catalog, dialect, question, s),
             // The rows short of (or beyond) their target, where the question asks for those.
             &|s| c::past_target(catalog, dialect, question, s),
         ];

@@ -1120,6 +1120,34 @@ pub fn with_count(catalog: &Catalog, dialect: crate::exec::Dialect, question: &s
     })
 }
 
+/// `sql` (already guarded) without the row conditions comparing a column with the number of a
+/// threshold on a number of orders ([`Plan::Threshold`] where [`crate::cues::count_asked`]):
+/// `WHERE amount < 300` for "订单数超过300单", where the query counts its groups. The
+/// threshold is then composed on the count. `None` where nothing is misplaced.
+///
+/// Why: the model answered "2020年订单数超过300单的省份有哪些" and "2018年订单数超过250单的省份"
+/// with `amount<300` among the row conditions and every province listed (fresh6, fresh8).
+pub fn unplace_threshold(catalog: &Catalog, dialect: crate::exec::Dialect, question: &str, sql: &str) -> Option<String> {
+    use sqlparser::ast::{BinaryOperator, Expr};
+    let Some(Plan::Threshold { value, .. }) = plan(catalog, question) else { return None };
+    if !crate::cues::count_asked(question) {
+        return None;
+    }
+    edit_grouped(dialect, sql, |select, _, _| {
+        let counts = select.projection.iter().any(|i| selected(i).is_some_and(|(e, _)| e.to_string().to_ascii_uppercase().starts_with("COUNT(")));
+        let all: Vec<Expr> = conjuncts(select.selection.as_ref()?).into_iter().cloned().collect();
+        let misplaced = |c: &Expr| match c {
+            Expr::BinaryOp { left, op: BinaryOperator::Lt | BinaryOperator::LtEq | BinaryOperator::Gt | BinaryOperator::GtEq, right } => column_name(left).is_some() && right.to_string() == value,
+            _ => false,
+        };
+        if !counts || !all.iter().any(misplaced) {
+            return None;
+        }
+        select.selection = all.into_iter().filter(|c| !misplaced(c)).reduce(|a, b| Expr::BinaryOp { left: Box::new(a), op: BinaryOperator::And, right: Box::new(b) });
+        Some(())
+    })
+}
+
 /// `sql` (already guarded) without its `GROUP BY` where every item it selects is an aggregate,
 /// so one total is asked for: `SELECT ROUND(SUM(amount),2) AS amount FROM sales WHERE ...
 /// GROUP BY amount` groups by the raw column its alias shadows, and answers hundreds of sums of
@@ -1463,6 +1491,21 @@ mod tests {
         assert_eq!(f("Compare North China and South China in 2019", two), None);
         assert_eq!(f("除了西南，华北和华南2019年的销售额", two), None);
         assert_eq!(f("华北和华南2019年分别比西南高多少", two), None);
+    }
+
+    #[tokio::test]
+    async fn a_count_threshold_written_on_a_column_moves_to_the_count() {
+        let (_d, cat) = crate::catalog::demo_catalog().await;
+        let f = |q: &str, sql: &str| unplace_threshold(&cat, Sqlite, q, sql);
+        let q = "2020年订单数超过300单的省份有哪些";
+        let sql = "SELECT province, COUNT(*) AS orders FROM sales WHERE amount<300 AND substr(order_date,1,4)='2020' GROUP BY province ORDER BY orders DESC";
+        assert_eq!(f(q, sql).unwrap(), "SELECT province, COUNT(*) AS orders FROM sales WHERE substr(order_date, 1, 4) = '2020' GROUP BY province ORDER BY orders DESC");
+        assert_eq!(f(q, "SELECT province, COUNT(*) AS orders FROM sales WHERE amount<300 GROUP BY province").unwrap(), "SELECT province, COUNT(*) AS orders FROM sales GROUP BY province");
+        // Not a count asked, not counted, another number, or not grouped: as it was.
+        assert_eq!(f("2020年销售额超过300的省份有哪些", sql), None);
+        assert_eq!(f(q, &sql.replace("COUNT(*)", "SUM(amount)")), None);
+        assert_eq!(f(q, &sql.replace("amount<300", "amount<500")), None);
+        assert_eq!(f(q, "SELECT COUNT(*) AS orders FROM sales WHERE amount<300"), None);
     }
 
     #[tokio::test]

@@ -634,19 +634,16 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
             }
         }
     }
-    // A series per value of the column the question splits its figures over time by.
+    // A series per value of the column the question splits its figures over time by; then per
+    // value of a list the question names, beside the query's own groups (where the first left
+    // it unselected).
     let mut reply_chart = reply.chart;
-    if let Some((sql, series)) = crate::compose::add_series(&db.catalog, db.conn.dialect(), question, &guarded) {
-        guarded = sql;
-        if let Some(c) = reply_chart.as_mut() {
-            c.series = Some(series);
-        }
-    }
-    // A series per value of a list the question names, beside the query's own groups.
-    if let Some((sql, series)) = crate::compose::split_in_list(&db.catalog, db.conn.dialect(), question, &guarded) {
-        guarded = sql;
-        if let Some(c) = reply_chart.as_mut() {
-            c.series = Some(series);
+    for split in [crate::compose::add_series, crate::compose::split_in_list] {
+        if let Some((sql, series)) = split(&db.catalog, db.conn.dialect(), question, &guarded) {
+            guarded = sql;
+            if let Some(c) = reply_chart.as_mut() {
+                c.series = Some(series);
+            }
         }
     }
     let mut rows = match exec::run(&mut db.conn, &guarded, opts.timeout).await {

@@ -271,8 +271,8 @@ pub async fn eval_cmd(cfg: &Config, file: Option<PathBuf>, model: Option<String>
     let (score, graded, secs) = evaluate_on(&engine, &id, &mut db, &mut gold, set, opts).await?;
     for (g, a) in graded.iter().filter(|(g, _)| !(g.exec_ok && g.chart_ok)) {
         println!("missed: {} ({})\n  model: {}", g.question, g.note.clone().unwrap_or_default(), a.model_output.trim());
-        // The query that ran, where the pipeline rewrote or composed the model's.
-        if let Some(sql) = a.sql.as_deref().filter(|s| !a.model_output.contains(*s)) {
+        // The query that ran: the model's after the guard, the rewrites and any composition.
+        if let Some(sql) = a.sql.as_deref() {
             println!("  ran: {sql}");
         }
     }

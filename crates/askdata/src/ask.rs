@@ -124,6 +124,12 @@ pub struct AskOptions {
     /// Hold the reply to what the question says outright ([`crate::cues`]); off only to measure
     /// what the cues add (the reply's JSON schema applies either way).
     pub cues: bool,
+    /// Hold the reply's chart to the one the question asks for ([`crate::cues::chart_for`]),
+    /// also where a question's SQL rules are dropped because no query satisfies them together
+    /// ([`generate`]): the chart is not what failed (two such replies had drawn a number and a
+    /// line for gaps the reviewers drew as bars and a table, fresh2 and fresh15). Off with the
+    /// cues, to measure what they add.
+    pub chart_cue: bool,
     /// Hold the SQL to the catalogue's query shape ([`crate::shape`]: real tables, columns and
     /// values only); off only to measure what it adds.
     pub shape: bool,
@@ -147,7 +153,17 @@ pub const REDO_WAIT: Duration = Duration::from_secs(1);
 
 impl Default for AskOptions {
     fn default() -> Self {
-        AskOptions { max_rows: 1000, timeout: Duration::from_secs(5), max_tokens: 256, cues: true, shape: true, decline_above: Some(DECLINE_ABOVE), concepts: true, overloaded_wait: Duration::ZERO }
+        AskOptions {
+            max_rows: 1000,
+            timeout: Duration::from_secs(5),
+            max_tokens: 256,
+            cues: true,
+            chart_cue: true,
+            shape: true,
+            decline_above: Some(DECLINE_ABOVE),
+            concepts: true,
+            overloaded_wait: Duration::ZERO,
+        }
     }
 }
 
@@ -202,7 +218,7 @@ pub enum AskError {
     Backend(#[from] shovel_core::BackendError),
 }
 
-fn is_chinese(s: &str) -> bool {
+pub(crate) fn is_chinese(s: &str) -> bool {
     s.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c))
 }
 
@@ -346,7 +362,7 @@ fn branch_margin(prefix: &str, top: &[shovel_core::TopLogprob], branches: [&str;
 /// `city='淑'`, wrote worse SQL elsewhere: 86.7% vs 88.9% held-out). Inside the shape the same
 /// rule for values helps (docs/BENCHMARKS.md).
 pub fn reply_constraint(catalog: &Catalog, question: &str, opts: &AskOptions, branch: Branch) -> OutputConstraint {
-    let schema = reply_schema(catalog, question, opts.cues);
+    let schema = reply_schema(catalog, question, opts.chart_cue);
     if branch == Branch::Decline {
         return OutputConstraint::JsonSchema(serde_json::json!({"x-guidance": schema["x-guidance"].clone(), "anyOf": [schema["anyOf"][1].clone()]}));
     }
@@ -606,7 +622,7 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
         let (catalog, dialect) = (&db.catalog, db.conn.dialect());
         // Each takes the query and returns it rewritten, or `None` where it does not apply.
         type Rewrite<'a> = &'a dyn Fn(&str) -> Option<String>;
-        let rewrites: [Rewrite; 10] = [
+        let rewrites: [Rewrite; 11] = [
             // One total asked for, grouped by its own figure: the total.
             &|s| c::ungroup_totals(dialect, s),
             // A group named by a select alias that a joined table's column shadows: its expression.
@@ -625,6 +641,8 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
             &|s| c::with_count(catalog, dialect, question, s),
             // A threshold on a number of orders written on a column: off the rows, onto the count.
             &|s| c::unplace_threshold(catalog, dialect, question, s),
+            // Actual figures against targets at the grain the question asks, with what it asks.
+            &|s| c::regrain_target(catalog, dialect, question, s),
             // The rows short of (or beyond) their target, where the question asks for those.
             &|s| c::past_target(catalog, dialect, question, s),
         ];

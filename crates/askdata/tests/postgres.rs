@@ -119,8 +119,8 @@ async fn postgres_demo_answers_like_sqlite_read_only_and_under_a_time_limit() {
     // threshold, a part's share, a measure, a pinned group dropped, rows past their target, a
     // list of named values completed, a series split, a count, a group named by a shadowed
     // alias, a named value filtered, a named list split into a series, a count's threshold moved off
-    // the rows: compose.rs) run on PostgreSQL and give SQLite's rows, from the query the model
-    // writes for the plain question.
+    // the rows, figures against targets at the grain asked: compose.rs) run on PostgreSQL and
+    // give SQLite's rows, from the query the model writes for the plain question.
     for (q, reply, composed) in [
         (
             "各大区2020年销售额比2019年增长了百分之多少",
@@ -165,7 +165,7 @@ async fn postgres_demo_answers_like_sqlite_read_only_and_under_a_time_limit() {
         (
             "2020年华北哪几个月没完成销售目标？",
             r#"{"sql":"SELECT t.month, t.target, s.amount FROM sales_targets t JOIN (SELECT region, substr(order_date,1,7) AS month, ROUND(SUM(amount),2) AS amount FROM sales GROUP BY region, month) s ON s.region=t.region AND s.month=t.month WHERE t.region='华北' AND t.month BETWEEN '2020-01' AND '2020-12' ORDER BY t.month","chart":{"type":"table"}}"#,
-            "AND s.amount < t.target",
+            "HAVING SUM(s.\"amount\") < SUM(t.\"target\")",
         ),
         (
             "In which months of 2019 did South China beat its sales target?",
@@ -201,6 +201,21 @@ async fn postgres_demo_answers_like_sqlite_read_only_and_under_a_time_limit() {
             "For each category, compare the average order amount online vs offline in 2020.",
             r#"{"sql":"SELECT category, ROUND(AVG(amount),2) AS avg_amount FROM sales WHERE channel IN ('线上', '线下') AND substr(order_date,1,7) BETWEEN '2020-01' AND '2020-12' GROUP BY category ORDER BY avg_amount DESC","chart":{"type":"bar","x":"category","y":"avg_amount"}}"#,
             "GROUP BY category, channel",
+        ),
+        (
+            "Which regions fell short of their full-year 2019 target, and by how much?",
+            r#"{"sql":"SELECT t.region, t.target, s.amount FROM sales_targets t JOIN (SELECT region, substr(order_date,1,7) AS month, ROUND(SUM(amount),2) AS amount FROM sales GROUP BY region, month) s ON s.region=t.region AND s.month=t.month WHERE t.month BETWEEN '2019-01' AND '2019-12' AND s.amount < t.target ORDER BY t.region","chart":{"type":"table"}}"#,
+            "AS shortfall",
+        ),
+        (
+            "华北区2020年有几个月没完成销售目标？",
+            r#"{"sql":"SELECT ROUND(SUM(s.amount)*100.0/SUM(t.target),2) AS completion FROM sales_targets t JOIN (SELECT region, substr(order_date,1,7) AS month, ROUND(SUM(amount),2) AS amount FROM sales GROUP BY region, month) s ON s.region=t.region AND s.month=t.month WHERE t.region='华北' AND t.month BETWEEN '2020-01' AND '2020-12'","chart":{"type":"number","y":"completion"}}"#,
+            "SELECT COUNT(*) AS 月数 FROM (",
+        ),
+        (
+            "Monthly target completion rate for North China in 2019",
+            r#"{"sql":"SELECT ROUND(SUM(s.amount)*100.0/SUM(t.target),2) AS completion FROM sales_targets t JOIN (SELECT region, substr(order_date,1,7) AS month, ROUND(SUM(amount),2) AS amount FROM sales GROUP BY region, month) s ON s.region=t.region AND s.month=t.month WHERE t.region='华北' AND t.month BETWEEN '2019-01' AND '2019-12'","chart":{"type":"line","x":"month","y":"completion"}}"#,
+            "AS attainment_pct",
         ),
     ] {
         let opts = AskOptions::default();

@@ -643,7 +643,14 @@ async fn real_main() -> Result<()> {
         Cmd::Askdata { cmd: AskdataCmd::Eval { file, model, json, no_cues, no_shape, no_probe, no_concepts, margins } } => {
             init_tracing("warn");
             let defaults = shovel_askdata::ask::AskOptions::default();
-            let opts = shovel_askdata::ask::AskOptions { cues: !no_cues, shape: !no_shape, decline_above: defaults.decline_above.filter(|_| !no_probe), concepts: !no_concepts, ..defaults };
+            let opts = shovel_askdata::ask::AskOptions {
+                cues: !no_cues,
+                chart_cue: !no_cues,
+                shape: !no_shape,
+                decline_above: defaults.decline_above.filter(|_| !no_probe),
+                concepts: !no_concepts,
+                ..defaults
+            };
             askdata_cli::eval_cmd(&cfg, file, model, json, opts, margins).await
         }
         Cmd::Ask { db, model, format, chart_out, questions, question } => {

@@ -622,7 +622,11 @@ pub async fn answer_reply(db: &mut Database, question: &str, output: String, opt
         let (catalog, dialect) = (&db.catalog, db.conn.dialect());
         // Each takes the query and returns it rewritten, or `None` where it does not apply.
         type Rewrite<'a> = &'a dyn Fn(&str) -> Option<String>;
-        let rewrites: [Rewrite; 11] = [
+        let rewrites: [Rewrite; 13] = [
+            // A quarter written without its month: the teaching data's.
+            &|s| c::mend_quarter(catalog, s),
+            // A date compared whole with a month or a year: compared as that month or year.
+            &|s| c::date_prefixes(catalog, dialect, s),
             // One total asked for, grouped by its own figure: the total.
             &|s| c::ungroup_totals(dialect, s),
             // A group named by a select alias that a joined table's column shadows: its expression.

@@ -84,6 +84,16 @@ impl ChartSpec {
         if !has(&self.series) {
             self.series = None;
         }
+        // A pie shows one whole split one way; rows split two ways ("2020年各大区线上线下分别卖了
+        // 多少": region by channel, drawn as a pie by the model) are bars with a series. No gold
+        // pie across the shipped sets has two text columns.
+        let texts: Vec<&String> = (0..rows.columns.len()).filter(|&i| !numeric(i)).map(|i| &rows.columns[i]).collect();
+        if self.kind == ChartType::Pie && texts.len() >= 2 {
+            self.kind = ChartType::Bar;
+            if self.series.is_none() {
+                self.series = texts.into_iter().find(|c| Some(*c) != self.x.as_ref()).cloned();
+            }
+        }
         if self.y.is_none() && self.kind != ChartType::Number {
             self.kind = ChartType::Table;
         }
@@ -402,7 +412,12 @@ mod tests {
         let one = Rows { columns: vec!["total".into()], rows: vec![vec![json!(5.5)]] };
         assert_eq!(spec.clone().fit(&one).kind, ChartType::Number);
         let text = Rows { columns: vec!["city".into()], rows: vec![vec![json!("北京")], vec![json!("上海")]] };
-        assert_eq!(spec.fit(&text).kind, ChartType::Table);
+        assert_eq!(spec.clone().fit(&text).kind, ChartType::Table);
+        // Rows split two ways drawn as a pie: bars, split into a series by the other text column.
+        let pie = ChartSpec { kind: ChartType::Pie, x: Some("month".into()), y: Some("amount".into()), series: None, title: String::new() }.fit(&rows);
+        assert_eq!((pie.kind, pie.series.as_deref()), (ChartType::Bar, Some("channel")));
+        let one_way = Rows { columns: vec!["channel".into(), "amount".into()], rows: vec![vec![json!("线上"), json!(1)], vec![json!("线下"), json!(2)]] };
+        assert_eq!(ChartSpec { kind: ChartType::Pie, x: None, y: None, series: None, title: String::new() }.fit(&one_way).kind, ChartType::Pie);
     }
 
     #[test]

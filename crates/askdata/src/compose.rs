@@ -625,6 +625,38 @@ pub fn with_measures(catalog: &Catalog, dialect: crate::exec::Dialect, question:
             swap(&mut o.expr);
         }
     }
+    // No sum to take the measure's place, and the rows counted where the question asks for no
+    // number of orders ("笔记本电脑2019年平均一单买几台" answered `COUNT(*) AS orders`): the count
+    // is the measure, where it is the query's one figure.
+    if let ([(func, col, measure)], false) = (&calls[..], changed || crate::cues::count_asked(question)) {
+        let figures: Vec<usize> = select.projection.iter().enumerate().filter(|(_, i)| selected(i).is_some_and(|(e, _)| aggregate(e))).map(|(n, _)| n).collect();
+        if let [n] = figures[..] {
+            let counted = |e: &Expr| matches!(e, Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("COUNT") && f.args.to_string().trim() == "(*)");
+            let written = parse(dialect, &format!("SELECT {func}({col})"))?;
+            let [Statement::Query(w)] = &written[..] else { return None };
+            let SetExpr::Select(w) = w.body.as_ref() else { return None };
+            let call = selected(w.projection.first()?)?.0.clone();
+            let renamed = match &mut select.projection[n] {
+                SelectItem::ExprWithAlias { expr, alias } if counted(expr) => {
+                    *expr = call;
+                    Some(std::mem::replace(&mut alias.value, measure.clone()))
+                }
+                SelectItem::UnnamedExpr(expr) if counted(expr) => {
+                    *expr = call;
+                    None
+                }
+                _ => return None,
+            };
+            if let Some(OrderBy { kind: OrderByKind::Expressions(list), .. }) = &mut q.order_by {
+                for o in list.iter_mut() {
+                    if renamed.as_ref().is_some_and(|old| matches!(&o.expr, Expr::Identifier(i) if i.value == *old)) || counted(&o.expr) {
+                        o.expr = Expr::Identifier(Ident::new(measure.clone()));
+                    }
+                }
+            }
+            return Some(stmts[0].to_string());
+        }
+    }
     if !changed {
         return None;
     }
@@ -897,9 +929,6 @@ pub fn regrain_target(catalog: &Catalog, dialect: crate::exec::Dialect, question
         month.clone()
     } else {
         let key = crate::cues::group_column(catalog, question).filter(|k| targets.columns.iter().any(|c| &c.name == k))?;
-        if rate {
-            return None;
-        }
         key
     };
     let mut stmts = parse(dialect, sql)?;
@@ -954,7 +983,9 @@ pub fn regrain_target(catalog: &Catalog, dialect: crate::exec::Dialect, question
     let compares =
         |c: &Expr| matches!(c, Expr::BinaryOp { left, op: BinaryOperator::Lt | BinaryOperator::Gt | BinaryOperator::LtEq | BinaryOperator::GtEq, right } if !literal(left) && !literal(right));
     let kept: Vec<String> = select.selection.as_ref().map(|w| conjuncts(w).into_iter().filter(|c| !compares(c)).map(|c| c.to_string()).collect()).unwrap_or_default();
-    // Grouped already: only by the targets' own columns (a rate for the year, or per month).
+    // Grouped already: only by the targets' own columns (a rate for the year, or per month), or
+    // by bare columns of either side (every column listed: `GROUP BY t.target, s.amount,
+    // t.region, t.month`).
     let GroupByExpr::Expressions(groups, _) = &select.group_by else { return None };
     let reads_targets_only = |e: &Expr| {
         let mut only = true;
@@ -968,7 +999,8 @@ pub fn regrain_target(catalog: &Catalog, dialect: crate::exec::Dialect, question
         });
         only
     };
-    if !groups.iter().all(reads_targets_only) {
+    let bare = |e: &Expr| matches!(e, Expr::CompoundIdentifier(p) if p.len() == 2 && (p[0].value == t || p[0].value == s));
+    if !groups.iter().all(|g| reads_targets_only(g) || bare(g)) {
         return None;
     }
     // Answered already: rows at the grain asked (one per month of the targets, ungrouped; or
@@ -982,10 +1014,27 @@ pub fn regrain_target(catalog: &Catalog, dialect: crate::exec::Dialect, question
         _ => false,
     };
     let has = |needle: &str| items.iter().any(|i| i.contains(needle));
+    // A rate per key is the model's to write (the reviewers' gold answers split between the rate
+    // alone and the rate beside both figures), unless it wrote none ("2020年各大区的销售目标完成
+    // 率分别是多少" answered with every month's two figures), or only the keys past their target
+    // are asked for ("Which regions beat their full-year 2020 target? show completion rate").
+    if key != month && rate && has(" / ") && crate::cues::past_target(question).is_none() {
+        return None;
+    }
     // A figure listed as itself, not only inside the rate.
     let lists = |needle: &str| items.iter().any(|i| i.contains(needle) && !i.contains(" / "));
     let gap = crate::cues::gap_asked(question);
-    let figures = (lists(&format!("{s}.{actual}")) && lists(&format!("{t}.{}", target.name))) || (gap && !rate);
+    // Both figures listed: beside a gap only where the question names the actual figure
+    // ("实际卖的跟目标差多少"), beside a rate only where it names the actual figure, holds it
+    // against the target ("track against its monthly targets") or asks for attainment in no
+    // word of a rate. A gap asked alone ("by how much") and a rate asked as such ("每个月目标完成
+    // 率是多少", "Monthly target completion rate") are listed alone, as the reviewers' gold
+    // answers do (five of five such monthly rates, two of two such gaps). Both, too, for a rate
+    // per key that the model left out beside the two figures it listed.
+    let listed = lists(&format!("{s}.{actual}")) && lists(&format!("{t}.{}", target.name));
+    let both = (listed && rate && key != month)
+        || if rate { crate::cues::actual_named(question) || crate::cues::held_against(question) || !crate::cues::rate_named(question) } else { !gap || crate::cues::actual_named(question) };
+    let figures = !both || listed;
     let compared = select.selection.iter().chain(&select.having).any(|w| conjuncts(w).into_iter().any(compares));
     let side_right = crate::cues::past_target(question).is_none() || compared;
     if grain_right && figures && side_right && (!rate || has(" / ")) && (!gap || has(" - ")) && (!crate::cues::months_counted(question) || has("COUNT(")) {
@@ -997,14 +1046,18 @@ pub fn regrain_target(catalog: &Catalog, dialect: crate::exec::Dialect, question
     let g = format!("{t}.{}", quoted(&key));
     let mut items = vec![format!("{g} AS {}", quoted(&key))];
     let side = crate::cues::past_target(question);
-    // A gap asked alone ("by how much", "How far above or below target") is listed alone.
-    if rate || !gap || crate::cues::actual_named(question) {
+    if both {
         items.push(format!("ROUND({sa}, 2) AS {}", if zh { "实际" } else { "actual" }));
         items.push(format!("ROUND({st}, 2) AS {}", if zh { "目标" } else { "target" }));
     }
     if gap {
-        let (gap, name) =
-            if side == Some(std::cmp::Ordering::Less) { (format!("{st} - {sa}"), if zh { "差额" } else { "shortfall" }) } else { (format!("{sa} - {st}"), if zh { "差额" } else { "gap" }) };
+        // The target less the actual where the question asks what fell short, or how far short
+        // ("how far short of target was each month"), else the actual less the target.
+        let (gap, name) = if side == Some(std::cmp::Ordering::Less) || crate::cues::shortfall_asked(question) {
+            (format!("{st} - {sa}"), if zh { "差额" } else { "shortfall" })
+        } else {
+            (format!("{sa} - {st}"), if zh { "差额" } else { "gap" })
+        };
         items.push(format!("ROUND({gap}, 2) AS {name}"));
     }
     if rate {
@@ -1022,6 +1075,84 @@ pub fn regrain_target(catalog: &Catalog, dialect: crate::exec::Dialect, question
     } else {
         format!("{rows} ORDER BY {g}{limit}")
     })
+}
+
+/// `sql` (already guarded) with the teaching data's quarter, `(CAST(substr(order_date, 6, 2) AS
+/// INTEGER) + 2) / 3`, where the model wrote it without its month (`(CAST(INTEGER) + 2) / 3`,
+/// which no database runs). `None` elsewhere.
+///
+/// Why: answered under fewer rules (the question's rules together ran out of llguidance's
+/// lexer fuel), the model wrote that for "2019年上半年和下半年的销售额对比一下" and
+/// "华南区19年各个季度卖得怎么样" (fresh13, fresh18).
+pub fn mend_quarter(catalog: &Catalog, sql: &str) -> Option<String> {
+    const BROKEN: &str = "(CAST(INTEGER) + 2) / 3";
+    let date = catalog.date_column()?;
+    sql.contains(BROKEN).then(|| sql.replace(BROKEN, &format!("(CAST(substr({date}, 6, 2) AS INTEGER) + 2) / 3")))
+}
+
+/// `sql` (already guarded) with the date column compared as the month or year it is compared
+/// with: a `YYYY-MM-DD` column against `'YYYY-MM'` (or `'YYYY'`) literals reads as its first 7 (or
+/// 4) characters, `substr(order_date, 1, 7) BETWEEN '2019-01' AND '2019-12'`. `None` where no
+/// comparison is such.
+///
+/// Why: compared whole, `order_date BETWEEN '2019-01' AND '2019-12'` leaves out every day of
+/// December after the 1st ('2019-12-15' sorts after '2019-12'), and `order_date = '2019-03'`
+/// holds no row. The model wrote such ranges for "19年一共多少笔订单" and "2018年第四季度订单数超过
+/// 80笔的城市有哪些" (fresh5, fresh10): answers short by the last month.
+pub fn date_prefixes(catalog: &Catalog, dialect: crate::exec::Dialect, sql: &str) -> Option<String> {
+    use sqlparser::ast::{BinaryOperator, Expr, Value};
+    let date = catalog.date_column()?;
+    // The length of a month or year literal (`'2019-12'`: 7, `'2019'`: 4).
+    fn prefix(e: &Expr) -> Option<usize> {
+        let Expr::Value(v) = e else { return None };
+        let Value::SingleQuotedString(text) = &v.value else { return None };
+        let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        match (text.len(), text.split_once('-')) {
+            (7, Some((y, m))) if y.len() == 4 && digits(y) && m.len() == 2 && digits(m) => Some(7),
+            (4, None) if digits(text) => Some(4),
+            _ => None,
+        }
+    }
+    let mut stmts = parse(dialect, sql)?;
+    let mut changed = false;
+    let wrap = |e: &mut Expr, n: usize| {
+        let inner = std::mem::replace(e, Expr::Value(Value::Null.into()));
+        *e = parse(dialect, &format!("SELECT substr(x, 1, {n})"))
+            .and_then(|mut st| {
+                let sqlparser::ast::Statement::Query(q) = st.pop()? else { return None };
+                let sqlparser::ast::SetExpr::Select(sel) = *q.body else { return None };
+                let sqlparser::ast::SelectItem::UnnamedExpr(Expr::Function(mut f)) = sel.projection.into_iter().next()? else { return None };
+                let sqlparser::ast::FunctionArguments::List(l) = &mut f.args else { return None };
+                l.args[0] = sqlparser::ast::FunctionArg::Unnamed(sqlparser::ast::FunctionArgExpr::Expr(inner.clone()));
+                Some(Expr::Function(f))
+            })
+            .unwrap_or(inner);
+    };
+    let is_date = |e: &Expr| column_name(e).as_deref() == Some(date);
+    let _ = sqlparser::ast::visit_expressions_mut(&mut stmts, |e| {
+        match e {
+            Expr::Between { expr, low, high, .. } if is_date(expr) => {
+                if let (Some(a), Some(b)) = (prefix(low), prefix(high)) {
+                    if a == b {
+                        wrap(expr, a);
+                        changed = true;
+                    }
+                }
+            }
+            Expr::BinaryOp { left, op: BinaryOperator::Eq | BinaryOperator::NotEq | BinaryOperator::Lt | BinaryOperator::LtEq | BinaryOperator::Gt | BinaryOperator::GtEq, right } => {
+                if let (true, Some(n)) = (is_date(left), prefix(right)) {
+                    wrap(left, n);
+                    changed = true;
+                } else if let (true, Some(n)) = (is_date(right), prefix(left)) {
+                    wrap(right, n);
+                    changed = true;
+                }
+            }
+            _ => {}
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    changed.then(|| stmts[0].to_string())
 }
 
 /// Words that set a named value apart: to leave it out, or to compare the others with it
@@ -1514,6 +1645,33 @@ mod tests {
         let margin = "SELECT province, ROUND(SUM(profit)*100.0/SUM(amount),2) AS margin FROM sales GROUP BY province";
         assert_eq!(with_measures(&cat, Sqlite, "2020年各省的客单价和利润率", margin), None);
         assert_eq!(with_measures(&cat, Sqlite, "各大区的销售额和客单价", "SELECT region, SUM(amount) AS amount, AVG(amount) AS avg_amount FROM sales GROUP BY region"), None);
+        // An average quantity per order, which the model summed or counted.
+        let got = with_measures(&cat, Sqlite, "avg units per order for Electronics in 2020", "SELECT SUM(quantity) AS quantity FROM sales WHERE category='电子产品'");
+        assert_eq!(got.as_deref(), Some("SELECT AVG(quantity) AS avg_quantity FROM sales WHERE category = '电子产品'"));
+        let got = with_measures(&cat, Sqlite, "笔记本电脑2019年平均一单买几台", "SELECT COUNT(*) AS orders FROM sales WHERE product='笔记本电脑' ORDER BY orders DESC");
+        assert_eq!(got.as_deref(), Some("SELECT AVG(quantity) AS avg_quantity FROM sales WHERE product = '笔记本电脑' ORDER BY avg_quantity DESC"));
+        // A count beside another figure, or asked for, stays.
+        assert_eq!(with_measures(&cat, Sqlite, "各省客单价", "SELECT province, COUNT(*) AS orders, SUM(profit) AS profit FROM sales GROUP BY province"), None);
+        assert_eq!(with_measures(&cat, Sqlite, "2019年的订单数和客单价", "SELECT COUNT(*) AS orders FROM sales"), None);
+        // A quarter written without its month: the teaching data's.
+        assert_eq!(
+            mend_quarter(&cat, "SELECT (CAST(INTEGER) + 2) / 3 AS quarter, ROUND(SUM(amount), 2) AS amount FROM sales GROUP BY quarter").as_deref(),
+            Some("SELECT (CAST(substr(order_date, 6, 2) AS INTEGER) + 2) / 3 AS quarter, ROUND(SUM(amount), 2) AS amount FROM sales GROUP BY quarter")
+        );
+        assert_eq!(mend_quarter(&cat, "SELECT (CAST(substr(order_date, 6, 2) AS INTEGER) + 2) / 3 AS quarter FROM sales"), None);
+        // Dates compared as the months and years they are compared with.
+        let d = |sql: &str| date_prefixes(&cat, Sqlite, sql);
+        assert_eq!(
+            d("SELECT COUNT(*) AS orders FROM sales WHERE order_date BETWEEN '2019-01' AND '2019-12'").as_deref(),
+            Some("SELECT COUNT(*) AS orders FROM sales WHERE substr(order_date, 1, 7) BETWEEN '2019-01' AND '2019-12'")
+        );
+        assert_eq!(
+            d("SELECT city FROM sales s WHERE s.order_date = '2019-03' OR '2020' <= s.order_date").as_deref(),
+            Some("SELECT city FROM sales AS s WHERE substr(s.order_date, 1, 7) = '2019-03' OR '2020' <= substr(s.order_date, 1, 4)")
+        );
+        assert_eq!(d("SELECT city FROM sales WHERE substr(order_date,1,7) BETWEEN '2019-01' AND '2019-12' AND order_date >= '2019-01-05'"), None);
+        assert_eq!(d("SELECT month FROM sales_targets WHERE month BETWEEN '2019-01' AND '2019-12'"), None);
+        assert!(crate::cues::count_asked("number of loss-making orders per category in 2020") && crate::cues::count_asked("how many online orders") && crate::cues::count_asked("2020年有多少个单子"));
     }
 
     #[test]
@@ -1675,11 +1833,36 @@ mod tests {
         // about targets, a join of the targets to the raw rows.
         let per_region = format!("SELECT t.region, ROUND(SUM(s.amount)*100.0/SUM(t.target),2) AS completion {join} WHERE t.month BETWEEN '2020-01' AND '2020-12' GROUP BY t.region");
         assert_eq!(f("2020年各大区销售目标完成率", &per_region), None);
+        // A rate per region that the model left out, listing every month's two figures: the
+        // rate per region, beside the two figures it listed.
+        let every = format!("SELECT t.region, t.target, s.amount {join} WHERE t.month BETWEEN '2020-01' AND '2020-12' GROUP BY t.target, s.amount, t.region, t.month");
+        let rated = f("2020年各大区的销售目标完成率分别是多少？", &every).unwrap();
+        assert!(rated.starts_with("SELECT t.\"region\" AS \"region\", ROUND(SUM(s.\"amount\"), 2) AS 实际, ROUND(SUM(t.\"target\"), 2) AS 目标, ROUND(SUM(s.\"amount\") * 100.0 / NULLIF(SUM(t.\"target\"), 0), 2) AS 完成率 FROM"), "{rated}");
+        assert!(rated.ends_with("GROUP BY t.\"region\" ORDER BY t.\"region\""), "{rated}");
         assert_eq!(f("What was South China's target completion rate for Q4 2019?", &year), None);
         assert_eq!(f("Which region had the best target completion rate in 2019?", &per_region), None);
         assert_eq!(f("2020年各大区的销售额", &per_region), None);
         let raw = "SELECT t.month, t.target, ROUND(SUM(s.amount),2) AS amount FROM sales_targets t JOIN sales s ON s.region=t.region AND substr(s.order_date,1,7)=t.month WHERE t.region='华南' GROUP BY t.month, t.target";
         assert_eq!(f("South China monthly target attainment in 2020", raw), None);
+        // A rate asked as such is listed alone; beside both figures where the question holds
+        // them against each other or asks for attainment in no word of a rate.
+        let alone = f("Monthly target completion rate for North China in 2019", &year.replace("西北", "华北")).unwrap();
+        assert!(alone.starts_with("SELECT t.\"month\" AS \"month\", ROUND(SUM(s.\"amount\") * 100.0 / NULLIF(SUM(t.\"target\"), 0), 2) AS attainment_pct FROM"), "{alone}");
+        assert!(f("华南区2020年每个月目标完成率是多少", &year)
+            .unwrap()
+            .starts_with("SELECT t.\"month\" AS \"month\", ROUND(SUM(s.\"amount\") * 100.0 / NULLIF(SUM(t.\"target\"), 0), 2) AS 完成率 FROM"));
+        assert!(f("South China monthly target attainment in 2020", &year).unwrap().contains("AS actual, ROUND(SUM(t.\"target\"), 2) AS target, ROUND("));
+        // The regions past their target, with their rate: the model's rates, compared on the sums.
+        let beat = f("Which regions beat their full-year 2020 target? show completion rate", &per_region).unwrap();
+        assert!(beat.starts_with("SELECT t.\"region\" AS \"region\", ROUND(SUM(s.\"amount\") * 100.0 / NULLIF(SUM(t.\"target\"), 0), 2) AS attainment_pct FROM"), "{beat}");
+        assert!(beat.ends_with("GROUP BY t.\"region\" HAVING SUM(s.\"amount\") > SUM(t.\"target\") ORDER BY t.\"region\""), "{beat}");
+        assert_eq!(crate::cues::chart_for(&cat, "Which regions beat their full-year 2020 target? show completion rate"), Some(ChartType::Bar));
+        // How far short each month, the gap's direction named: the target less the actual, every
+        // month, alone.
+        let monthly = format!("SELECT t.month, t.target, s.amount {join} WHERE t.region='西北' AND t.month BETWEEN '2019-01' AND '2019-12' ORDER BY t.month");
+        let short = f("Northwest China 2019: how far short of target was each month? (target minus actual sales)", &monthly).unwrap();
+        assert!(short.starts_with("SELECT t.\"month\" AS \"month\", ROUND(SUM(t.\"target\") - SUM(s.\"amount\"), 2) AS shortfall FROM"), "{short}");
+        assert!(!short.contains("HAVING"), "{short}");
         // Charts: a gap alone in bars, beside both figures a table; a monthly rate a line.
         assert_eq!(crate::cues::chart_for(&cat, "Which regions fell short of their full-year 2019 target, and by how much?"), Some(ChartType::Bar));
         assert_eq!(crate::cues::chart_for(&cat, "Which regions fell short of their total 2020 sales target? Show actual sales, target and the shortfall"), Some(ChartType::Table));

@@ -105,7 +105,7 @@ pub fn terms() -> Vec<crate::catalog::Term> {
     out
 }
 
-/// The demo database's measures (`data/aliases.json`, `measures`): a margin, an average order value.
+/// The demo database's measures (`data/aliases.json`, `measures`): a margin, an average order value, an average quantity per order.
 pub fn measures() -> Vec<crate::catalog::Measure> {
     serde_json::from_value(aliases_json()["measures"].clone()).expect("the compiled-in aliases.json has valid measures")
 }

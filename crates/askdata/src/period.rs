@@ -125,11 +125,12 @@ pub fn find(question: &str) -> Option<Period> {
 static CHANGE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)同比|环比|增长|增幅|增速|涨幅|降幅|涨了|跌了|下降了?百分|变化|变动|\b(month|quarter)[- ]over[- ](month|quarter)\b|\bchang(e|ed|es)\b|\bgrowth\b|\bgr[eo]w(n|s)?\b|\byear[- ]over[- ]year\b|\byoy\b|\b(increase|decrease|change)[ds]?\b.*(%|\bpercent)|(%|\bpercent(age)?)\b.*\b(increase|decrease|change)").expect("valid pattern")
 });
-/// Words that ask for a series over time ("2019到2020年销售额的增长趋势", "monthly growth"):
-/// answered over the whole span, not as one change.
+/// Words that ask for a series over time ("2019到2020年销售额的增长趋势", "monthly growth", "the
+/// month-over-month % change in total sales for 2020"): answered over the whole span, not as
+/// one change.
 static SERIES: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)趋势|走势|每个?月|各个?月|逐月|月度|按月|每个?季度|逐季|按季度|每一?年|逐年|历年|\bmonthly\b|\bquarterly\b|\btrend|\bby (month|quarter)\b|\bper (month|quarter)\b|\beach (month|quarter)\b",
+        r"(?i)趋势|走势|每个?月|各个?月|逐月|月度|按月|每个?季度|逐季|按季度|每一?年|逐年|历年|\bmonthly\b|\bquarterly\b|\btrend|\bby (month|quarter)\b|\bper (month|quarter)\b|\beach (month|quarter)\b|\b(month|quarter)[- ]over[- ](month|quarter)\b.*\b(for|in|during|across|through(out)?|over)\s+(19|20)\d{2}([^-\d]|$)",
     )
     .expect("valid pattern")
 });
@@ -370,11 +371,25 @@ mod tests {
 
     #[test]
     fn a_series_of_changes_from_the_period_before() {
-        for q in ["2020年每个月华南区的销售额环比增长率", "2020年各月销售额环比", "Monthly sales growth rate in 2019", "Month-over-month change of monthly profit in 2020"] {
+        for q in [
+            "2020年每个月华南区的销售额环比增长率",
+            "2020年各月销售额环比",
+            "Monthly sales growth rate in 2019",
+            "Month-over-month change of monthly profit in 2020",
+            "Give me the month-over-month % change in total sales for 2020 (Jan compared with Dec 2019)",
+        ] {
             assert!(successive(q), "{q}");
         }
-        for q in ["2019到2020年销售额的增长趋势", "2018到2020年每年的销售额变化趋势", "2020年12月的销售额环比增长", "Monthly sales in 2019", "2020年每个月的销售额同比增长率", "2020年线上月度销售额"]
-        {
+        for q in [
+            "2019到2020年销售额的增长趋势",
+            "2018到2020年每年的销售额变化趋势",
+            "2020年12月的销售额环比增长",
+            "Monthly sales in 2019",
+            "2020年每个月的销售额同比增长率",
+            "2020年线上月度销售额",
+            "What was the month-over-month change in sales for 2020-12?",
+            "Month-over-month change for December 2020",
+        ] {
             assert!(!successive(q), "{q}");
         }
     }

@@ -119,8 +119,9 @@ async fn postgres_demo_answers_like_sqlite_read_only_and_under_a_time_limit() {
     // threshold, a part's share, a measure, a pinned group dropped, rows past their target, a
     // list of named values completed, a series split, a count, a group named by a shadowed
     // alias, a named value filtered, a named list split into a series, a count's threshold moved off
-    // the rows, figures against targets at the grain asked: compose.rs) run on PostgreSQL and
-    // give SQLite's rows, from the query the model writes for the plain question.
+    // the rows, figures against targets at the grain asked, a date compared as a month, an
+    // average quantity per order: compose.rs) run on PostgreSQL and give SQLite's rows, from the
+    // query the model writes for the plain question.
     for (q, reply, composed) in [
         (
             "各大区2020年销售额比2019年增长了百分之多少",
@@ -211,6 +212,16 @@ async fn postgres_demo_answers_like_sqlite_read_only_and_under_a_time_limit() {
             "华北区2020年有几个月没完成销售目标？",
             r#"{"sql":"SELECT ROUND(SUM(s.amount)*100.0/SUM(t.target),2) AS completion FROM sales_targets t JOIN (SELECT region, substr(order_date,1,7) AS month, ROUND(SUM(amount),2) AS amount FROM sales GROUP BY region, month) s ON s.region=t.region AND s.month=t.month WHERE t.region='华北' AND t.month BETWEEN '2020-01' AND '2020-12'","chart":{"type":"number","y":"completion"}}"#,
             "SELECT COUNT(*) AS 月数 FROM (",
+        ),
+        (
+            "19年一共多少笔订单",
+            r#"{"sql":"SELECT COUNT(*) AS orders FROM sales WHERE order_date BETWEEN '2019-01' AND '2019-12'","chart":{"type":"number","y":"orders"}}"#,
+            "substr(order_date, 1, 7) BETWEEN '2019-01' AND '2019-12'",
+        ),
+        (
+            "笔记本电脑2019年平均一单买几台",
+            r#"{"sql":"SELECT COUNT(*) AS orders FROM sales WHERE product='笔记本电脑' AND substr(order_date,1,7) BETWEEN '2019-01' AND '2019-12'","chart":{"type":"number","y":"orders"}}"#,
+            "AVG(quantity) AS avg_quantity",
         ),
         (
             "Monthly target completion rate for North China in 2019",

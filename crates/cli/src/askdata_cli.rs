@@ -243,7 +243,7 @@ async fn register_stable(cfg: &Config, store: &Store, tuned: &str, stable: &str)
 }
 
 /// `shovel askdata eval`: grades a model on labelled questions (the shipped evaluation set,
-/// `--file fresh`/`fresh2`/.../`fresh15` for the reviewers' fresh sets, or a JSONL file of `{"question", "sql", "chart"}` / `{"question", "error"}` lines) on the demo
+/// `--file fresh`/`fresh2`/.../`fresh18` for the reviewers' fresh sets, or a JSONL file of `{"question", "sql", "chart"}` / `{"question", "error"}` lines) on the demo
 /// database under `opts` (the ablation flags switch its parts off); prints each miss and the
 /// score, and with `--json` the score as JSON last.
 pub async fn eval_cmd(cfg: &Config, file: Option<PathBuf>, model: Option<String>, json: bool, opts: AskOptions, margins: bool) -> Result<()> {

@@ -251,7 +251,7 @@ enum AskdataCmd {
     /// rows equal to the gold query's) and chart type.
     Eval {
         /// JSONL of {"question", "sql", "chart"} or {"question", "error"} (default: the shipped
-        /// evaluation set; `fresh`, `fresh2`, ... `fresh15`: the shipped sets of questions written afresh by fifteen reviewers).
+        /// evaluation set; `fresh`, `fresh2`, ... `fresh18`: the shipped sets of questions written afresh by eighteen reviewers).
         #[arg(long)]
         file: Option<PathBuf>,
         /// Model id (default: askdata-smollm2 when registered, else the built-in base).

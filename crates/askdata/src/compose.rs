@@ -259,6 +259,14 @@ fn parse(dialect: crate::exec::Dialect, sql: &str) -> Option<Vec<sqlparser::ast:
     crate::guard::parse_in(dialect, sql).ok()
 }
 
+/// One expression written as SQL text (`AVG(quantity)`), parsed.
+fn parse_expr(dialect: crate::exec::Dialect, text: &str) -> Option<sqlparser::ast::Expr> {
+    let stmts = parse(dialect, &format!("SELECT {text}"))?;
+    let [sqlparser::ast::Statement::Query(q)] = &stmts[..] else { return None };
+    let sqlparser::ast::SetExpr::Select(select) = q.body.as_ref() else { return None };
+    selected(select.projection.first()?).map(|(e, _)| e.clone())
+}
+
 /// What a composed query shows: its SQL, and the chart it takes (a kind, x, y), or `None` to
 /// keep the model's chart.
 #[derive(Debug, Clone, PartialEq)]
@@ -632,10 +640,7 @@ pub fn with_measures(catalog: &Catalog, dialect: crate::exec::Dialect, question:
         let figures: Vec<usize> = select.projection.iter().enumerate().filter(|(_, i)| selected(i).is_some_and(|(e, _)| aggregate(e))).map(|(n, _)| n).collect();
         if let [n] = figures[..] {
             let counted = |e: &Expr| matches!(e, Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("COUNT") && f.args.to_string().trim() == "(*)");
-            let written = parse(dialect, &format!("SELECT {func}({col})"))?;
-            let [Statement::Query(w)] = &written[..] else { return None };
-            let SetExpr::Select(w) = w.body.as_ref() else { return None };
-            let call = selected(w.projection.first()?)?.0.clone();
+            let call = parse_expr(dialect, &format!("{func}({col})"))?;
             let renamed = match &mut select.projection[n] {
                 SelectItem::ExprWithAlias { expr, alias } if counted(expr) => {
                     *expr = call;
@@ -902,9 +907,9 @@ pub fn past_target(catalog: &Catalog, dialect: crate::exec::Dialect, question: &
 /// asks how many. The model's `WHERE` stays, less any comparison of the two figures (made on the
 /// sums instead).
 ///
-/// Not rewritten: a rate per key (the model writes it, and the reviewers' gold answers split
-/// six and six between the rate alone and the rate beside both figures); a question for one
-/// total; one asking for a top or bottom few; a join of the targets to the raw rows (its target
+/// Not rewritten: a rate per key the model wrote, unless only the keys past their target are
+/// asked for (the reviewers' gold answers split between the rate alone and the rate beside
+/// both figures); a question for one total; one asking for a top or bottom few; a join of the targets to the raw rows (its target
 /// repeats on every row, so it cannot be summed).
 ///
 /// Why: the model compared the regions' monthly figures with their monthly targets for "Which
@@ -925,12 +930,8 @@ pub fn regrain_target(catalog: &Catalog, dialect: crate::exec::Dialect, question
     let month = targets.columns.iter().find(|c| crate::shape::holds_dates(c))?.name.clone();
     let [target] = &targets.columns.iter().filter(|c| number(c)).collect::<Vec<_>>()[..] else { return None };
     let rate = crate::cues::target_rate_asked(question);
-    let key = if crate::cues::by_month(question) {
-        month.clone()
-    } else {
-        let key = crate::cues::group_column(catalog, question).filter(|k| targets.columns.iter().any(|c| &c.name == k))?;
-        key
-    };
+    let side = crate::cues::past_target(question);
+    let key = if crate::cues::by_month(question) { month.clone() } else { crate::cues::group_column(catalog, question).filter(|k| targets.columns.iter().any(|c| &c.name == k))? };
     let mut stmts = parse(dialect, sql)?;
     let [Statement::Query(q)] = &mut stmts[..] else { return None };
     let limit = q.limit.as_ref().map(|l| format!(" LIMIT {l}")).unwrap_or_default();
@@ -1018,7 +1019,7 @@ pub fn regrain_target(catalog: &Catalog, dialect: crate::exec::Dialect, question
     // alone and the rate beside both figures), unless it wrote none ("2020年各大区的销售目标完成
     // 率分别是多少" answered with every month's two figures), or only the keys past their target
     // are asked for ("Which regions beat their full-year 2020 target? show completion rate").
-    if key != month && rate && has(" / ") && crate::cues::past_target(question).is_none() {
+    if key != month && rate && has(" / ") && side.is_none() {
         return None;
     }
     // A figure listed as itself, not only inside the rate.
@@ -1036,7 +1037,7 @@ pub fn regrain_target(catalog: &Catalog, dialect: crate::exec::Dialect, question
         || if rate { crate::cues::actual_named(question) || crate::cues::held_against(question) || !crate::cues::rate_named(question) } else { !gap || crate::cues::actual_named(question) };
     let figures = !both || listed;
     let compared = select.selection.iter().chain(&select.having).any(|w| conjuncts(w).into_iter().any(compares));
-    let side_right = crate::cues::past_target(question).is_none() || compared;
+    let side_right = side.is_none() || compared;
     if grain_right && figures && side_right && (!rate || has(" / ")) && (!gap || has(" - ")) && (!crate::cues::months_counted(question) || has("COUNT(")) {
         return None;
     }
@@ -1045,7 +1046,6 @@ pub fn regrain_target(catalog: &Catalog, dialect: crate::exec::Dialect, question
     let (sa, st) = (format!("SUM({s}.{})", quoted(&actual)), format!("SUM({t}.{})", quoted(&target.name)));
     let g = format!("{t}.{}", quoted(&key));
     let mut items = vec![format!("{g} AS {}", quoted(&key))];
-    let side = crate::cues::past_target(question);
     if both {
         items.push(format!("ROUND({sa}, 2) AS {}", if zh { "实际" } else { "actual" }));
         items.push(format!("ROUND({st}, 2) AS {}", if zh { "目标" } else { "target" }));
@@ -1116,17 +1116,9 @@ pub fn date_prefixes(catalog: &Catalog, dialect: crate::exec::Dialect, sql: &str
     let mut stmts = parse(dialect, sql)?;
     let mut changed = false;
     let wrap = |e: &mut Expr, n: usize| {
-        let inner = std::mem::replace(e, Expr::Value(Value::Null.into()));
-        *e = parse(dialect, &format!("SELECT substr(x, 1, {n})"))
-            .and_then(|mut st| {
-                let sqlparser::ast::Statement::Query(q) = st.pop()? else { return None };
-                let sqlparser::ast::SetExpr::Select(sel) = *q.body else { return None };
-                let sqlparser::ast::SelectItem::UnnamedExpr(Expr::Function(mut f)) = sel.projection.into_iter().next()? else { return None };
-                let sqlparser::ast::FunctionArguments::List(l) = &mut f.args else { return None };
-                l.args[0] = sqlparser::ast::FunctionArg::Unnamed(sqlparser::ast::FunctionArgExpr::Expr(inner.clone()));
-                Some(Expr::Function(f))
-            })
-            .unwrap_or(inner);
+        if let Some(prefix) = parse_expr(dialect, &format!("substr({e}, 1, {n})")) {
+            *e = prefix;
+        }
     };
     let is_date = |e: &Expr| column_name(e).as_deref() == Some(date);
     let _ = sqlparser::ast::visit_expressions_mut(&mut stmts, |e| {

@@ -378,8 +378,8 @@ pub fn actual_named(question: &str) -> bool {
 /// Whether the question asks how far short of a target a figure fell ("how far short", "the
 /// shortfall", "缺口", "少了多少"), whether or not it asks only for the rows that fell short.
 pub fn shortfall_asked(question: &str) -> bool {
-    static SHORT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)\bshort(fall)?s?\b|缺口|少了?多少|还差").expect("valid pattern"));
-    SHORT.is_match(question)
+    static SHORTFALL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)\bshort(fall)?s?\b|缺口|少了?多少|还差").expect("valid pattern"));
+    SHORTFALL.is_match(question)
 }
 
 /// Whether the question names a rate in a word of its own ("完成率", "completion rate", "in
